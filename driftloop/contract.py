@@ -1,0 +1,286 @@
+"""The data contract: a typed, validated description of one dataset, loaded from YAML."""
+
+from __future__ import annotations
+
+import re
+from datetime import date, timedelta
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Self
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+class ContractError(ValueError):
+    """A contract file that cannot be used, with a message that names the file and field."""
+
+
+class ColumnType(StrEnum):
+    numeric = "numeric"
+    categorical = "categorical"
+    boolean = "boolean"
+    timestamp = "timestamp"
+
+
+class Task(StrEnum):
+    binary = "binary"
+    regression = "regression"
+
+
+def parse_duration(value: Any) -> timedelta:
+    """'6h', '1d', '90m', a number of seconds, or a timedelta -> timedelta (never negative)."""
+    if isinstance(value, timedelta):
+        result = value
+    elif isinstance(value, int | float):
+        result = timedelta(seconds=value)
+    elif isinstance(value, str) and (match := _DURATION.match(value)):
+        result = timedelta(seconds=float(match[1]) * _UNIT_SECONDS[match[2]])
+    elif isinstance(value, str) and value.strip().startswith("-"):
+        raise ValueError(f"must not be negative, got {value!r}")
+    else:
+        raise ValueError(f"expected a duration such as '6h', '1d' or '30m', got {value!r}")
+    if result < timedelta(0):
+        raise ValueError(f"must not be negative, got {value!r}")
+    return result
+
+
+class _Strict(BaseModel):
+    # Unknown keys are typos: refuse them instead of silently ignoring them.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Column(_Strict):
+    """One column of the landed files and the rules every row of it must meet."""
+
+    type: ColumnType
+    required: bool = True
+    nullable: bool = True
+    max_null_fraction: float | None = Field(default=None, ge=0, le=1)
+    min: float | None = None
+    max: float | None = None
+    allowed: list[str | int | bool] | None = None
+    description: str = ""
+
+    @model_validator(mode="after")
+    def _rules_fit_the_type(self) -> Self:
+        if (self.min is not None or self.max is not None) and self.type != ColumnType.numeric:
+            raise ValueError(f"min/max only apply to numeric columns, not {self.type.value}")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min ({self.min}) is greater than max ({self.max})")
+        if self.allowed is not None and self.type not in (
+            ColumnType.categorical,
+            ColumnType.boolean,
+        ):
+            raise ValueError("allowed values only apply to categorical or boolean columns")
+        return self
+
+
+class EventTime(_Strict):
+    column: str
+    timezone: str = "UTC"
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as error:
+            raise ValueError(f"unknown time zone {value!r}") from error
+        return value
+
+
+class Target(_Strict):
+    """What the model predicts: a column, or a SQL expression over columns."""
+
+    column: str | None = None
+    expression: str | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Self:
+        if (self.column is None) == (self.expression is None):
+            raise ValueError("give exactly one of 'column' or 'expression'")
+        return self
+
+    @property
+    def sql(self) -> str:
+        return f'"{self.column}"' if self.column else f"({self.expression})"
+
+
+class RollingFeature(_Strict):
+    """A point-in-time aggregate of the label per group over a trailing window.
+
+    Only rows whose label was known (event time + label delay) before the row's own
+    event time are counted, so no future information leaks in.
+    """
+
+    name: str
+    group_by: str
+    window: timedelta
+    statistic: str = Field(default="target_mean", pattern="^(target_mean|count)$")
+
+    @field_validator("window", mode="before")
+    @classmethod
+    def _window(cls, value: Any) -> timedelta:
+        return parse_duration(value)
+
+
+class Partitions(_Strict):
+    start: date
+    end: date | None = None
+
+
+class Training(_Strict):
+    """Defaults for the training window; Dagster run config can override them."""
+
+    window_days: int = Field(default=60, ge=2)
+    holdout_days: int = Field(default=7, ge=1)
+    validation_days: int = Field(default=7, ge=1)
+
+
+class Contract(_Strict):
+    name: str
+    description: str = ""
+    event_time: EventTime
+    id_columns: list[str] = Field(default_factory=list)
+    target: Target
+    task: Task
+    label_delay: timedelta
+    partitions: Partitions
+    columns: dict[str, Column]
+    features: list[str]
+    extra_features: dict[str, str] = Field(
+        default_factory=dict, description="name -> DuckDB SQL expression over raw columns"
+    )
+    rolling_features: list[RollingFeature] = Field(default_factory=list)
+    slices: list[str] = Field(default_factory=list)
+    max_bad_row_fraction: float = Field(default=0.2, ge=0, le=1)
+    training: Training = Field(default_factory=Training)
+
+    @field_validator("label_delay", mode="before")
+    @classmethod
+    def _delay(cls, value: Any) -> timedelta:
+        return parse_duration(value)
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_an_identifier(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError("must be lower case letters, digits and '_', starting with a letter")
+        return value
+
+    @model_validator(mode="after")
+    def _names_refer_to_columns(self) -> Self:
+        known = set(self.columns)
+        derived = set(self.extra_features) | {r.name for r in self.rolling_features}
+
+        def need(field: str, names: list[str], allowed: set[str]) -> None:
+            unknown = [n for n in names if n not in allowed]
+            if unknown:
+                raise ValueError(f"{field}: {unknown} not declared in 'columns'")
+
+        need("event_time.column", [self.event_time.column], known)
+        if self.columns[self.event_time.column].type != ColumnType.timestamp:
+            raise ValueError("event_time.column: must be a column of type timestamp")
+        need("id_columns", self.id_columns, known)
+        if self.target.column is not None:
+            need("target.column", [self.target.column], known)
+        need("features", self.features, known | derived)
+        need("slices", self.slices, known | derived)
+        need("rolling_features.group_by", [r.group_by for r in self.rolling_features], known)
+        reserved = {"event_time", "label", "partition_date"} & (known | derived)
+        if reserved:
+            raise ValueError(f"{sorted(reserved)} are reserved names of the features table")
+        clash = derived & known
+        if clash:
+            raise ValueError(f"extra/rolling feature names {sorted(clash)} clash with columns")
+        if self.target.column in self.features:
+            raise ValueError(f"features: the target column {self.target.column!r} is a feature")
+        return self
+
+    # Convenience views used across the project.
+    @property
+    def timezone(self) -> ZoneInfo:
+        return ZoneInfo(self.event_time.timezone)
+
+    def feature_type(self, name: str) -> ColumnType:
+        """Type of a model feature; extra SQL features are numeric unless declared as columns."""
+        if name in self.columns:
+            return self.columns[name].type
+        return ColumnType.numeric
+
+    @property
+    def categorical_features(self) -> list[str]:
+        return [f for f in self.features if self.feature_type(f) == ColumnType.categorical]
+
+    @property
+    def required_columns(self) -> list[str]:
+        return [n for n, c in self.columns.items() if c.required]
+
+
+def _format_pydantic_error(path: Path, error: ValidationError) -> str:
+    lines = [f"contract {path}: {error.error_count()} problem(s)"]
+    for item in error.errors():
+        where = ".".join(str(p) for p in item["loc"]) or "(top level)"
+        message = item["msg"].removeprefix("Value error, ")
+        lines.append(f"  - field '{where}': {message}")
+    return "\n".join(lines)
+
+
+def _check_target_sql(path: Path, contract: Contract) -> None:
+    """Compile the target and extra feature SQL against an empty table of the declared columns."""
+    import duckdb  # light import; only needed for this check
+
+    sql_types = {
+        ColumnType.numeric: "DOUBLE",
+        ColumnType.categorical: "VARCHAR",
+        ColumnType.boolean: "BOOLEAN",
+        ColumnType.timestamp: "TIMESTAMP",
+    }
+    columns = ", ".join(f'"{n}" {sql_types[c.type]}' for n, c in contract.columns.items())
+    con = duckdb.connect()
+    con.execute(f"CREATE TABLE t ({columns})")
+    expressions = {"target": contract.target.sql}
+    expressions |= {f"extra_features.{k}": f"({v})" for k, v in contract.extra_features.items()}
+    for field, sql in expressions.items():
+        try:
+            con.execute(f"SELECT {sql} FROM t")
+        except duckdb.Error as error:
+            first_line = str(error).splitlines()[0]
+            raise ContractError(
+                f"contract {path}: field '{field}': SQL {sql!r} does not run against the "
+                f"declared columns: {first_line}"
+            ) from error
+
+
+def load_contract(path: str | Path) -> Contract:
+    """Read and validate one contract file; every problem names the file and the field."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise ContractError(f"contract {path}: not valid YAML: {error}") from error
+    if not isinstance(raw, dict):
+        raise ContractError(f"contract {path}: expected a mapping at the top level")
+    try:
+        contract = Contract.model_validate(raw)
+    except ValidationError as error:
+        raise ContractError(_format_pydantic_error(path, error)) from None
+    _check_target_sql(path, contract)
+    return contract
+
+
+def load_contracts(directory: str | Path) -> dict[str, Contract]:
+    """All contracts in a folder (*.yaml / *.yml), keyed by dataset name."""
+    contracts: dict[str, Contract] = {}
+    for path in sorted(Path(directory).glob("*.y*ml")):
+        contract = load_contract(path)
+        if contract.name in contracts:
+            raise ContractError(f"contract {path}: dataset name {contract.name!r} is used twice")
+        contracts[contract.name] = contract
+    return contracts

@@ -1,0 +1,75 @@
+"""Immutable Parquet partitions: atomic writes, and DuckDB reads over a range of days."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterable
+from datetime import date, timedelta
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+
+def write_parquet_atomic(frame: pd.DataFrame | pa.Table, path: Path) -> Path:
+    """Write to a temporary file in the same folder, then rename: readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(frame, pd.DataFrame):
+        frame = pa.Table.from_pandas(frame, preserve_index=False)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        pq.write_table(frame, tmp, compression="zstd")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_text_atomic(text: str, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    os.replace(tmp, path)
+    return path
+
+
+def days_between(start: date, end: date) -> list[str]:
+    """Inclusive list of ISO days from start to end."""
+    return [(start + timedelta(days=i)).isoformat() for i in range((end - start).days + 1)]
+
+
+def existing_partitions(table_dir: Path) -> list[str]:
+    """ISO days that have a written partition under a table folder, sorted."""
+    if not table_dir.exists():
+        return []
+    days = [p.parent.name.removeprefix("date=") for p in table_dir.glob("date=*/data.parquet")]
+    return sorted(days)
+
+
+def partition_files(table_dir: Path, days: Iterable[str]) -> list[Path]:
+    """The partition files of the given days that exist, in day order."""
+    files = [table_dir / f"date={d}" / "data.parquet" for d in sorted(set(days))]
+    return [f for f in files if f.exists()]
+
+
+def sql_file_list(files: list[Path]) -> str:
+    """A DuckDB list literal of file paths, for read_parquet([...])."""
+    quoted = ", ".join("'" + str(f).replace("'", "''") + "'" for f in files)
+    return f"[{quoted}]"
+
+
+BLOCKED_MARKER = "BLOCKED.json"
+
+
+def blocked_marker(table_dir: Path, day: str) -> Path:
+    """A partition whose blocking checks failed carries this file beside its data."""
+    return table_dir / f"date={day}" / BLOCKED_MARKER
+
+
+def is_blocked(table_dir: Path, day: str) -> bool:
+    return blocked_marker(table_dir, day).exists()

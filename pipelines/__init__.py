@@ -1,0 +1,1 @@
+"""Entry points: the Dagster code location (pipelines.definitions), jobs and CLIs."""

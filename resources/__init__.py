@@ -1,0 +1,1 @@
+"""Dagster resources: thin, typed wrappers configured from environment variables."""

@@ -1,0 +1,1 @@
+"""Sensors and schedules that turn new data, drift and decay into runs."""

@@ -1,0 +1,41 @@
+"""Shared fixtures: a fresh data root, MLflow store and Dagster instance per test."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from dagster import DagsterInstance, instance_for_test
+
+from driftloop.contract import Contract, load_contract
+from driftloop.paths import PROJECT_ROOT, DatasetPaths, dataset_paths
+
+FLIGHTS_CONTRACT = PROJECT_ROOT / "contracts" / "flights.yaml"
+
+
+@pytest.fixture
+def data_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A temporary DRIFTLOOP_DATA_DIR and MLFLOW_TRACKING_URI for this test."""
+    root = tmp_path / "data"
+    root.mkdir()
+    monkeypatch.setenv("DRIFTLOOP_DATA_DIR", str(root))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+    return root
+
+
+@pytest.fixture
+def flights_contract() -> Contract:
+    return load_contract(FLIGHTS_CONTRACT)
+
+
+@pytest.fixture
+def flights_paths(data_root: Path) -> DatasetPaths:
+    return dataset_paths("flights", data_root)
+
+
+@pytest.fixture
+def dagster_instance(tmp_path: Path) -> Iterator[DagsterInstance]:
+    """A real Dagster instance with its storage in a temporary DAGSTER_HOME."""
+    with instance_for_test(temp_dir=str(tmp_path / "dagster_home")) as instance:
+        yield instance
