@@ -32,9 +32,12 @@ def _package_files():
 def all_flights() -> pd.DataFrame:
     """All 336,776 flights of 2013 in the contract's shape, sorted by scheduled departure."""
     data = _package_files()
-    with data.joinpath("flights.csv.zip").open("rb") as raw, zipfile.ZipFile(raw) as archive:
-        with archive.open("flights.csv") as handle:
-            flights = pd.read_csv(handle, dtype={"carrier": str, "tailnum": str})
+    with (
+        data.joinpath("flights.csv.zip").open("rb") as raw,
+        zipfile.ZipFile(raw) as archive,
+        archive.open("flights.csv") as handle,
+    ):
+        flights = pd.read_csv(handle, dtype={"carrier": str, "tailnum": str})
     with data.joinpath("weather.csv").open("rb") as handle:
         weather = pd.read_csv(handle, na_values=["NA"])
     with data.joinpath("planes.csv").open("rb") as handle:

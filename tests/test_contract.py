@@ -1,0 +1,121 @@
+"""The contract loader: valid contracts load; every typo fails with a message naming the field."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import yaml
+
+from driftloop.contract import ContractError, Task, load_contract, load_contracts, parse_duration
+from driftloop.paths import PROJECT_ROOT
+
+FLIGHTS = PROJECT_ROOT / "contracts" / "flights.yaml"
+TAXI = PROJECT_ROOT / "examples" / "contracts" / "taxi.yaml"
+
+
+def _write_variant(tmp_path: Path, edit) -> Path:
+    raw = yaml.safe_load(FLIGHTS.read_text())
+    edit(raw)
+    path = tmp_path / "variant.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_shipped_contracts_load() -> None:
+    flights = load_contract(FLIGHTS)
+    assert flights.name == "flights"
+    assert flights.task is Task.binary
+    assert flights.label_delay == timedelta(days=1)
+    assert flights.categorical_features == ["carrier", "origin", "dest"]
+    assert "arr_delay" not in flights.features and "dep_delay" not in flights.features
+    taxi = load_contract(TAXI)
+    assert taxi.task is Task.regression
+    assert "total_amount" not in taxi.features
+
+
+@pytest.mark.parametrize(
+    ("edit", "field", "words"),
+    [
+        (
+            lambda c: c["columns"]["distance"].update(type="numerc"),
+            "columns.distance.type",
+            "numeric",
+        ),
+        (
+            lambda c: c.update(target={"column": "no_such_column"}),
+            "target.column",
+            "no_such_column",
+        ),
+        (lambda c: c.update(target={"expression": "arr_dealy > 15"}), "target", "arr_dealy"),
+        (lambda c: c.update(label_delay="-1d"), "label_delay", "negative"),
+        (lambda c: c.update(label_delay="soon"), "label_delay", "duration"),
+        (lambda c: c.update(task="classification"), "task", "binary"),
+        (lambda c: c["event_time"].update(timezone="Mars/Olympus"), "event_time.timezone", "Mars"),
+        (lambda c: c["features"].append("arr_dlay"), "features", "arr_dlay"),
+        (lambda c: c.update(featrues=["hour"]), "featrues", "not permitted"),
+        (lambda c: c["columns"]["carrier"].update(min=0), "columns.carrier", "numeric"),
+        (lambda c: c["columns"]["distance"].update(min=10, max=1), "columns.distance", "greater"),
+        (lambda c: c.update(slices=["airline"]), "slices", "airline"),
+        (
+            lambda c: c["extra_features"].update(hour="hour(no_column)"),
+            "extra_features.hour",
+            "no_column",
+        ),
+    ],
+)
+def test_typos_fail_naming_the_field(tmp_path: Path, edit, field: str, words: str) -> None:
+    path = _write_variant(tmp_path, edit)
+    with pytest.raises(ContractError) as caught:
+        load_contract(path)
+    message = str(caught.value)
+    assert str(path) in message
+    assert field in message
+    assert words in message
+
+
+def test_target_column_may_not_be_a_feature(tmp_path: Path) -> None:
+    def edit(c: dict) -> None:
+        c["target"] = {"column": "arr_delay"}
+        c["features"].append("arr_delay")
+
+    with pytest.raises(ContractError, match="target column 'arr_delay' is a feature"):
+        load_contract(_write_variant(tmp_path, edit))
+
+
+def test_not_yaml_and_not_a_mapping(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("name: [unclosed")
+    with pytest.raises(ContractError, match="not valid YAML"):
+        load_contract(broken)
+    listing = tmp_path / "list.yaml"
+    listing.write_text("- a\n- b\n")
+    with pytest.raises(ContractError, match="mapping"):
+        load_contract(listing)
+
+
+def test_duplicate_dataset_names_are_refused(tmp_path: Path) -> None:
+    (tmp_path / "a.yaml").write_text(FLIGHTS.read_text())
+    (tmp_path / "b.yaml").write_text(FLIGHTS.read_text())
+    with pytest.raises(ContractError, match="used twice"):
+        load_contracts(tmp_path)
+
+
+def test_copy_under_another_name_loads_independently(tmp_path: Path) -> None:
+    (tmp_path / "flights.yaml").write_text(FLIGHTS.read_text())
+    (tmp_path / "flights_copy.yaml").write_text(
+        FLIGHTS.read_text().replace("name: flights", "name: flights_copy")
+    )
+    contracts = load_contracts(tmp_path)
+    assert sorted(contracts) == ["flights", "flights_copy"]
+    assert contracts["flights"].features == contracts["flights_copy"].features
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("6h", timedelta(hours=6)), ("1d", timedelta(days=1)), ("90m", timedelta(minutes=90)),
+     ("2w", timedelta(weeks=2)), (3600, timedelta(hours=1)), ("0s", timedelta(0))],
+)  # fmt: skip
+def test_durations(text: str | int, expected: timedelta) -> None:
+    assert parse_duration(text) == expected
