@@ -43,6 +43,11 @@ def parse_duration(value: Any) -> timedelta:
         result = timedelta(seconds=float(match[1]) * _UNIT_SECONDS[match[2]])
     elif isinstance(value, str) and value.strip().startswith("-"):
         raise ValueError(f"must not be negative, got {value!r}")
+    elif isinstance(value, str) and value.startswith("P"):
+        # ISO 8601, as pydantic writes timedeltas in JSON: lets a contract round-trip.
+        from pydantic import TypeAdapter
+
+        result = TypeAdapter(timedelta).validate_python(value)
     else:
         raise ValueError(f"expected a duration such as '6h', '1d' or '30m', got {value!r}")
     if result < timedelta(0):

@@ -37,5 +37,7 @@ def flights_paths(data_root: Path) -> DatasetPaths:
 @pytest.fixture
 def dagster_instance(tmp_path: Path) -> Iterator[DagsterInstance]:
     """A real Dagster instance with its storage in a temporary DAGSTER_HOME."""
-    with instance_for_test(temp_dir=str(tmp_path / "dagster_home")) as instance:
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    with instance_for_test(temp_dir=str(home)) as instance:
         yield instance

@@ -119,3 +119,9 @@ def test_copy_under_another_name_loads_independently(tmp_path: Path) -> None:
 )  # fmt: skip
 def test_durations(text: str | int, expected: timedelta) -> None:
     assert parse_duration(text) == expected
+
+
+def test_contract_round_trips_through_json() -> None:
+    contract = load_contract(FLIGHTS)
+    again = type(contract).model_validate_json(contract.model_dump_json())
+    assert again == contract

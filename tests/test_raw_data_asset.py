@@ -1,0 +1,242 @@
+"""The `flights/raw_data` asset on a real Dagster instance, with real landed flights files."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+from dagster import (
+    AssetCheckKey,
+    AssetKey,
+    AssetsDefinition,
+    BackfillPolicy,
+    DagsterInstance,
+    ExecuteInProcessResult,
+    MaterializeResult,
+    asset,
+    materialize,
+)
+
+from assets import raw_data
+from assets.partitions import daily_partitions
+from driftloop.contract import Contract
+from driftloop.lake import blocked_marker
+from driftloop.paths import DatasetPaths
+from driftloop.validation import BLOCKING_CHECKS, CHECK_NAMES
+from resources.lake import LakeResource
+
+DAYS = ["2013-01-01", "2013-01-02", "2013-01-03"]
+RAW = AssetKey(["flights", "raw_data"])
+PROBE = AssetKey(["flights", "downstream_probe"])
+# The probe below uses backfill_policy, which 1.13 marks as beta.
+pytestmark = pytest.mark.filterwarnings("ignore::dagster.BetaWarning")
+
+
+@pytest.fixture(autouse=True)
+def _dagster_home_exists(tmp_path: Path) -> None:
+    # conftest's dagster_instance hands instance_for_test a temp_dir it has not created,
+    # and instance_for_test writes dagster.yaml into it; autouse runs before it.
+    (tmp_path / "dagster_home").mkdir(exist_ok=True)
+
+
+@pytest.fixture(scope="module")
+def flights3() -> pd.DataFrame:
+    from driftloop.flights_source import flights_between
+
+    return flights_between(date(2013, 1, 1), 3)
+
+
+def _raw_assets_def(contract: Contract) -> AssetsDefinition:
+    # The resources come with the code location's Definitions, not with build().
+    (assets_def,) = raw_data.build(contract).assets
+    return assets_def
+
+
+@pytest.fixture
+def assets(flights_contract: Contract) -> list:
+    raw_def = _raw_assets_def(flights_contract)
+
+    @asset(
+        key=PROBE,
+        deps=[RAW],
+        partitions_def=daily_partitions(flights_contract),
+        backfill_policy=BackfillPolicy.single_run(),
+    )
+    def downstream_probe() -> MaterializeResult:
+        return MaterializeResult()
+
+    return [raw_def, downstream_probe]
+
+
+def _day(frame: pd.DataFrame, day: str) -> pd.DataFrame:
+    return frame[frame["scheduled_departure"].dt.strftime("%Y-%m-%d") == day]
+
+
+def _land(paths: DatasetPaths, frame: pd.DataFrame, name: str) -> None:
+    paths.landing.mkdir(parents=True, exist_ok=True)
+    if name.endswith(".csv"):
+        frame.to_csv(paths.landing / name, index=False)
+    else:
+        frame.to_parquet(paths.landing / name, index=False)
+
+
+def _run(
+    assets: list, instance: DagsterInstance, root: Path, days: list[str]
+) -> ExecuteInProcessResult:
+    options: dict = {"partition_key": days[0]}
+    if len(days) > 1:
+        options = {
+            "tags": {
+                "dagster/asset_partition_range_start": days[0],
+                "dagster/asset_partition_range_end": days[-1],
+            }
+        }
+    return materialize(
+        assets,
+        instance=instance,
+        resources={"lake": LakeResource(data_dir=str(root))},
+        raise_on_error=False,
+        **options,
+    )
+
+
+def _checks(result: ExecuteInProcessResult) -> dict[tuple[str, str | None], bool]:
+    return {(e.check_name, e.partition): e.passed for e in result.get_asset_check_evaluations()}
+
+
+def _failure_messages(result: ExecuteInProcessResult) -> str:
+    return "\n".join(
+        str(e.step_failure_data.error.to_string())
+        for e in result.get_step_failure_events()
+        if e.step_failure_data and e.step_failure_data.error
+    )
+
+
+def _materialized(result: ExecuteInProcessResult) -> set[tuple[AssetKey, str | None]]:
+    return {(m.asset_key, m.partition) for m in result.get_asset_materialization_events()}
+
+
+def test_definitions_declare_the_asset_and_its_checks(flights_contract: Contract) -> None:
+    spec = _raw_assets_def(flights_contract)
+    assert spec.key == RAW
+    assert spec.group_names_by_key[RAW] == "flights"
+    assert spec.backfill_policy == BackfillPolicy.single_run()
+    assert "lake" in spec.required_resource_keys
+    checks = {s.name: s for s in spec.check_specs}
+    assert sorted(checks) == sorted(CHECK_NAMES)
+    assert sorted(n for n, s in checks.items() if s.blocking) == sorted(BLOCKING_CHECKS)
+    assert all(s.partitions_def == spec.partitions_def for s in checks.values())
+
+
+def test_days_materialize_and_pass_their_checks(
+    assets, flights_contract, flights_paths, data_root, dagster_instance, flights3
+) -> None:
+    _land(flights_paths, _day(flights3, DAYS[0]), "day1.csv")
+    _land(flights_paths, flights3[flights3["scheduled_departure"] >= DAYS[1]], "days23.parquet")
+
+    first = _run(assets, dagster_instance, data_root, DAYS[:1])
+    assert first.success
+    assert _materialized(first) == {(RAW, DAYS[0]), (PROBE, DAYS[0])}
+    assert _checks(first) == {(name, DAYS[0]): True for name in CHECK_NAMES}
+    meta = first.asset_materializations_for_node("flights__raw_data")[0].metadata
+    rows = len(_day(flights3, DAYS[0]))
+    assert meta["dagster/row_count"].value == rows
+    assert meta["source_files"].value == {"day1.csv": rows}
+    assert sorted(meta["ingested_files"].value) == ["day1.csv", "days23.parquet"]
+    assert "flight_id" in meta["preview"].value
+    partition = flights_paths.partition_file("raw", DAYS[0])
+    assert pq.ParquetFile(partition).metadata.num_rows == rows
+    assert not blocked_marker(flights_paths.table("raw"), DAYS[0]).exists()
+
+    # The other two days in one run (single-run backfill): per-day files and check results.
+    rest = _run(assets, dagster_instance, data_root, DAYS[1:])
+    assert rest.success, _failure_messages(rest)
+    assert _materialized(rest) == {(k, d) for k in (RAW, PROBE) for d in DAYS[1:]}
+    assert _checks(rest) == {(n, d): True for n in CHECK_NAMES for d in DAYS[1:]}
+    for day in DAYS[1:]:
+        assert pq.ParquetFile(flights_paths.partition_file("raw", day)).metadata.num_rows == len(
+            _day(flights3, day)
+        )
+    # Stored per partition, so the UI shows each day's status.
+    history = dagster_instance.event_log_storage.get_asset_check_execution_history(
+        AssetCheckKey(RAW, "row_count"), limit=10
+    )
+    assert sorted(r.partition for r in history) == DAYS
+
+    # Re-running a day with nothing new landed rewrites the same rows.
+    again = _run(assets, dagster_instance, data_root, DAYS[:1])
+    assert again.success
+    assert pq.ParquetFile(partition).metadata.num_rows == rows
+
+
+def test_blocking_check_failure_blocks_the_day_and_stops_downstream(
+    assets, flights_contract, flights_paths, data_root, dagster_instance, flights3
+) -> None:
+    bad = _day(flights3, DAYS[0]).copy()
+    bad.loc[bad.index[: len(bad) * 6 // 10], "temp"] = None  # 60% > max_null_fraction 0.5
+    _land(flights_paths, bad, "day1_no_weather.csv")
+
+    result = _run(assets, dagster_instance, data_root, DAYS[:1])
+
+    assert not result.success
+    assert (RAW, DAYS[0]) in _materialized(result)
+    assert (PROBE, DAYS[0]) not in _materialized(result)
+    checks = _checks(result)
+    assert checks[("null_fractions", DAYS[0])] is False
+    assert all(passed for (name, _), passed in checks.items() if name != "null_fractions")
+    assert "blocking asset check failed" in _failure_messages(result)
+    assert "null_fractions" in _failure_messages(result)
+    evaluation = next(
+        e for e in result.get_asset_check_evaluations() if e.check_name == "null_fractions"
+    )
+    assert evaluation.metadata["columns"].value == ["temp"]
+    assert evaluation.metadata["source_files"].value == {"day1_no_weather.csv": len(bad) * 6 // 10}
+
+    marker = blocked_marker(flights_paths.table("raw"), DAYS[0])
+    body = json.loads(marker.read_text())
+    assert [c["name"] for c in body["failed_checks"]] == ["null_fractions"]
+    assert "column 'temp' rule max_null_fraction=0.5" in body["failed_checks"][0]["description"]
+    assert flights_paths.partition_file("raw", DAYS[0]).exists()
+
+    # A corrected delivery replaces the rows (same ids) and lifts the block.
+    _land(flights_paths, _day(flights3, DAYS[0]), "day1_fixed.parquet")
+    fixed = _run(assets, dagster_instance, data_root, DAYS[:1])
+    assert fixed.success, _failure_messages(fixed)
+    assert (PROBE, DAYS[0]) in _materialized(fixed)
+    assert not marker.exists()
+
+
+def test_range_run_writes_every_day_and_marks_only_the_bad_one(
+    assets, flights_contract, flights_paths, data_root, dagster_instance, flights3
+) -> None:
+    frame = flights3.copy()
+    day2 = frame["scheduled_departure"].dt.strftime("%Y-%m-%d") == DAYS[1]
+    frame.loc[frame.index[day2][:700], "temp"] = None
+    _land(flights_paths, frame, "three_days.parquet")
+
+    result = _run(assets, dagster_instance, data_root, DAYS)
+
+    assert not result.success
+    assert {p for k, p in _materialized(result) if k == PROBE} == set()
+    checks = _checks(result)
+    assert checks[("null_fractions", DAYS[1])] is False
+    assert checks[("null_fractions", DAYS[0])] and checks[("null_fractions", DAYS[2])]
+    table = flights_paths.table("raw")
+    assert [blocked_marker(table, d).exists() for d in DAYS] == [False, True, False]
+    assert all(flights_paths.partition_file("raw", d).exists() for d in DAYS)
+
+
+def test_a_day_without_data_fails_clearly(
+    assets, flights_paths, data_root, dagster_instance, flights3
+) -> None:
+    _land(flights_paths, _day(flights3, DAYS[0]), "day1.csv")
+    result = _run(assets, dagster_instance, data_root, ["2013-01-05"])
+    assert not result.success
+    assert "no data landed for 2013-01-05" in _failure_messages(result)
+    assert not flights_paths.partition_file("raw", "2013-01-05").exists()
+    # The landed file was still ingested for its own day.
+    assert (flights_paths.staged / f"date={DAYS[0]}").is_dir()

@@ -1,0 +1,178 @@
+"""Partition checks on handcrafted raw frames: each check passes on good data and can fail."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from driftloop.contract import Contract
+from driftloop.ingest import SOURCE_FILE, conform
+from driftloop.validation import (
+    BLOCKING_CHECKS,
+    CHECK_NAMES,
+    CheckOutcome,
+    failed_blocking,
+    validate_partition,
+)
+
+DAY = "2013-01-01"
+
+
+def _good(contract: Contract, rows: int = 10) -> pd.DataFrame:
+    """A raw frame as ingestion writes it: every contract column, conformed dtypes."""
+    frame = pd.DataFrame(
+        {
+            "flight_id": [f"20130101-UA{i}-EWR-515" for i in range(rows)],
+            "scheduled_departure": pd.date_range("2013-01-01 05:15", periods=rows, freq="h"),
+            "carrier": ["UA", "AA", "B6", "DL", "9E"] * (rows // 5),
+            "flight": [1545.0 + i for i in range(rows)],
+            "tailnum": ["N14228"] * rows,
+            "origin": ["EWR", "JFK"] * (rows // 2),
+            "dest": ["IAH"] * rows,
+            "distance": [1400.0] * rows,
+            "dep_delay": [2.0] * rows,
+            "arr_delay": [11.0] * rows,
+            "plane_year": [1999.0] * rows,
+            SOURCE_FILE: ["a.csv"] * (rows - 2) + ["b.parquet"] * 2,
+        }
+    )
+    for column in ("temp", "dewp", "humid", "wind_dir", "wind_speed", "precip", "visib"):
+        frame[column] = 10.0
+    frame["pressure"] = 1012.0
+    frame["wind_gust"] = None
+    return conform(contract, frame)
+
+
+def _by_name(outcomes: list[CheckOutcome]) -> dict[str, CheckOutcome]:
+    return {o.name: o for o in outcomes}
+
+
+def _check(contract: Contract, frame: pd.DataFrame, name: str, history=(10, 10)) -> CheckOutcome:
+    return _by_name(validate_partition(contract, frame, DAY, list(history)))[name]
+
+
+def test_good_frame_passes_every_check(flights_contract: Contract) -> None:
+    outcomes = validate_partition(flights_contract, _good(flights_contract), DAY, [10, 12, 9])
+    assert [o.name for o in outcomes] == CHECK_NAMES
+    assert all(o.passed for o in outcomes), [o.description for o in outcomes if not o.passed]
+    assert failed_blocking(outcomes) == []
+    blocking = {o.name: o.blocking for o in outcomes}
+    assert [n for n, b in blocking.items() if b] == BLOCKING_CHECKS
+    assert blocking["row_count"] is False
+    schema = _by_name(outcomes)["schema"]
+    assert {row["column"] for row in schema.metadata["table"]} == set(flights_contract.columns)
+
+
+def test_schema_fails_on_missing_column_and_wrong_type(flights_contract: Contract) -> None:
+    frame = _good(flights_contract).drop(columns=["dest"])
+    frame["distance"] = frame["distance"].astype(str)
+    outcome = _check(flights_contract, frame, "schema")
+    assert not outcome.passed and outcome.blocking
+    assert "missing column(s) ['dest']" in outcome.description
+    assert "wrong type in column(s) ['distance']" in outcome.description
+    assert outcome.metadata["columns"] == ["dest", "distance"]
+    actual = {row["column"]: row["actual"] for row in outcome.metadata["table"]}
+    assert actual["dest"] == "missing" and actual["distance"] == "object"
+    # The other checks still run on what is there.
+    assert _check(flights_contract, frame, "allowed_values").passed
+
+
+def test_null_fractions_fail_on_nullable_false_and_on_max_fraction(
+    flights_contract: Contract,
+) -> None:
+    frame = _good(flights_contract)
+    frame.loc[9, "carrier"] = None
+    frame.loc[[0, 1, 2], "tailnum"] = None  # 30% > max_null_fraction 0.2
+    outcome = _check(flights_contract, frame, "null_fractions")
+    assert not outcome.passed and outcome.blocking
+    assert outcome.metadata["columns"] == ["carrier", "tailnum"]
+    assert outcome.metadata["failing_rows"] == 4
+    assert "column 'carrier' rule nullable=false: 1 of 10 null" in outcome.description
+    assert "column 'tailnum' rule max_null_fraction=0.2: 3 of 10 null (30.0%)" in (
+        outcome.description
+    )
+    assert outcome.metadata["source_files"] == {"a.csv": 3, "b.parquet": 1}
+    # wind_gust is all null but has no limit: fine.
+    assert _check(flights_contract, _good(flights_contract), "null_fractions").passed
+
+
+def test_value_ranges_fail_with_examples_and_source_files(flights_contract: Contract) -> None:
+    frame = _good(flights_contract)
+    frame.loc[[8, 9], "distance"] = [99999.0, 7000.0]
+    frame.loc[0, "humid"] = -5.0
+    outcome = _check(flights_contract, frame, "value_ranges")
+    assert not outcome.passed and outcome.blocking
+    assert outcome.metadata["columns"] == ["distance", "humid"]
+    assert outcome.metadata["examples"]["distance"] == [99999, 7000]
+    assert outcome.metadata["failing_rows"] == 3
+    assert outcome.metadata["source_files"] == {"b.parquet": 2, "a.csv": 1}
+    assert "column 'distance' rule min=1 max=6000: 2 row(s) outside" in outcome.description
+
+
+def test_allowed_values_fail(flights_contract: Contract) -> None:
+    frame = _good(flights_contract)
+    frame.loc[3, "carrier"] = "ZZ"
+    frame.loc[4, "origin"] = "BOS"
+    outcome = _check(flights_contract, frame, "allowed_values")
+    assert not outcome.passed and outcome.blocking
+    assert outcome.metadata["columns"] == ["carrier", "origin"]
+    assert outcome.metadata["examples"] == {"carrier": ["ZZ"], "origin": ["BOS"]}
+    assert "column 'carrier' rule allowed: 1 row(s)" in outcome.description
+
+
+def test_duplicate_ids_fail_and_pass_trivially_without_ids(flights_contract: Contract) -> None:
+    frame = _good(flights_contract)
+    frame.loc[5, "flight_id"] = frame.loc[4, "flight_id"]
+    outcome = _check(flights_contract, frame, "duplicate_ids")
+    assert not outcome.passed and outcome.blocking
+    assert outcome.metadata["failing_rows"] == 2
+    assert outcome.metadata["examples"] == [frame.loc[4, "flight_id"]]
+
+    no_ids = flights_contract.model_copy(update={"id_columns": []})
+    outcome = _check(no_ids, frame, "duplicate_ids")
+    assert outcome.passed and "no id columns" in outcome.description
+
+
+def test_event_time_outside_the_partition_fails(flights_contract: Contract) -> None:
+    frame = _good(flights_contract)
+    frame.loc[9, "scheduled_departure"] = pd.Timestamp("2013-01-02 00:30")
+    frame.loc[8, "scheduled_departure"] = pd.NaT
+    outcome = _check(flights_contract, frame, "event_time_in_partition")
+    assert not outcome.passed and outcome.blocking
+    assert outcome.metadata["failing_rows"] == 2
+    assert "2013-01-02 00:30:00" in outcome.metadata["examples"]
+    assert outcome.metadata["source_files"] == {"b.parquet": 2}
+    assert _check(flights_contract, frame.iloc[:8], "event_time_in_partition").passed
+
+
+@pytest.mark.parametrize(
+    ("history", "passed"),
+    [
+        ((), True),
+        ((10, 10), True),
+        ((33, 33), True),
+        ((34, 34), False),
+        ((4, 4), True),
+        ((3, 3), False),
+    ],
+)
+def test_row_count_is_a_warning_against_the_trailing_mean(
+    flights_contract: Contract, history: tuple[int, ...], passed: bool
+) -> None:
+    outcome = _check(flights_contract, _good(flights_contract), "row_count", history)
+    assert outcome.passed is passed
+    assert outcome.blocking is False
+    assert outcome.metadata["rows"] == 10
+    if not history:
+        assert "no earlier partitions" in outcome.description
+    else:
+        assert outcome.metadata["trailing_row_counts"] == list(history)
+
+
+def test_empty_frame_keeps_blocking_checks_green_but_row_count_warns(
+    flights_contract: Contract,
+) -> None:
+    empty = _good(flights_contract).iloc[0:0]
+    outcomes = _by_name(validate_partition(flights_contract, empty, DAY, [800, 900]))
+    assert all(outcomes[name].passed for name in BLOCKING_CHECKS)
+    assert not outcomes["row_count"].passed
