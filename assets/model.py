@@ -1,0 +1,193 @@
+"""<dataset>/model: train on the latest features window, log to MLflow, register a challenger.
+
+Unpartitioned: each materialization trains on the last `window_days` features partitions
+(ending at `end_date`, default the latest) and registers a new version of the model named
+after the dataset with the alias `challenger`. Promotion is someone else's decision.
+"""
+
+# No `from __future__ import annotations` here: Dagster reads the config class from the
+# asset function's annotation, and that class is made per contract inside build().
+
+import math
+from datetime import date
+from typing import Any
+
+from dagster import (
+    AssetExecutionContext,
+    AssetKey,
+    Config,
+    Definitions,
+    MaterializeResult,
+    MetadataValue,
+    TableColumn,
+    TableRecord,
+    TableSchema,
+    asset,
+)
+from pydantic import Field
+
+from driftloop.contract import Contract
+from driftloop.models import LIGHTGBM_DEFAULTS
+from resources.lake import LakeResource
+from resources.mlflow import MlflowResource
+
+
+class ModelConfig(Config):
+    """Run config of <dataset>/model; build() sets the window defaults from the contract."""
+
+    window_days: int = Field(default=60, ge=2, description="Features partitions to train on")
+    holdout_days: int = Field(default=7, ge=1, description="Most recent days held out")
+    validation_days: int = Field(default=7, ge=1, description="Days before the holdout")
+    end_date: str = Field(default="", description="Last day (YYYY-MM-DD); empty = latest")
+    model_kind: str = Field(default="lightgbm", description="lightgbm or baseline")
+    num_leaves: int = LIGHTGBM_DEFAULTS["num_leaves"]
+    learning_rate: float = LIGHTGBM_DEFAULTS["learning_rate"]
+    n_estimators: int = LIGHTGBM_DEFAULTS["n_estimators"]
+    min_child_samples: int = LIGHTGBM_DEFAULTS["min_child_samples"]
+    feature_fraction: float = LIGHTGBM_DEFAULTS["feature_fraction"]
+    lambda_l2: float = LIGHTGBM_DEFAULTS["lambda_l2"]
+    max_depth: int = LIGHTGBM_DEFAULTS["max_depth"]
+    early_stopping_rounds: int = LIGHTGBM_DEFAULTS["early_stopping_rounds"]
+    num_threads: int = LIGHTGBM_DEFAULTS["num_threads"]
+    seed: int = 42
+    search_trials: int = Field(default=0, ge=0, description="Random search trials (0 = off)")
+    search_time_budget_s: float = Field(default=0.0, ge=0, description="0 = no time limit")
+
+    def lightgbm_params(self) -> dict[str, Any]:
+        names = (
+            "num_leaves",
+            "learning_rate",
+            "n_estimators",
+            "min_child_samples",
+            "feature_fraction",
+            "lambda_l2",
+            "max_depth",
+            "early_stopping_rounds",
+            "num_threads",
+        )
+        return {name: getattr(self, name) for name in names}
+
+
+def model_config_class(contract: Contract) -> type[ModelConfig]:
+    """ModelConfig whose window defaults are the contract's `training` block."""
+    training = contract.training
+
+    class DatasetModelConfig(ModelConfig):
+        window_days: int = Field(default=training.window_days, ge=2)
+        holdout_days: int = Field(default=training.holdout_days, ge=1)
+        validation_days: int = Field(default=training.validation_days, ge=1)
+
+    DatasetModelConfig.__name__ = DatasetModelConfig.__qualname__ = (
+        f"{contract.name.title().replace('_', '')}ModelConfig"
+    )
+    return DatasetModelConfig
+
+
+def _table(importance: dict[str, float]) -> MetadataValue:
+    rows = sorted(importance.items(), key=lambda kv: -kv[1])
+    return MetadataValue.table(
+        records=[TableRecord({"feature": k, "importance": round(v, 6)}) for k, v in rows],
+        schema=TableSchema(
+            columns=[
+                TableColumn("feature", "string"),
+                TableColumn("importance", "float", description="share of total gain"),
+            ]
+        ),
+    )
+
+
+def build(contract: Contract) -> Definitions:
+    name = contract.name
+    config_class = model_config_class(contract)
+
+    @asset(
+        key=AssetKey([name, "model"]),
+        deps=[AssetKey([name, "features"])],
+        group_name=name,
+        kinds={"python", "mlflow"},
+        description=(
+            f"Trains a {contract.task.value} model of {name} on the latest features window, "
+            f"logs it to MLflow and registers it as '{name}' with alias 'challenger'."
+        ),
+    )
+    def model(
+        context: AssetExecutionContext,
+        config: config_class,
+        lake: LakeResource,
+        mlflow: MlflowResource,
+    ) -> MaterializeResult:
+        # Imported here: the training stack is heavy and only this step needs it.
+        from driftloop.training import TrainingConfig, load_training_frame, train
+
+        end = date.fromisoformat(config.end_date) if config.end_date.strip() else None
+        training_config = TrainingConfig(
+            window_days=config.window_days,
+            holdout_days=config.holdout_days,
+            validation_days=config.validation_days,
+            end_date=end,
+            model_kind=config.model_kind,
+            params=config.lightgbm_params() if config.model_kind == "lightgbm" else {},
+            seed=config.seed,
+            search_trials=config.search_trials,
+            search_time_budget_s=config.search_time_budget_s,
+        )
+        paths = lake.paths(name)
+        frame, days, digests = load_training_frame(contract, paths, end, config.window_days)
+        context.log.info(
+            f"{name}: {len(frame)} rows from {len(days)} features partitions {days[0]}..{days[-1]}"
+        )
+        result = train(contract, frame, training_config)
+        primary = result.primary_metric
+        context.log.info(
+            f"{name}: trained {result.model.name} in {result.train_seconds:.1f}s on "
+            f"{result.rows['train']} rows; holdout {primary} "
+            f"{result.holdout_metrics[primary]:.4f} vs baseline "
+            f"{result.baseline_holdout_metrics[primary]:.4f}"
+            + (f"; {len(result.trials)} search trials" if result.trials else "")
+        )
+        registered = mlflow.log_training(
+            contract,
+            result,
+            days,
+            digests,
+            tags={"dagster.run_id": context.run_id},
+            source=str(paths.table("features")),
+        )
+        context.log.info(
+            f"{name}: registered version {registered.version} (run {registered.run_id}) "
+            "with alias 'challenger'"
+        )
+
+        link, is_url = mlflow.ui_hint(registered.run_id, registered.experiment_id)
+        metadata: dict[str, Any] = {
+            "model_name": registered.model_name,
+            "model_version": registered.version,
+            "model_uri": registered.model_uri,
+            "mlflow_run_id": registered.run_id,
+            "mlflow_run": MetadataValue.url(link) if is_url else MetadataValue.text(link),
+            "baseline_model_uri": registered.baseline_model_uri,
+            "model_kind": result.model.name,
+            "primary_metric": primary,
+            "partitions": f"{days[0]}..{days[-1]} ({len(days)} days)",
+            "train_days": f"{result.train_days[0]}..{result.train_days[-1]}",
+            "valid_days": f"{result.valid_days[0]}..{result.valid_days[-1]}",
+            "holdout_days": f"{result.holdout_days[0]}..{result.holdout_days[-1]}",
+            "rows_train": result.rows["train"],
+            "rows_valid": result.rows["valid"],
+            "rows_holdout": result.rows["holdout"],
+            "train_seconds": round(result.train_seconds, 3),
+            "rows_per_second": round(result.rows_per_second, 1),
+            "search_trials_run": len(result.trials),
+            "feature_importance": _table(result.feature_importance),
+        }
+        for prefix, values in (
+            ("holdout", result.holdout_metrics),
+            ("baseline_holdout", result.baseline_holdout_metrics),
+            ("valid", result.valid_metrics),
+        ):
+            for metric, value in values.items():
+                if math.isfinite(value):  # NaN (e.g. one-class holdout) is not shown
+                    metadata[f"{prefix}_{metric}"] = float(value)
+        return MaterializeResult(metadata=metadata)
+
+    return Definitions(assets=[model])

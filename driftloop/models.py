@@ -1,0 +1,281 @@
+"""A small model interface over LightGBM and a scikit-learn baseline, both deterministic.
+
+A TabularModel is built from the contract's feature list, the categorical subset and the
+task. It owns all of its preprocessing (category maps, imputation), so a pickled model
+scores a features-table frame on its own - that is what the MLflow pyfunc wraps.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+
+from driftloop.contract import Contract, Task
+
+# Sensible defaults for the data sizes here (thousands to a few million rows).
+LIGHTGBM_DEFAULTS: dict[str, Any] = {
+    "num_leaves": 31,
+    "learning_rate": 0.05,
+    "n_estimators": 300,
+    "min_child_samples": 20,
+    "feature_fraction": 0.9,
+    "bagging_fraction": 1.0,
+    "bagging_freq": 0,
+    "lambda_l2": 0.0,
+    "max_depth": -1,
+    "early_stopping_rounds": 30,
+    # Fixed so results do not depend on the machine's core count. One thread: on a busy
+    # 2-core machine, OpenMP spin-waiting made 2 threads about 10x slower than 1 here.
+    "num_threads": 1,
+}
+
+BASELINE_DEFAULTS: dict[str, Any] = {"C": 1.0, "alpha": 1.0, "max_iter": 1000}
+
+_MISSING = "__missing__"
+
+
+class TabularModel(ABC):
+    """fit on a train/valid pair of features-table frames; predict one score per row."""
+
+    name: ClassVar[str] = "tabular"
+
+    def __init__(
+        self,
+        features: list[str],
+        categorical: list[str],
+        task: Task,
+        params: dict[str, Any] | None = None,
+        seed: int = 42,
+    ) -> None:
+        unknown = [c for c in categorical if c not in features]
+        if unknown:
+            raise ValueError(f"categorical features {unknown} are not in the feature list")
+        self.features = list(features)
+        self.categorical = [f for f in features if f in set(categorical)]
+        self.numeric = [f for f in features if f not in set(categorical)]
+        self.task = Task(task)
+        self.params = dict(params or {})
+        self.seed = int(seed)
+        self.fitted = False
+
+    @abstractmethod
+    def fit(self, train: pd.DataFrame, valid: pd.DataFrame, label: str = "label") -> None: ...
+
+    @abstractmethod
+    def predict(self, frame: pd.DataFrame) -> np.ndarray:
+        """Probability of label 1 (binary) or the predicted value (regression), 1-D float64."""
+
+    @abstractmethod
+    def feature_importance(self) -> dict[str, float]:
+        """Importance per contract feature, non-negative, summing to 1 (0s if none)."""
+
+    def _check_columns(self, frame: pd.DataFrame) -> None:
+        missing = [f for f in self.features if f not in frame.columns]
+        if missing:
+            raise KeyError(f"{self.name} model: frame lacks feature columns {missing}")
+
+    def _numeric(self, frame: pd.DataFrame) -> pd.DataFrame:
+        return frame[self.numeric].apply(pd.to_numeric, errors="coerce").astype("float64")
+
+    def _check_fitted(self) -> None:
+        if not self.fitted:
+            raise RuntimeError(f"{self.name} model: call fit() before predict()")
+
+    @staticmethod
+    def _label(frame: pd.DataFrame, label: str) -> np.ndarray:
+        y = pd.to_numeric(frame[label], errors="coerce").to_numpy(dtype="float64")
+        if np.isnan(y).any():
+            raise ValueError(f"label column {label!r} has NULLs: drop unlabelled rows first")
+        return y
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(task={self.task.value}, features={len(self.features)})"
+
+
+def _normalised(raw: dict[str, float]) -> dict[str, float]:
+    total = sum(raw.values())
+    if total <= 0 or not math.isfinite(total):
+        return dict.fromkeys(raw, 0.0)
+    return {k: float(v / total) for k, v in raw.items()}
+
+
+class LightGBMModel(TabularModel):
+    """Gradient boosted trees, early-stopped on the validation days, bit-for-bit repeatable."""
+
+    name: ClassVar[str] = "lightgbm"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.params = {**LIGHTGBM_DEFAULTS, **self.params}
+        self.categories: dict[str, list[str]] = {}
+        self.booster: Any = None
+        self.best_iteration = 0
+
+    def _matrix(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """Numeric as float64; each categorical as the code of its training category.
+
+        Values not seen in training (and NULLs) become NaN, which LightGBM sends down the
+        'missing' branch instead of guessing which known category they resemble.
+        """
+        self._check_columns(frame)
+        out = self._numeric(frame)
+        for column in self.categorical:
+            values = frame[column].astype("string")
+            codes = pd.Categorical(values, categories=self.categories[column]).codes
+            out[column] = np.where(codes < 0, np.nan, codes).astype("float64")
+        return out[self.features]
+
+    def _lgb_params(self) -> dict[str, Any]:
+        p = dict(self.params)
+        for key in ("n_estimators", "early_stopping_rounds"):
+            p.pop(key, None)
+        objective = "binary" if self.task == Task.binary else "regression"
+        return {
+            **p,
+            "objective": objective,
+            "metric": "binary_logloss" if self.task == Task.binary else "l2",
+            "seed": self.seed,
+            "deterministic": True,
+            "force_row_wise": True,
+            "verbosity": -1,
+        }
+
+    def fit(self, train: pd.DataFrame, valid: pd.DataFrame, label: str = "label") -> None:
+        import lightgbm as lgb  # heavy: imported on use
+
+        self._check_columns(train)
+        self.categories = {
+            c: sorted(train[c].dropna().astype(str).unique().tolist()) for c in self.categorical
+        }
+        x_train, y_train = self._matrix(train), self._label(train, label)
+        train_set = lgb.Dataset(
+            x_train, y_train, categorical_feature=self.categorical or "auto", free_raw_data=True
+        )
+        rounds = int(self.params["n_estimators"])
+        callbacks = []
+        valid_sets = []
+        if valid is not None and len(valid) > 0:
+            valid_set = lgb.Dataset(
+                self._matrix(valid), self._label(valid, label), reference=train_set
+            )
+            valid_sets = [valid_set]
+            stop = int(self.params.get("early_stopping_rounds") or 0)
+            if stop > 0:
+                callbacks.append(lgb.early_stopping(stop, verbose=False))
+        self.booster = lgb.train(
+            self._lgb_params(),
+            train_set,
+            num_boost_round=rounds,
+            valid_sets=valid_sets,
+            callbacks=callbacks,
+        )
+        best = self.booster.best_iteration
+        self.best_iteration = int(best) if best and best > 0 else self.booster.current_iteration()
+        self.fitted = True
+
+    def predict(self, frame: pd.DataFrame) -> np.ndarray:
+        self._check_fitted()
+        scores = self.booster.predict(self._matrix(frame), num_iteration=self.best_iteration)
+        return np.asarray(scores, dtype="float64").ravel()
+
+    def feature_importance(self) -> dict[str, float]:
+        self._check_fitted()
+        gains = self.booster.feature_importance(
+            importance_type="gain", iteration=self.best_iteration
+        )
+        return _normalised(dict(zip(self.features, map(float, gains), strict=True)))
+
+
+class BaselineModel(TabularModel):
+    """Linear model on imputed, scaled numerics and one-hot categoricals: the bar to beat."""
+
+    name: ClassVar[str] = "baseline"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.params = {**BASELINE_DEFAULTS, **self.params}
+        self.pipeline: Any = None
+
+    def _frame(self, frame: pd.DataFrame) -> pd.DataFrame:
+        self._check_columns(frame)
+        out = self._numeric(frame)
+        for column in self.categorical:
+            # One explicit token for NULL so 'missing' is a category the model can weigh.
+            out[column] = frame[column].astype("string").fillna(_MISSING).astype(object)
+        return out[self.features]
+
+    def fit(self, train: pd.DataFrame, valid: pd.DataFrame, label: str = "label") -> None:
+        # Heavy: imported on use.
+        from sklearn.compose import ColumnTransformer
+        from sklearn.impute import SimpleImputer
+        from sklearn.linear_model import LogisticRegression, Ridge
+        from sklearn.pipeline import Pipeline
+        from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+        numeric = Pipeline(
+            [
+                ("impute", SimpleImputer(strategy="median", keep_empty_features=True)),
+                ("scale", StandardScaler()),
+            ]
+        )
+        steps = [("numeric", numeric, self.numeric)]
+        if self.categorical:
+            onehot = OneHotEncoder(handle_unknown="ignore", min_frequency=5)
+            steps.append(("categorical", onehot, self.categorical))
+        if self.task == Task.binary:
+            estimator = LogisticRegression(
+                C=float(self.params["C"]),
+                max_iter=int(self.params["max_iter"]),
+                random_state=self.seed,
+            )
+        else:
+            estimator = Ridge(alpha=float(self.params["alpha"]), random_state=self.seed)
+        self.pipeline = Pipeline([("prepare", ColumnTransformer(steps)), ("model", estimator)])
+        self.pipeline.fit(self._frame(train), self._label(train, label))
+        self.fitted = True
+
+    def predict(self, frame: pd.DataFrame) -> np.ndarray:
+        self._check_fitted()
+        x = self._frame(frame)
+        if self.task == Task.binary:
+            scores = self.pipeline.predict_proba(x)[:, 1]
+        else:
+            scores = self.pipeline.predict(x)
+        return np.asarray(scores, dtype="float64").ravel()
+
+    def feature_importance(self) -> dict[str, float]:
+        """Sum of |coefficient| over each feature's (scaled or one-hot) columns."""
+        self._check_fitted()
+        prepare = self.pipeline.named_steps["prepare"]
+        coef = np.abs(np.asarray(self.pipeline.named_steps["model"].coef_, dtype="float64"))
+        coef = coef.reshape(-1)
+        raw = dict.fromkeys(self.features, 0.0)
+        for output, weight in zip(prepare.get_feature_names_out(), coef, strict=True):
+            block, _, rest = output.partition("__")
+            if block == "numeric":
+                raw[rest] += float(weight)
+            else:
+                # One-hot names are "<feature>_<category>"; the longest matching prefix wins.
+                owner = max((f for f in self.categorical if rest.startswith(f + "_")), key=len)
+                raw[owner] += float(weight)
+        return _normalised(raw)
+
+
+MODEL_KINDS: dict[str, type[TabularModel]] = {"lightgbm": LightGBMModel, "baseline": BaselineModel}
+
+
+def make_model(
+    kind: str, contract: Contract, params: dict[str, Any] | None = None, seed: int = 42
+) -> TabularModel:
+    """A fresh, unfitted model of this kind for the contract's features and task."""
+    try:
+        cls = MODEL_KINDS[kind]
+    except KeyError:
+        raise ValueError(
+            f"unknown model kind {kind!r}; expected one of {sorted(MODEL_KINDS)}"
+        ) from None
+    return cls(contract.features, contract.categorical_features, contract.task, params, seed)

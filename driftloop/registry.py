@@ -1,0 +1,476 @@
+"""MLflow logging and the model registry (no Dagster): runs, dataset inputs, pyfunc, aliases.
+
+Layout of one training run (experiment = dataset name, artifacts under
+<data root>/mlartifacts/<dataset> for a local store):
+  params   configuration and the model's parameters as used
+  metrics  holdout_*, valid_*, baseline_holdout_*, baseline_valid_*, train_seconds, ...
+  inputs   mlflow.data datasets: training, validation, evaluation (holdout) rows
+  models   "model" (registered as <dataset>, alias challenger) and "baseline" (not
+           registered), both pyfunc: predict(DataFrame of contract.features) -> scores
+  artifacts feature_importance.{json,csv,png}, data/partitions.json, split.json,
+           search/trials.json, holdout/predictions.parquet
+Aliases, never stages (deprecated in MLflow 3): challenger = newest trained version.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import subprocess
+import tempfile
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from driftloop.contract import Contract
+from driftloop.paths import PROJECT_ROOT, data_root
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+    from mlflow.entities.model_registry import ModelVersion
+
+    from driftloop.training import TrainingResult
+
+CHALLENGER = "challenger"
+CHAMPION = "champion"
+MODEL_NAME = "model"  # name of the logged model in the run
+BASELINE_NAME = "baseline"
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+# Distributions the pyfunc needs at load time. Listing them skips MLflow's requirement
+# inference, which loads the model again in a subprocess (seconds per log_model).
+_REQUIREMENTS = ("mlflow", "lightgbm", "scikit-learn", "pandas", "numpy", "pydantic")
+_REQUIREMENTS += ("PyYAML", "cloudpickle")
+
+
+@dataclass(frozen=True)
+class RegisteredVersion:
+    model_name: str
+    version: str
+    run_id: str
+    model_uri: str  # models:/<name>/<version>
+    experiment_id: str = ""
+    baseline_model_uri: str = ""  # runs:/<run_id>/baseline
+
+
+def is_local_store(tracking_uri: str) -> bool:
+    """Not a tracking server: the artifacts are ours to place (under the data root).
+
+    A server (http/https/databricks) chooses its own artifact store.
+    """
+    return not tracking_uri.startswith(("http://", "https://", "databricks"))
+
+
+@contextmanager
+def using_tracking_uri(tracking_uri: str) -> Iterator[None]:
+    """Point MLflow's fluent API (tracking and registry) at a URI, then restore it.
+
+    mlflow.set_tracking_uri(None) also deletes $MLFLOW_TRACKING_URI, so the environment
+    is saved and restored too.
+    """
+    import mlflow
+    from mlflow.tracking._model_registry import utils as registry_utils
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    saved_env = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    saved_tracking = tracking_utils._tracking_uri
+    saved_registry = registry_utils._registry_uri
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(saved_tracking)
+        mlflow.set_registry_uri(saved_registry)
+        for key, value in saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def make_client(tracking_uri: str) -> MlflowClient:
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+
+def source_hash() -> str:
+    """sha256 of the driftloop package's Python sources (path + content, sorted)."""
+    digest = hashlib.sha256()
+    for path in sorted(PACKAGE_DIR.rglob("*.py")):
+        digest.update(path.relative_to(PACKAGE_DIR).as_posix().encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def code_version() -> str:
+    """The git commit of the project if it is a repository, else src-<hash of the sources>."""
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(PROJECT_ROOT), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        )
+        commit = out.stdout.strip()
+        if commit:
+            return commit
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return "src-" + source_hash()[:16]
+
+
+def experiment_id_for(
+    client: MlflowClient, dataset: str, tracking_uri: str, artifact_root: Path | None = None
+) -> str:
+    """The dataset's experiment, created with its artifacts under the data root if local."""
+    experiment = client.get_experiment_by_name(dataset)
+    if experiment is not None:
+        if experiment.lifecycle_stage == "deleted":
+            client.restore_experiment(experiment.experiment_id)
+        return experiment.experiment_id
+    location = None
+    if is_local_store(tracking_uri):
+        root = artifact_root or data_root() / "mlartifacts"
+        location = (Path(root) / dataset).resolve().as_uri()
+    return client.create_experiment(dataset, artifact_location=location)
+
+
+def _requirements() -> list[str]:
+    pins = []
+    for name in _REQUIREMENTS:
+        try:
+            pins.append(f"{name}=={metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            pins.append(name)
+    return pins
+
+
+@contextmanager
+def _quiet_pyfunc() -> Iterator[None]:
+    """Silence MLflow's advice about type hints and cloudpickle: we pass an explicit
+    signature, and the pickled model is our own code."""
+    import logging
+
+    pyfunc_logger = logging.getLogger("mlflow.pyfunc")
+    level = pyfunc_logger.level
+    pyfunc_logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*[Tt]ype hint", category=UserWarning)
+            yield
+    finally:
+        pyfunc_logger.setLevel(level)
+
+
+def _pyfunc_wrapper(model: Any) -> Any:
+    """A PythonModel around a TabularModel: predict(DataFrame) -> 1-D float scores."""
+    import mlflow.pyfunc
+
+    # Defined here so mlflow stays a lazy import; cloudpickle stores the class by value.
+    class TabularPyfunc(mlflow.pyfunc.PythonModel):
+        # The logged signature validates inputs; skip MLflow's type-hint based wrapping.
+        _skip_type_hint_validation = True
+
+        def __init__(self, tabular: Any) -> None:
+            self.tabular = tabular
+
+        # No type hints: MLflow would try (and fail) to derive a schema from them.
+        def predict(self, context, model_input, params=None):
+            frame = model_input
+            if not isinstance(frame, pd.DataFrame):
+                frame = pd.DataFrame(frame)
+            return self.tabular.predict(frame)
+
+    return TabularPyfunc(model)
+
+
+def _finite(value: float) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value)
+
+
+def _day_range(days: list[str]) -> str:
+    return f"{days[0]}..{days[-1]}" if days else ""
+
+
+def training_tags(
+    contract: Contract,
+    result: TrainingResult,
+    days: list[str],
+    digests: dict[str, str],
+    run_id: str,
+    extra: dict[str, str],
+) -> dict[str, str]:
+    """Tags set on the run and on the registered version (the gate and ledger read them)."""
+    primary = result.primary_metric
+    digest_json = json.dumps(dict(sorted(digests.items())), separators=(",", ":"))
+    # dagster.run_id comes from `extra` (the asset passes its run id).
+    tags = {
+        "dagster.partitions": _day_range(days),
+        "code_version": code_version(),
+        "driftloop.source_hash": source_hash(),
+        "driftloop.dataset": contract.name,
+        "driftloop.task": contract.task.value,
+        "driftloop.model_kind": result.model.name,
+        "driftloop.train_days": _day_range(result.train_days),
+        "driftloop.valid_days": _day_range(result.valid_days),
+        "driftloop.holdout_start": result.holdout_days[0],
+        "driftloop.holdout_end": result.holdout_days[-1],
+        "driftloop.baseline_run_model_uri": f"runs:/{run_id}/{BASELINE_NAME}",
+        "driftloop.primary_metric": primary,
+        "driftloop.holdout_primary": repr(result.holdout_metrics[primary]),
+        "driftloop.baseline_holdout_primary": repr(result.baseline_holdout_metrics[primary]),
+        "driftloop.data_digest": hashlib.sha256(digest_json.encode()).hexdigest(),
+        # Whole map when it fits a tag comfortably; always in data/partitions.json.
+        "driftloop.partition_digests": digest_json if len(digest_json) <= 5000 else "see artifact",
+    }
+    tags.update({k: str(v) for k, v in extra.items()})
+    return tags
+
+
+def _log_importance(importance: dict[str, float]) -> None:
+    import mlflow
+
+    ordered = dict(sorted(importance.items(), key=lambda kv: -kv[1]))
+    mlflow.log_dict(ordered, "feature_importance.json")
+    csv = "feature,importance\n" + "".join(f"{k},{v:.8g}\n" for k, v in ordered.items())
+    mlflow.log_text(csv, "feature_importance.csv")
+    try:
+        # The object API needs no pyplot and no global backend switch.
+        from matplotlib.figure import Figure
+    except ImportError:
+        return
+    names = list(ordered)[:30][::-1]
+    figure = Figure(figsize=(7, 0.28 * len(names) + 1.2))
+    axes = figure.add_subplot()
+    axes.barh(names, [ordered[n] for n in names])
+    axes.set_xlabel("share of total gain" if names else "")
+    axes.set_title("Feature importance")
+    figure.tight_layout()
+    mlflow.log_figure(figure, "feature_importance.png")
+
+
+def _log_datasets(contract: Contract, result: TrainingResult, source: str | None) -> None:
+    import mlflow
+
+    columns = [
+        c
+        for c in [*contract.id_columns, "partition_date", *contract.features, "label"]
+        if c in result.split.train.columns
+    ]
+    parts = [
+        ("training", result.split.train, result.train_days),
+        ("validation", result.split.valid, result.valid_days),
+        ("evaluation", result.split.holdout, result.holdout_days),
+    ]
+    for context, frame, part_days in parts:
+        with warnings.catch_warnings():
+            # A local folder matches two equivalent source kinds; MLflow warns, then picks one.
+            warnings.filterwarnings("ignore", message=".*interpreted in multiple ways")
+            dataset = mlflow.data.from_pandas(
+                frame[columns],
+                source=source,
+                targets="label",
+                name=f"{contract.name}/features[{_day_range(part_days)}]",
+            )
+        mlflow.log_input(
+            dataset,
+            context=context,
+            tags={"partitions": _day_range(part_days), "days": str(len(part_days))},
+        )
+
+
+def log_training(
+    contract: Contract,
+    result: TrainingResult,
+    days: list[str],
+    digests: dict[str, str],
+    tracking_uri: str,
+    tags: dict[str, str] | None = None,
+    *,
+    artifact_root: Path | None = None,
+    source: str | None = None,
+) -> RegisteredVersion:
+    """Log one training run, register its model as <dataset> and point `challenger` at it.
+
+    `tags` (e.g. dagster.run_id) are added to the computed tags on the run and the
+    version; `source` is where the training data came from (the features table folder).
+    """
+    import mlflow
+    from mlflow.models import infer_signature
+
+    client = make_client(tracking_uri)
+    experiment_id = experiment_id_for(client, contract.name, tracking_uri, artifact_root)
+    features = list(contract.features)
+    train_x = result.split.train[features].reset_index(drop=True)
+    sample = train_x.head(2000)
+    signature = infer_signature(sample, result.model.predict(sample))
+    example = train_x.head(5)
+    code_paths = [str(PACKAGE_DIR)]  # the pickled model refers to driftloop.models
+    requirements = _requirements()
+    config = result.config
+
+    with (
+        using_tracking_uri(tracking_uri),
+        mlflow.start_run(
+            experiment_id=experiment_id,
+            run_name=f"{contract.name}-{result.model.name}-{days[-1]}",
+        ) as run,
+    ):
+        run_id = run.info.run_id
+        all_tags = training_tags(contract, result, days, digests, run_id, tags or {})
+        mlflow.set_tags(all_tags)
+        params = {
+            "model_kind": config.model_kind,
+            "seed": config.seed,
+            "window_days": config.window_days,
+            "holdout_days": config.holdout_days,
+            "validation_days": config.validation_days,
+            "end_date": config.end_date.isoformat() if config.end_date else "latest",
+            "search_trials": config.search_trials,
+            "search_time_budget_s": config.search_time_budget_s,
+            "n_features": len(features),
+            "partitions": len(days),
+        }
+        params |= {f"model.{k}": v for k, v in sorted(result.best_params.items())}
+        mlflow.log_params(params)
+
+        metrics = {f"holdout_{k}": v for k, v in result.holdout_metrics.items()}
+        metrics |= {f"valid_{k}": v for k, v in result.valid_metrics.items()}
+        metrics |= {f"baseline_holdout_{k}": v for k, v in result.baseline_holdout_metrics.items()}
+        metrics |= {f"baseline_valid_{k}": v for k, v in result.baseline_valid_metrics.items()}
+        metrics |= {f"rows_{k}": float(v) for k, v in result.rows.items()}
+        metrics |= {
+            "train_seconds": result.train_seconds,
+            "rows_per_second": result.rows_per_second,
+        }
+        if getattr(result.model, "best_iteration", 0):
+            metrics["best_iteration"] = float(result.model.best_iteration)
+        mlflow.log_metrics({k: float(v) for k, v in metrics.items() if _finite(v)})
+        for trial in result.trials:
+            value = trial.get(f"valid_{result.primary_metric}")
+            if value is not None and _finite(value):
+                mlflow.log_metric(f"search_valid_{result.primary_metric}", value, trial["trial"])
+
+        _log_importance(result.feature_importance)
+        _log_datasets(contract, result, source)
+        mlflow.log_dict(
+            {"days": days, "digests": dict(sorted(digests.items()))}, "data/partitions.json"
+        )
+        mlflow.log_dict(
+            {k: list(v) for k, v in result.split.ranges().items()} | {"rows": result.rows},
+            "split.json",
+        )
+        if result.trials:
+            mlflow.log_dict({"trials": result.trials}, "search/trials.json")
+        holdout = result.split.holdout
+        keep = [c for c in [*contract.id_columns, "partition_date", "label"] if c in holdout]
+        predictions = holdout[keep].assign(
+            score=result.holdout_scores, baseline_score=result.baseline_holdout_scores
+        )
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "predictions.parquet"
+            predictions.to_parquet(path, index=False)
+            mlflow.log_artifact(str(path), "holdout")
+
+        logged = {}
+        for name, model in ((MODEL_NAME, result.model), (BASELINE_NAME, result.baseline)):
+            with _quiet_pyfunc():
+                logged[name] = mlflow.pyfunc.log_model(
+                    name=name,
+                    python_model=_pyfunc_wrapper(model),
+                    signature=signature,
+                    input_example=example,
+                    code_paths=code_paths,
+                    pip_requirements=requirements,
+                )
+        version = mlflow.register_model(
+            logged[MODEL_NAME].model_uri, contract.name, tags=all_tags
+        ).version
+
+    if not client.get_registered_model(contract.name).description:
+        client.update_registered_model(
+            contract.name, description=contract.description or f"{contract.name} model"
+        )
+    set_alias(client, contract.name, CHALLENGER, version)
+    return RegisteredVersion(
+        model_name=contract.name,
+        version=str(version),
+        run_id=run_id,
+        model_uri=f"models:/{contract.name}/{version}",
+        experiment_id=experiment_id,
+        baseline_model_uri=f"runs:/{run_id}/{BASELINE_NAME}",
+    )
+
+
+def version_for_alias(client: MlflowClient, name: str, alias: str) -> ModelVersion | None:
+    """The version an alias points at, or None if the model or the alias does not exist."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_model_version_by_alias(name, alias)
+    except MlflowException as error:
+        if error.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            return None
+        raise
+
+
+def set_alias(client: MlflowClient, name: str, alias: str, version: str | int) -> None:
+    """Point an alias at a version (moving it if it pointed elsewhere)."""
+    client.set_registered_model_alias(name, alias, str(version))
+
+
+def load_scoring_model(
+    model_uri: str, tracking_uri: str | None = None
+) -> Callable[[pd.DataFrame], np.ndarray]:
+    """Load a logged pyfunc (models:/<name>@<alias>, models:/<name>/<v>, runs:/...) as
+    score(frame) -> 1-D float array.
+
+    The frame may carry extra columns; the signature's columns are taken and cast to
+    the logged types (float64 / string) so integer or categorical dtypes do not trip
+    MLflow's schema enforcement. score.features lists the columns it reads.
+    """
+    import mlflow.pyfunc
+    from mlflow.types import DataType
+
+    with _quiet_pyfunc():  # unpickling the wrapper class re-runs MLflow's type-hint advice
+        if tracking_uri:
+            with using_tracking_uri(tracking_uri):
+                loaded = mlflow.pyfunc.load_model(model_uri)
+        else:
+            loaded = mlflow.pyfunc.load_model(model_uri)
+    schema = loaded.metadata.get_input_schema()
+    columns = [(c.name, c.type) for c in schema.inputs] if schema is not None else []
+
+    def score(frame: pd.DataFrame) -> np.ndarray:
+        if not columns:
+            return np.asarray(loaded.predict(frame), dtype="float64").ravel()
+        missing = [name for name, _ in columns if name not in frame.columns]
+        if missing:
+            raise KeyError(f"{model_uri}: the frame lacks model input columns {missing}")
+        x = pd.DataFrame(index=frame.index)
+        for name, kind in columns:
+            values = frame[name]
+            if kind == DataType.string:
+                values = values.astype("string").astype(object)
+                x[name] = values.where(values.notna(), None)
+            elif kind in (DataType.double, DataType.float):
+                x[name] = pd.to_numeric(values, errors="coerce").astype("float64")
+            else:
+                x[name] = values
+        return np.asarray(loaded.predict(x), dtype="float64").ravel()
+
+    score.features = [name for name, _ in columns]  # type: ignore[attr-defined]
+    score.model_uri = model_uri  # type: ignore[attr-defined]
+    return score

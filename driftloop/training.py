@@ -1,0 +1,317 @@
+"""Reproducible training on a time split of the features table (no Dagster, no MLflow).
+
+The split is by `partition_date`: the earliest days train, the next days validate
+(early stopping, search), and the most recent days are the holdout that the model, the
+baseline and later the gate are judged on. Same data + same config = same model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import time
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from driftloop.contract import Contract, Task
+from driftloop.lake import existing_partitions, is_blocked, partition_files, sql_file_list
+from driftloop.metrics import PRIMARY_METRIC, compute_metrics, is_better
+from driftloop.models import TabularModel, make_model
+from driftloop.paths import DatasetPaths
+
+LABEL = "label"
+DAY = "partition_date"
+FEATURES_TABLE = "features"
+
+# The random search draws from this small LightGBM space; anything not drawn keeps the
+# configured value.
+SEARCH_SPACE: dict[str, list[Any]] = {
+    "num_leaves": [7, 15, 31, 63],
+    "learning_rate": [0.03, 0.05, 0.1, 0.2],
+    "min_child_samples": [10, 20, 50, 100],
+    "feature_fraction": [0.6, 0.8, 1.0],
+    "lambda_l2": [0.0, 1.0, 10.0],
+}
+
+
+@dataclass
+class TrainingConfig:
+    window_days: int = 60
+    holdout_days: int = 7
+    validation_days: int = 7
+    end_date: date | None = None
+    model_kind: str = "lightgbm"
+    params: dict[str, Any] = field(default_factory=dict)
+    seed: int = 42
+    search_trials: int = 0
+    search_time_budget_s: float = 0.0
+
+    @classmethod
+    def for_contract(cls, contract: Contract, **overrides: Any) -> TrainingConfig:
+        """The contract's training window defaults, with any field overridden."""
+        defaults = {
+            "window_days": contract.training.window_days,
+            "holdout_days": contract.training.holdout_days,
+            "validation_days": contract.training.validation_days,
+        }
+        return cls(**{**defaults, **overrides})
+
+
+@dataclass
+class Split:
+    """Three disjoint, time-ordered sets of labelled rows."""
+
+    train: pd.DataFrame
+    valid: pd.DataFrame
+    holdout: pd.DataFrame
+    train_days: list[str]
+    valid_days: list[str]
+    holdout_days: list[str]
+
+    @property
+    def rows(self) -> dict[str, int]:
+        return {"train": len(self.train), "valid": len(self.valid), "holdout": len(self.holdout)}
+
+    def ranges(self) -> dict[str, tuple[str, str]]:
+        """(first day, last day) of each set."""
+        return {
+            "train": (self.train_days[0], self.train_days[-1]),
+            "valid": (self.valid_days[0], self.valid_days[-1]),
+            "holdout": (self.holdout_days[0], self.holdout_days[-1]),
+        }
+
+
+@dataclass
+class TrainingResult:
+    model: TabularModel
+    baseline: TabularModel
+    task: Task
+    features: list[str]
+    primary_metric: str
+    holdout_metrics: dict[str, float]
+    baseline_holdout_metrics: dict[str, float]
+    valid_metrics: dict[str, float]
+    baseline_valid_metrics: dict[str, float]
+    split: Split
+    best_params: dict[str, Any]
+    trials: list[dict[str, Any]]
+    feature_importance: dict[str, float]
+    train_seconds: float
+    config: TrainingConfig
+    holdout_scores: np.ndarray = field(repr=False)
+    baseline_holdout_scores: np.ndarray = field(repr=False)
+
+    @property
+    def rows(self) -> dict[str, int]:
+        return self.split.rows
+
+    @property
+    def train_days(self) -> list[str]:
+        return self.split.train_days
+
+    @property
+    def valid_days(self) -> list[str]:
+        return self.split.valid_days
+
+    @property
+    def holdout_days(self) -> list[str]:
+        return self.split.holdout_days
+
+    @property
+    def rows_per_second(self) -> float:
+        """Training throughput: train + validation rows over the wall time of train()."""
+        rows = self.split.rows["train"] + self.split.rows["valid"]
+        return rows / self.train_seconds if self.train_seconds > 0 else 0.0
+
+
+def time_split(
+    frame: pd.DataFrame,
+    holdout_days: int,
+    validation_days: int,
+    order_by: list[str] | None = None,
+) -> Split:
+    """Split labelled rows by day: oldest -> train, then validation, newest -> holdout.
+
+    Days are the distinct `partition_date`s that have at least one labelled row, so days
+    whose labels are not known yet neither shrink the holdout nor count as training days.
+    Rows are sorted by day, `event_time` and `order_by` (e.g. the id columns) so that the
+    order the files were read in cannot change the model.
+    """
+    if holdout_days < 1 or validation_days < 1:
+        raise ValueError("holdout_days and validation_days must both be at least 1")
+    for column in (DAY, LABEL):
+        if column not in frame.columns:
+            raise KeyError(f"time_split: the frame has no {column!r} column")
+    labelled = frame[frame[LABEL].notna()]
+    days = sorted(labelled[DAY].astype(str).unique().tolist())
+    needed = holdout_days + validation_days + 1
+    if len(days) < needed:
+        raise ValueError(
+            f"time_split: {len(days)} day(s) with labelled rows, but holdout_days="
+            f"{holdout_days} + validation_days={validation_days} + at least 1 training day "
+            f"needs {needed}; train on a longer window or shorten the holdout/validation"
+        )
+    holdout = days[-holdout_days:]
+    valid = days[-(holdout_days + validation_days) : -holdout_days]
+    train = days[: -(holdout_days + validation_days)]
+    day_of_row = labelled[DAY].astype(str)
+    keys = [DAY] + [c for c in ["event_time", *(order_by or [])] if c in labelled.columns]
+
+    def rows(chosen: list[str]) -> pd.DataFrame:
+        part = labelled[day_of_row.isin(chosen)]
+        return part.sort_values(keys, kind="stable").reset_index(drop=True)
+
+    return Split(rows(train), rows(valid), rows(holdout), train, valid, holdout)
+
+
+def _sample_params(rng: random.Random, base: dict[str, Any]) -> dict[str, Any]:
+    return {**base, **{k: rng.choice(v) for k, v in SEARCH_SPACE.items()}}
+
+
+def _fit(kind: str, contract: Contract, params: dict[str, Any], seed: int, split: Split):
+    model = make_model(kind, contract, params, seed)
+    model.fit(split.train, split.valid, label=LABEL)
+    return model
+
+
+def train(contract: Contract, frame: pd.DataFrame, config: TrainingConfig) -> TrainingResult:
+    """Fit the model (with the optional bounded random search) and the baseline; score both.
+
+    The search is seeded; with a time budget the number of trials depends on the machine,
+    so set only `search_trials` when a run must be repeatable.
+    """
+    started = time.perf_counter()
+    split = time_split(
+        frame, config.holdout_days, config.validation_days, order_by=contract.id_columns
+    )
+    task = contract.task
+    primary = PRIMARY_METRIC[task]
+
+    def score(model: TabularModel, part: pd.DataFrame) -> dict[str, float]:
+        return compute_metrics(task, part[LABEL], model.predict(part))
+
+    trials: list[dict[str, Any]] = []
+    best_params = dict(config.params)
+    if config.model_kind == "lightgbm" and config.search_trials > 0:
+        rng = random.Random(config.seed)
+        candidates, seen = [dict(config.params)], set()
+        best_model, best_value = None, float("nan")
+        for trial in range(config.search_trials):
+            elapsed = time.perf_counter() - started
+            budget = config.search_time_budget_s
+            if trial > 0 and budget > 0 and elapsed >= budget:
+                break
+            if trial >= len(candidates):
+                # Draw a configuration not tried yet (a few attempts, then accept a repeat).
+                for _ in range(20):
+                    params = _sample_params(rng, config.params)
+                    if repr(sorted(params.items())) not in seen:
+                        break
+                candidates.append(params)
+            params = candidates[trial]
+            seen.add(repr(sorted(params.items())))
+            t0 = time.perf_counter()
+            model = _fit(config.model_kind, contract, params, config.seed, split)
+            value = score(model, split.valid)[primary]
+            trials.append(
+                {
+                    "trial": trial,
+                    "params": params,
+                    f"valid_{primary}": value,
+                    "best_iteration": getattr(model, "best_iteration", None),
+                    "seconds": round(time.perf_counter() - t0, 3),
+                }
+            )
+            if best_model is None or is_better(primary, value, best_value):
+                best_model, best_value, best_params = model, value, params
+        model = best_model
+    else:
+        model = _fit(config.model_kind, contract, config.params, config.seed, split)
+    if hasattr(model, "params"):
+        # Record what was actually used, defaults included.
+        best_params = dict(model.params)
+
+    baseline = _fit("baseline", contract, {}, config.seed, split)
+    holdout_scores = model.predict(split.holdout)
+    baseline_scores = baseline.predict(split.holdout)
+    result = TrainingResult(
+        model=model,
+        baseline=baseline,
+        task=task,
+        features=list(contract.features),
+        primary_metric=primary,
+        holdout_metrics=compute_metrics(task, split.holdout[LABEL], holdout_scores),
+        baseline_holdout_metrics=compute_metrics(task, split.holdout[LABEL], baseline_scores),
+        valid_metrics=score(model, split.valid),
+        baseline_valid_metrics=score(baseline, split.valid),
+        split=split,
+        best_params=best_params,
+        trials=trials,
+        feature_importance=model.feature_importance(),
+        train_seconds=0.0,
+        config=config,
+        holdout_scores=holdout_scores,
+        baseline_holdout_scores=baseline_scores,
+    )
+    result.train_seconds = time.perf_counter() - started
+    return result
+
+
+def primary_beats_baseline(result: TrainingResult) -> bool:
+    """Whether the model's holdout primary metric is better than the baseline's."""
+    metric = result.primary_metric
+    return is_better(
+        metric, result.holdout_metrics[metric], result.baseline_holdout_metrics[metric]
+    )
+
+
+def file_digest(path) -> str:
+    """sha256 of a file's bytes: the provenance of one partition."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def load_training_frame(
+    contract: Contract, paths: DatasetPaths, end: date | None, window_days: int
+) -> tuple[pd.DataFrame, list[str], dict[str, str]]:
+    """The last `window_days` existing features partitions up to `end` (default: latest).
+
+    Returns the rows (DuckDB over the Parquet files), the days used and each day's file
+    sha256, so a run records exactly which bytes it trained on.
+    """
+    import duckdb  # light, but only needed here
+
+    table = paths.table(FEATURES_TABLE)
+    days = [d for d in existing_partitions(table) if not is_blocked(table, d)]
+    if end is not None:
+        days = [d for d in days if d <= end.isoformat()]
+    if window_days < 1:
+        raise ValueError("window_days must be at least 1")
+    days = days[-window_days:]
+    if not days:
+        until = f" up to {end.isoformat()}" if end else ""
+        raise FileNotFoundError(
+            f"no {contract.name} features partitions{until} under {table}: "
+            f"materialize {contract.name}/features first"
+        )
+    files = partition_files(table, days)
+    con = duckdb.connect()
+    try:
+        # hive_partitioning off: partition_date is a real column, and the folder's
+        # date=... must not add a second one.
+        frame = con.execute(
+            f"SELECT * FROM read_parquet({sql_file_list(files)}, hive_partitioning = false, "
+            "union_by_name = true)"
+        ).df()
+    finally:
+        con.close()
+    frame[DAY] = frame[DAY].astype(str)
+    digests = {d: file_digest(f) for d, f in zip(days, files, strict=True)}
+    return frame, days, digests

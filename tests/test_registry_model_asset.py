@@ -1,0 +1,158 @@
+"""MLflow logging/registration on a real SQLite store, and <dataset>/model in real Dagster."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from dagster import AssetKey, DagsterInstance, materialize
+
+from assets.model import build, model_config_class
+from driftloop.contract import Contract, Task
+from driftloop.paths import dataset_paths
+from driftloop.registry import (
+    CHALLENGER,
+    load_scoring_model,
+    set_alias,
+    version_for_alias,
+)
+from driftloop.training import TrainingConfig, load_training_frame, train
+from resources.lake import LakeResource
+from resources.mlflow import MlflowResource
+from tests.test_training import FAST, synthetic_contract, write_features
+
+REQUIRED_TAGS = (
+    "dagster.run_id",
+    "dagster.partitions",
+    "code_version",
+    "driftloop.train_days",
+    "driftloop.holdout_start",
+    "driftloop.holdout_end",
+    "driftloop.baseline_run_model_uri",
+    "driftloop.primary_metric",
+    "driftloop.holdout_primary",
+    "driftloop.baseline_holdout_primary",
+    "driftloop.partition_digests",
+)
+
+
+def test_model_asset_definition(flights_contract: Contract) -> None:
+    defs = build(flights_contract)
+    key = AssetKey(["flights", "model"])
+    (spec,) = defs.get_assets_def(key).specs
+    assert spec.group_name == "flights"
+    assert AssetKey(["flights", "features"]) in {d.asset_key for d in spec.deps}
+    assert spec.partitions_def is None
+    config = model_config_class(flights_contract)()
+    assert (config.window_days, config.holdout_days, config.validation_days) == (60, 7, 7)
+    assert config.end_date == "" and config.model_kind == "lightgbm"
+
+
+def test_log_training_registers_a_challenger_and_the_asset_materializes(
+    data_root: Path,
+    tmp_path: Path,
+    dagster_instance: DagsterInstance,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.chdir(tmp_path)  # so a stray ./mlruns would show up here
+    contract = synthetic_contract(tmp_path)
+    paths = dataset_paths(contract.name, data_root)
+    days = write_features(paths, Task.binary, days=14, rows=600, seed=5)
+    frame, used, digests = load_training_frame(contract, paths, None, window_days=30)
+    config = TrainingConfig.for_contract(contract, params=FAST, holdout_days=3, validation_days=2)
+    result = train(contract, frame, config)
+
+    mlflow = MlflowResource()
+    assert mlflow.uri() == f"sqlite:///{data_root / 'mlflow.db'}"
+    client = mlflow.client()
+    assert version_for_alias(client, contract.name, CHALLENGER) is None  # no model yet
+
+    registered = mlflow.log_training(
+        contract, result, used, digests, tags={"dagster.run_id": "test-run"}
+    )
+    assert (registered.model_name, registered.version) == ("synth", "1")
+    assert registered.model_uri == "models:/synth/1"
+    challenger = version_for_alias(client, "synth", CHALLENGER)
+    assert challenger is not None and str(challenger.version) == "1"
+    assert challenger.run_id == registered.run_id
+    assert version_for_alias(client, "synth", "champion") is None
+
+    # Tags on the run and the version.
+    run = client.get_run(registered.run_id)
+    for tags in (run.data.tags, challenger.tags):
+        missing = [t for t in REQUIRED_TAGS if t not in tags]
+        assert not missing, missing
+        assert tags["dagster.run_id"] == "test-run"
+        assert tags["dagster.partitions"] == f"{days[0]}..{days[-1]}"
+        assert tags["driftloop.holdout_start"] == days[-3]
+        assert tags["driftloop.holdout_end"] == days[-1]
+        assert tags["driftloop.primary_metric"] == "roc_auc"
+        assert float(tags["driftloop.holdout_primary"]) == result.holdout_metrics["roc_auc"]
+        assert json.loads(tags["driftloop.partition_digests"]) == digests
+        assert tags["driftloop.baseline_run_model_uri"] == f"runs:/{registered.run_id}/baseline"
+
+    # Metrics and params.
+    metrics = run.data.metrics
+    assert metrics["holdout_roc_auc"] == pytest.approx(result.holdout_metrics["roc_auc"])
+    assert "baseline_holdout_roc_auc" in metrics and "valid_log_loss" in metrics
+    assert run.data.params["model.num_leaves"] == "15"
+
+    # Dataset inputs: the training rows, named by their partitions, plus valid/holdout.
+    inputs = run.inputs.dataset_inputs
+    contexts = {
+        next(t.value for t in i.tags if t.key == "mlflow.data.context"): i.dataset for i in inputs
+    }
+    assert set(contexts) == {"training", "validation", "evaluation"}
+    assert contexts["training"].name == f"synth/features[{days[0]}..{days[-6]}]"
+    assert contexts["training"].digest
+
+    # Artifacts under <data root>/mlartifacts/<dataset>, nothing in ./mlruns.
+    assert run.info.artifact_uri.startswith((data_root / "mlartifacts" / "synth").as_uri())
+    names = {a.path for a in client.list_artifacts(registered.run_id)}
+    assert {"feature_importance.json", "feature_importance.csv", "data", "split.json"} <= names
+    assert not (tmp_path / "mlruns").exists()
+
+    # The registered pyfunc scores exactly like the in-memory model; the baseline too.
+    holdout = result.split.holdout
+    score = load_scoring_model("models:/synth@challenger", mlflow.uri())
+    np.testing.assert_array_equal(score(holdout), result.model.predict(holdout))
+    assert score.features == contract.features
+    baseline = mlflow.load_scoring_model(registered.baseline_model_uri)
+    np.testing.assert_array_equal(baseline(holdout), result.baseline.predict(holdout))
+
+    set_alias(client, "synth", "champion", 1)
+    assert str(mlflow.version_for_alias("synth", "champion").version) == "1"
+
+    # The Dagster asset trains again and registers version 2 as the challenger.
+    defs = build(contract)
+    asset = defs.get_assets_def(AssetKey(["synth", "model"]))
+    op_config = {
+        "window_days": 12,
+        "holdout_days": 3,
+        "validation_days": 2,
+        "n_estimators": 40,
+        "learning_rate": 0.1,
+        "num_leaves": 15,
+        "early_stopping_rounds": 10,
+    }
+    run_result = materialize(
+        [asset],
+        instance=dagster_instance,
+        resources={"lake": LakeResource(data_dir=str(data_root)), "mlflow": MlflowResource()},
+        run_config={"ops": {"synth__model": {"config": op_config}}},
+    )
+    assert run_result.success
+    (materialization,) = run_result.asset_materializations_for_node("synth__model")
+    meta = {k: v.value for k, v in materialization.metadata.items()}
+    assert meta["model_version"] == "2"
+    assert meta["partitions"] == f"{days[2]}..{days[-1]} (12 days)"
+    assert meta["holdout_roc_auc"] > meta["baseline_holdout_roc_auc"]
+    assert "mlflow ui --backend-store-uri sqlite:///" in meta["mlflow_run"]
+    assert meta["rows_per_second"] > 0 and meta["train_seconds"] > 0
+    assert {r.data["feature"] for r in meta["feature_importance"].records} == set(contract.features)
+    version2 = version_for_alias(client, "synth", CHALLENGER)
+    assert str(version2.version) == "2" and version2.run_id == meta["mlflow_run_id"]
+    assert version2.tags["dagster.run_id"] == run_result.run_id
+    assert str(version_for_alias(client, "synth", "champion").version) == "1"  # untouched
