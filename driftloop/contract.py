@@ -12,6 +12,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from driftloop.triggers import TriggerPolicy
+
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -166,6 +168,7 @@ class Contract(_Strict):
     slices: list[str] = Field(default_factory=list)
     max_bad_row_fraction: float = Field(default=0.2, ge=0, le=1)
     training: Training = Field(default_factory=Training)
+    retraining: TriggerPolicy = Field(default_factory=TriggerPolicy)
 
     @field_validator("label_delay", mode="before")
     @classmethod

@@ -73,3 +73,15 @@ def blocked_marker(table_dir: Path, day: str) -> Path:
 
 def is_blocked(table_dir: Path, day: str) -> bool:
     return blocked_marker(table_dir, day).exists()
+
+
+def contiguous_ranges(days: Iterable[str]) -> list[tuple[str, str]]:
+    """Sorted ISO days grouped into inclusive (first, last) runs of consecutive days."""
+    ordered = sorted({date.fromisoformat(d) for d in days})
+    ranges: list[tuple[str, str]] = []
+    for day in ordered:
+        if ranges and date.fromisoformat(ranges[-1][1]) + timedelta(days=1) == day:
+            ranges[-1] = (ranges[-1][0], day.isoformat())
+        else:
+            ranges.append((day.isoformat(), day.isoformat()))
+    return ranges

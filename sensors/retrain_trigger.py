@@ -1,0 +1,105 @@
+"""The retraining trigger: a persistent breach (N of the last M days), never within the cooldown.
+
+Signals are the per-day drift and realised-performance verdicts the monitoring assets
+write to the lake; the decision is `driftloop.triggers.decide_retrain`, the same function
+the backtest replays history through. With no champion yet, enough days of features start
+the first training. Time is the data's clock: "today" is the latest day with features.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+
+from dagster import (
+    DagsterRunStatus,
+    DefaultSensorStatus,
+    RunRequest,
+    RunsFilter,
+    SensorDefinition,
+    SensorEvaluationContext,
+    SensorResult,
+    SkipReason,
+    sensor,
+)
+
+from driftloop.contract import Contract
+from driftloop.lake import existing_partitions
+from driftloop.triggers import decide_retrain
+from resources.lake import LakeResource
+from resources.mlflow import MlflowResource
+from sensors.run_requests import content_key
+from sensors.settings import seconds
+
+MIN_TRAIN_DAYS = 7
+ACTIVE = [
+    DagsterRunStatus.QUEUED,
+    DagsterRunStatus.NOT_STARTED,
+    DagsterRunStatus.STARTING,
+    DagsterRunStatus.STARTED,
+]
+
+
+def days_needed_for_first_model(contract: Contract) -> int:
+    training = contract.training
+    return training.holdout_days + training.validation_days + MIN_TRAIN_DAYS
+
+
+def build_retrain_sensor(contract: Contract, job_name: str) -> SensorDefinition:
+    policy = contract.retraining
+
+    @sensor(
+        name=f"{contract.name}_retrain_trigger",
+        job_name=job_name,
+        minimum_interval_seconds=seconds("DRIFTLOOP_RETRAIN_SENSOR_SECONDS", 30),
+        default_status=DefaultSensorStatus.RUNNING,
+        description=(
+            f"Retrains {contract.name} when drift or performance breached on "
+            f"{policy.n_breaches} of the last {policy.window} days (cooldown "
+            f"{policy.cooldown_days} days), or when there is no champion yet."
+        ),
+    )
+    def retrain_trigger(
+        context: SensorEvaluationContext, lake: LakeResource, mlflow: MlflowResource
+    ) -> SensorResult | SkipReason:
+        from driftloop.monitoring import read_signals
+
+        paths = lake.paths(contract.name)
+        days = existing_partitions(paths.table("features"))
+        if not days:
+            return SkipReason("no features yet")
+        if context.instance.get_runs(RunsFilter(job_name=job_name, statuses=ACTIVE), limit=1):
+            return SkipReason("a retraining run is already queued or running")
+        today = date.fromisoformat(days[-1])
+        state = json.loads(context.cursor) if context.cursor else {}
+        last_day = state.get("last_retrain_day")
+        last = date.fromisoformat(last_day) if last_day else None
+
+        if mlflow.version_for_alias(contract.name, "champion") is None:
+            needed = days_needed_for_first_model(contract)
+            if len(days) < needed:
+                return SkipReason(f"no champion yet; {len(days)} of {needed} days of features")
+            if last is not None and (today - last).days < policy.cooldown_days:
+                return SkipReason(f"no champion yet; last attempt on {last}, cooling down")
+            kind, reason = "bootstrap", f"no champion yet: {len(days)} days of features"
+        else:
+            window_days = days[-policy.window :]
+            decision = decide_retrain(read_signals(paths, window_days), today, last, policy)
+            if not decision.fire:
+                return SkipReason(decision.reason)
+            kind, reason = "monitoring", decision.reason
+
+        context.log.info(f"retraining {contract.name}: {reason}")
+        request = RunRequest(
+            run_key=f"retrain:{content_key(contract.name, today.isoformat(), reason)}",
+            job_name=job_name,
+            tags={
+                "driftloop/trigger": kind,
+                "driftloop/trigger_reason": reason[:480],
+                "driftloop/data_day": today.isoformat(),
+            },
+        )
+        cursor = json.dumps({"last_retrain_day": today.isoformat(), "last_reason": reason})
+        return SensorResult(run_requests=[request], cursor=cursor)
+
+    return retrain_trigger

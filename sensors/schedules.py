@@ -1,0 +1,21 @@
+"""The calendar: a weekly retraining run per dataset, whatever the monitors say."""
+
+from __future__ import annotations
+
+import os
+
+from dagster import DefaultScheduleStatus, ScheduleDefinition
+
+from driftloop.contract import Contract
+
+
+def build_weekly_retrain_schedule(contract: Contract, job_name: str) -> ScheduleDefinition:
+    return ScheduleDefinition(
+        name=f"{contract.name}_weekly_retrain",
+        job_name=job_name,
+        cron_schedule=os.environ.get("DRIFTLOOP_RETRAIN_CRON", "0 4 * * 1"),  # Monday 04:00
+        execution_timezone=contract.event_time.timezone,
+        default_status=DefaultScheduleStatus.RUNNING,
+        tags={"driftloop/trigger": "schedule", "driftloop/trigger_reason": "weekly retrain"},
+        description=f"Retrains {contract.name} every week, whatever the monitors say.",
+    )
