@@ -1,0 +1,500 @@
+"""Evaluate a challenger against a reference model on the same holdout rows.
+
+Everything here works on numbers already computed (labels and the two models' scores), so
+it needs neither Dagster nor MLflow. The heart is a *paired* bootstrap: each resample
+draws the same rows for both models, so the spread of the difference reflects how the
+two models disagree, not the (much larger) noise of either metric on its own.
+
+Sign convention: every ``diff`` in this module is an *improvement*, sign-adjusted so that a
+positive number means the challenger is better (for ROC AUC: challenger - reference; for
+RMSE: reference - challenger).
+
+Slice uncertainty: each slice gets its own paired percentile bootstrap from the very same
+resamples as the overall metric (a resample of the holdout is also a resample of every
+slice in it, with a slice size that varies as it would in reality). This is exact where a
+normal approximation of a slice's AUC difference would be poor (small, unbalanced slices).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from driftloop.contract import ColumnType, Contract, Task
+
+DEFAULT_BOOTSTRAP_SAMPLES = 300
+DEFAULT_CONFIDENCE = 0.95
+DEFAULT_SEED = 20130101
+CALIBRATION_BINS = 10
+# Resamples are processed in chunks so memory stays near chunk x rows x 8 bytes.
+_CHUNK = 25
+# A numeric slice column with more distinct values than this is cut into quantile bins.
+_MAX_NUMERIC_SLICE_VALUES = 12
+_NUMERIC_SLICE_BINS = 5
+MISSING = "(missing)"
+
+
+@dataclass
+class EvalResult:
+    """Everything a report and the gate need; JSON-friendly through ``to_dict``."""
+
+    dataset: str
+    task: Task
+    metric: str
+    higher_is_better: bool
+    challenger_name: str
+    reference_name: str
+    n_rows: int
+    n_positive: int | None
+    challenger_metrics: dict[str, float]
+    reference_metrics: dict[str, float]
+    # Sign-adjusted point estimate of the primary metric difference (positive = better).
+    diff: float
+    boot_mean: float
+    ci_low: float
+    ci_high: float
+    confidence: float
+    bootstrap_samples: int
+    seed: int
+    # One row per slice value: slice, value, rows, positives, challenger, reference, diff,
+    # ci_low, ci_high, estimable. Row i of ``slice_boot`` holds that slice's resampled diffs.
+    slices: pd.DataFrame
+    slice_boot: np.ndarray
+    # Binary only: model, bin, count, mean_predicted, observed_rate (10 quantile bins each).
+    calibration: pd.DataFrame | None
+    boot_diffs: np.ndarray = field(repr=False)
+    skipped_slices: list[str] = field(default_factory=list)
+
+    @property
+    def overall(self) -> pd.DataFrame:
+        """Overall metrics side by side: metric, challenger, reference, diff (sign-adjusted)."""
+        from driftloop.metrics import HIGHER_IS_BETTER
+
+        rows = []
+        for name, value in self.challenger_metrics.items():
+            ref = self.reference_metrics.get(name, math.nan)
+            higher = HIGHER_IS_BETTER.get(name)
+            # positive_rate has no direction: neither more nor fewer positives is better.
+            diff = math.nan if higher is None else (value - ref if higher else ref - value)
+            rows.append({"metric": name, "challenger": value, "reference": ref, "diff": diff})
+        return pd.DataFrame(rows, columns=["metric", "challenger", "reference", "diff"])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "dataset": self.dataset,
+            "task": self.task.value,
+            "metric": self.metric,
+            "higher_is_better": self.higher_is_better,
+            "challenger": self.challenger_name,
+            "reference": self.reference_name,
+            "n_rows": self.n_rows,
+            "n_positive": self.n_positive,
+            "challenger_metrics": _clean(self.challenger_metrics),
+            "reference_metrics": _clean(self.reference_metrics),
+            "diff": _num(self.diff),
+            "bootstrap": {
+                "mean": _num(self.boot_mean),
+                "ci_low": _num(self.ci_low),
+                "ci_high": _num(self.ci_high),
+                "confidence": self.confidence,
+                "samples": self.bootstrap_samples,
+                "seed": self.seed,
+            },
+            "slices": _records(self.slices),
+            "calibration": None if self.calibration is None else _records(self.calibration),
+            "skipped_slices": list(self.skipped_slices),
+        }
+
+
+def _num(value: Any) -> float | None:
+    value = float(value)
+    return None if math.isnan(value) else value
+
+
+def _clean(values: dict[str, float]) -> dict[str, float | None]:
+    return {k: _num(v) for k, v in values.items()}
+
+
+def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    out = []
+    for row in frame.to_dict(orient="records"):
+        out.append(
+            {
+                k: (_num(v) if isinstance(v, float | np.floating) else _plain(v))
+                for k, v in row.items()
+            }
+        )
+    return out
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.bool_):
+        return bool(value)
+    return value
+
+
+# --------------------------------------------------------------------------------------
+# Weighted metrics: one row of weights per bootstrap resample (multinomial counts).
+
+
+class _WeightedMetric:
+    """A metric of one model on a set of rows, evaluated under many weight vectors at once.
+
+    ``rows`` selects the rows (a slice) out of the full weight matrix it is called with, so
+    one gather per call picks the slice and sorts it in the same step.
+    """
+
+    def __init__(
+        self, metric: str, y: np.ndarray, score: np.ndarray, rows: np.ndarray | None = None
+    ) -> None:
+        self.metric = metric
+        rows = np.arange(len(y)) if rows is None else np.asarray(rows)
+        y = np.asarray(y, dtype=np.float64)[rows]
+        score = np.asarray(score, dtype=np.float64)[rows]
+        self.y = y
+        if metric == "roc_auc":
+            # Sort once; tied scores form a group whose negatives count one half.
+            order = np.argsort(score, kind="mergesort")
+            s = score[order]
+            self.take = rows[order]
+            self.y32 = y[order].astype(np.float32)
+            new_group = np.r_[True, s[1:] != s[:-1]]
+            self.ties = not bool(new_group.all())
+            if self.ties:
+                starts = np.flatnonzero(new_group)
+                ends = np.r_[starts[1:], len(s)] - 1
+                sizes = np.diff(np.r_[starts, len(s)])
+                self.group_start = np.repeat(starts, sizes)
+                self.group_end = np.repeat(ends, sizes)
+            return
+        self.take = rows
+        if metric == "log_loss":
+            p = np.clip(score, 1e-7, 1 - 1e-7)  # as driftloop.metrics does
+            self.loss = -(y * np.log(p) + (1 - y) * np.log(1 - p))
+        elif metric in ("brier", "rmse", "r2"):
+            self.loss = (y - score) ** 2
+        elif metric == "mae":
+            self.loss = np.abs(y - score)
+        else:
+            raise ValueError(f"no bootstrap implementation for metric {metric!r}")
+
+    def __call__(self, weights: np.ndarray) -> np.ndarray:
+        """weights: (resamples, all rows) -> metric per resample (NaN where undefined)."""
+        w = weights[:, self.take]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            if self.metric == "roc_auc":
+                # Weighted Mann-Whitney: each positive counts the negatives ranked below it,
+                # plus half of those tied with it. float32 is exact for these integer counts.
+                pos = w * self.y32
+                neg = w - pos
+                incl = np.cumsum(neg, axis=1, dtype=np.float32)
+                if self.ties:
+                    below = (incl - neg)[:, self.group_start]
+                    mid = 0.5 * (below + incl[:, self.group_end])
+                else:
+                    mid = incl - 0.5 * neg
+                num = np.einsum("ij,ij->i", pos, mid, dtype=np.float64)
+                den = pos.sum(axis=1, dtype=np.float64) * neg.sum(axis=1, dtype=np.float64)
+                return np.where(den > 0, num / den, np.nan)
+            w = w.astype(np.float64)
+            total = w.sum(axis=1)
+            mean_loss = (w @ self.loss) / total
+            if self.metric == "rmse":
+                return np.sqrt(mean_loss)
+            if self.metric == "r2":
+                mean_y = (w @ self.y) / total
+                var = (w @ self.y**2) / total - mean_y**2
+                return np.where(var > 0, 1.0 - mean_loss / var, np.nan)
+            return mean_loss
+
+
+def weighted_metric(metric: str, y: np.ndarray, score: np.ndarray, weights: np.ndarray):
+    """The metric under each row of ``weights`` (a 2-D array: resamples x rows)."""
+    weights = np.atleast_2d(np.asarray(weights, dtype=np.float32))
+    return _WeightedMetric(metric, np.asarray(y), np.asarray(score))(weights)
+
+
+def point_metric(metric: str, y: np.ndarray, score: np.ndarray) -> float:
+    """The metric with every row weighted once (NaN when undefined, e.g. one class only)."""
+    if len(y) == 0:
+        return math.nan
+    return float(weighted_metric(metric, y, score, np.ones((1, len(y))))[0])
+
+
+def _resample_weights(rng: np.random.Generator, resamples: int, n: int) -> np.ndarray:
+    """Multinomial bootstrap counts: how often each row is drawn in each resample."""
+    draws = rng.integers(0, n, size=(resamples, n))
+    draws += (np.arange(resamples) * n)[:, None]
+    counts = np.bincount(draws.ravel(), minlength=resamples * n).reshape(resamples, n)
+    return counts.astype(np.float32)
+
+
+def paired_bootstrap(
+    metric: str,
+    higher_is_better: bool,
+    y: np.ndarray,
+    challenger: np.ndarray,
+    reference: np.ndarray,
+    *,
+    groups: list[np.ndarray] | None = None,
+    samples: int = DEFAULT_BOOTSTRAP_SAMPLES,
+    seed: int = DEFAULT_SEED,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Resampled sign-adjusted differences, overall and for each group of row indices.
+
+    Returns ``(overall, per_group)`` with shapes ``(samples,)`` and ``(len(groups), samples)``.
+    Both models are scored on the same resampled rows (a paired bootstrap); the seed makes
+    the result reproducible.
+    """
+    groups = groups or []
+    n = len(y)
+    sign = 1.0 if higher_is_better else -1.0
+    overall = np.full(samples, np.nan)
+    per_group = np.full((len(groups), samples), np.nan)
+    if n == 0 or samples <= 0:
+        return overall, per_group
+    y = np.asarray(y, dtype=np.float64)
+    challenger = np.asarray(challenger, dtype=np.float64)
+    reference = np.asarray(reference, dtype=np.float64)
+    all_c = _WeightedMetric(metric, y, challenger)
+    all_r = _WeightedMetric(metric, y, reference)
+    sub = [
+        (_WeightedMetric(metric, y, challenger, idx), _WeightedMetric(metric, y, reference, idx))
+        for idx in groups
+        if len(idx)
+    ]
+    nonempty = [g for g, idx in enumerate(groups) if len(idx)]
+    rng = np.random.default_rng(seed)
+    for start in range(0, samples, _CHUNK):
+        stop = min(start + _CHUNK, samples)
+        weights = _resample_weights(rng, stop - start, n)
+        overall[start:stop] = sign * (all_c(weights) - all_r(weights))
+        for g, (m_c, m_r) in zip(nonempty, sub, strict=True):
+            per_group[g, start:stop] = sign * (m_c(weights) - m_r(weights))
+    return overall, per_group
+
+
+def percentile_interval(samples: np.ndarray, confidence: float) -> tuple[float, float]:
+    """Two-sided percentile interval, ignoring resamples where the metric was undefined."""
+    finite = samples[np.isfinite(samples)]
+    if len(finite) == 0:
+        return math.nan, math.nan
+    alpha = (1.0 - confidence) / 2.0
+    low, high = np.quantile(finite, [alpha, 1.0 - alpha])
+    return float(low), float(high)
+
+
+# --------------------------------------------------------------------------------------
+# Slices and calibration
+
+
+def slice_labels(contract: Contract, frame: pd.DataFrame, column: str) -> pd.Series:
+    """The slice value of each row as a string; many-valued numeric columns become quintiles."""
+    values = frame[column]
+    numeric = contract.feature_type(column) == ColumnType.numeric and pd.api.types.is_numeric_dtype(
+        values
+    )
+    if numeric and values.nunique(dropna=True) > _MAX_NUMERIC_SLICE_VALUES:
+        binned = pd.qcut(values, _NUMERIC_SLICE_BINS, duplicates="drop")
+        labels = binned.astype(str)
+        return labels.where(values.notna(), MISSING)
+    if numeric:
+        labels = values.map(lambda v: f"{v:g}" if pd.notna(v) else MISSING)
+        return labels.astype(str)
+    return values.astype("string").fillna(MISSING).astype(str)
+
+
+def calibration_table(
+    y: np.ndarray, scores: dict[str, np.ndarray], bins: int = CALIBRATION_BINS
+) -> pd.DataFrame:
+    """Per model, equal-count bins of the predicted probability: mean predicted vs observed."""
+    rows = []
+    for model, score in scores.items():
+        if len(score) == 0:
+            continue
+        # Rank first so ties cannot collapse bins: every bin holds ~n/bins rows.
+        ranks = pd.Series(score).rank(method="first").to_numpy()
+        k = min(bins, len(score))
+        bin_of = np.minimum(((ranks - 1) * k / len(score)).astype(int), k - 1)
+        frame = pd.DataFrame({"bin": bin_of + 1, "p": score, "y": y})
+        grouped = frame.groupby("bin").agg(
+            count=("y", "size"),
+            mean_predicted=("p", "mean"),
+            observed_rate=("y", "mean"),
+            min_predicted=("p", "min"),
+            max_predicted=("p", "max"),
+        )
+        for b, r in grouped.iterrows():
+            rows.append({"model": model, "bin": int(b), **r.to_dict()})
+    table = pd.DataFrame(
+        rows,
+        columns=[
+            "model",
+            "bin",
+            "count",
+            "mean_predicted",
+            "observed_rate",
+            "min_predicted",
+            "max_predicted",
+        ],
+    )
+    table["count"] = table["count"].astype(int)
+    return table
+
+
+def expected_calibration_error(calibration: pd.DataFrame, model: str) -> float:
+    """Row-weighted mean |mean predicted - observed rate| over the bins of one model."""
+    part = calibration[calibration["model"] == model]
+    if part.empty:
+        return math.nan
+    gap = (part["mean_predicted"] - part["observed_rate"]).abs()
+    return float((gap * part["count"]).sum() / part["count"].sum())
+
+
+# --------------------------------------------------------------------------------------
+
+
+def evaluate(
+    contract: Contract,
+    holdout: pd.DataFrame,
+    challenger_scores: np.ndarray | pd.Series | list[float],
+    reference_scores: np.ndarray | pd.Series | list[float],
+    reference_name: str,
+    *,
+    challenger_name: str = "challenger",
+    label_column: str = "label",
+    samples: int = DEFAULT_BOOTSTRAP_SAMPLES,
+    confidence: float = DEFAULT_CONFIDENCE,
+    seed: int = DEFAULT_SEED,
+) -> EvalResult:
+    """Compare two models' scores on the same holdout rows.
+
+    ``holdout`` is a features-table frame (it must hold ``label`` and the slice columns);
+    the two score arrays align with its rows. Rows without a label are left out.
+    """
+    from driftloop.metrics import HIGHER_IS_BETTER, PRIMARY_METRIC, compute_metrics
+
+    challenger_scores = np.asarray(challenger_scores, dtype=np.float64)
+    reference_scores = np.asarray(reference_scores, dtype=np.float64)
+    if not len(challenger_scores) == len(reference_scores) == len(holdout):
+        raise ValueError(
+            f"scores must align with the holdout: {len(holdout)} rows, "
+            f"{len(challenger_scores)} challenger and {len(reference_scores)} reference scores"
+        )
+    labelled = holdout[label_column].notna().to_numpy()
+    frame = holdout.loc[labelled].reset_index(drop=True)
+    y = frame[label_column].to_numpy(dtype=np.float64)
+    s_c = challenger_scores[labelled]
+    s_r = reference_scores[labelled]
+
+    task = contract.task
+    metric = PRIMARY_METRIC[task]
+    higher = bool(HIGHER_IS_BETTER[metric])
+    sign = 1.0 if higher else -1.0
+
+    def metrics_of(score: np.ndarray) -> dict[str, float]:
+        if len(y) == 0:
+            return {metric: math.nan}
+        try:
+            return {k: float(v) for k, v in compute_metrics(task, y, score).items()}
+        except ValueError:  # e.g. a single class: AUC is undefined
+            return {metric: point_metric(metric, y, score)}
+
+    m_c, m_r = metrics_of(s_c), metrics_of(s_r)
+    diff = sign * (m_c.get(metric, math.nan) - m_r.get(metric, math.nan))
+
+    # Slices: one group of row indices per slice value.
+    keys: list[tuple[str, str]] = []
+    groups: list[np.ndarray] = []
+    skipped = [c for c in contract.slices if c not in frame.columns]
+    for column in (c for c in contract.slices if c in frame.columns):
+        labels = slice_labels(contract, frame, column)
+        for value, idx in labels.groupby(labels, sort=True).indices.items():
+            keys.append((column, str(value)))
+            groups.append(np.asarray(idx))
+
+    boot, slice_boot = paired_bootstrap(
+        metric, higher, y, s_c, s_r, groups=groups, samples=samples, seed=seed
+    )
+    ci_low, ci_high = percentile_interval(boot, confidence)
+    finite = boot[np.isfinite(boot)]
+    boot_mean = float(finite.mean()) if len(finite) else math.nan
+
+    slice_rows = []
+    for (column, value), idx, resampled in zip(keys, groups, slice_boot, strict=True):
+        mc = point_metric(metric, y[idx], s_c[idx])
+        mr = point_metric(metric, y[idx], s_r[idx])
+        low, high = percentile_interval(resampled, confidence)
+        # Too many resamples without both classes: the interval would be biased.
+        estimable = bool(np.isfinite(resampled).mean() >= 0.9) and math.isfinite(mc - mr)
+        slice_rows.append(
+            {
+                "slice": column,
+                "value": value,
+                "rows": len(idx),
+                "positives": int(y[idx].sum()) if task == Task.binary else None,
+                "challenger": mc,
+                "reference": mr,
+                "diff": sign * (mc - mr),
+                "ci_low": low,
+                "ci_high": high,
+                "estimable": estimable,
+            }
+        )
+    slices = pd.DataFrame(
+        slice_rows,
+        columns=[
+            "slice",
+            "value",
+            "rows",
+            "positives",
+            "challenger",
+            "reference",
+            "diff",
+            "ci_low",
+            "ci_high",
+            "estimable",
+        ],
+    )
+
+    calibration = None
+    if task == Task.binary:
+        calibration = calibration_table(y, {challenger_name: s_c, reference_name: s_r})
+
+    return EvalResult(
+        dataset=contract.name,
+        task=task,
+        metric=metric,
+        higher_is_better=higher,
+        challenger_name=challenger_name,
+        reference_name=reference_name,
+        n_rows=len(y),
+        n_positive=int(y.sum()) if task == Task.binary else None,
+        challenger_metrics=m_c,
+        reference_metrics=m_r,
+        diff=diff,
+        boot_mean=boot_mean,
+        ci_low=ci_low,
+        ci_high=ci_high,
+        confidence=confidence,
+        bootstrap_samples=samples,
+        seed=seed,
+        slices=slices,
+        slice_boot=slice_boot,
+        calibration=calibration,
+        boot_diffs=boot,
+        skipped_slices=skipped,
+    )
+
+
+def render_report(result: EvalResult, decision: Any = None, **context: Any) -> str:
+    """A self-contained HTML report (see ``driftloop.report_html``)."""
+    from driftloop.report_html import render
+
+    return render(result, decision, context)

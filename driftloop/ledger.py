@@ -1,0 +1,146 @@
+"""The promotion ledger: append-only, one Parquet file per entry, read back with DuckDB.
+
+A file is never rewritten or deleted. Names start with the UTC time in nanoseconds (so a
+directory listing is already in time order) followed by a random uuid (so two writers
+can never collide), and each file is written atomically (temp file + rename).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+
+from driftloop.lake import sql_file_list, write_parquet_atomic
+from driftloop.paths import DatasetPaths
+
+ACTIONS = ("promoted", "rejected", "rollback")
+
+SCHEMA = pa.schema(
+    [
+        ("timestamp", pa.timestamp("us", tz="UTC")),
+        ("dataset", pa.string()),
+        ("action", pa.string()),
+        ("challenger_version", pa.string()),
+        ("champion_before", pa.string()),
+        ("champion_after", pa.string()),
+        ("metric", pa.string()),
+        ("challenger_value", pa.float64()),
+        ("champion_value", pa.float64()),
+        ("diff", pa.float64()),
+        ("ci_low", pa.float64()),
+        ("ci_high", pa.float64()),
+        ("reasons", pa.string()),
+        ("dagster_run_id", pa.string()),
+        ("report_path", pa.string()),
+    ]
+)
+COLUMNS = [f.name for f in SCHEMA]
+
+
+@dataclass
+class LedgerEntry:
+    dataset: str
+    action: str
+    challenger_version: str | None = None
+    champion_before: str | None = None
+    champion_after: str | None = None
+    metric: str | None = None
+    challenger_value: float | None = None
+    champion_value: float | None = None
+    diff: float | None = None
+    ci_low: float | None = None
+    ci_high: float | None = None
+    reasons: list[str] = field(default_factory=list)
+    dagster_run_id: str | None = None
+    report_path: str | None = None
+    timestamp: datetime | None = None  # set to now (UTC) by append() when left empty
+
+    def __post_init__(self) -> None:
+        if self.action not in ACTIONS:
+            raise ValueError(f"ledger action must be one of {ACTIONS}, got {self.action!r}")
+
+
+def _file_name(now_ns: int) -> str:
+    return f"{now_ns:020d}-{uuid.uuid4().hex}.parquet"
+
+
+def append(paths: DatasetPaths, entry: LedgerEntry) -> Path:
+    """Write one new entry file; returns its path. Existing files are never touched."""
+    now_ns = time.time_ns()
+    when = entry.timestamp or datetime.fromtimestamp(now_ns / 1e9, tz=UTC)
+    row = asdict(entry) | {"timestamp": when, "reasons": json.dumps(list(entry.reasons))}
+    for key in ("challenger_version", "champion_before", "champion_after"):
+        row[key] = None if row[key] is None else str(row[key])
+    table = pa.Table.from_pylist([{k: row[k] for k in COLUMNS}], schema=SCHEMA)
+    path = paths.ledger / _file_name(now_ns)
+    if path.exists():  # uuid4 collision: practically impossible, but never overwrite
+        raise FileExistsError(path)
+    return write_parquet_atomic(table, path)
+
+
+def entry_files(paths: DatasetPaths) -> list[Path]:
+    if not paths.ledger.exists():
+        return []
+    return sorted(paths.ledger.glob("*.parquet"))
+
+
+def read(paths: DatasetPaths, limit: int | None = None) -> pd.DataFrame:
+    """All entries, oldest first (or the last ``limit`` of them); reasons as JSON strings."""
+    import duckdb
+
+    files = entry_files(paths)
+    if not files:
+        frame = SCHEMA.empty_table().to_pandas()
+        return frame
+    query = (
+        f"SELECT {', '.join(COLUMNS)} FROM read_parquet({sql_file_list(files)}, "
+        "union_by_name = true, filename = true) ORDER BY timestamp, filename"
+    )
+    con = duckdb.connect()
+    try:
+        frame = con.execute(query).df()
+    finally:
+        con.close()
+    if limit is not None:
+        frame = frame.tail(limit).reset_index(drop=True)
+    frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True)
+    return frame
+
+
+def champion_history(paths: DatasetPaths) -> tuple[str | None, list[str]]:
+    """Replay the ledger: (current champion, stack of earlier champions, most recent last).
+
+    A promotion pushes the champion it replaced; a rollback to version X pops the stack back
+    to (and including) X, so rolling back twice walks further back instead of bouncing
+    between the last two versions. A rollback never pushes the version it rolled back from:
+    that one was judged bad. Rejections change nothing.
+    """
+    current: str | None = None
+    stack: list[str] = []
+    for row in read(paths).itertuples(index=False):
+        after = None if pd.isna(row.champion_after) else str(row.champion_after)
+        before = None if pd.isna(row.champion_before) else str(row.champion_before)
+        if row.action == "promoted" and after is not None:
+            if before is not None and before != after and (not stack or stack[-1] != before):
+                stack.append(before)
+            current = after
+        elif row.action == "rollback" and after is not None:
+            if after in stack:
+                stack = stack[: len(stack) - 1 - stack[::-1].index(after)]
+            current = after
+    return current, stack
+
+
+def previous_champion(paths: DatasetPaths) -> str | None:
+    """The version a rollback should go back to, or None if the ledger knows none."""
+    current, stack = champion_history(paths)
+    while stack and stack[-1] == current:
+        stack.pop()
+    return stack[-1] if stack else None

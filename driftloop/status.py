@@ -1,0 +1,223 @@
+"""What is serving and what happened to it: registry aliases and the promotion ledger.
+
+``collect`` returns one JSON-able dict::
+
+    {"dataset": ..., "registry": {"champion": {...} | null, "challenger": {...} | null},
+     "ledger": [... last entries, oldest first ...], <further sections>}
+
+Further sections ("monitoring", "triggers", ...) plug in with ``register_section`` from the
+module that owns them; ``collect`` and ``format_text`` pick them up without changes here.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import pandas as pd
+
+from driftloop import ledger
+from driftloop.paths import DatasetPaths
+
+ALIASES = ("champion", "challenger")
+LEDGER_LIMIT = 10
+
+
+@dataclass(frozen=True)
+class StatusContext:
+    dataset: str
+    paths: DatasetPaths
+    client: Any  # mlflow.MlflowClient
+
+
+@dataclass(frozen=True)
+class Section:
+    collect: Callable[[StatusContext], Any]
+    format_text: Callable[[Any], str] | None = None
+
+
+# name -> Section, in display order after "registry" and "ledger".
+SECTIONS: dict[str, Section] = {}
+
+
+def register_section(
+    name: str,
+    collect: Callable[[StatusContext], Any],
+    format_text: Callable[[Any], str] | None = None,
+) -> None:
+    """Add a section (e.g. "monitoring", "triggers") to the status of every dataset."""
+    if name in ("dataset", "registry", "ledger"):
+        raise ValueError(f"section name {name!r} is taken")
+    SECTIONS[name] = Section(collect, format_text)
+
+
+def _num(value: Any) -> float | None:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(value) else value
+
+
+def version_info(client: Any, dataset: str, alias: str) -> dict[str, Any] | None:
+    """One aliased model version: tags, holdout, gate outcome and its run's metrics."""
+    from driftloop.registry import version_for_alias
+
+    version = version_for_alias(client, dataset, alias)
+    if version is None:
+        return None
+    tags = dict(version.tags or {})
+    metrics: dict[str, float] = {}
+    if version.run_id:
+        try:
+            metrics = dict(client.get_run(version.run_id).data.metrics)
+        except Exception:  # a deleted run must not break the status page
+            metrics = {}
+    created = datetime.fromtimestamp(version.creation_timestamp / 1000, tz=UTC)
+    gate = None
+    if "driftloop.gate_decision" in tags:
+        gate = {
+            "decision": tags.get("driftloop.gate_decision"),
+            "reference": tags.get("driftloop.gate_reference"),
+            "diff": _num(tags.get("driftloop.gate_diff")),
+            "ci_low": _num(tags.get("driftloop.gate_ci_low")),
+            "ci_high": _num(tags.get("driftloop.gate_ci_high")),
+            "report": tags.get("driftloop.gate_report"),
+        }
+    return {
+        "version": str(version.version),
+        "aliases": sorted(getattr(version, "aliases", []) or [alias]),
+        "run_id": version.run_id,
+        "created_at": created.isoformat(),
+        "primary_metric": tags.get("driftloop.primary_metric"),
+        "holdout": {
+            "start": tags.get("driftloop.holdout_start"),
+            "end": tags.get("driftloop.holdout_end"),
+        },
+        "metrics": {k: metrics[k] for k in sorted(metrics)},
+        "gate": gate,
+        "dagster_run_id": tags.get("dagster.run_id"),
+        "tags": {k: v for k, v in sorted(tags.items()) if k.startswith("driftloop.")},
+    }
+
+
+def ledger_records(paths: DatasetPaths, limit: int = LEDGER_LIMIT) -> list[dict[str, Any]]:
+    frame = ledger.read(paths, limit=limit)
+    records = []
+    for row in frame.to_dict(orient="records"):
+        out: dict[str, Any] = {}
+        for key, value in row.items():
+            if key == "timestamp":
+                out[key] = pd.Timestamp(value).isoformat()
+            elif key == "reasons":
+                out[key] = json.loads(value) if isinstance(value, str) else []
+            elif isinstance(value, float):
+                out[key] = _num(value)
+            else:
+                out[key] = None if value is None or pd.isna(value) else value
+        records.append(out)
+    return records
+
+
+def collect(
+    client: Any, paths: DatasetPaths, dataset: str, ledger_limit: int = LEDGER_LIMIT
+) -> dict[str, Any]:
+    status: dict[str, Any] = {
+        "dataset": dataset,
+        "registry": {alias: version_info(client, dataset, alias) for alias in ALIASES},
+        "ledger": ledger_records(paths, ledger_limit),
+    }
+    context = StatusContext(dataset, paths, client)
+    for name, section in SECTIONS.items():
+        status[name] = section.collect(context)
+    return status
+
+
+# --------------------------------------------------------------------------------------
+# Plain text
+
+
+def text_table(headers: list[str], rows: list[list[Any]]) -> str:
+    cells = [[("-" if v is None else str(v)) for v in row] for row in rows]
+    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
+    lines.append("  ".join("-" * w for w in widths))
+    for row in cells:
+        lines.append("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+    return "\n".join(lines)
+
+
+def _signed(value: float | None) -> str:
+    return "-" if value is None else f"{value:+.4f}"
+
+
+def _interval(low: float | None, high: float | None) -> str | None:
+    return None if low is None else f"[{_signed(low)}, {_signed(high)}]"
+
+
+def _key_metrics(info: dict[str, Any]) -> str:
+    primary = info.get("primary_metric")
+    metrics = info["metrics"]
+    keys = [k for k in metrics if primary and primary in k] or list(metrics)[:3]
+    return ", ".join(f"{k}={metrics[k]:.4f}" for k in keys[:4]) or "-"
+
+
+def format_text(status: dict[str, Any]) -> str:
+    out = [f"dataset: {status['dataset']}", "", "Registry"]
+    rows = []
+    for alias, info in status["registry"].items():
+        if info is None:
+            rows.append([alias, "(none)", None, None, None, None])
+            continue
+        gate = info["gate"]
+        gate_text = (
+            f"{gate['decision']} {_signed(gate['diff'])} "
+            f"[{_signed(gate['ci_low'])}, {_signed(gate['ci_high'])}]"
+            if gate
+            else None
+        )
+        holdout = info["holdout"]
+        rows.append(
+            [
+                alias,
+                f"v{info['version']}",
+                info["created_at"][:19],
+                f"{holdout['start']}..{holdout['end']}" if holdout["start"] else None,
+                _key_metrics(info),
+                gate_text,
+            ]
+        )
+    out.append(
+        text_table(["alias", "version", "created (UTC)", "holdout", "key metrics", "gate"], rows)
+    )
+    out += ["", f"Ledger (last {len(status['ledger'])})"]
+    if not status["ledger"]:
+        out.append("(no entries)")
+    else:
+        rows = [
+            [
+                e["timestamp"][:19],
+                e["action"],
+                e["challenger_version"],
+                e["champion_before"],
+                e["champion_after"],
+                _signed(e["diff"]),
+                _interval(e["ci_low"], e["ci_high"]),
+                (e["reasons"][0][:90] if e["reasons"] else None),
+            ]
+            for e in status["ledger"]
+        ]
+        out.append(
+            text_table(
+                ["time (UTC)", "action", "version", "before", "after", "diff", "CI", "reason"],
+                rows,
+            )
+        )
+    for name, section in SECTIONS.items():
+        body = section.format_text(status[name]) if section.format_text else None
+        out += ["", name.capitalize(), body or json.dumps(status[name], indent=2, default=str)]
+    return "\n".join(out)

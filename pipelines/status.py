@@ -1,0 +1,42 @@
+"""python -m pipelines.status --dataset flights [--json]
+
+Champion and challenger (versions, key metrics, gate outcome) and the last ledger entries.
+Reads the same stores as the Dagster code location: $DRIFTLOOP_DATA_DIR and
+$MLFLOW_TRACKING_URI (default: SQLite under the data root).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from driftloop.paths import data_root, dataset_paths, default_mlflow_uri
+from driftloop.status import LEDGER_LIMIT, collect, format_text
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pipelines.status", description=__doc__)
+    parser.add_argument("--dataset", required=True, help="dataset (contract) name")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    parser.add_argument(
+        "--ledger", type=int, default=LEDGER_LIMIT, help="how many ledger entries to show"
+    )
+    parser.add_argument("--data-dir", default=None, help="data root (default $DRIFTLOOP_DATA_DIR)")
+    parser.add_argument("--tracking-uri", default=None, help="MLflow store (default as above)")
+    args = parser.parse_args(argv)
+
+    from driftloop.registry import make_client
+
+    root = data_root(args.data_dir)
+    client = make_client(args.tracking_uri or default_mlflow_uri(root))
+    status = collect(client, dataset_paths(args.dataset, root), args.dataset, args.ledger)
+    if args.json:
+        print(json.dumps(status, indent=2, default=str))
+    else:
+        print(format_text(status))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
