@@ -1,0 +1,538 @@
+"""`<dataset>/drift_report` and `<dataset>/performance`: is the champion still right?
+
+drift_report (per day D): the current window is the `window_days` days ending with D
+(features + the champion's predictions; a day scored by another version is re-scored by
+the champion, so both sides are the same model's). The reference is the champion's
+training window with its own predictions (`driftloop.monitoring.reference_data`, sampled
+to 200k rows and cached per version). The per-column statistics run on every row of the
+window (`driftloop.drift.drift_table`, Evidently's rules, fast); Evidently's own HTML page
+runs on a seeded sample (`evidently_sample_rows` a side). That keeps a 1M-row window well
+inside 2 GB. The window reads the earlier days' partitions directly, not as a Dagster
+dependency, so the partition mapping stays one to one.
+
+performance (per day D): once the labels of D are due by the data clock (the latest event
+time the lake holds, see `driftloop.monitoring`) the champion's realised metrics on D's
+labelled rows are compared with its holdout metric: floor = holdout - 0.05 for AUC-like
+metrics, holdout + 10% for error metrics (`default_tolerance`; run config overrides).
+A day whose labels are not due is skipped (no materialization) with a log line saying
+when it will be; a range run materializes exactly the days that are due, one
+`AssetMaterialization` each, so earlier days whose labels have just arrived are caught up.
+
+Checks `drift` and `performance_floor` are warnings (never blocking), one result per day:
+in a range run each day gets an `AssetCheckEvaluation` with its partition (the approach of
+`assets/raw_data.py`). Both assets skip, like predictions, while there is no champion.
+"""
+
+# No `from __future__ import annotations`: Dagster reads the context/config annotations.
+import math
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pandas as pd
+from dagster import (
+    AssetCheckEvaluation,
+    AssetCheckKey,
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetDep,
+    AssetExecutionContext,
+    AssetKey,
+    AssetMaterialization,
+    BackfillPolicy,
+    BetaWarning,
+    Config,
+    Definitions,
+    Failure,
+    IdentityPartitionMapping,
+    MaterializeResult,
+    MetadataValue,
+    PreviewWarning,
+    TableColumn,
+    TableRecord,
+    TableSchema,
+    asset,
+)
+from pydantic import Field
+
+from assets.partitions import daily_partitions
+from assets.predictions import Champion, resolve_champion, skip_outputs
+from assets.raw_data import _target_materialization
+from driftloop.contract import Contract
+from driftloop.lake import write_parquet_atomic
+from driftloop.metrics import HIGHER_IS_BETTER, PRIMARY_METRIC, metric_names
+from driftloop.monitoring import (
+    DRIFT_SHARE_THRESHOLD,
+    FEATURES_TABLE,
+    MIN_LABELLED_ROWS,
+    PERFORMANCE_TABLE,
+    PREDICTION,
+    REFERENCE_MAX_ROWS,
+    DriftOutcome,
+    compute_drift,
+    data_clock,
+    feature_kinds,
+    holdout_reference,
+    html_report_path,
+    labels_due,
+    labels_due_at,
+    realised_performance,
+    reference_data,
+    trailing_days,
+    training_days,
+    window_frame,
+    write_drift,
+)
+from resources.lake import LakeResource
+from resources.mlflow import MlflowResource
+
+DRIFT_CHECK = "drift"
+PERFORMANCE_CHECK = "performance_floor"
+
+
+class DriftReportConfig(Config):
+    window_days: int = Field(default=1, ge=1, description="Days of the current window, ending D")
+    drift_share_threshold: float = Field(
+        default=DRIFT_SHARE_THRESHOLD,
+        gt=0,
+        le=1,
+        description="Share of drifted features at which the dataset counts as drifted",
+    )
+    prediction_drift_breaches: bool = Field(
+        default=True, description="A drifted prediction alone fails the drift check"
+    )
+    html: bool = Field(default=True, description="Write Evidently's HTML page")
+    evidently_sample_rows: int = Field(default=20_000, ge=100, description="Rows a side")
+    reference_max_rows: int = Field(default=REFERENCE_MAX_ROWS, ge=1000)
+    seed: int = 0
+
+
+class PerformanceConfig(Config):
+    tolerance: float | None = Field(
+        default=None,
+        ge=0,
+        description="Allowed loss vs the holdout metric; default 0.05 absolute for "
+        "higher-is-better metrics, 10% relative for error metrics",
+    )
+    relative_tolerance: bool | None = Field(
+        default=None, description="Tolerance as a fraction of the holdout value"
+    )
+    min_labelled_rows: int = Field(
+        default=MIN_LABELLED_ROWS, ge=1, description="Fewer labels than this never breach"
+    )
+    threshold: float = Field(default=0.5, description="Decision threshold (binary)")
+
+
+def _spec(key: AssetKey, name: str, description: str, contract: Contract) -> AssetCheckSpec:
+    with warnings.catch_warnings():
+        # partitions_def on a check spec is a preview in 1.13: one result per day.
+        warnings.simplefilter("ignore", PreviewWarning)
+        return AssetCheckSpec(
+            name,
+            asset=key,
+            blocking=False,
+            description=description,
+            partitions_def=daily_partitions(contract),
+        )
+
+
+def build_monitoring(contract: Contract) -> Definitions:
+    name = contract.name
+    predictions_key = AssetKey([name, "predictions"])
+    drift_key = AssetKey([name, "drift_report"])
+    performance_key = AssetKey([name, "performance"])
+    partitions = daily_partitions(contract)
+    dep = AssetDep(predictions_key, partition_mapping=IdentityPartitionMapping())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", BetaWarning)  # backfill_policy is beta in 1.13
+        drift_report = asset(
+            key=drift_key,
+            group_name=name,
+            partitions_def=partitions,
+            deps=[dep],
+            backfill_policy=BackfillPolicy.single_run(),
+            output_required=False,
+            check_specs=[
+                _spec(
+                    drift_key,
+                    DRIFT_CHECK,
+                    "Share of drifted features below the threshold and no prediction drift",
+                    contract,
+                )
+            ],
+            description=(
+                f"{name}: data and prediction drift of the trailing window against the "
+                "champion's training window; Evidently HTML (sampled), per-column table "
+                "and summary.json per day."
+            ),
+            kinds={"evidently", "parquet"},
+        )(_drift_compute(contract, drift_key))
+        performance = asset(
+            key=performance_key,
+            group_name=name,
+            partitions_def=partitions,
+            deps=[dep],
+            backfill_policy=BackfillPolicy.single_run(),
+            output_required=False,
+            check_specs=[
+                _spec(
+                    performance_key,
+                    PERFORMANCE_CHECK,
+                    "The champion's realised primary metric stays within tolerance of its "
+                    "holdout value",
+                    contract,
+                )
+            ],
+            description=(
+                f"{name}: the champion's realised metrics on each day once its labels are "
+                f"due (end of day + label delay {contract.label_delay}, by the lake's data "
+                "clock), against its holdout metric."
+            ),
+            kinds={"parquet"},
+        )(_performance_compute(contract, performance_key))
+    return Definitions(assets=[drift_report, performance])
+
+
+build = build_monitoring
+
+
+# ---------------------------------------------------------------------------- drift
+
+
+def _nan_to_none(value: Any) -> Any:
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+def _drift_table_metadata(table: pd.DataFrame) -> MetadataValue:
+    schema = TableSchema(
+        columns=[
+            TableColumn("column", "string"),
+            TableColumn("kind", "string"),
+            TableColumn("method", "string"),
+            TableColumn("score", "float"),
+            TableColumn("threshold", "float"),
+            TableColumn("drifted", "bool"),
+        ]
+    )
+    records = [
+        TableRecord(
+            {
+                "column": str(row.column),
+                "kind": str(row.kind),
+                "method": str(row.method),
+                "score": _nan_to_none(round(float(row.score), 6)),
+                "threshold": _nan_to_none(float(row.threshold)),
+                "drifted": bool(row.drifted),
+            }
+        )
+        for row in table.sort_values("strength", ascending=False, na_position="last").itertuples()
+    ]
+    return MetadataValue.table(records, schema=schema)
+
+
+def _drift_description(outcome: DriftOutcome) -> str:
+    s = outcome.summary
+    verdict = "drift" if outcome.breached else "no drift"
+    return (
+        f"{s['day']}: {verdict}: {s['share_drifted']:.0%} of features drifted (threshold "
+        f"{s['thresholds']['drift_share']:.0%}), prediction drifted: {s['prediction_drifted']}"
+        + (f"; top {', '.join(s['top_columns'])}" if s["top_columns"] else "")
+    )
+
+
+def _drift_check_metadata(outcome: DriftOutcome) -> dict[str, Any]:
+    s = outcome.summary
+    return {
+        "share_drifted": float(s["share_drifted"]),
+        "dataset_drifted": bool(s["dataset_drifted"]),
+        "prediction_drifted": bool(s["prediction_drifted"]),
+        "prediction_drift_score": float(s["prediction_drift_score"] or 0.0),
+        "top_columns": MetadataValue.json(s["top_columns"]),
+    }
+
+
+def _drift_compute(contract: Contract, key: AssetKey) -> Callable[..., Iterator[Any]]:
+    name = contract.name
+
+    def drift_report(
+        context: AssetExecutionContext,
+        config: DriftReportConfig,
+        lake: LakeResource,
+        mlflow: MlflowResource,
+    ) -> Iterator[Any]:
+        paths = lake.paths(name)
+        days = sorted(context.partition_keys)
+        champion = resolve_champion(context, name, mlflow)
+        if champion is None:
+            yield from skip_outputs(context)
+            return
+        absent = [d for d in days if not paths.partition_file(FEATURES_TABLE, d).exists()]
+        if absent:
+            raise Failure(
+                description=f"{name}: no features partition for {', '.join(absent)}; "
+                f"materialize {name}/features and {name}/predictions first"
+            )
+        started = time.perf_counter()
+        reference = reference_data(
+            contract,
+            paths,
+            champion.number,
+            champion.tags,
+            champion.score,
+            max_rows=config.reference_max_rows,
+        )
+        columns = {**feature_kinds(contract), PREDICTION: "numeric"}
+        outcomes: dict[str, DriftOutcome] = {}
+        for day in days:
+            window = trailing_days(day, config.window_days)
+            current, sources = window_frame(
+                contract, paths, window, champion.number, champion.score
+            )
+            rescored = [d for d, source in sources.items() if source == "scored"]
+            if rescored:
+                context.log.warning(
+                    f"{name} {day}: predictions of {rescored} were not by champion "
+                    f"v{champion.number} (or absent): scored them now for the drift window"
+                )
+            outcome = compute_drift(
+                contract,
+                reference,
+                current,
+                day=day,
+                version=champion.number,
+                window=[d for d in window if d in sources],
+                drift_share_threshold=config.drift_share_threshold,
+                prediction_drift_breaches=config.prediction_drift_breaches,
+            )
+            report = None
+            if config.html and (len(current) == 0 or len(reference) == 0):
+                # Evidently refuses a side without values; the statistics above say "skipped".
+                context.log.warning(f"{name} {day}: no rows in the window: no HTML report")
+            elif config.html:
+                from driftloop.drift_report import evidently_html
+
+                report = evidently_html(
+                    reference,
+                    current,
+                    columns,
+                    html_report_path(paths, day),
+                    sample_rows=config.evidently_sample_rows,
+                    seed=config.seed,
+                )
+                outcome.summary["report_path"] = str(report)
+            table_path, summary_file = write_drift(paths, outcome)
+            outcomes[day] = outcome
+            s = outcome.summary
+            meta: dict[str, Any] = {
+                "share_drifted": float(s["share_drifted"]),
+                "dataset_drifted": bool(s["dataset_drifted"]),
+                "prediction_drifted": bool(s["prediction_drifted"]),
+                "prediction_drift_score": float(s["prediction_drift_score"] or 0.0),
+                "breached": bool(s["breached"]),
+                "champion_version": champion.number,
+                "reference_rows": len(reference),
+                "current_rows": len(current),
+                "columns": _drift_table_metadata(outcome.table),
+                "top_drifted_features": MetadataValue.json(s["top_columns"]),
+                "table_path": MetadataValue.path(str(table_path)),
+                "summary_path": MetadataValue.path(str(summary_file)),
+            }
+            if report is not None:
+                meta["report_path"] = MetadataValue.path(str(report))
+                meta["report_url"] = MetadataValue.url(report.resolve().as_uri())
+            context.add_asset_metadata(meta, partition_key=day)
+            context.log.info(_drift_description(outcome))
+
+        yield MaterializeResult(
+            metadata={
+                "champion_version": champion.number,
+                "window_days": config.window_days,
+                "reference_days": MetadataValue.json(_span(training_days(champion.tags))),
+                "breached_days": MetadataValue.json([d for d, o in outcomes.items() if o.breached]),
+                "seconds": round(time.perf_counter() - started, 3),
+            }
+        )
+        yield from _check_results(
+            context,
+            key,
+            DRIFT_CHECK,
+            {
+                day: (not o.breached, _drift_description(o), _drift_check_metadata(o))
+                for day, o in outcomes.items()
+            },
+        )
+
+    return drift_report
+
+
+def _span(days: list[str]) -> list[str]:
+    return [days[0], days[-1]] if days else []
+
+
+def _check_results(
+    context: AssetExecutionContext,
+    key: AssetKey,
+    check: str,
+    results: dict[str, tuple[bool, str, dict[str, Any]]],
+    asset_output_yielded: bool = True,
+) -> Iterator[Any]:
+    """One WARN result per day: AssetCheckResult in a one-day run (the run's partition);
+    else the check output once and an AssetCheckEvaluation per day with its partition."""
+    if AssetCheckKey(key, check) not in context.selected_asset_check_keys:
+        return
+    if context.has_partition_key and asset_output_yielded and len(results) == 1:
+        passed, description, metadata = next(iter(results.values()))
+        yield AssetCheckResult(
+            check_name=check,
+            passed=passed,
+            severity=AssetCheckSeverity.WARN,
+            description=description,
+            metadata=metadata,
+        )
+        return
+    yield from skip_outputs(context)
+    for day, (passed, description, metadata) in results.items():
+        yield AssetCheckEvaluation(
+            asset_key=key,
+            check_name=check,
+            passed=passed,
+            metadata=metadata,
+            target_materialization_data=_target_materialization(context, key, day),
+            severity=AssetCheckSeverity.WARN,
+            description=description,
+            blocking=False,
+            partition=day,
+        )
+
+
+# ---------------------------------------------------------------------- performance
+
+
+def _performance_description(row: dict[str, Any]) -> str:
+    metric, value, floor = row["primary_metric"], row["value"], row["floor"]
+    if not row["enough_labels"]:
+        return f"{row['day']}: only {row['labelled_rows']} labelled rows: not judged"
+    if math.isnan(value):
+        return f"{row['day']}: {metric} undefined on this day's labels: not judged"
+    relation = "below" if HIGHER_IS_BETTER[metric] else "above"
+    state = f"{relation} the floor" if row["breached"] else "within tolerance"
+    return (
+        f"{row['day']}: realised {metric} {value:.4f} {state} {floor:.4f} "
+        f"(holdout {row['reference']:.4f}, v{row['model_version']}, "
+        f"{row['labelled_rows']} labels)"
+    )
+
+
+def _performance_compute(contract: Contract, key: AssetKey) -> Callable[..., Iterator[Any]]:
+    name = contract.name
+    primary = PRIMARY_METRIC[contract.task]
+
+    def performance(
+        context: AssetExecutionContext,
+        config: PerformanceConfig,
+        lake: LakeResource,
+        mlflow: MlflowResource,
+    ) -> Iterator[Any]:
+        paths = lake.paths(name)
+        days = sorted(context.partition_keys)
+        champion = resolve_champion(context, name, mlflow)
+        if champion is None:
+            yield from skip_outputs(context)
+            return
+        clock = data_clock(contract, paths)
+        due = [d for d in days if labels_due(contract, d, clock)]
+        for day in days:
+            if day not in due:
+                context.log.info(
+                    f"{name} {day}: labels not due yet: due at "
+                    f"{labels_due_at(contract, day).isoformat(sep=' ')} (end of day + label "
+                    f"delay {contract.label_delay}); the lake's data clock is at "
+                    f"{clock.isoformat(sep=' ') if clock else '(no raw data)'}: skipped"
+                )
+        if not due:
+            yield from skip_outputs(context)
+            return
+        absent = [d for d in due if not paths.partition_file(FEATURES_TABLE, d).exists()]
+        if absent:
+            raise Failure(
+                description=f"{name}: no features partition for {', '.join(absent)}; "
+                f"materialize {name}/features and {name}/predictions first"
+            )
+        reference = holdout_reference(mlflow.client(), champion.version, primary)
+        if math.isnan(reference):
+            context.log.warning(
+                f"{name} v{champion.number}: no holdout_{primary} on its run or tags: "
+                "metrics are recorded but nothing can breach"
+            )
+        trained_on = set(training_days(champion.tags))
+        rows: dict[str, dict[str, Any]] = {}
+        for day in due:
+            frame, sources = window_frame(
+                contract, paths, [day], champion.number, champion.score, with_label=True
+            )
+            row = realised_performance(
+                contract,
+                day,
+                frame["label"].to_numpy(dtype="float64", na_value=math.nan),
+                frame[PREDICTION].to_numpy(dtype="float64"),
+                version=champion.number,
+                reference=reference,
+                tolerance=config.tolerance,
+                relative=config.relative_tolerance,
+                min_labelled_rows=config.min_labelled_rows,
+                threshold=config.threshold,
+            )
+            row |= {
+                "scored_from": sources.get(day, "scored"),
+                "in_training_window": day in trained_on,
+                "data_clock": clock.isoformat(sep=" ") if clock else None,
+                "labels_due_at": labels_due_at(contract, day).isoformat(sep=" "),
+            }
+            path = write_parquet_atomic(
+                pd.DataFrame([row]), paths.partition_file(PERFORMANCE_TABLE, day)
+            )
+            rows[day] = row
+            metadata: dict[str, Any] = {
+                name_: float(row[name_]) for name_ in metric_names(contract.task)
+            }
+            metadata |= {
+                "model_version": champion.number,
+                "rows": int(row["rows"]),
+                "labelled_rows": int(row["labelled_rows"]),
+                "reference": float(row["reference"]),
+                "floor": float(row["floor"]),
+                "breached": bool(row["breached"]),
+                "primary_metric": primary,
+                "path": MetadataValue.path(str(path)),
+            }
+            context.log.info(_performance_description(row))
+            yield AssetMaterialization(asset_key=key, partition=day, metadata=metadata)
+
+        yield from _check_results(
+            context,
+            key,
+            PERFORMANCE_CHECK,
+            {
+                day: (
+                    not row["breached"],
+                    _performance_description(row),
+                    {
+                        "value": float(row["value"]),
+                        "floor": float(row["floor"]),
+                        "reference": float(row["reference"]),
+                        "labelled_rows": int(row["labelled_rows"]),
+                    },
+                )
+                for day, row in rows.items()
+            },
+            asset_output_yielded=False,
+        )
+
+    return performance
+
+
+__all__ = ["Champion", "DriftReportConfig", "PerformanceConfig", "build_monitoring"]

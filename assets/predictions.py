@@ -1,0 +1,214 @@
+"""`<dataset>/predictions`: batch scoring of each features partition by the champion.
+
+Each day's rows are scored by the version the `champion` alias points at when the run
+starts (resolved once, loaded once per run, addressed by version so an alias move during
+the run cannot mix two models in one range). While a `challenger` other than the champion
+exists it scores the same rows beside it (shadow scoring): `shadow_prediction` and
+`shadow_model_version`, never served, compared later.
+
+No champion yet (a fresh install before the first promotion) is not an error: the asset
+logs "waiting: no champion for <dataset> yet" and yields nothing (`output_required=False`),
+so no materialization is recorded and the downstream assets of the same run are skipped.
+
+Per-day metadata on a range run: `context.add_asset_metadata(..., partition_key=day)` puts
+each day's numbers on that day's materialization (a single `MaterializeResult` alone would
+stamp the range's totals on every day).
+"""
+
+# No `from __future__ import annotations`: Dagster reads the context/resource annotations.
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from dagster import (
+    AssetDep,
+    AssetExecutionContext,
+    AssetKey,
+    BackfillPolicy,
+    BetaWarning,
+    Definitions,
+    Failure,
+    IdentityPartitionMapping,
+    MaterializeResult,
+    MetadataValue,
+    Output,
+    asset,
+)
+
+from assets.partitions import daily_partitions
+from driftloop.contract import Contract
+from driftloop.lake import write_parquet_atomic
+from driftloop.monitoring import (
+    FEATURES_TABLE,
+    PREDICTIONS_TABLE,
+    ScoreFn,
+    predictions_table,
+    read_partition,
+    score_frame,
+)
+from driftloop.registry import CHALLENGER, CHAMPION
+from resources.lake import LakeResource
+from resources.mlflow import MlflowResource
+
+
+@dataclass
+class Champion:
+    """The champion version of a run and its model, loaded on first use only."""
+
+    name: str
+    version: Any  # mlflow ModelVersion
+    mlflow: MlflowResource
+    _score: ScoreFn | None = None
+
+    @property
+    def number(self) -> str:
+        return str(self.version.version)
+
+    @property
+    def tags(self) -> dict[str, str]:
+        return dict(self.version.tags or {})
+
+    @property
+    def model_uri(self) -> str:
+        return f"models:/{self.name}/{self.number}"
+
+    def score(self, frame) -> np.ndarray:
+        if self._score is None:
+            self._score = self.mlflow.load_scoring_model(self.model_uri)
+        return self._score(frame)
+
+
+def resolve_champion(
+    context: AssetExecutionContext, name: str, mlflow: MlflowResource
+) -> Champion | None:
+    """The champion, or None after logging that the asset waits for one."""
+    version = mlflow.version_for_alias(name, CHAMPION)
+    if version is None:
+        context.log.info(
+            f"waiting: no champion for {name} yet (no '{CHAMPION}' alias on the registered "
+            f"model {name!r} in {mlflow.uri()}); nothing is materialized"
+        )
+        return None
+    return Champion(name, version, mlflow)
+
+
+def skip_outputs(context: AssetExecutionContext) -> Iterator[Output]:
+    """Check outputs are required even when the asset output is not: give them None, which
+    records no evaluation, so a skipped asset fails nothing."""
+    selected = context.selected_asset_check_keys
+    for output_name, spec in context.assets_def.check_specs_by_output_name.items():
+        if spec.key in selected:
+            yield Output(None, output_name=output_name)
+
+
+def build_predictions(contract: Contract) -> Definitions:
+    name = contract.name
+    key = AssetKey([name, "predictions"])
+    features = AssetDep(AssetKey([name, "features"]), partition_mapping=IdentityPartitionMapping())
+    with warnings.catch_warnings():
+        # backfill_policy is "beta" in 1.13; a range is one run that loads the model once.
+        warnings.simplefilter("ignore", BetaWarning)
+        predictions = asset(
+            key=key,
+            group_name=name,
+            partitions_def=daily_partitions(contract),
+            deps=[features],
+            backfill_policy=BackfillPolicy.single_run(),
+            output_required=False,
+            description=(
+                f"{name}: every features row scored by the champion (model_version records "
+                "which version), with the challenger's shadow scores beside it while one "
+                "exists. Skipped, not failed, until a champion exists."
+            ),
+            kinds={"mlflow", "parquet"},
+        )(_make_compute(contract))
+    return Definitions(assets=[predictions])
+
+
+build = build_predictions
+
+
+def _make_compute(contract: Contract) -> Callable[..., Iterator[Any]]:
+    name = contract.name
+
+    def predictions(
+        context: AssetExecutionContext, lake: LakeResource, mlflow: MlflowResource
+    ) -> Iterator[Any]:
+        paths = lake.paths(name)
+        days = sorted(context.partition_keys)
+        champion = resolve_champion(context, name, mlflow)
+        if champion is None:
+            return
+        absent = [d for d in days if not paths.partition_file(FEATURES_TABLE, d).exists()]
+        if absent:
+            raise Failure(
+                description=f"{name}: no features partition for {', '.join(absent)}; "
+                f"materialize {name}/features for these days first",
+                metadata={"features": MetadataValue.path(str(paths.table(FEATURES_TABLE)))},
+            )
+        shadow = None
+        challenger = mlflow.version_for_alias(name, CHALLENGER)
+        if challenger is not None and str(challenger.version) != champion.number:
+            shadow = Champion(name, challenger, mlflow)
+
+        total_rows, total_seconds, written = 0, 0.0, {}
+        for day in days:
+            features = read_partition(paths, FEATURES_TABLE, day)
+            started = time.perf_counter()
+            scores = score_frame(champion.score, features)
+            seconds = time.perf_counter() - started
+            shadow_scores = score_frame(shadow.score, features) if shadow else None
+            table = predictions_table(
+                contract,
+                features,
+                scores,
+                champion.number,
+                shadow_scores,
+                shadow.number if shadow else None,
+            )
+            path = write_parquet_atomic(table, paths.partition_file(PREDICTIONS_TABLE, day))
+            total_rows += len(table)
+            total_seconds += seconds
+            written[day] = len(table)
+            day_meta: dict[str, Any] = {
+                "dagster/row_count": len(table),
+                "rows": len(table),
+                "mean_prediction": _mean(scores),
+                "rows_per_second": _rate(len(table), seconds),
+                "path": MetadataValue.path(str(path)),
+            }
+            if shadow_scores is not None:
+                day_meta["mean_shadow_prediction"] = _mean(shadow_scores)
+                day_meta["mean_abs_shadow_difference"] = (
+                    float(np.mean(np.abs(shadow_scores - scores))) if len(scores) else 0.0
+                )
+            context.add_asset_metadata(day_meta, partition_key=day)
+            context.log.info(
+                f"{name} {day}: scored {len(table)} rows with v{champion.number}"
+                + (f" (shadow v{shadow.number})" if shadow else "")
+            )
+
+        yield MaterializeResult(
+            metadata={
+                "model_version": champion.number,
+                "model_uri": champion.model_uri,
+                "shadow_model_version": shadow.number if shadow else "",
+                "days": len(days),
+                "rows_by_partition": MetadataValue.json(written),
+                "total_rows": total_rows,
+                "rows_per_second_overall": _rate(total_rows, total_seconds),
+            }
+        )
+
+    return predictions
+
+
+def _mean(values: np.ndarray) -> float:
+    return float(np.mean(values)) if len(values) else 0.0
+
+
+def _rate(rows: int, seconds: float) -> float:
+    return float(rows / seconds) if seconds > 0 else 0.0
