@@ -120,16 +120,20 @@ class Target(_Strict):
 
 
 class RollingFeature(_Strict):
-    """A point-in-time aggregate of the label per group over a trailing window.
+    """A point-in-time aggregate per group over a trailing window of values already known.
 
-    Only rows whose label was known (event time + label delay) before the row's own
-    event time are counted, so no future information leaks in.
+    Each row contributes `value` (SQL over its columns; default: its label) from the moment
+    `known_at` (SQL timestamp; default: its event time plus the label delay, never before
+    its own event time). A row at time t sees the values that became known in
+    [t - window, t), so nothing from its own future, or its own outcome, leaks in.
     """
 
     name: str
     group_by: str
     window: timedelta
-    statistic: str = Field(default="target_mean", pattern="^(target_mean|count)$")
+    statistic: str = Field(default="mean", pattern="^(mean|target_mean|count)$")
+    value: str | None = None
+    known_at: str | None = None
 
     @field_validator("window", mode="before")
     @classmethod
@@ -255,6 +259,12 @@ def _check_target_sql(path: Path, contract: Contract) -> None:
     con.execute(f"CREATE TABLE t ({columns})")
     expressions = {"target": contract.target.sql}
     expressions |= {f"extra_features.{k}": f"({v})" for k, v in contract.extra_features.items()}
+    for r in contract.rolling_features:
+        if r.value is not None:
+            expressions[f"rolling_features.{r.name}.value"] = f"CAST(({r.value}) AS DOUBLE)"
+        if r.known_at is not None:
+            known_at = f"CAST(({r.known_at}) AS TIMESTAMP)"
+            expressions[f"rolling_features.{r.name}.known_at"] = known_at
     for field, sql in expressions.items():
         try:
             con.execute(f"SELECT {sql} FROM t")

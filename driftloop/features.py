@@ -4,21 +4,25 @@ The features table has one row per raw row: the id columns, `event_time`,
 `partition_date`, every name of `contract.features` in order, and `label`
 (the contract's target as DOUBLE, NULL when unknown).
 
-Rolling features aggregate the label of earlier rows of the same group. A row's label
-becomes known `label_delay` after its event time, so for a row at time t only rows with
-event time in [t - label_delay - window, t - label_delay) are used:
+Rolling features aggregate, per group, values of earlier rows that were already known.
+Each row contributes `value` (default: its label) from its `known_at` time (default: its
+event time plus `label_delay`; never earlier than its own event time). A row at time t
+sees the values that became known in [t - window, t):
 
-- `target_mean`: mean of the non-NULL labels of those rows (NULL when there are none);
-- `count`: the number of those rows, labelled or not.
+- `mean` (or `target_mean`): mean of the non-NULL values (NULL when there are none);
+- `count`: the number of rows whose value became known in the window.
 
-Boundary convention: a label that becomes known exactly at t (its row's event time is
-exactly t - label_delay) is NOT used; the lower end t - label_delay - window is included.
-Nothing at or after t - label_delay can influence a row's features, which is what makes
-the features of a day independent of everything that happens on later days.
+Boundary convention: a value that becomes known exactly at t is NOT used; the lower end
+t - window is included. For the default (the label), that is rows with event time in
+[t - label_delay - window, t - label_delay). Nothing known at or after t can influence a
+row's features, so the features of a day do not depend on anything that happens later,
+and a row never sees its own outcome.
 
-The query uses window functions with RANGE frames over the event time in integer
-microseconds (exact bounds, no floating point), one sort per group column; DuckDB computes
-them with segment trees, so the cost is O(n log n) whatever the window length.
+The windows are computed "as of" in one pass per rolling feature: value rows keyed at
+their known-at time and query rows keyed at their event time are unioned and ordered by
+that key (integer microseconds, exact bounds); a RANGE frame over the key then sums
+exactly the values known in [t - window, t). DuckDB computes these frames with segment
+trees, O(n log n) whatever the window length.
 """
 
 from __future__ import annotations
@@ -78,18 +82,43 @@ def lookback_days(contract: Contract) -> int:
     return math.ceil(reach / timedelta(days=1)) + 1
 
 
-def _rolling_sql(contract: Contract, rolling: RollingFeature, groups: dict[str, str]) -> str:
-    delay = _micros(contract.label_delay)
-    first = delay + _micros(rolling.window)  # inclusive: t - delay - window
-    last = delay + 1  # inclusive: t - delay - 1us, i.e. strictly before t - delay
-    group = groups[rolling.group_by]
-    frame = (
-        f"OVER (PARTITION BY {group} ORDER BY __t_us "
-        f"RANGE BETWEEN {first} PRECEDING AND {last} PRECEDING)"
+def _rolling_inputs(contract: Contract, rolling: RollingFeature, k: int) -> list[str]:
+    """Per-row inputs of rolling feature k, computed in `base`: its value and known-at key."""
+    value = f"CAST(({rolling.value}) AS DOUBLE)" if rolling.value else "__label"
+    if rolling.known_at:
+        known = f"epoch_us(CAST(({rolling.known_at}) AS TIMESTAMP))"
+    else:
+        known = f"__t_us + {_micros(contract.label_delay)}"
+    # Never before the row's own event time: a row must not see its own value. (DuckDB's
+    # GREATEST skips NULLs: a value that never becomes known must stay NULL.)
+    key = f"CASE WHEN ({known}) IS NULL THEN NULL ELSE GREATEST({known}, __t_us) END"
+    return [f"{value} AS __v{k}", f"{key} AS __k{k}"]
+
+
+def _rolling_ctes(contract: Contract, groups: dict[str, str]) -> list[str]:
+    """One CTE per rolling feature: (__rid, __r<k>) for every row that has a group value."""
+    ctes = []
+    for k, rolling in enumerate(contract.rolling_features):
+        group = groups[rolling.group_by]
+        aggregate = "COUNT(__is_value)" if rolling.statistic == "count" else "AVG(__v)"
+        ctes.append(
+            f"""__roll{k} AS (
+    SELECT __rid, CAST({aggregate} OVER (
+        PARTITION BY __g ORDER BY __key
+        RANGE BETWEEN {_micros(rolling.window)} PRECEDING AND 1 PRECEDING
+    ) AS DOUBLE) AS __r{k}
+    FROM (
+        SELECT {group} AS __g, __t_us AS __key, NULL::DOUBLE AS __v,
+            NULL::INTEGER AS __is_value, __rid
+        FROM base WHERE {group} IS NOT NULL
+        UNION ALL
+        SELECT {group}, __k{k}, __v{k}, 1, NULL
+        FROM base WHERE {group} IS NOT NULL AND __k{k} IS NOT NULL
     )
-    aggregate = "AVG(__label)" if rolling.statistic == "target_mean" else "COUNT(*)"
-    # A row without a group value has no group history: NULL rather than the NULL group's.
-    return f"CASE WHEN {group} IS NULL THEN NULL ELSE CAST({aggregate} {frame} AS DOUBLE) END"
+    QUALIFY __rid IS NOT NULL
+)"""
+        )
+    return ctes
 
 
 def _feature_sql(contract: Contract, name: str) -> str:
@@ -138,8 +167,7 @@ def feature_sql(
 
     event = _q(contract.event_time.column)
     ids = [_q(i) for i in contract.id_columns]
-    rolling_by_name = {r.name: r for r in contract.rolling_features}
-    rolling = set(rolling_by_name)
+    rolling = {r.name for r in contract.rolling_features}
     groups = {
         g: f"__group_{k}"
         for k, g in enumerate(dict.fromkeys(r.group_by for r in contract.rolling_features))
@@ -157,18 +185,25 @@ def feature_sql(
                 if f not in rolling
             ),
             *(f"{_q(g)} AS {alias}" for g, alias in groups.items()),
-            f"CAST({contract.target.sql} AS DOUBLE) AS __label",
-            f"epoch_us({event}) AS __t_us",
+            "__label",
+            "__t_us",
+            "__rid",
+            *(
+                sql
+                for k, r in enumerate(contract.rolling_features)
+                for sql in _rolling_inputs(contract, r, k)
+            ),
             "__extra",
         ]
     )
+    rolling_index = {r.name: k for k, r in enumerate(contract.rolling_features)}
     featured_list = ",\n        ".join(
         [
             *ids,
             "event_time",
             "partition_date",
             *(
-                f"{_rolling_sql(contract, rolling_by_name[f], groups)} AS {_q(f)}"
+                f"__roll{rolling_index[f]}.__r{rolling_index[f]} AS {_q(f)}"
                 if f in rolling
                 else _q(f)
                 for f in contract.features
@@ -177,6 +212,10 @@ def feature_sql(
             "__extra",
         ]
     )
+    joins = "".join(
+        f"\n    LEFT JOIN __roll{k} USING (__rid)" for k in range(len(contract.rolling_features))
+    )
+    rolling_ctes = "".join(f",\n{cte}" for cte in _rolling_ctes(contract, groups))
     # Without ids, every output column breaks ties so the order stays deterministic.
     order = ["event_time", *ids] if ids else ["event_time", *map(_q, contract.features), "label"]
     first_day, last_day = _lit(start.isoformat()), _lit(end.isoformat())
@@ -185,16 +224,24 @@ def feature_sql(
     return f"""WITH source AS (
     {source}
 ),
-base AS (
-    SELECT
-        {base_list}
+-- Materialized: every rolling CTE joins back on __rid, so it must be computed once.
+numbered AS MATERIALIZED (
+    SELECT *,
+        CAST({contract.target.sql} AS DOUBLE) AS __label,
+        epoch_us({event}) AS __t_us,
+        row_number() OVER () AS __rid
     FROM source
     WHERE {event} IS NOT NULL
 ),
+base AS MATERIALIZED (
+    SELECT
+        {base_list}
+    FROM numbered
+){rolling_ctes},
 featured AS (
     SELECT
         {featured_list}
-    FROM base
+    FROM base{joins}
 )
 SELECT * EXCLUDE (__extra)
 FROM featured

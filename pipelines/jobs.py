@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dagster import AssetSelection, UnresolvedAssetJobDefinition, define_asset_job
+from dagster import AssetSelection, define_asset_job
+from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
 from assets.partitions import daily_partitions
 from driftloop.contract import Contract

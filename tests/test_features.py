@@ -376,7 +376,8 @@ def test_feature_sql_is_one_query(flights_contract: Contract, tmp_path: Path) ->
     assert sql.count("read_parquet") == 1
     assert sql.count("RANGE BETWEEN") == len(flights_contract.rolling_features)
     # 7d window, 1d delay, in microseconds: [t - 8d, t - 1d - 1us].
-    assert "RANGE BETWEEN 691200000000 PRECEDING AND 86400000001 PRECEDING" in sql
+    assert "RANGE BETWEEN 604800000000 PRECEDING AND 1 PRECEDING" in sql
+    assert "__t_us + 86400000000" in sql  # known one label delay after the event
 
 
 # --- the Dagster asset ---------------------------------------------------------------------
@@ -451,3 +452,33 @@ def test_asset_fails_clearly_on_a_blocked_day(
     [failure] = [e for e in result.all_events if e.is_step_failure]
     assert "2013-01-03 failed blocking checks" in str(failure.step_failure_data.error)
     assert not flights_paths.partition_file("features", "2013-01-03").exists()
+
+
+def test_rolling_value_known_at_its_own_time_matches_brute_force(
+    flights_contract: Contract, flights_paths: DatasetPaths
+) -> None:
+    """Departure delays count from the moment each flight actually left, never earlier."""
+    write_flights(flights_contract, flights_paths, JAN, 2)
+    out = build_features(
+        flights_contract, flights_paths, JAN + timedelta(days=1), JAN + timedelta(days=1)
+    )
+    raw = flights_between(JAN, 2)
+    departed = raw.dropna(subset=["dep_delay"]).assign(
+        known=lambda f: f["scheduled_departure"] + pd.to_timedelta(f["dep_delay"], unit="m")
+    )
+    departed["known"] = departed[["known", "scheduled_departure"]].max(axis=1)
+    sample = out.sample(40, random_state=1)
+    for _, row in sample.iterrows():
+        t = row["event_time"]
+        seen = departed[
+            (departed["origin"] == row["origin"])
+            & (departed["known"] >= t - pd.Timedelta(hours=2))
+            & (departed["known"] < t)
+        ]
+        assert row["origin_departures_2h"] == len(seen)
+        if len(seen):
+            assert row["origin_dep_delay_2h"] == pytest.approx(seen["dep_delay"].mean(), rel=1e-9)
+        else:
+            assert np.isnan(row["origin_dep_delay_2h"])
+        # A flight never sees its own departure delay, even when it left early.
+        assert row["flight_id"] not in set(seen["flight_id"])
