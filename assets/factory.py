@@ -8,8 +8,38 @@ from driftloop.contract import Contract
 
 
 def build_dataset_definitions(contract: Contract) -> Definitions:
-    """Assets, checks, jobs and sensors for one dataset; adding a contract adds a graph."""
-    from assets import features, raw_data
+    """Assets, checks, jobs, sensors and schedules for one dataset.
 
-    builders = [raw_data.build, features.build]
-    return Definitions.merge(*(build(contract) for build in builders))
+    Adding a contract file adds a whole graph: nothing here is specific to a dataset.
+    """
+    from assets import evaluation, features, model, monitoring, predictions, raw_data
+    from pipelines import jobs
+    from pipelines.rollback import build_rollback_job
+    from sensors.new_data import build_new_data_sensor
+    from sensors.replay_feed import build_replay_sensor
+    from sensors.retrain_trigger import build_retrain_sensor
+    from sensors.schedules import build_weekly_retrain_schedule
+
+    daily = jobs.build_daily_job(contract)
+    retrain = jobs.build_retrain_job(contract)
+    catch_up = jobs.build_catch_up_job(contract)
+    replay = build_replay_sensor(contract)
+    sensors = [
+        build_new_data_sensor(contract, daily.name),
+        build_retrain_sensor(contract, retrain.name),
+        *([replay] if replay else []),
+    ]
+    orchestration = Definitions(
+        jobs=[daily, retrain, catch_up, build_rollback_job(contract)],
+        sensors=sensors,
+        schedules=[build_weekly_retrain_schedule(contract, retrain.name)],
+    )
+    graph = [
+        raw_data.build(contract),
+        features.build(contract),
+        model.build(contract),
+        evaluation.build(contract),
+        predictions.build_predictions(contract),
+        monitoring.build_monitoring(contract),
+    ]
+    return Definitions.merge(*graph, orchestration)

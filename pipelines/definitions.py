@@ -10,6 +10,7 @@ from assets.factory import build_dataset_definitions
 from driftloop.contract import load_contracts
 from driftloop.paths import contracts_dir
 from resources.lake import LakeResource
+from resources.mlflow import MlflowResource
 
 
 def _env(name: str) -> EnvVar | None:
@@ -19,7 +20,11 @@ def _env(name: str) -> EnvVar | None:
 
 def build_definitions() -> Definitions:
     contracts = load_contracts(contracts_dir())
-    resources = {"lake": LakeResource(data_dir=_env("DRIFTLOOP_DATA_DIR"))}
+    data_dir = _env("DRIFTLOOP_DATA_DIR")
+    resources = {
+        "lake": LakeResource(data_dir=data_dir),
+        "mlflow": MlflowResource(tracking_uri=_env("MLFLOW_TRACKING_URI"), data_dir=data_dir),
+    }
     # Our steps form short chains and import heavy libraries: one process per run is
     # faster than one per step (see README, Performance).
     shared = Definitions(resources=resources, executor=in_process_executor)
