@@ -15,6 +15,7 @@ def build_dataset_definitions(contract: Contract) -> Definitions:
     from assets import evaluation, features, model, monitoring, predictions, raw_data
     from pipelines import jobs
     from pipelines.rollback import build_rollback_job
+    from sensors.catch_up import build_catch_up_sensor
     from sensors.new_data import build_new_data_sensor
     from sensors.replay_feed import build_replay_sensor
     from sensors.retrain_trigger import build_retrain_sensor
@@ -23,14 +24,16 @@ def build_dataset_definitions(contract: Contract) -> Definitions:
     daily = jobs.build_daily_job(contract)
     retrain = jobs.build_retrain_job(contract)
     catch_up = jobs.build_catch_up_job(contract)
+    performance = jobs.build_performance_job(contract)
     replay = build_replay_sensor(contract)
     sensors = [
         build_new_data_sensor(contract, daily.name),
         build_retrain_sensor(contract, retrain.name),
+        build_catch_up_sensor(contract, catch_up, performance, daily.name),
         *([replay] if replay else []),
     ]
     orchestration = Definitions(
-        jobs=[daily, retrain, catch_up, build_rollback_job(contract)],
+        jobs=[daily, retrain, catch_up, performance, build_rollback_job(contract)],
         sensors=sensors,
         schedules=[build_weekly_retrain_schedule(contract, retrain.name)],
     )

@@ -10,6 +10,7 @@ from driftloop.contract import Contract
 
 DAILY_ASSETS = ("raw_data", "features", "predictions", "drift_report", "performance")
 CATCH_UP_ASSETS = ("predictions", "drift_report", "performance")
+PERFORMANCE_ASSETS = ("performance",)
 RETRAIN_ASSETS = ("model", "eval_report", "promotion")
 TRAINING_TAG = "driftloop/training"  # limited to one run per dataset (pipelines/instance.py)
 
@@ -24,6 +25,10 @@ def daily_job_name(contract: Contract) -> str:
 
 def catch_up_job_name(contract: Contract) -> str:
     return f"{contract.name}_score"
+
+
+def performance_job_name(contract: Contract) -> str:
+    return f"{contract.name}_performance"
 
 
 def retrain_job_name(contract: Contract) -> str:
@@ -47,6 +52,16 @@ def build_catch_up_job(contract: Contract) -> UnresolvedAssetJobDefinition:
         selection=_keys(contract, CATCH_UP_ASSETS),
         partitions_def=daily_partitions(contract),
         description=f"{contract.name}: score and monitor days that are behind.",
+    )
+
+
+def build_performance_job(contract: Contract) -> UnresolvedAssetJobDefinition:
+    """Realised performance of days whose labels have arrived since they were scored."""
+    return define_asset_job(
+        performance_job_name(contract),
+        selection=_keys(contract, PERFORMANCE_ASSETS),
+        partitions_def=daily_partitions(contract),
+        description=f"{contract.name}: realised performance once labels are due.",
     )
 
 

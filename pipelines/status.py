@@ -1,6 +1,7 @@
 """python -m pipelines.status --dataset flights [--json]
 
-Champion and challenger (versions, key metrics, gate outcome) and the last ledger entries.
+Champion and challenger (versions, key metrics, gate outcome), the last ledger entries,
+the latest drift verdict and realised performance, and the last triggered retrain.
 Reads the same stores as the Dagster code location: $DRIFTLOOP_DATA_DIR and
 $MLFLOW_TRACKING_URI (default: SQLite under the data root).
 """
@@ -26,7 +27,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tracking-uri", default=None, help="MLflow store (default as above)")
     args = parser.parse_args(argv)
 
+    from driftloop import monitoring
     from driftloop.registry import make_client
+    from pipelines import retrain_history
+
+    monitoring.register_status_section()
+    retrain_history.register_status_section()
 
     root = data_root(args.data_dir)
     client = make_client(args.tracking_uri or default_mlflow_uri(root))
