@@ -88,8 +88,9 @@ def test_reference_sample_is_seeded_and_bounded(flights_contract, flights_paths)
 def test_drift_report_flags_a_shifted_day_and_passes_an_unshifted_one(
     flights_contract, flights_paths, data_root, dagster_instance
 ):
-    write_features(flights_contract, flights_paths, day_list(*TRAIN_DAYS), seed=1)
-    write_features(flights_contract, flights_paths, ["2013-01-09"], seed=2)
+    # Enough rows that sampling noise alone stays well under the 0.1 Wasserstein threshold.
+    write_features(flights_contract, flights_paths, day_list(*TRAIN_DAYS), rows=3000, seed=1)
+    write_features(flights_contract, flights_paths, ["2013-01-09"], rows=3000, seed=2)
     write_features(flights_contract, flights_paths, ["2013-01-10"], seed=3, shift=1.5)
     version = register(flights_contract, data_root, LogisticModel(1.0), "champion")
     days = ["2013-01-09", "2013-01-10"]
@@ -99,13 +100,13 @@ def test_drift_report_flags_a_shifted_day_and_passes_an_unshifted_one(
     assert result.success
 
     quiet, shifted = (monitoring.read_drift_summary(flights_paths, d) for d in days)
-    assert not quiet["breached"] and not quiet["dataset_drifted"]
+    assert not quiet["breached"] and not quiet["dataset_drifted"], quiet
     assert not quiet["prediction_drifted"]
     assert quiet["share_drifted"] < 0.5
     assert shifted["breached"] and shifted["dataset_drifted"] and shifted["prediction_drifted"]
     assert shifted["share_drifted"] >= 0.5
     assert shifted["champion_version"] == version
-    assert shifted["reference_rows"] == 600 * 7 and shifted["current_rows"] == 600
+    assert shifted["reference_rows"] == 3000 * 7 and shifted["current_rows"] == 600
     assert "temp" in shifted["drifted_features"] and shifted["top_columns"]
 
     for day in days:

@@ -36,13 +36,6 @@ PROBE = AssetKey(["flights", "downstream_probe"])
 pytestmark = pytest.mark.filterwarnings("ignore::dagster.BetaWarning")
 
 
-@pytest.fixture(autouse=True)
-def _dagster_home_exists(tmp_path: Path) -> None:
-    # conftest's dagster_instance hands instance_for_test a temp_dir it has not created,
-    # and instance_for_test writes dagster.yaml into it; autouse runs before it.
-    (tmp_path / "dagster_home").mkdir(exist_ok=True)
-
-
 @pytest.fixture(scope="module")
 def flights3() -> pd.DataFrame:
     from driftloop.flights_source import flights_between

@@ -82,16 +82,16 @@ def test_null_fractions_fail_on_nullable_false_and_on_max_fraction(
 ) -> None:
     frame = _good(flights_contract)
     frame.loc[9, "carrier"] = None
-    frame.loc[[0, 1, 2], "tailnum"] = None  # 30% > max_null_fraction 0.2
+    frame.loc[[0, 1, 2, 3], "tailnum"] = None  # 40% > max_null_fraction 0.3
     outcome = _check(flights_contract, frame, "null_fractions")
     assert not outcome.passed and outcome.blocking
     assert outcome.metadata["columns"] == ["carrier", "tailnum"]
-    assert outcome.metadata["failing_rows"] == 4
+    assert outcome.metadata["failing_rows"] == 5
     assert "column 'carrier' rule nullable=false: 1 of 10 null" in outcome.description
-    assert "column 'tailnum' rule max_null_fraction=0.2: 3 of 10 null (30.0%)" in (
+    assert "column 'tailnum' rule max_null_fraction=0.3: 4 of 10 null (40.0%)" in (
         outcome.description
     )
-    assert outcome.metadata["source_files"] == {"a.csv": 3, "b.parquet": 1}
+    assert outcome.metadata["source_files"] == {"a.csv": 4, "b.parquet": 1}
     # wind_gust is all null but has no limit: fine.
     assert _check(flights_contract, _good(flights_contract), "null_fractions").passed
 
