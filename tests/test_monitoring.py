@@ -141,7 +141,7 @@ def test_drift_report_flags_a_shifted_day_and_passes_an_unshifted_one(
     result = run(flights_contract, dagster_instance, ["2013-01-10"], ["drift_report"], config)
     assert result.success
     summary = monitoring.read_drift_summary(flights_paths, "2013-01-10")
-    assert summary["current_rows"] == 1200 and summary["window"] == days
+    assert summary["current_rows"] == 3000 + 600 and summary["window"] == days
     assert _check_evaluations(result) == {("drift", "2013-01-10"): False}
 
 
