@@ -23,7 +23,7 @@ from driftloop.replay import FIRST_DAY, REPLAYABLE, replay_days, replay_next_day
 from resources.lake import LakeResource
 from sensors.settings import seconds, switched_on
 
-DEFAULT_INITIAL_DAYS = 28
+DEFAULT_INITIAL_DAYS = 35  # five weeks: enough for a first model that beats the baseline
 
 
 def build_replay_sensor(contract: Contract) -> SensorDefinition | None:
