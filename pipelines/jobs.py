@@ -35,33 +35,41 @@ def retrain_job_name(contract: Contract) -> str:
     return f"{contract.name}_retrain"
 
 
+def _partitioned_job(
+    contract: Contract, name: str, assets: tuple[str, ...], description: str
+) -> UnresolvedAssetJobDefinition:
+    return define_asset_job(
+        name,
+        selection=_keys(contract, assets),
+        partitions_def=daily_partitions(contract),
+        description=f"{contract.name}: {description}",
+    )
+
+
 def build_daily_job(contract: Contract) -> UnresolvedAssetJobDefinition:
     """New days: ingest, validate, featurize, score with the champion, watch drift."""
-    return define_asset_job(
+    return _partitioned_job(
+        contract,
         daily_job_name(contract),
-        selection=_keys(contract, DAILY_ASSETS),
-        partitions_def=daily_partitions(contract),
-        description=f"{contract.name}: ingest landed files and score and monitor their days.",
+        DAILY_ASSETS,
+        "ingest landed files and score and monitor their days.",
     )
 
 
 def build_catch_up_job(contract: Contract) -> UnresolvedAssetJobDefinition:
     """Days that waited for a champion, or whose labels have since arrived."""
-    return define_asset_job(
-        catch_up_job_name(contract),
-        selection=_keys(contract, CATCH_UP_ASSETS),
-        partitions_def=daily_partitions(contract),
-        description=f"{contract.name}: score and monitor days that are behind.",
+    return _partitioned_job(
+        contract, catch_up_job_name(contract), CATCH_UP_ASSETS, "score and monitor days behind."
     )
 
 
 def build_performance_job(contract: Contract) -> UnresolvedAssetJobDefinition:
     """Realised performance of days whose labels have arrived since they were scored."""
-    return define_asset_job(
+    return _partitioned_job(
+        contract,
         performance_job_name(contract),
-        selection=_keys(contract, PERFORMANCE_ASSETS),
-        partitions_def=daily_partitions(contract),
-        description=f"{contract.name}: realised performance once labels are due.",
+        PERFORMANCE_ASSETS,
+        "realised performance once labels are due.",
     )
 
 

@@ -10,7 +10,6 @@ again once new data has arrived, never in a tight loop.
 from __future__ import annotations
 
 from dagster import (
-    DagsterRunStatus,
     DefaultSensorStatus,
     RunsFilter,
     SensorDefinition,
@@ -27,15 +26,8 @@ from driftloop.contract import Contract
 from driftloop.lake import existing_partitions
 from resources.lake import LakeResource
 from resources.mlflow import MlflowResource
-from sensors.run_requests import content_key, range_run_requests
+from sensors.run_requests import ACTIVE, content_key, range_run_requests
 from sensors.settings import seconds
-
-ACTIVE = [
-    DagsterRunStatus.QUEUED,
-    DagsterRunStatus.NOT_STARTED,
-    DagsterRunStatus.STARTING,
-    DagsterRunStatus.STARTED,
-]
 
 
 def build_catch_up_sensor(

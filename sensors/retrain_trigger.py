@@ -12,7 +12,6 @@ import json
 from datetime import date
 
 from dagster import (
-    DagsterRunStatus,
     DefaultSensorStatus,
     RunRequest,
     RunsFilter,
@@ -28,16 +27,10 @@ from driftloop.lake import existing_partitions
 from driftloop.triggers import decide_retrain
 from resources.lake import LakeResource
 from resources.mlflow import MlflowResource
-from sensors.run_requests import content_key
+from sensors.run_requests import ACTIVE, content_key
 from sensors.settings import seconds
 
 MIN_TRAIN_DAYS = 7
-ACTIVE = [
-    DagsterRunStatus.QUEUED,
-    DagsterRunStatus.NOT_STARTED,
-    DagsterRunStatus.STARTING,
-    DagsterRunStatus.STARTED,
-]
 
 
 def days_needed_for_first_model(contract: Contract) -> int:

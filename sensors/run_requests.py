@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import hashlib
 
-from dagster import RunRequest
+from dagster import DagsterRunStatus, RunRequest
 from dagster._core.storage.tags import (
     ASSET_PARTITION_RANGE_END_TAG,
     ASSET_PARTITION_RANGE_START_TAG,
 )
 
 from driftloop.lake import contiguous_ranges
+
+# Runs that are waiting or working: a sensor does not pile new runs on top of these.
+ACTIVE = [
+    DagsterRunStatus.QUEUED,
+    DagsterRunStatus.NOT_STARTED,
+    DagsterRunStatus.STARTING,
+    DagsterRunStatus.STARTED,
+]
 
 
 def content_key(*parts: str) -> str:
