@@ -28,9 +28,11 @@ import math
 import time
 import warnings
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
+if TYPE_CHECKING:
+    import pandas as pd
+
 from dagster import (
     AssetCheckEvaluation,
     AssetCheckKey,
@@ -67,8 +69,10 @@ from driftloop.monitoring import (
     DRIFT_SHARE_THRESHOLD,
     FEATURES_TABLE,
     MIN_LABELLED_ROWS,
+    MODEL_VERSION,
     PERFORMANCE_TABLE,
     PREDICTION,
+    PREDICTIONS_TABLE,
     REFERENCE_MAX_ROWS,
     DriftOutcome,
     compute_drift,
@@ -85,6 +89,7 @@ from driftloop.monitoring import (
     window_frame,
     write_drift,
 )
+from driftloop.paths import DatasetPaths
 from resources.lake import LakeResource
 from resources.mlflow import MlflowResource
 
@@ -207,7 +212,7 @@ def _nan_to_none(value: Any) -> Any:
     return value
 
 
-def _drift_table_metadata(table: pd.DataFrame) -> MetadataValue:
+def _drift_table_metadata(table: "pd.DataFrame") -> MetadataValue:
     schema = TableSchema(
         columns=[
             TableColumn("column", "string"),
@@ -427,6 +432,30 @@ def _performance_description(row: dict[str, Any]) -> str:
     )
 
 
+def _model_that_scored(
+    paths: DatasetPaths,
+    day: str,
+    champion: Champion,
+    models: dict[str, Champion],
+    client: Any,
+    mlflow: MlflowResource,
+) -> Champion:
+    """The version whose predictions are stored for ``day`` (the champion when unscored)."""
+    import pyarrow.parquet as pq
+
+    path = paths.partition_file(PREDICTIONS_TABLE, day)
+    if not path.exists():
+        return champion
+    versions = set(pq.read_table(path, columns=[MODEL_VERSION]).column(0).to_pylist())
+    if len(versions) != 1:
+        return champion
+    number = str(versions.pop())
+    if number not in models:
+        version = client.get_model_version(champion.name, number)
+        models[number] = Champion(champion.name, version, mlflow)
+    return models[number]
+
+
 def _performance_compute(contract: Contract, key: AssetKey) -> Callable[..., Iterator[Any]]:
     name = contract.name
     primary = PRIMARY_METRIC[contract.task]
@@ -437,6 +466,8 @@ def _performance_compute(contract: Contract, key: AssetKey) -> Callable[..., Ite
         lake: LakeResource,
         mlflow: MlflowResource,
     ) -> Iterator[Any]:
+        import pandas as pd  # on use: loading the code location must not import pandas
+
         paths = lake.paths(name)
         days = sorted(context.partition_keys)
         champion = resolve_champion(context, name, mlflow)
@@ -462,24 +493,29 @@ def _performance_compute(contract: Contract, key: AssetKey) -> Callable[..., Ite
                 description=f"{name}: no features partition for {', '.join(absent)}; "
                 f"materialize {name}/features and {name}/predictions first"
             )
-        reference = holdout_reference(mlflow.client(), champion.version, primary)
-        if math.isnan(reference):
-            context.log.warning(
-                f"{name} v{champion.number}: no holdout_{primary} on its run or tags: "
-                "metrics are recorded but nothing can breach"
-            )
-        trained_on = set(training_days(champion.tags))
+        client = mlflow.client()
+        models: dict[str, Champion] = {champion.number: champion}
         rows: dict[str, dict[str, Any]] = {}
         for day in due:
+            # Realised performance is that of the model that scored the day, judged
+            # against its own holdout: a later champion may have trained on this day.
+            model = _model_that_scored(paths, day, champion, models, client, mlflow)
+            reference = holdout_reference(client, model.version, primary)
+            if math.isnan(reference):
+                context.log.warning(
+                    f"{name} v{model.number}: no holdout_{primary} on its run or tags: "
+                    "metrics are recorded but nothing can breach"
+                )
+            trained_on = set(training_days(model.tags))
             frame, sources = window_frame(
-                contract, paths, [day], champion.number, champion.score, with_label=True
+                contract, paths, [day], model.number, model.score, with_label=True
             )
             row = realised_performance(
                 contract,
                 day,
                 frame["label"].to_numpy(dtype="float64", na_value=math.nan),
                 frame[PREDICTION].to_numpy(dtype="float64"),
-                version=champion.number,
+                version=model.number,
                 reference=reference,
                 tolerance=config.tolerance,
                 relative=config.relative_tolerance,
@@ -500,7 +536,7 @@ def _performance_compute(contract: Contract, key: AssetKey) -> Callable[..., Ite
                 name_: float(row[name_]) for name_ in metric_names(contract.task)
             }
             metadata |= {
-                "model_version": champion.number,
+                "model_version": model.number,
                 "rows": int(row["rows"]),
                 "labelled_rows": int(row["labelled_rows"]),
                 "reference": float(row["reference"]),

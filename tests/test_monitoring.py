@@ -178,10 +178,15 @@ def test_performance_waits_for_labels_then_judges_the_due_days(
     assert _check_evaluations(result) == {("performance_floor", "2013-01-09"): True}
 
     # Day 10's labels were random: once due, its realised AUC falls through the floor.
+    # A new champion meanwhile: day 10 is still judged as the version that scored it,
+    # against that version's own holdout.
+    newer = register(flights_contract, data_root, LogisticModel(-1.0), "champion", 0.9)
+    assert newer != version
     write_raw_clock(flights_contract, flights_paths, "2013-01-12", "2013-01-12 07:00")
     result = run(flights_contract, dagster_instance, ["2013-01-10"], ["performance"])
     assert result.success
     meta = materializations(result, "performance")["2013-01-10"]
+    assert meta["model_version"] == version and meta["reference"] == pytest.approx(0.72)
     assert isinstance(meta["roc_auc"], float) and meta["roc_auc"] < 0.67
     assert meta["breached"] is True and not math.isnan(meta["log_loss"])
     assert _check_evaluations(result) == {("performance_floor", "2013-01-10"): False}
