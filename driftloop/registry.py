@@ -28,13 +28,12 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import pandas as pd
-
 from driftloop.contract import Contract
 from driftloop.paths import PROJECT_ROOT, data_root
 
 if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
     from mlflow import MlflowClient
     from mlflow.entities.model_registry import ModelVersion
 
@@ -101,7 +100,39 @@ def using_tracking_uri(tracking_uri: str) -> Iterator[None]:
 def make_client(tracking_uri: str) -> MlflowClient:
     from mlflow import MlflowClient
 
-    return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    if not tracking_uri.startswith("sqlite:///"):
+        return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    database = Path(tracking_uri.removeprefix("sqlite:///"))
+    with _store_creation_lock(database):
+        client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        client.search_registered_models(max_results=1)  # creates the registry's store too
+    return client
+
+
+_READY_STORES: set[Path] = set()
+
+
+@contextmanager
+def _store_creation_lock(database: Path) -> Iterator[None]:
+    """Serialise the first use of a SQLite store across processes.
+
+    MLflow creates a fresh store's tables when a client first touches it, and two
+    processes doing that at once (a run and a sensor, say) fail with "table ... already
+    exists". Once the tables exist, concurrent use is fine: each process locks once.
+    """
+    import fcntl
+
+    if database in _READY_STORES:
+        yield
+        return
+    database.parent.mkdir(parents=True, exist_ok=True)
+    with open(database.with_name(database.name + ".init-lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    _READY_STORES.add(database)
 
 
 def source_hash() -> str:
@@ -177,6 +208,7 @@ def _quiet_pyfunc() -> Iterator[None]:
 def _pyfunc_wrapper(model: Any) -> Any:
     """A PythonModel around a TabularModel: predict(DataFrame) -> 1-D float scores."""
     import mlflow.pyfunc
+    import pandas as pd
 
     # Defined here so mlflow stays a lazy import; cloudpickle stores the class by value.
     class TabularPyfunc(mlflow.pyfunc.PythonModel):
@@ -442,6 +474,8 @@ def load_scoring_model(
     MLflow's schema enforcement. score.features lists the columns it reads.
     """
     import mlflow.pyfunc
+    import numpy as np
+    import pandas as pd
     from mlflow.types import DataType
 
     with _quiet_pyfunc():  # unpickling the wrapper class re-runs MLflow's type-hint advice
@@ -463,6 +497,12 @@ def load_scoring_model(
         for name, kind in columns:
             values = frame[name]
             if kind == DataType.string:
+                plain = values.dtype == object
+                if plain and pd.api.types.infer_dtype(values, skipna=False) == "string":
+                    # Already str objects with no missing value (how Parquet strings arrive):
+                    # the casts below would return the same values after two full copies.
+                    x[name] = values
+                    continue
                 values = values.astype("string").astype(object)
                 x[name] = values.where(values.notna(), None)
             elif kind in (DataType.double, DataType.float):
