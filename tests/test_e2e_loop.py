@@ -49,9 +49,15 @@ def _finished(instance: DagsterInstance, job: str, trigger: str) -> list:
 
 
 @pytest.mark.timeout(900)
-def test_the_loop_runs_itself_under_the_daemon(tmp_path: Path) -> None:
+def test_the_loop_runs_itself_under_the_daemon(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pipelines.instance import DAGSTER_YAML
+
     root = tmp_path / "data"
     home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text(DAGSTER_YAML)  # the project's instance settings
     env = {
         **os.environ,
         "DRIFTLOOP_DATA_DIR": str(root),
@@ -67,7 +73,7 @@ def test_the_loop_runs_itself_under_the_daemon(tmp_path: Path) -> None:
     replay_days(paths, date(2013, 1, 1), FIRST_BATCH_DAYS)
 
     with dagster_dev(env, tmp_path / "dagster_dev.log", free_port()):
-        os.environ["DAGSTER_HOME"] = str(home)
+        monkeypatch.setenv("DAGSTER_HOME", str(home))
         instance = DagsterInstance.get()
         try:
             # 1. The new-data sensor ingests the batch in one run.
