@@ -109,6 +109,12 @@ class DriftReportConfig(Config):
         default=True, description="A drifted prediction alone fails the drift check"
     )
     html: bool = Field(default=True, description="Write Evidently's HTML page")
+    html_latest_days: int = Field(
+        default=3,
+        ge=1,
+        description="In a run over many days (a backfill, a catch-up), write the HTML page "
+        "for the latest N days only: every day still gets its full statistics and verdict",
+    )
     evidently_sample_rows: int = Field(default=20_000, ge=100, description="Rows a side")
     reference_max_rows: int = Field(default=REFERENCE_MAX_ROWS, ge=1000)
     seed: int = 0
@@ -292,6 +298,9 @@ def _drift_compute(contract: Contract, key: AssetKey) -> Callable[..., Iterator[
         )
         columns = {**feature_kinds(contract), PREDICTION: "numeric"}
         outcomes: dict[str, DriftOutcome] = {}
+        # Rendering Evidently's page costs seconds a day; a 60-day backfill needs the
+        # verdicts of every day but a person reads the pages of the latest few.
+        html_days = set(sorted(days)[-config.html_latest_days :]) if config.html else set()
         for day in days:
             window = trailing_days(day, config.window_days)
             current, sources = window_frame(
@@ -314,10 +323,10 @@ def _drift_compute(contract: Contract, key: AssetKey) -> Callable[..., Iterator[
                 prediction_drift_breaches=config.prediction_drift_breaches,
             )
             report = None
-            if config.html and (len(current) == 0 or len(reference) == 0):
+            if day in html_days and (len(current) == 0 or len(reference) == 0):
                 # Evidently refuses a side without values; the statistics above say "skipped".
                 context.log.warning(f"{name} {day}: no rows in the window: no HTML report")
-            elif config.html:
+            elif day in html_days:
                 from driftloop.drift_report import evidently_html
 
                 report = evidently_html(

@@ -123,6 +123,6 @@ def test_the_loop_runs_itself_under_the_daemon(
                 if (read_drift_summary(paths, d) or {}).get("breached")
             ]
             assert len(breached) >= 2
-            assert (paths.reports / "drift" / f"{breached[0]}.html").exists()
+            assert (paths.reports / "drift" / f"{breached[-1]}.html").exists()
         finally:
             instance.dispose()

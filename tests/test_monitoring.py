@@ -95,7 +95,9 @@ def test_drift_report_flags_a_shifted_day_and_passes_an_unshifted_one(
     version = register(flights_contract, data_root, LogisticModel(1.0), "champion")
     days = ["2013-01-09", "2013-01-10"]
 
-    config = {"ops": {"flights__drift_report": {"config": {"evidently_sample_rows": 2000}}}}
+    # A range run renders Evidently's page for its latest day(s) only; every day gets stats.
+    drift_config = {"evidently_sample_rows": 2000, "html_latest_days": 1}
+    config = {"ops": {"flights__drift_report": {"config": drift_config}}}
     result = run(flights_contract, dagster_instance, days, ["predictions", "drift_report"], config)
     assert result.success
 
@@ -112,9 +114,13 @@ def test_drift_report_flags_a_shifted_day_and_passes_an_unshifted_one(
     for day in days:
         table = pd.read_parquet(flights_paths.partition_file("drift", day))
         assert set(table["column"]) == {*flights_contract.features, "prediction"}
-        report = flights_paths.reports / "drift" / f"{day}.html"
-        assert report.exists() and "driftloop-sample-note" in report.read_text()
-        assert json.loads(monitoring.summary_path(flights_paths, day).read_text())["report_path"]
+    report = flights_paths.reports / "drift" / "2013-01-10.html"
+    assert report.exists() and "driftloop-sample-note" in report.read_text()
+    assert json.loads(monitoring.summary_path(flights_paths, "2013-01-10").read_text())[
+        "report_path"
+    ]
+    assert not (flights_paths.reports / "drift" / "2013-01-09.html").exists()
+    assert monitoring.read_drift_summary(flights_paths, "2013-01-09")["report_path"] is None
     assert monitoring.reference_path(flights_paths, version).exists()
 
     meta = materializations(result, "drift_report")
