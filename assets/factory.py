@@ -13,6 +13,7 @@ def build_dataset_definitions(contract: Contract) -> Definitions:
     Adding a contract file adds a whole graph: nothing here is specific to a dataset.
     """
     from assets import evaluation, features, model, monitoring, predictions, raw_data
+    from assets.backtest import build_backtest_job
     from pipelines import jobs
     from pipelines.rollback import build_rollback_job
     from sensors.catch_up import build_catch_up_sensor
@@ -33,7 +34,14 @@ def build_dataset_definitions(contract: Contract) -> Definitions:
         *([replay] if replay else []),
     ]
     orchestration = Definitions(
-        jobs=[daily, retrain, catch_up, performance, build_rollback_job(contract)],
+        jobs=[
+            daily,
+            retrain,
+            catch_up,
+            performance,
+            build_rollback_job(contract),
+            build_backtest_job(contract),
+        ],
         sensors=sensors,
         schedules=[build_weekly_retrain_schedule(contract, retrain.name)],
     )

@@ -1,0 +1,215 @@
+"""`<dataset>_backtest`: the retraining-policy backtest as a Dagster job (see driftloop.backtest).
+
+One op whose config is the policy under test (the trigger's N of M, cooldown, which signals
+count, the monitoring thresholds and the gate's margin), so settings can be compared run
+by run in the UI. It needs no daemon and touches neither the production lake nor the
+registry: raw rows go to the backtest's cache lake, and the report (table, plot, HTML,
+JSON) is metadata, files under <data root>/backtest/<dataset>/reports and a run in the
+MLflow experiment `<dataset>-backtest`.
+
+    dagster job execute -m pipelines.definitions -j flights_backtest \
+        -c <(echo '{"ops": {"flights_run_backtest": {"config": {"cooldown_days": 5}}}}')
+
+No ``from __future__ import annotations`` here: Dagster reads the config annotation.
+"""
+
+import base64
+import math
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from dagster import (
+    Config,
+    JobDefinition,
+    MetadataValue,
+    OpExecutionContext,
+    Output,
+    TableColumn,
+    TableRecord,
+    TableSchema,
+    job,
+    op,
+)
+from pydantic import Field
+
+from driftloop.contract import Contract
+from driftloop.gate import GateConfig
+from driftloop.monitoring import DRIFT_SHARE_THRESHOLD, MIN_LABELLED_ROWS
+
+FLIGHTS_RANGE = ("2013-03-01", "2013-12-31")
+
+
+class BacktestJobConfig(Config):
+    """Op config of <dataset>_backtest; build_backtest_job sets the contract's defaults."""
+
+    start: str = Field(default="", description="First day (YYYY-MM-DD); empty = default")
+    end: str = Field(default="", description="Last day; empty = the last day of data")
+    source: str = Field(
+        default="", description="History file (CSV/Parquet); empty = embedded / lake"
+    )
+    n_breaches: int = Field(default=3, ge=1, description="N of N-of-M breached days")
+    window: int = Field(default=5, ge=1, description="M of N-of-M (days)")
+    cooldown_days: int = Field(default=7, ge=0, description="No retrain this soon after one")
+    use_drift: bool = True
+    use_performance: bool = True
+    gate_margin: float = Field(default=GateConfig().margin, description="Gate: CI low > margin")
+    gate_confidence: float = Field(default=GateConfig().confidence)
+    drift_share_threshold: float = Field(default=DRIFT_SHARE_THRESHOLD, gt=0, le=1)
+    prediction_drift_breaches: bool = True
+    tolerance: float | None = Field(default=None, description="Performance tolerance")
+    relative_tolerance: bool | None = None
+    min_labelled_rows: int = Field(default=MIN_LABELLED_ROWS, ge=1)
+    extra_policies: list[str] = Field(
+        default=[], description="More trigger policies: 'name:key=value,...' each"
+    )
+    window_days: int = Field(default=60, ge=2, description="Training window (days)")
+    model_params: list[str] = Field(default=[], description="LightGBM 'key=value' overrides")
+    log_mlflow: bool = True
+
+
+def backtest_config_class(contract: Contract) -> type[BacktestJobConfig]:
+    """The op config with the contract's retraining policy and training window as defaults."""
+    policy = contract.retraining
+
+    class DatasetBacktestConfig(BacktestJobConfig):
+        n_breaches: int = Field(default=policy.n_breaches, ge=1)
+        window: int = Field(default=policy.window, ge=1)
+        cooldown_days: int = Field(default=policy.cooldown_days, ge=0)
+        use_drift: bool = policy.use_drift
+        use_performance: bool = policy.use_performance
+        window_days: int = Field(default=contract.training.window_days, ge=2)
+
+    DatasetBacktestConfig.__name__ = DatasetBacktestConfig.__qualname__ = (
+        f"{contract.name.title().replace('_', '')}BacktestConfig"
+    )
+    return DatasetBacktestConfig
+
+
+def _settings(contract: Contract, config: BacktestJobConfig) -> Any:
+    from driftloop.backtest import BACKTEST_MODEL_PARAMS, BacktestConfig, trigger_settings
+    from pipelines.backtest import parse_pairs
+
+    main = trigger_settings(
+        contract,
+        n_breaches=config.n_breaches,
+        window=config.window,
+        cooldown_days=config.cooldown_days,
+        use_drift=config.use_drift,
+        use_performance=config.use_performance,
+        gate_margin=config.gate_margin,
+        gate_confidence=config.gate_confidence,
+        drift_share_threshold=config.drift_share_threshold,
+        prediction_drift_breaches=config.prediction_drift_breaches,
+        tolerance=config.tolerance,
+        relative_tolerance=config.relative_tolerance,
+        min_labelled_rows=config.min_labelled_rows,
+    )
+    triggers = [main]
+    for spec in config.extra_policies:
+        name, _, pairs = spec.partition(":")
+        triggers.append(trigger_settings(contract, name=name.strip(), **parse_pairs(pairs)))
+    params = dict(BACKTEST_MODEL_PARAMS)
+    for item in config.model_params:
+        params |= parse_pairs(item)
+    return BacktestConfig, {"triggers": triggers, "model_params": params}
+
+
+def _table(rows: list[dict[str, Any]]) -> MetadataValue:
+    def cell(value: Any) -> Any:
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        return round(value, 4) if isinstance(value, float) else value
+
+    types = {"policy": "string", "kind": "string", "retrains": "int", "promotions": "int"}
+    columns = [TableColumn(k, types.get(k, "float")) for k in rows[0]]
+    return MetadataValue.table(
+        records=[TableRecord({k: cell(v) for k, v in row.items()}) for row in rows],
+        schema=TableSchema(columns=columns),
+    )
+
+
+def build_backtest_job(contract: Contract) -> JobDefinition:
+    """`<dataset>_backtest`: one op configured with the policy parameters; uses `lake` and
+    `mlflow` (only for the data root and the tracking store)."""
+    name = contract.name
+    config_class = backtest_config_class(contract)
+
+    @op(
+        name=f"{name}_run_backtest",
+        required_resource_keys={"lake", "mlflow"},
+        description=(
+            f"Replays {name}'s history day by day through the production trigger and gate, "
+            "against never / every 30 days / every 7 days / every day retraining."
+        ),
+    )
+    def backtest_op(context: OpExecutionContext, config: config_class) -> Output:
+        from driftloop import backtest
+        from driftloop.backtest_report import (
+            log_to_mlflow,
+            summary_markdown,
+            summary_rows,
+            write_report,
+        )
+
+        root = Path(context.resources.lake.root())
+        source = Path(config.source) if config.source.strip() else None
+        _, info = backtest.prepare(contract, root, source)
+        if name == "flights" and source is None:
+            start, end = (date.fromisoformat(d) for d in FLIGHTS_RANGE)
+        else:
+            start, end = backtest.default_range(contract, info, config.window_days)
+        start = date.fromisoformat(config.start) if config.start.strip() else start
+        end = date.fromisoformat(config.end) if config.end.strip() else end
+        config_type, extra = _settings(contract, config)
+        run_config = config_type.for_contract(
+            contract, start, end, window_days=config.window_days, **extra
+        )
+        result = backtest.run_backtest(
+            contract, root, run_config, source=source, progress=context.log.info
+        )
+        files = write_report(result, backtest.backtest_paths(root, name).output)
+        table = summary_markdown(result)
+        context.log.info(f"{name} backtest:\n{table}")
+        metadata: dict[str, Any] = {
+            "summary": _table(summary_rows(result)),
+            "summary_md": MetadataValue.md(table),
+            "html_report": MetadataValue.path(str(files["html"])),
+            "json_report": MetadataValue.path(str(files["json"])),
+            "timings": MetadataValue.json(result.timings),
+            "config": MetadataValue.json(result.config.to_dict()),
+        }
+        if "png" in files:
+            encoded = base64.b64encode(files["png"].read_bytes()).decode()
+            metadata["plot"] = MetadataValue.md(f"![daily metric](data:image/png;base64,{encoded})")
+            metadata["plot_path"] = MetadataValue.path(str(files["png"]))
+        summary = result.summary().set_index("policy")
+        for policy in (t.name for t in run_config.triggers):
+            for key in ("value_capture", "retrain_cost"):
+                value = float(summary.loc[policy, key])
+                if math.isfinite(value):
+                    metadata[f"{policy}_{key}"] = value
+        if config.log_mlflow:
+            mlflow = context.resources.mlflow
+            run_id = log_to_mlflow(
+                result,
+                files,
+                mlflow.uri(),
+                artifact_root=mlflow.artifact_root(),
+                tags={"dagster.run_id": context.run_id},
+            )
+            metadata["mlflow_run_id"] = run_id
+        return Output(result.to_dict()["summary"], metadata=metadata)
+
+    @job(
+        name=f"{name}_backtest",
+        description=(
+            f"Retraining-policy backtest of {name}: value capture and retrain cost of the "
+            "loop's trigger and gate over history (op config = the policy under test)."
+        ),
+        tags={"driftloop/dataset": name},
+    )
+    def backtest_job() -> None:
+        backtest_op()
+
+    return backtest_job

@@ -1,0 +1,198 @@
+"""python -m pipelines.backtest --dataset NAME [--start D] [--end D] [policy options]
+
+Replays a dataset's history day by day through the production trigger and gate and
+compares the loop's retraining policy with never / every 30 days / every 7 days / every
+day retraining (see driftloop.backtest). Prints the table, writes HTML, PNG and JSON under
+<data root>/backtest/<dataset>/reports/ and logs them to MLflow (experiment
+<dataset>-backtest).
+
+Data: the embedded 2013 flights for `flights`; for another dataset `--source FILE`
+(CSV/Parquet, ingested under the contract's rules into the backtest's cache lake), else
+the production lake's raw partitions. The contract is contracts/NAME.yaml, else
+examples/contracts/NAME.yaml, or `--contract PATH`.
+
+Compare settings side by side: `--policy NAME:key=value,...` adds a trigger policy (keys:
+n_breaches, window, cooldown_days, use_drift, use_performance, gate_margin,
+gate_confidence, drift_share_threshold, prediction_drift_breaches, tolerance,
+relative_tolerance, min_labelled_rows); the plain options set the `driftloop` policy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from driftloop.paths import PROJECT_ROOT, contracts_dir, data_root, default_mlflow_uri
+
+FLIGHTS_RANGE = (date(2013, 3, 1), date(2013, 12, 31))
+_BOOL = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
+
+
+def _value(text: str) -> Any:
+    lowered = text.strip().lower()
+    if lowered in _BOOL:
+        return _BOOL[lowered]
+    if lowered in ("none", "null", ""):
+        return None
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def parse_pairs(text: str) -> dict[str, Any]:
+    """'a=1,b=true' -> {'a': 1, 'b': True}."""
+    pairs = {}
+    for item in filter(None, (p.strip() for p in text.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise argparse.ArgumentTypeError(f"expected key=value, got {item!r}")
+        pairs[key.strip()] = _value(value)
+    return pairs
+
+
+def find_contract(dataset: str, explicit: str | None) -> Path:
+    if explicit:
+        return Path(explicit)
+    for folder in (contracts_dir(), PROJECT_ROOT / "examples" / "contracts"):
+        for suffix in (".yaml", ".yml"):
+            path = folder / f"{dataset}{suffix}"
+            if path.exists():
+                return path
+    raise SystemExit(f"no contract {dataset}.yaml in {contracts_dir()} or examples/contracts")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m pipelines.backtest",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--dataset", required=True)
+    parser.add_argument("--contract", default=None, help="contract file (default: by name)")
+    parser.add_argument("--source", default=None, help="history as a CSV/Parquet file")
+    parser.add_argument("--start", type=date.fromisoformat, default=None)
+    parser.add_argument("--end", type=date.fromisoformat, default=None)
+    parser.add_argument("--data-dir", default=None, help="data root (default $DRIFTLOOP_DATA_DIR)")
+    parser.add_argument("--tracking-uri", default=None, help="MLflow store (default as above)")
+    parser.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    group = parser.add_argument_group("the driftloop policy (default: contract and gate)")
+    group.add_argument("--n-breaches", type=int, default=None)
+    group.add_argument("--window", type=int, default=None, help="M of N-of-M")
+    group.add_argument("--cooldown-days", type=int, default=None)
+    group.add_argument("--no-drift", action="store_true", help="drift does not count")
+    group.add_argument("--no-performance", action="store_true", help="performance does not count")
+    group.add_argument("--gate-margin", type=float, default=None)
+    group.add_argument("--gate-confidence", type=float, default=None)
+    group.add_argument("--drift-share-threshold", type=float, default=None)
+    group.add_argument("--tolerance", type=float, default=None, help="performance tolerance")
+    group.add_argument(
+        "--policy",
+        action="append",
+        default=[],
+        metavar="NAME:key=value,...",
+        help="another trigger policy to compare (repeatable)",
+    )
+    model = parser.add_argument_group("training (the same for every policy)")
+    model.add_argument("--window-days", type=int, default=None)
+    model.add_argument(
+        "--param", action="append", default=[], metavar="key=value", help="LightGBM parameter"
+    )
+    model.add_argument(
+        "--workers", type=int, default=2, help="processes fitting the schedules' models"
+    )
+    model.add_argument(
+        "--schedules",
+        type=parse_pairs,
+        default=None,
+        help="reference schedules, e.g. never=none,every_7_days=7 (default: the four)",
+    )
+    return parser
+
+
+def config_from_args(contract, args, start: date, end: date):
+    from driftloop.backtest import BACKTEST_MODEL_PARAMS, BacktestConfig, trigger_settings
+
+    main = trigger_settings(
+        contract,
+        n_breaches=args.n_breaches,
+        window=args.window,
+        cooldown_days=args.cooldown_days,
+        use_drift=False if args.no_drift else None,
+        use_performance=False if args.no_performance else None,
+        gate_margin=args.gate_margin,
+        gate_confidence=args.gate_confidence,
+        drift_share_threshold=args.drift_share_threshold,
+        tolerance=args.tolerance,
+    )
+    triggers = [main]
+    for spec in args.policy:
+        name, _, pairs = spec.partition(":")
+        triggers.append(trigger_settings(contract, name=name.strip(), **parse_pairs(pairs)))
+    params = dict(BACKTEST_MODEL_PARAMS)
+    for item in args.param:
+        params |= parse_pairs(item)
+    extra: dict[str, Any] = {"triggers": triggers, "model_params": params}
+    extra["workers"] = args.workers
+    if args.window_days:
+        extra["window_days"] = args.window_days
+    if args.schedules is not None:
+        extra["schedules"] = args.schedules
+    return BacktestConfig.for_contract(contract, start, end, **extra)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+
+    from driftloop import backtest
+    from driftloop.backtest_report import log_to_mlflow, summary_markdown, write_report
+    from driftloop.contract import load_contract
+
+    contract = load_contract(find_contract(args.dataset, args.contract))
+    if contract.name != args.dataset:
+        raise SystemExit(f"the contract describes {contract.name!r}, not {args.dataset!r}")
+    root = data_root(args.data_dir)
+    source = Path(args.source) if args.source else None
+    _, info = backtest.prepare(contract, root, source)
+    window = args.window_days or contract.training.window_days
+    if contract.name == "flights" and source is None:
+        start, end = FLIGHTS_RANGE
+    else:
+        start, end = backtest.default_range(contract, info, window)
+    start, end = args.start or start, args.end or end
+    config = config_from_args(contract, args, start, end)
+    result = backtest.run_backtest(
+        contract, root, config, source=source, progress=lambda m: print(m, flush=True)
+    )
+    files = write_report(result, backtest.backtest_paths(root, contract.name).output)
+    run_id = None
+    if not args.no_mlflow:
+        run_id = log_to_mlflow(
+            result,
+            files,
+            args.tracking_uri or default_mlflow_uri(root),
+            artifact_root=root / "mlartifacts",
+        )
+    if args.json:
+        body = {"summary": result.to_dict()["summary"], "timings": result.timings}
+        body |= {"files": {k: str(v) for k, v in files.items()}, "mlflow_run_id": run_id}
+        print(json.dumps(body, indent=2, default=str))
+    else:
+        print(summary_markdown(result))
+        print(f"timings (s): {result.timings}")
+        for kind, path in files.items():
+            print(f"{kind}: {path}")
+        if run_id:
+            print(f"MLflow run {run_id} in experiment {contract.name}-backtest")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
