@@ -15,10 +15,13 @@ import json
 import math
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import pandas as pd
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from driftloop.gate import GateConfig
+
 from dagster import (
     AssetExecutionContext,
     AssetKey,
@@ -33,7 +36,6 @@ from pydantic import Field
 
 from driftloop import ledger
 from driftloop.contract import Contract
-from driftloop.gate import GateConfig, GateDecision
 from driftloop.lake import days_between, partition_files, sql_file_list, write_text_atomic
 from driftloop.paths import DatasetPaths
 
@@ -56,7 +58,9 @@ class EvalReportConfig(Config):
     bootstrap_samples: int = Field(default=300, description="paired bootstrap resamples")
     seed: int = Field(default=20130101, description="bootstrap seed (reproducible results)")
 
-    def gate(self) -> GateConfig:
+    def gate(self) -> "GateConfig":
+        from driftloop.gate import GateConfig  # imports the evaluation stack: on use only
+
         return GateConfig(**self.model_dump())
 
 
@@ -66,7 +70,7 @@ def report_paths(paths: DatasetPaths, version: str) -> tuple[Path, Path]:
     return base.with_suffix(".html"), base.with_suffix(".json")
 
 
-def read_holdout(contract: Contract, paths: DatasetPaths, start: str, end: str) -> pd.DataFrame:
+def read_holdout(contract: Contract, paths: DatasetPaths, start: str, end: str) -> "pd.DataFrame":
     """The features-table rows of the holdout days [start, end], in a stable order."""
     import duckdb
 
@@ -88,7 +92,9 @@ def read_holdout(contract: Contract, paths: DatasetPaths, start: str, end: str) 
         con.close()
 
 
-def _md_table(frame: pd.DataFrame, signed: tuple[str, ...] = ()) -> str:
+def _md_table(frame: "pd.DataFrame", signed: tuple[str, ...] = ()) -> str:
+    import numpy as np
+
     def cell(column: str, value: Any) -> str:
         if value is None or (isinstance(value, float) and math.isnan(value)):
             return "-"
@@ -286,6 +292,8 @@ def _promotion(context: AssetExecutionContext, contract: Contract) -> Materializ
             f"v{record.get('champion_version')}, but the champion is now v{before}: "
             f"re-materialize {name}/eval_report"
         )
+    from driftloop.gate import GateDecision
+
     decision = GateDecision.from_dict(record["decision"])
     if challenger.tags.get("driftloop.rolled_back_at"):
         decision.promote = False

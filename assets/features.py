@@ -2,8 +2,11 @@
 
 # No `from __future__ import annotations`: Dagster inspects the context annotation at runtime.
 from datetime import date
+from typing import TYPE_CHECKING
 
-import pandas as pd
+if TYPE_CHECKING:
+    import pandas as pd
+
 from dagster import (
     AssetDep,
     AssetExecutionContext,
@@ -26,7 +29,9 @@ from driftloop.lake import write_parquet_atomic
 from resources.lake import LakeResource
 
 
-def _null_fractions(frame: pd.DataFrame, features: list[str]) -> MetadataValue:
+def _null_fractions(frame: "pd.DataFrame", features: list[str]) -> MetadataValue:
+    import pandas as pd
+
     fractions = frame[features].isna().mean() if len(frame) else pd.Series(0.0, index=features)
     records = [
         TableRecord({"feature": name, "null_fraction": round(float(fractions[name]), 4)})
@@ -76,9 +81,11 @@ def build(contract: Contract) -> Definitions:
             context.log.warning(f"{name}: lookback raw partition {skipped} is blocked: skipped")
 
         written = []
-        by_day = dict(tuple(frame.groupby("partition_date", sort=True))) if len(frame) else {}
+        # Row positions per day, and one day's rows copied at a time: a dict of every group
+        # would hold a second copy of the whole range (GBs for 10M rows over 100 days).
+        by_day = frame.groupby("partition_date", sort=True).indices if len(frame) else {}
         for day in days:
-            rows = by_day.get(day, frame.iloc[0:0])
+            rows = frame.iloc[by_day[day]] if day in by_day else frame.iloc[0:0]
             path = write_parquet_atomic(
                 rows.reset_index(drop=True), paths.partition_file(FEATURES_TABLE, day)
             )

@@ -20,9 +20,11 @@ import time
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
+
 from dagster import (
     AssetDep,
     AssetExecutionContext,
@@ -75,7 +77,7 @@ class Champion:
     def model_uri(self) -> str:
         return f"models:/{self.name}/{self.number}"
 
-    def score(self, frame) -> np.ndarray:
+    def score(self, frame) -> "np.ndarray":
         if self._score is None:
             self._score = self.mlflow.load_scoring_model(self.model_uri)
         return self._score(frame)
@@ -137,6 +139,8 @@ def _make_compute(contract: Contract) -> Callable[..., Iterator[Any]]:
     def predictions(
         context: AssetExecutionContext, lake: LakeResource, mlflow: MlflowResource
     ) -> Iterator[Any]:
+        import numpy as np  # on use: loading the code location must not import numpy
+
         paths = lake.paths(name)
         days = sorted(context.partition_keys)
         champion = resolve_champion(context, name, mlflow)
@@ -206,7 +210,9 @@ def _make_compute(contract: Contract) -> Callable[..., Iterator[Any]]:
     return predictions
 
 
-def _mean(values: np.ndarray) -> float:
+def _mean(values: "np.ndarray") -> float:
+    import numpy as np
+
     return float(np.mean(values)) if len(values) else 0.0
 
 

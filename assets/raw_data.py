@@ -17,10 +17,11 @@ import json
 import warnings
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
-import pyarrow.parquet as pq
+if TYPE_CHECKING:
+    import pandas as pd
+
 from dagster import (
     AssetCheckEvaluation,
     AssetCheckKey,
@@ -67,6 +68,8 @@ PREVIEW_ROWS = 10
 
 def trailing_row_counts(paths: DatasetPaths, day: str, n: int = TRAILING_PARTITIONS) -> list[int]:
     """Row counts of the last n existing raw partitions before `day`, from Parquet footers."""
+    import pyarrow.parquet as pq
+
     earlier = [d for d in existing_partitions(paths.table(RAW_TABLE)) if d < day][-n:]
     counts = []
     for d in earlier:
@@ -77,7 +80,9 @@ def trailing_row_counts(paths: DatasetPaths, day: str, n: int = TRAILING_PARTITI
     return counts
 
 
-def _markdown_table(frame: pd.DataFrame) -> str:
+def _markdown_table(frame: "pd.DataFrame") -> str:
+    import pandas as pd
+
     def cell(value: Any) -> str:
         return "" if pd.isna(value) else str(value).replace("|", "\\|")
 
@@ -88,6 +93,8 @@ def _markdown_table(frame: pd.DataFrame) -> str:
 
 
 def _check_metadata(outcome: CheckOutcome) -> dict[str, Any]:
+    import pandas as pd
+
     metadata: dict[str, Any] = {}
     for key, value in outcome.metadata.items():
         if key == "table" and isinstance(value, list):
@@ -100,7 +107,7 @@ def _check_metadata(outcome: CheckOutcome) -> dict[str, Any]:
 
 
 def _write_partition(
-    contract: Contract, paths: DatasetPaths, day: str, frame: pd.DataFrame, outcomes: list
+    contract: Contract, paths: DatasetPaths, day: str, frame: "pd.DataFrame", outcomes: list
 ) -> dict[str, Any]:
     """Data file and BLOCKED marker, ordered so a reader never sees failing data unmarked."""
     data_file = paths.partition_file(RAW_TABLE, day)

@@ -57,10 +57,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import numpy as np
-import pandas as pd
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+
 
 Kind = Literal["numeric", "categorical"]
 
@@ -153,6 +155,9 @@ class DriftSummary:
 
 def _as_float_array(values: pd.Series | np.ndarray) -> np.ndarray:
     """A float64 view of the values when possible (no copy for float64 input)."""
+    import numpy as np
+    import pandas as pd
+
     if isinstance(values, pd.Series):
         if values.dtype == np.float64:
             return values.to_numpy()
@@ -165,6 +170,8 @@ def _as_float_array(values: pd.Series | np.ndarray) -> np.ndarray:
 
 def _finite(values: np.ndarray) -> np.ndarray:
     """The finite values (Evidently turns +-inf into NaN and drops NaN)."""
+    import numpy as np
+
     mask = np.isfinite(values)
     if mask.all():
         return values
@@ -179,6 +186,8 @@ def _sorted_centred(values: np.ndarray, centre: float) -> np.ndarray:
     E|cur - mean|) / std: about 1e-7 for the reference side. Values too far out for
     float32 stay float64.
     """
+    import numpy as np
+
     centred = np.empty(values.shape, dtype=np.float32)
     with np.errstate(over="ignore"):
         np.subtract(values, centre, out=centred, dtype=np.float64, casting="unsafe")
@@ -190,6 +199,8 @@ def _sorted_centred(values: np.ndarray, centre: float) -> np.ndarray:
 
 
 def _distinct_sorted(sorted_values: np.ndarray) -> int:
+    import numpy as np
+
     if sorted_values.size == 0:
         return 0
     return int(np.count_nonzero(sorted_values[1:] != sorted_values[:-1])) + 1
@@ -204,6 +215,8 @@ def wasserstein_sorted(u: np.ndarray, v: np.ndarray) -> float:
     known in closed form, so no sort is needed: u-step i lands at position
     (i - 1) + ceil(i*m/n) - 1 (u first on ties; tied pieces have zero width).
     """
+    import numpy as np
+
     n, m = len(u), len(v)
     if n == 0 or m == 0:
         raise ValueError("both samples need at least one value")
@@ -243,6 +256,8 @@ def _small_sample_counts(
     reference: np.ndarray, current: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Counts of each distinct value on each side, aligned over the union (sorted keys)."""
+    import numpy as np
+
     keys = np.union1d(reference, current)
     ref_counts = np.zeros(keys.size, dtype=np.float64)
     cur_counts = np.zeros(keys.size, dtype=np.float64)
@@ -256,6 +271,9 @@ def _small_sample_counts(
 def _numeric_drift(
     column: str, reference: pd.Series | np.ndarray, current: pd.Series | np.ndarray
 ) -> ColumnDrift:
+    import numpy as np
+    import pandas as pd
+
     ref_all = _as_float_array(reference)
     cur_all = _as_float_array(current)
     ref = _finite(ref_all)
@@ -306,6 +324,9 @@ def _numeric_drift(
 
 def _category_counts(values: pd.Series | np.ndarray) -> tuple[pd.Series, int]:
     """Counts of each non-missing value (no pandas object copy) and the number of rows."""
+    import numpy as np
+    import pandas as pd
+
     series = values if isinstance(values, pd.Series) else pd.Series(values, copy=False)
     counts = series.value_counts(dropna=True, sort=False)
     # Category dtype lists unused categories with 0; Evidently only sees observed values.
@@ -319,6 +340,8 @@ def _category_counts(values: pd.Series | np.ndarray) -> tuple[pd.Series, int]:
 def _categorical_drift(
     column: str, reference: pd.Series | np.ndarray, current: pd.Series | np.ndarray
 ) -> ColumnDrift:
+    import numpy as np
+
     ref_counts, ref_rows = _category_counts(reference)
     cur_counts, cur_rows = _category_counts(current)
     ref_n, cur_n = int(ref_counts.sum()), int(cur_counts.sum())
@@ -352,6 +375,8 @@ def _jensenshannon(ref_counts: np.ndarray, cur_counts: np.ndarray) -> float:
 
     Written out so the large-sample path never imports scipy (seconds on a busy machine).
     """
+    import numpy as np
+
     p = ref_counts / ref_counts.sum()
     q = cur_counts / cur_counts.sum()
     m = (p + q) / 2.0
@@ -363,6 +388,8 @@ def _jensenshannon(ref_counts: np.ndarray, cur_counts: np.ndarray) -> float:
 
 def _counts_small_sample(base: dict, ref_counts: np.ndarray, cur_counts: np.ndarray) -> ColumnDrift:
     """Evidently's small-sample test on value counts: Z for <= 2 values, else chi-square."""
+    import numpy as np
+
     if ref_counts.size <= 2:
         # Keys come sorted from np.union1d, so index 0 is the smallest value.
         return _z_result(base, ref_counts, cur_counts, 0)
@@ -378,6 +405,7 @@ def _counts_small_sample(base: dict, ref_counts: np.ndarray, cur_counts: np.ndar
 def _z_result(
     base: dict, ref_counts: np.ndarray, cur_counts: np.ndarray, first: int
 ) -> ColumnDrift:
+    import numpy as np
     from scipy.stats import norm
 
     n1, n2 = ref_counts.sum(), cur_counts.sum()

@@ -32,9 +32,11 @@ import math
 import warnings
 from datetime import date, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import duckdb
-import pandas as pd
+if TYPE_CHECKING:
+    import duckdb
+    import pandas as pd
 
 from driftloop.contract import ColumnType, Contract, RollingFeature
 from driftloop.lake import blocked_marker, days_between, is_blocked, partition_files, sql_file_list
@@ -252,6 +254,8 @@ ORDER BY {", ".join(order)}"""
 
 def _prepare_extra_rows(contract: Contract, rows: pd.DataFrame) -> pd.DataFrame:
     """Raw-schema rows from outside the lake: add absent columns, localize the event time."""
+    import pandas as pd
+
     frame = rows.copy()
     for name in contract.columns:
         if name not in frame.columns:
@@ -281,6 +285,8 @@ def build_features(
     (the rolling features of the first days then see fewer rows). Days without a raw
     partition contribute no rows. The query is in `frame.attrs["sql"]`.
     """
+    import duckdb
+
     if end < start:
         raise ValueError(f"{contract.name}: features range ends ({end}) before it starts ({start})")
     raw_dir = paths.table(RAW_TABLE)

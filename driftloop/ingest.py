@@ -27,10 +27,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
+if TYPE_CHECKING:
+    import pandas as pd
+    import pyarrow as pa
 
 from driftloop.contract import Column, ColumnType, Contract
 from driftloop.lake import write_parquet_atomic, write_text_atomic
@@ -123,6 +124,8 @@ def archived_digests(paths: DatasetPaths) -> set[str]:
 
 def raw_schema(contract: Contract) -> pa.Schema:
     """Arrow schema of staged pieces and raw partitions: contract columns + `_source_file`."""
+    import pyarrow as pa
+
     arrow = {
         ColumnType.numeric: pa.float64(),
         ColumnType.categorical: pa.string(),
@@ -140,6 +143,8 @@ def conform(contract: Contract, frame: pd.DataFrame) -> pd.DataFrame:
     numeric -> float64, categorical -> object (str/None), boolean -> nullable 'boolean',
     timestamp -> datetime64[ns] (naive, contract zone), `_source_file` -> object.
     """
+    import pandas as pd
+
     out = {}
     for name, column in contract.columns.items():
         values = frame[name] if name in frame else pd.Series([None] * len(frame), dtype=object)
@@ -158,12 +163,16 @@ def conform(contract: Contract, frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def to_arrow(contract: Contract, frame: pd.DataFrame) -> pa.Table:
+    import pyarrow as pa
+
     return pa.Table.from_pandas(
         conform(contract, frame), schema=raw_schema(contract), preserve_index=False
     )
 
 
 def _example(value: object) -> str:
+    import pandas as pd
+
     if value is None or (isinstance(value, float) and value != value) or value is pd.NaT:
         return "null"
     text = str(value)
@@ -171,6 +180,8 @@ def _example(value: object) -> str:
 
 
 def _examples(values: pd.Series) -> list[str]:
+    import pandas as pd
+
     return [_example(v) for v in pd.unique(values.astype(object))[:MAX_EXAMPLES]]
 
 
@@ -183,6 +194,9 @@ def _fmt_rule_value(value: float) -> str:
 
 def _read(path: Path, contract: Contract) -> pd.DataFrame:
     """The landed file as a frame of the contract's columns (CSV as strings, Parquet typed)."""
+    import pandas as pd
+    import pyarrow.parquet as pq
+
     suffix = path.suffix.lower()
     try:
         if suffix in PARQUET_SUFFIXES:
@@ -217,6 +231,8 @@ def _read(path: Path, contract: Contract) -> pd.DataFrame:
 
 def _parse_timestamps(values: pd.Series, contract: Contract) -> pd.Series:
     """Naive local timestamps in the contract's zone; NaT where a value cannot be parsed."""
+    import pandas as pd
+
     zone = contract.event_time.timezone
     if isinstance(values.dtype, pd.DatetimeTZDtype):
         return values.dt.tz_convert(zone).dt.tz_localize(None).astype("datetime64[ns]")
@@ -245,6 +261,8 @@ def _parse_timestamps(values: pd.Series, contract: Contract) -> pd.Series:
 
 def _cast(values: pd.Series, column: Column, contract: Contract) -> pd.Series:
     """Cast one column; values that cannot be cast become null (the caller reports them)."""
+    import pandas as pd
+
     if column.type == ColumnType.numeric:
         if pd.api.types.is_bool_dtype(values.dtype):
             return values.astype("float64")
@@ -292,6 +310,8 @@ class _Violations:
         return self.reasons != ""
 
     def lines(self) -> list[str]:
+        import pandas as pd
+
         out = []
         for rule, values in self.rules.items():
             examples = ", ".join(_examples(pd.Series(values, dtype=object)))
@@ -301,6 +321,8 @@ class _Violations:
 
 def _cast_and_check(contract: Contract, raw: pd.DataFrame) -> tuple[pd.DataFrame, _Violations]:
     """Cast every contract column and collect row-level rule violations."""
+    import pandas as pd
+
     cast: dict[str, pd.Series] = {}
     violations = _Violations(reasons=pd.Series("", index=raw.index, dtype=object))
     event_column = contract.event_time.column
@@ -494,6 +516,9 @@ def staged_pieces(paths: DatasetPaths, day: str) -> list[Path]:
 
 def assemble_partition(contract: Contract, paths: DatasetPaths, day: str) -> pd.DataFrame:
     """All staged rows of one local day, de-duplicated on the id columns, in event-time order."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     schema = raw_schema(contract)
     tables = []
     for piece in staged_pieces(paths, day):

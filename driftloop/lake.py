@@ -7,14 +7,19 @@ import tempfile
 from collections.abc import Iterable
 from datetime import date, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
+if TYPE_CHECKING:
+    import pandas as pd
+    import pyarrow as pa
 
 
 def write_parquet_atomic(frame: pd.DataFrame | pa.Table, path: Path) -> Path:
     """Write to a temporary file in the same folder, then rename: readers never see half a file."""
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     path.parent.mkdir(parents=True, exist_ok=True)
     if isinstance(frame, pd.DataFrame):
         frame = pa.Table.from_pandas(frame, preserve_index=False)

@@ -12,36 +12,58 @@ import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
-import pyarrow as pa
+if TYPE_CHECKING:
+    import pandas as pd
+    import pyarrow as pa
 
 from driftloop.lake import sql_file_list, write_parquet_atomic
 from driftloop.paths import DatasetPaths
 
 ACTIONS = ("promoted", "rejected", "rollback")
 
-SCHEMA = pa.schema(
-    [
-        ("timestamp", pa.timestamp("us", tz="UTC")),
-        ("dataset", pa.string()),
-        ("action", pa.string()),
-        ("challenger_version", pa.string()),
-        ("champion_before", pa.string()),
-        ("champion_after", pa.string()),
-        ("metric", pa.string()),
-        ("challenger_value", pa.float64()),
-        ("champion_value", pa.float64()),
-        ("diff", pa.float64()),
-        ("ci_low", pa.float64()),
-        ("ci_high", pa.float64()),
-        ("reasons", pa.string()),
-        ("dagster_run_id", pa.string()),
-        ("report_path", pa.string()),
-    ]
-)
-COLUMNS = [f.name for f in SCHEMA]
+
+@cache
+def _schema() -> pa.Schema:
+    """The ledger's Arrow schema, built on first use (pyarrow is imported lazily so that
+    loading the code location does not pay for it)."""
+    import pyarrow as pa
+
+    return pa.schema(
+        [
+            ("timestamp", pa.timestamp("us", tz="UTC")),
+            ("dataset", pa.string()),
+            ("action", pa.string()),
+            ("challenger_version", pa.string()),
+            ("champion_before", pa.string()),
+            ("champion_after", pa.string()),
+            ("metric", pa.string()),
+            ("challenger_value", pa.float64()),
+            ("champion_value", pa.float64()),
+            ("diff", pa.float64()),
+            ("ci_low", pa.float64()),
+            ("ci_high", pa.float64()),
+            ("reasons", pa.string()),
+            ("dagster_run_id", pa.string()),
+            ("report_path", pa.string()),
+        ]
+    )
+
+
+def _columns() -> list[str]:
+    return [f.name for f in _schema()]
+
+
+def __getattr__(name: str):
+    # SCHEMA and COLUMNS stay importable as before, built on first access (PEP 562).
+    if name == "SCHEMA":
+        return _schema()
+    if name == "COLUMNS":
+        return _columns()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass
@@ -73,12 +95,14 @@ def _file_name(now_ns: int) -> str:
 
 def append(paths: DatasetPaths, entry: LedgerEntry) -> Path:
     """Write one new entry file; returns its path. Existing files are never touched."""
+    import pyarrow as pa
+
     now_ns = time.time_ns()
     when = entry.timestamp or datetime.fromtimestamp(now_ns / 1e9, tz=UTC)
     row = asdict(entry) | {"timestamp": when, "reasons": json.dumps(list(entry.reasons))}
     for key in ("challenger_version", "champion_before", "champion_after"):
         row[key] = None if row[key] is None else str(row[key])
-    table = pa.Table.from_pylist([{k: row[k] for k in COLUMNS}], schema=SCHEMA)
+    table = pa.Table.from_pylist([{k: row[k] for k in _columns()}], schema=_schema())
     path = paths.ledger / _file_name(now_ns)
     if path.exists():  # uuid4 collision: practically impossible, but never overwrite
         raise FileExistsError(path)
@@ -94,13 +118,14 @@ def entry_files(paths: DatasetPaths) -> list[Path]:
 def read(paths: DatasetPaths, limit: int | None = None) -> pd.DataFrame:
     """All entries, oldest first (or the last ``limit`` of them); reasons as JSON strings."""
     import duckdb
+    import pandas as pd
 
     files = entry_files(paths)
     if not files:
-        frame = SCHEMA.empty_table().to_pandas()
+        frame = _schema().empty_table().to_pandas()
         return frame
     query = (
-        f"SELECT {', '.join(COLUMNS)} FROM read_parquet({sql_file_list(files)}, "
+        f"SELECT {', '.join(_columns())} FROM read_parquet({sql_file_list(files)}, "
         "union_by_name = true, filename = true) ORDER BY timestamp, filename"
     )
     con = duckdb.connect()
@@ -122,6 +147,8 @@ def champion_history(paths: DatasetPaths) -> tuple[str | None, list[str]]:
     between the last two versions. A rollback never pushes the version it rolled back from:
     that one was judged bad. Rejections change nothing.
     """
+    import pandas as pd
+
     current: str | None = None
     stack: list[str] = []
     for row in read(paths).itertuples(index=False):

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-
 from driftloop.contract import Task
 
 # The one number that ranks models of a task (search, gate, dashboards).
@@ -50,6 +48,8 @@ def compute_metrics(task: Task, y_true, y_score, threshold: float = 0.5) -> dict
     Binary: y_true in {0, 1}, y_score the probability of 1; precision/recall/positive_rate
     use `y_score >= threshold`. Regression: y_score is the predicted value.
     """
+    import numpy as np
+
     y = np.asarray(y_true, dtype="float64").ravel()
     s = np.asarray(y_score, dtype="float64").ravel()
     if y.shape != s.shape:

@@ -39,12 +39,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import pandas as pd
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
 
 from driftloop.contract import ColumnType, Contract
 from driftloop.drift import Kind, column_drift, drift_table
@@ -82,7 +81,7 @@ RELATIVE_TOLERANCE = 0.10
 MIN_LABELLED_ROWS = 50
 SCORE_CHUNK_ROWS = 250_000
 
-ScoreFn = Callable[[pd.DataFrame], np.ndarray]
+ScoreFn = Callable[["pd.DataFrame"], "np.ndarray"]
 
 
 # ----------------------------------------------------------------------------- days
@@ -125,6 +124,8 @@ def feature_kinds(contract: Contract) -> dict[str, Kind]:
 
 def score_frame(score: ScoreFn, frame: pd.DataFrame, chunk_rows: int = SCORE_CHUNK_ROWS):
     """Scores of every row, in chunks (MLflow copies its input; this bounds the copy)."""
+    import numpy as np
+
     if len(frame) == 0:
         return np.empty(0, dtype="float64")
     parts = [
@@ -146,6 +147,8 @@ def predictions_table(
     shadow_version: str | None = None,
 ) -> pd.DataFrame:
     """The predictions partition of one features partition (same rows, same order)."""
+    import numpy as np
+
     keep = [c for c in [*contract.id_columns, "event_time", "partition_date"] if c in features]
     table = features[keep].reset_index(drop=True).copy()
     table[ROW] = np.arange(len(features), dtype="int64")
@@ -161,6 +164,8 @@ def read_partition(
     paths: DatasetPaths, table: str, day: str, columns: list[str] | None = None
 ) -> pd.DataFrame:
     """One partition as pandas (only the given columns); FileNotFoundError if absent."""
+    import pyarrow.parquet as pq
+
     path = paths.partition_file(table, day)
     if not path.exists():
         raise FileNotFoundError(f"no {paths.dataset} {table} partition for {day} at {path}")
@@ -168,6 +173,8 @@ def read_partition(
 
 
 def _columns_in(path: Path, wanted: list[str]) -> list[str]:
+    import pyarrow.parquet as pq
+
     names = set(pq.ParquetFile(path).schema_arrow.names)
     return [c for c in wanted if c in names]
 
@@ -188,6 +195,10 @@ def window_frame(
     earlier champion must not be compared with this champion's reference. Returns the
     frame and, per day, where its predictions came from ("predictions" or "scored").
     """
+    import numpy as np
+    import pandas as pd
+    import pyarrow.parquet as pq
+
     columns = list(contract.features) + ([LABEL] if with_label else [])
     frames, sources = [], {}
     for day in days:
@@ -234,6 +245,10 @@ def sample_features(
 ) -> pd.DataFrame:
     """At most ``max_rows`` rows of the days' features partitions, a seeded uniform sample
     over all their rows, read one file at a time (memory: one partition, not the window)."""
+    import numpy as np
+    import pandas as pd
+    import pyarrow.parquet as pq
+
     files = [paths.partition_file(FEATURES_TABLE, d) for d in days]
     files = [f for f in files if f.exists()]
     counts = np.array([pq.ParquetFile(f).metadata.num_rows for f in files], dtype="int64")
@@ -269,6 +284,8 @@ def reference_data(
 
     ``scorer`` must be that version's model; it is only called when the cache is built.
     """
+    import pyarrow.parquet as pq
+
     cache = reference_path(paths, version)
     if cache.exists():
         return pq.read_table(cache).to_pandas()
@@ -321,6 +338,8 @@ def compute_drift(
     (Evidently's dataset drift), or - with ``prediction_drift_breaches`` - when the
     prediction itself drifted.
     """
+    import pandas as pd
+
     kinds = feature_kinds(contract)
     features = drift_table(reference, current, kinds, drift_share_threshold)
     prediction = column_drift(reference[PREDICTION], current[PREDICTION], "numeric", PREDICTION)
@@ -384,6 +403,10 @@ def read_drift_summary(paths: DatasetPaths, day: str) -> dict[str, Any] | None:
 def data_clock(contract: Contract, paths: DatasetPaths) -> datetime | None:
     """The latest event time the lake holds: max event time of the latest raw partition
     that has any (naive, in the contract's zone). None when there is no raw data."""
+    import pandas as pd
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
     table = paths.table(RAW_TABLE)
     for day in reversed(existing_partitions(table)):
         path = paths.partition_file(RAW_TABLE, day)
@@ -467,6 +490,8 @@ def realised_performance(
     A day with fewer than ``min_labelled_rows`` labels is recorded but never breaches:
     a handful of labels says nothing about the model.
     """
+    import numpy as np
+
     primary = PRIMARY_METRIC[contract.task]
     default_value, default_relative = default_tolerance(primary)
     tolerance = default_value if tolerance is None else tolerance
@@ -504,6 +529,8 @@ def realised_performance(
 
 
 def _performance_row(paths: DatasetPaths, day: str) -> dict[str, Any] | None:
+    import pyarrow.parquet as pq
+
     path = paths.partition_file(PERFORMANCE_TABLE, day)
     if not path.exists():
         return None
@@ -539,6 +566,8 @@ def _json_float(value: Any) -> float | None:
 def latest_monitoring(paths: DatasetPaths, n: int = 7) -> dict[str, Any]:
     """For the status CLI: the latest drift verdict, the last n drift days and the last n
     days of realised performance, and the latest scored day."""
+    import pyarrow.parquet as pq
+
     drift_days = [d for d in existing_partitions(paths.table(DRIFT_TABLE))][-n:]
     summaries = [s for d in drift_days if (s := read_drift_summary(paths, d)) is not None]
     performance = []

@@ -18,8 +18,10 @@ import tempfile
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
+if TYPE_CHECKING:
+    import pandas as pd
 
 from driftloop.lake import write_parquet_atomic, write_text_atomic
 from driftloop.paths import DatasetPaths
@@ -87,6 +89,8 @@ def _write_bytes_atomic(data: bytes, path: Path) -> None:
 
 
 def _write_day(frame: pd.DataFrame, path: Path, fmt: str) -> str:
+    import pandas as pd
+
     path.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "csv":
         data = _csv_bytes(frame)

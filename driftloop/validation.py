@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
+if TYPE_CHECKING:
+    import pandas as pd
 
 from driftloop.contract import ColumnType, Contract
 from driftloop.ingest import SOURCE_FILE
@@ -56,6 +57,8 @@ def _outcome(name: str, passed: bool, description: str, **metadata: Any) -> Chec
 
 def _plain(value: Any) -> Any:
     """A JSON-friendly scalar for metadata (timestamps and numpy types become str/float/int)."""
+    import pandas as pd
+
     if value is None or (not isinstance(value, str | list | dict) and pd.isna(value)):
         return "null"
     if isinstance(value, bool | str):
@@ -68,6 +71,8 @@ def _plain(value: Any) -> Any:
 
 
 def _examples(values: pd.Series) -> list[Any]:
+    import pandas as pd
+
     return [_plain(v) for v in pd.unique(values.astype(object))[:MAX_EXAMPLES]]
 
 
@@ -89,6 +94,8 @@ def _expected_dtype(kind: ColumnType) -> str:
 
 
 def _dtype_ok(series: pd.Series, kind: ColumnType) -> bool:
+    import pandas as pd
+
     dtype = series.dtype
     if kind == ColumnType.numeric:
         return pd.api.types.is_float_dtype(dtype)
@@ -141,6 +148,8 @@ def check_schema(contract: Contract, frame: pd.DataFrame) -> CheckOutcome:
 
 
 def check_null_fractions(contract: Contract, frame: pd.DataFrame) -> CheckOutcome:
+    import pandas as pd
+
     table, failing, problems = [], [], []
     rows = len(frame)
     bad_mask = pd.Series(False, index=frame.index)
@@ -180,6 +189,8 @@ def check_null_fractions(contract: Contract, frame: pd.DataFrame) -> CheckOutcom
 
 
 def check_value_ranges(contract: Contract, frame: pd.DataFrame) -> CheckOutcome:
+    import pandas as pd
+
     table, failing, problems, examples = [], [], [], {}
     bad_mask = pd.Series(False, index=frame.index)
     for name, column in contract.columns.items():
@@ -226,6 +237,8 @@ def check_value_ranges(contract: Contract, frame: pd.DataFrame) -> CheckOutcome:
 
 
 def check_allowed_values(contract: Contract, frame: pd.DataFrame) -> CheckOutcome:
+    import pandas as pd
+
     table, failing, problems, examples = [], [], [], {}
     bad_mask = pd.Series(False, index=frame.index)
     for name, column in contract.columns.items():
@@ -303,6 +316,8 @@ def check_duplicate_ids(contract: Contract, frame: pd.DataFrame) -> CheckOutcome
 def check_event_time_in_partition(
     contract: Contract, frame: pd.DataFrame, day: str
 ) -> CheckOutcome:
+    import pandas as pd
+
     column = contract.event_time.column
     if column not in frame:
         return _outcome(

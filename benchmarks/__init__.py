@@ -1,0 +1,161 @@
+"""driftloop's benchmark suite: our path beside its baseline, in the same run.
+
+`uv run python -m benchmarks [--quick] [--only drift,load]` runs every case module in
+`benchmarks/cases/` (each exposes `run(quick: bool) -> list[dict]`), prints a table and
+writes `benchmarks/results/latest.json`.
+
+Each side of a case runs in its own child process (`run_child`), so one side's imports,
+caches and memory never leak into the other's figures. Peak memory is the child's own
+maximum resident set size as the kernel reports it to `os.wait4` for that very child
+(not `RUSAGE_CHILDREN`, which is a maximum over every child ever reaped). Sides that are
+repeated alternate (A B A B ...) so a burst of load on this shared 2-core machine hits
+both sides alike; the figures are medians.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+RESULT_PREFIX = "BENCHMARK_RESULT "
+
+# The keys every result row carries (the runner fills in what a case leaves out).
+ROW_KEYS = (
+    "case",
+    "figure",
+    "unit",
+    "baseline",
+    "ratio",
+    "peak_memory_mb",
+    "size",
+    "target",
+    "met",
+    "note",
+)
+
+
+@dataclass
+class ChildRun:
+    """One finished child process: wall time, peak RSS and what it reported."""
+
+    seconds: float
+    peak_memory_mb: float
+    returncode: int
+    result: dict[str, Any] = field(default_factory=dict)
+    log: str = ""
+
+
+# This machine's environment sets PYTHONDONTWRITEBYTECODE=1 and the virtualenv holds no
+# bytecode, so every process would compile dagster, mlflow, pandas... from source (mlflow's
+# import takes 20 s that way instead of a few). Children get a bytecode cache of their own
+# (outside the project and the virtualenv), as any normal installation has one.
+PYCACHE = Path(tempfile.gettempdir()) / "driftloop-bench-pycache"
+
+
+def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a child: ours, the project on the path, a bytecode cache, `extra`."""
+    env = dict(os.environ)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env["PYTHONPYCACHEPREFIX"] = str(PYCACHE)
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in [str(PROJECT_ROOT), env.get("PYTHONPATH", "")] if p
+    )
+    env.setdefault("PYTHONWARNINGS", "ignore")
+    env.update(extra or {})
+    return env
+
+
+def run_child(
+    args: list[str],
+    env: dict[str, str] | None = None,
+    timeout: float = 3600,
+    cwd: Path = PROJECT_ROOT,
+) -> ChildRun:
+    """Run a command to the end; wall time and the peak RSS of that process (os.wait4).
+
+    A child that prints a line `BENCHMARK_RESULT {json}` hands that JSON back (its own
+    in-process timings). Output goes to a temporary file, so a chatty child cannot block.
+    """
+    with tempfile.TemporaryFile(mode="w+") as log:
+        started = time.perf_counter()
+        process = subprocess.Popen(
+            args, cwd=cwd, env=env or child_env(), stdout=log, stderr=subprocess.STDOUT
+        )
+        deadline = started + timeout
+        while True:
+            pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.perf_counter() > deadline:
+                process.kill()
+                pid, status, usage = os.wait4(process.pid, 0)
+                break
+            time.sleep(0.02)
+        seconds = time.perf_counter() - started
+        process.returncode = os.waitstatus_to_exitcode(status)
+        log.seek(0)
+        text = log.read()
+    result: dict[str, Any] = {}
+    for line in text.splitlines():
+        if line.startswith(RESULT_PREFIX):
+            result = json.loads(line[len(RESULT_PREFIX) :])
+    # ru_maxrss is in kilobytes on Linux.
+    return ChildRun(seconds, usage.ru_maxrss / 1024, process.returncode, result, text)
+
+
+def python_child(
+    module: str,
+    *args: str,
+    env: dict[str, str] | None = None,
+    timeout: float = 3600,
+    check: bool = True,
+) -> ChildRun:
+    """`python -m <module> <args>` as a measured child; fails loudly if the child failed
+    (unless `check` is false: then the caller reads `returncode`; -9 = killed at timeout)."""
+    run = run_child([sys.executable, "-m", module, *args], env=env, timeout=timeout)
+    if check and run.returncode != 0:
+        raise RuntimeError(f"{module} {' '.join(args)} failed:\n{run.log[-4000:]}")
+    return run
+
+
+def report(result: dict[str, Any]) -> None:
+    """Called in a child: hand `result` back to the parent (see run_child)."""
+    print(RESULT_PREFIX + json.dumps(result, default=float), flush=True)
+
+
+def self_peak_mb() -> float:
+    """Peak RSS of this process so far, in MB."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def current_rss_mb() -> float:
+    """Resident set size of this process now, in MB (from /proc)."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def median(values: list[float]) -> float:
+    return float(statistics.median(values)) if values else float("nan")
+
+
+def row(**values: Any) -> dict[str, Any]:
+    """A result row with every key present (None where a case has nothing to say)."""
+    out = {key: values.pop(key, None) for key in ROW_KEYS}
+    out["met"] = bool(out["met"]) if out["met"] is not None else False
+    out.update(values)  # extra detail keys are kept
+    return out

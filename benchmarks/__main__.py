@@ -1,0 +1,126 @@
+"""`python -m benchmarks [--quick] [--only drift,load] [--out PATH]`: run the cases, print a
+table, write the figures as JSON (default `benchmarks/results/latest.json`) and the same
+table as Markdown beside it (`latest.md`).
+
+Cases are the modules of `benchmarks/cases/`; each exposes `run(quick: bool) -> list[dict]`
+with the keys of `benchmarks.ROW_KEYS`. A case that raises is recorded as not met, with
+the error in its note, and the others still run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import pkgutil
+import platform
+import sys
+import time
+import traceback
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from benchmarks import RESULTS_DIR, row
+
+CASES_DIR = Path(__file__).resolve().parent / "cases"
+# Cheap cases first; the rest in any order after these.
+ORDER = ("load", "drift", "scoring", "orchestration", "serving", "loop_latency", "scale")
+
+
+def discover() -> list[str]:
+    names = [m.name for m in pkgutil.iter_modules([str(CASES_DIR)]) if not m.name.startswith("_")]
+    known = [n for n in ORDER if n in names]
+    return known + sorted(n for n in names if n not in known)
+
+
+def run_case(name: str, quick: bool) -> tuple[list[dict[str, Any]], float]:
+    started = time.perf_counter()
+    try:
+        module = importlib.import_module(f"benchmarks.cases.{name}")
+        rows = module.run(quick)
+    except Exception as error:  # a broken case must not hide the others
+        traceback.print_exc()
+        rows = [row(case=name, met=False, note=f"error: {type(error).__name__}: {error}")]
+    seconds = time.perf_counter() - started
+    for item in rows:
+        item.setdefault("case_seconds", round(seconds, 1))
+    return rows, seconds
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "NO"
+    if isinstance(value, float):
+        return f"{value:,.3g}" if abs(value) < 100 else f"{value:,.0f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value).replace("|", "\\|")
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    """The results as a Markdown table (also readable as plain text)."""
+    head = ["case", "ours", "baseline", "unit", "ratio", "target", "met", "peak MB", "size"]
+    keys = ["case", "figure", "baseline", "unit", "ratio", "target", "met", "peak_memory_mb"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for item in rows:
+        cells = [_cell(item.get(k)) for k in keys] + [_cell(item.get("size"))]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="small sizes (a few minutes)")
+    parser.add_argument("--only", default="", help="comma-separated case names")
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR / "latest.json")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("PYTHONWARNINGS", "ignore")
+
+    names = discover()
+    if args.only:
+        wanted = [n.strip() for n in args.only.split(",") if n.strip()]
+        unknown = [n for n in wanted if n not in names]
+        if unknown:
+            parser.error(f"unknown case(s) {unknown}; known: {names}")
+        names = [n for n in names if n in wanted]
+    started = time.perf_counter()
+    load_before = os.getloadavg()
+    results: list[dict[str, Any]] = []
+    for name in names:
+        print(f"== {name} ({'quick' if args.quick else 'full'})", flush=True)
+        rows, seconds = run_case(name, args.quick)
+        results.extend(rows)
+        for item in rows:
+            print(f"   {item['case']}: met={item['met']} ({seconds:.0f} s) {item['note']}")
+    total = time.perf_counter() - started
+    document = {
+        "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "mode": "quick" if args.quick else "full",
+        "seconds": round(total, 1),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "load_average_before": [round(v, 2) for v in load_before],
+            "load_average_after": [round(v, 2) for v in os.getloadavg()],
+        },
+        "cases": results,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(document, indent=2, default=str) + "\n")
+    markdown = table(results)
+    args.out.with_suffix(".md").write_text(
+        f"{document['mode']} run of {document['generated_at']}, {total:.0f} s\n\n{markdown}\n"
+    )
+    print()
+    print(markdown)
+    print(f"\n{len(results)} result(s) in {total:.0f} s; written to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
