@@ -16,7 +16,7 @@ def build_dataset_definitions(contract: Contract) -> Definitions:
     from assets.backtest import build_backtest_job
     from pipelines import jobs
     from pipelines.rollback import build_rollback_job
-    from sensors.catch_up import build_catch_up_sensor
+    from sensors.catch_up import CatchUpJobs, build_catch_up_sensor, build_daily_scoring_schedule
     from sensors.new_data import build_new_data_sensor
     from sensors.replay_feed import build_replay_sensor
     from sensors.retrain_trigger import build_retrain_sensor
@@ -26,11 +26,12 @@ def build_dataset_definitions(contract: Contract) -> Definitions:
     retrain = jobs.build_retrain_job(contract)
     catch_up = jobs.build_catch_up_job(contract)
     performance = jobs.build_performance_job(contract)
+    behind = CatchUpJobs(score=catch_up, performance=performance, daily_name=daily.name)
     replay = build_replay_sensor(contract)
     sensors = [
         build_new_data_sensor(contract, daily.name),
         build_retrain_sensor(contract, retrain.name),
-        build_catch_up_sensor(contract, catch_up, performance, daily.name),
+        build_catch_up_sensor(contract, behind),
         *([replay] if replay else []),
     ]
     orchestration = Definitions(
@@ -43,7 +44,10 @@ def build_dataset_definitions(contract: Contract) -> Definitions:
             build_backtest_job(contract),
         ],
         sensors=sensors,
-        schedules=[build_weekly_retrain_schedule(contract, retrain.name)],
+        schedules=[
+            build_weekly_retrain_schedule(contract, retrain.name),
+            build_daily_scoring_schedule(contract, behind),
+        ],
     )
     graph = [
         raw_data.build(contract),

@@ -105,7 +105,7 @@ def test_the_loop_runs_itself_under_the_daemon(
                 timeout=360,
             )[0]
             reason = retrain.tags["driftloop/trigger_reason"]
-            assert "drift on" in reason, reason
+            assert "drift" in reason and "of the last 3 days" in reason, reason
             ledger = read_ledger(paths)
             assert len(ledger) == 2 and ledger["action"].iloc[-1] in {"promoted", "rejected"}
             last = ledger.iloc[-1]
