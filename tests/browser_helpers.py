@@ -16,12 +16,11 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import subprocess
 import time
 import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
@@ -136,35 +135,6 @@ def prepare_flights(env: dict[str, str], days: int = 35, drift_days: int = 2) ->
 
 
 # --- processes ------------------------------------------------------------------------
-
-
-@contextmanager
-def process_group(
-    args: list[str], env: dict[str, str], log_path: Path, stop: int = signal.SIGINT
-) -> Iterator[subprocess.Popen]:
-    """A command in its own process group, stopped (then killed) with its whole group."""
-    with log_path.open("w") as log:
-        process = subprocess.Popen(
-            args,
-            cwd=PROJECT_ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        yield process
-    finally:
-        if process.poll() is None:
-            with suppress(ProcessLookupError):
-                os.killpg(process.pid, stop)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=10)
-        with suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
 
 
 def http_ok(url: str, timeout: float = 3) -> bool:

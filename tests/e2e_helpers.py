@@ -25,15 +25,13 @@ def free_port() -> int:
 
 
 @contextmanager
-def dagster_dev(env: dict[str, str], log_path: Path, port: int) -> Iterator[subprocess.Popen]:
-    """`python -m pipelines.dev` (dagster dev: webserver + daemon) in its own process group.
-
-    Stopped with SIGINT, as Ctrl-C does: dagster dev then takes its webserver, daemon and
-    code servers down with it (SIGTERM would leave them running).
-    """
+def process_group(
+    args: list[str], env: dict[str, str], log_path: Path, stop: int = signal.SIGINT
+) -> Iterator[subprocess.Popen]:
+    """A command in its own process group, stopped (then killed) with its whole group."""
     with log_path.open("w") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "pipelines.dev", "--host", "127.0.0.1", "--port", str(port)],
+            args,
             cwd=PROJECT_ROOT,
             env=env,
             stdout=log,
@@ -44,7 +42,8 @@ def dagster_dev(env: dict[str, str], log_path: Path, port: int) -> Iterator[subp
         yield process
     finally:
         if process.poll() is None:
-            os.killpg(process.pid, signal.SIGINT)
+            with suppress(ProcessLookupError):
+                os.killpg(process.pid, stop)
             try:
                 process.wait(timeout=60)
             except subprocess.TimeoutExpired:
@@ -53,6 +52,18 @@ def dagster_dev(env: dict[str, str], log_path: Path, port: int) -> Iterator[subp
         # Nothing of the group may outlive the test.
         with suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
+
+
+@contextmanager
+def dagster_dev(env: dict[str, str], log_path: Path, port: int) -> Iterator[subprocess.Popen]:
+    """`python -m pipelines.dev` (dagster dev: webserver + daemon) in its own process group.
+
+    Stopped with SIGINT, as Ctrl-C does: dagster dev then takes its webserver, daemon and
+    code servers down with it (SIGTERM would leave them running).
+    """
+    args = [sys.executable, "-m", "pipelines.dev", "--host", "127.0.0.1", "--port", str(port)]
+    with process_group(args, env, log_path) as process:
+        yield process
 
 
 def wait_for(what: str, probe: Callable[[], T | None], timeout: float, every: float = 3) -> T:

@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from browser_helpers import Shots, chromium_page, process_group, wait_http
-from e2e_helpers import free_port
+from browser_helpers import Shots, chromium_page, wait_http
+from e2e_helpers import free_port, process_group
 
 pytestmark = [pytest.mark.filterwarnings("ignore::UserWarning"), pytest.mark.timeout(300)]
 

@@ -27,8 +27,8 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from browser_helpers import Prepared, flights_env, prepare_flights, process_group, wait_http
-from e2e_helpers import free_port, wait_for
+from browser_helpers import Prepared, flights_env, prepare_flights, wait_http
+from e2e_helpers import free_port, process_group, wait_for
 
 from driftloop.contract import Contract
 from driftloop.monitoring import MODEL_VERSION, PREDICTION, read_partition
