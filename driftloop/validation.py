@@ -222,13 +222,31 @@ def check_value_ranges(contract: Contract, frame: pd.DataFrame) -> CheckOutcome:
                 f"column '{name}' rule min={_plain(column.min)} max={_plain(column.max)}: "
                 f"{count} row(s) outside, e.g. {examples[name]}"
             )
+    return _column_rule_outcome(
+        "value_ranges", "min/max", "numeric values within min/max",
+        frame, failing, problems, examples, bad_mask, table,
+    )  # fmt: skip
+
+
+def _column_rule_outcome(
+    name: str,
+    rule: str,
+    ok_text: str,
+    frame: pd.DataFrame,
+    failing: list[str],
+    problems: list[str],
+    examples: dict[str, Any],
+    bad_mask: pd.Series,
+    table: list[dict[str, Any]],
+) -> CheckOutcome:
+    """The outcome of a per-column row rule: which columns, how many rows, from which files."""
     passed = not failing
     return _outcome(
-        "value_ranges",
+        name,
         passed,
-        "numeric values within min/max" if passed else "; ".join(problems),
+        ok_text if passed else "; ".join(problems),
         columns=failing,
-        rule="min/max",
+        rule=rule,
         failing_rows=int(bad_mask.sum()),
         examples=examples or None,
         source_files=_sources(frame, bad_mask) if not passed else None,
@@ -261,18 +279,10 @@ def check_allowed_values(contract: Contract, frame: pd.DataFrame) -> CheckOutcom
                 f"column '{name}' rule allowed: {count} row(s) with other values, "
                 f"e.g. {examples[name]}"
             )
-    passed = not failing
-    return _outcome(
-        "allowed_values",
-        passed,
-        "categorical values among the allowed ones" if passed else "; ".join(problems),
-        columns=failing,
-        rule="allowed",
-        failing_rows=int(bad_mask.sum()),
-        examples=examples or None,
-        source_files=_sources(frame, bad_mask) if not passed else None,
-        table=table,
-    )
+    return _column_rule_outcome(
+        "allowed_values", "allowed", "categorical values among the allowed ones",
+        frame, failing, problems, examples, bad_mask, table,
+    )  # fmt: skip
 
 
 def check_duplicate_ids(contract: Contract, frame: pd.DataFrame) -> CheckOutcome:
