@@ -18,11 +18,15 @@ t - window is included. For the default (the label), that is rows with event tim
 row's features, so the features of a day do not depend on anything that happens later,
 and a row never sees its own outcome.
 
-The windows are computed "as of" in one pass per rolling feature: value rows keyed at
-their known-at time and query rows keyed at their event time are unioned and ordered by
-that key (integer microseconds, exact bounds); a RANGE frame over the key then sums
-exactly the values known in [t - window, t). DuckDB computes these frames with segment
-trees, O(n log n) whatever the window length.
+The windows are computed with prefix sums, one pass per *source* (rolling features that
+share their group, value and known-at share one): per group, the values are summed by
+known-at key (integer microseconds) and accumulated in key order; an ASOF join then
+finds, for a row at t, the running totals just before t and just before t - window, and
+their difference is exactly what became known in [t - window, t). Sorting and the ASOF
+merge are O(n log n); DuckDB's RANGE window frames, the obvious alternative, grew
+superlinearly here (13 s vs 1.2 s per feature at 2M rows, benchmarks/cases/scale.py).
+Sums are exact for integer-valued values (labels, counts, minutes); for arbitrary doubles
+a mean differs from a direct average only by rounding (relative ~1e-15 of the prefix sum).
 """
 
 from __future__ import annotations
@@ -84,40 +88,80 @@ def lookback_days(contract: Contract) -> int:
     return math.ceil(reach / timedelta(days=1)) + 1
 
 
-def _rolling_inputs(contract: Contract, rolling: RollingFeature, k: int) -> list[str]:
-    """Per-row inputs of rolling feature k, computed in `base`: its value and known-at key."""
-    value = f"CAST(({rolling.value}) AS DOUBLE)" if rolling.value else "__label"
+def _value_sql(contract: Contract, rolling: RollingFeature) -> str:
+    return f"CAST(({rolling.value}) AS DOUBLE)" if rolling.value else "__label"
+
+
+def _known_sql(contract: Contract, rolling: RollingFeature) -> str:
+    """The known-at key (microseconds): never before the row's own event time, so a row
+    cannot see its own value. (DuckDB's GREATEST skips NULLs: a value that never becomes
+    known must stay NULL.)"""
     if rolling.known_at:
         known = f"epoch_us(CAST(({rolling.known_at}) AS TIMESTAMP))"
     else:
         known = f"__t_us + {_micros(contract.label_delay)}"
-    # Never before the row's own event time: a row must not see its own value. (DuckDB's
-    # GREATEST skips NULLs: a value that never becomes known must stay NULL.)
-    key = f"CASE WHEN ({known}) IS NULL THEN NULL ELSE GREATEST({known}, __t_us) END"
-    return [f"{value} AS __v{k}", f"{key} AS __k{k}"]
+    return f"CASE WHEN ({known}) IS NULL THEN NULL ELSE GREATEST({known}, __t_us) END"
+
+
+def _sources(contract: Contract) -> dict[tuple[str, str, str], list[int]]:
+    """Rolling features grouped by what they aggregate: (group_by, value SQL, known-at SQL)
+    -> indexes into contract.rolling_features. One prefix-sum table serves each source."""
+    sources: dict[tuple[str, str, str], list[int]] = {}
+    for k, rolling in enumerate(contract.rolling_features):
+        key = (rolling.group_by, _value_sql(contract, rolling), _known_sql(contract, rolling))
+        sources.setdefault(key, []).append(k)
+    return sources
+
+
+def _source_inputs(contract: Contract) -> list[str]:
+    """Per-row inputs of each source, computed in `keys`: its value and known-at key."""
+    return [
+        sql
+        for s, (_, value, known) in enumerate(_sources(contract))
+        for sql in (f"{value} AS __v{s}", f"{known} AS __k{s}")
+    ]
 
 
 def _rolling_ctes(contract: Contract, groups: dict[str, str]) -> list[str]:
-    """One CTE per rolling feature: (__rid, __r<k>) for every row that has a group value."""
+    """Per source: its prefix sums, and (__rid, __r<k> for each of its features) for every
+    row that has a group value."""
     ctes = []
-    for k, rolling in enumerate(contract.rolling_features):
-        group = groups[rolling.group_by]
-        aggregate = "COUNT(__is_value)" if rolling.statistic == "count" else "AVG(__v)"
+    for s, ((group_by, _, _), members) in enumerate(_sources(contract).items()):
+        group = groups[group_by]
+        windows = dict.fromkeys(contract.rolling_features[k].window for k in members)
+        lows = {w: f"__lo{s}_{j}" for j, w in enumerate(windows)}
+        # Totals known before t (at) and before t - window (lo): keys in [t - w, t) remain.
+        joins = "".join(
+            f"\n    ASOF LEFT JOIN __cum{s} {alias}"
+            f" ON q.__g = {alias}.__g AND q.__t_us - {_micros(w)} > {alias}.__key"
+            for w, alias in lows.items()
+        )
+        outputs = []
+        for k in members:
+            rolling = contract.rolling_features[k]
+            lo = lows[rolling.window]
+            if rolling.statistic == "count":
+                expr = f"COALESCE(__at.__n, 0) - COALESCE({lo}.__n, 0)"
+            else:
+                sum_ = f"__at.__s - COALESCE({lo}.__s, 0)"
+                expr = f"({sum_}) / NULLIF(COALESCE(__at.__c, 0) - COALESCE({lo}.__c, 0), 0)"
+            outputs.append(f"CAST({expr} AS DOUBLE) AS __r{k}")
         ctes.append(
-            f"""__roll{k} AS (
-    SELECT __rid, CAST({aggregate} OVER (
-        PARTITION BY __g ORDER BY __key
-        RANGE BETWEEN {_micros(rolling.window)} PRECEDING AND 1 PRECEDING
-    ) AS DOUBLE) AS __r{k}
+            f"""__cum{s} AS (
+    SELECT __g, __key,
+        SUM(__s) OVER __w AS __s, SUM(__c) OVER __w AS __c, SUM(__n) OVER __w AS __n
     FROM (
-        SELECT {group} AS __g, __t_us AS __key, NULL::DOUBLE AS __v,
-            NULL::INTEGER AS __is_value, __rid
-        FROM base WHERE {group} IS NOT NULL
-        UNION ALL
-        SELECT {group}, __k{k}, __v{k}, 1, NULL
-        FROM base WHERE {group} IS NOT NULL AND __k{k} IS NOT NULL
+        SELECT {group} AS __g, __k{s} AS __key,
+            SUM(__v{s}) AS __s, COUNT(__v{s}) AS __c, COUNT(*) AS __n
+        FROM keys WHERE {group} IS NOT NULL AND __k{s} IS NOT NULL
+        GROUP BY ALL
     )
-    QUALIFY __rid IS NOT NULL
+    WINDOW __w AS (PARTITION BY __g ORDER BY __key ROWS UNBOUNDED PRECEDING)
+),
+__roll{s} AS (
+    SELECT q.__rid, {", ".join(outputs)}
+    FROM (SELECT __rid, {group} AS __g, __t_us FROM keys WHERE __wanted AND {group} IS NOT NULL) q
+    ASOF LEFT JOIN __cum{s} __at ON q.__g = __at.__g AND q.__t_us > __at.__key{joins}
 )"""
         )
     return ctes
@@ -174,59 +218,45 @@ def feature_sql(
         g: f"__group_{k}"
         for k, g in enumerate(dict.fromkeys(r.group_by for r in contract.rolling_features))
     }
-    # `base` keeps only what the output and the windows need, so the window operator sorts
-    # narrow rows; plain and extra features are computed here, before the windows.
-    base_list = ",\n        ".join(
+    first_day, last_day = _lit(start.isoformat()), _lit(end.isoformat())
+    # `keys` is the narrow part the rolling features need: what is sorted, summed and
+    # joined stays small; the wide columns are read once more, at the end, for the output.
+    keys_list = ",\n        ".join(
+        [
+            "__rid",
+            "__t_us",
+            *(f"{_q(g)} AS {alias}" for g, alias in groups.items()),
+            *_source_inputs(contract),
+            # Only the rows returned need their windows looked up; lookback rows only feed
+            # the sums. (The day filter cannot go in a WHERE before the sums.)
+            f"(__extra OR CAST({event} AS DATE) BETWEEN DATE {first_day} AND DATE {last_day})"
+            " AS __wanted",
+        ]
+    )
+    rolling_index = {r.name: k for k, r in enumerate(contract.rolling_features)}
+    source_of = {k: s for s, members in enumerate(_sources(contract).values()) for k in members}
+    output_list = ",\n    ".join(
         [
             *ids,
             f"{event} AS event_time",
             f"strftime(CAST({event} AS DATE), '%Y-%m-%d') AS partition_date",
             *(
-                f"{_feature_sql(contract, f)} AS {_q(f)}"
-                for f in contract.features
-                if f not in rolling
-            ),
-            *(f"{_q(g)} AS {alias}" for g, alias in groups.items()),
-            "__label",
-            "__t_us",
-            "__rid",
-            *(
-                sql
-                for k, r in enumerate(contract.rolling_features)
-                for sql in _rolling_inputs(contract, r, k)
-            ),
-            "__extra",
-        ]
-    )
-    rolling_index = {r.name: k for k, r in enumerate(contract.rolling_features)}
-    featured_list = ",\n        ".join(
-        [
-            *ids,
-            "event_time",
-            "partition_date",
-            *(
-                f"__roll{rolling_index[f]}.__r{rolling_index[f]} AS {_q(f)}"
+                f"__roll{source_of[rolling_index[f]]}.__r{rolling_index[f]} AS {_q(f)}"
                 if f in rolling
-                else _q(f)
+                else f"{_feature_sql(contract, f)} AS {_q(f)}"
                 for f in contract.features
             ),
             "__label AS label",
-            "__extra",
         ]
     )
-    joins = "".join(
-        f"\n    LEFT JOIN __roll{k} USING (__rid)" for k in range(len(contract.rolling_features))
-    )
+    joins = "".join(f"\nLEFT JOIN __roll{s} USING (__rid)" for s in range(len(_sources(contract))))
     rolling_ctes = "".join(f",\n{cte}" for cte in _rolling_ctes(contract, groups))
     # Without ids, every output column breaks ties so the order stays deterministic.
     order = ["event_time", *ids] if ids else ["event_time", *map(_q, contract.features), "label"]
-    first_day, last_day = _lit(start.isoformat()), _lit(end.isoformat())
-    # The day filter must come after the window functions (a WHERE beside them would run
-    # first and hide the lookback rows from the windows), hence the `featured` step.
     return f"""WITH source AS (
     {source}
 ),
--- Materialized: every rolling CTE joins back on __rid, so it must be computed once.
+-- Materialized: the rolling CTEs and the output all read it, so it is computed once.
 numbered AS MATERIALIZED (
     SELECT *,
         CAST({contract.target.sql} AS DOUBLE) AS __label,
@@ -235,20 +265,16 @@ numbered AS MATERIALIZED (
     FROM source
     WHERE {event} IS NOT NULL
 ),
-base AS MATERIALIZED (
+keys AS MATERIALIZED (
     SELECT
-        {base_list}
+        {keys_list}
     FROM numbered
-){rolling_ctes},
-featured AS (
-    SELECT
-        {featured_list}
-    FROM base{joins}
-)
-SELECT * EXCLUDE (__extra)
-FROM featured
+){rolling_ctes}
+SELECT
+    {output_list}
+FROM numbered{joins}
 WHERE __extra
-    OR CAST(event_time AS DATE) BETWEEN DATE {first_day} AND DATE {last_day}
+    OR CAST({event} AS DATE) BETWEEN DATE {first_day} AND DATE {last_day}
 ORDER BY {", ".join(order)}"""
 
 

@@ -374,9 +374,11 @@ def test_regression_contract(tmp_path: Path, data_root: Path) -> None:
 def test_feature_sql_is_one_query(flights_contract: Contract, tmp_path: Path) -> None:
     sql = feature_sql(flights_contract, [tmp_path / "a.parquet"], JAN, JAN)
     assert sql.count("read_parquet") == 1
-    assert sql.count("RANGE BETWEEN") == len(flights_contract.rolling_features)
-    # 7d window, 1d delay, in microseconds: [t - 8d, t - 1d - 1us].
-    assert "RANGE BETWEEN 604800000000 PRECEDING AND 1 PRECEDING" in sql
+    # One prefix-sum table per source (group, value, known-at), not per feature: the
+    # flights' eight rolling features aggregate five sources.
+    assert sql.count("ROWS UNBOUNDED PRECEDING") == 5
+    # Totals known before t - 7d (in microseconds) are subtracted from those before t.
+    assert "q.__t_us - 604800000000 >" in sql
     assert "__t_us + 86400000000" in sql  # known one label delay after the event
 
 
