@@ -150,17 +150,9 @@ def write_raw_lake(contract: Contract, paths: DatasetPaths, frame: pd.DataFrame)
 
 def write_features_lake(contract: Contract, paths: DatasetPaths, days: list[str]) -> int:
     """Features partitions of `days` from the raw lake, as the features asset writes them."""
-    from driftloop.features import FEATURES_TABLE, build_features
-    from driftloop.lake import write_parquet_atomic
+    from driftloop.feature_writer import write_features
 
-    frame = build_features(
-        contract, paths, date.fromisoformat(days[0]), date.fromisoformat(days[-1])
-    )
-    by_day = frame.groupby("partition_date", sort=True).indices  # as assets/features.py
-    for day in days:
-        rows = frame.iloc[by_day[day]] if day in by_day else frame.iloc[0:0]
-        write_parquet_atomic(rows.reset_index(drop=True), paths.partition_file(FEATURES_TABLE, day))
-    return len(frame)
+    return write_features(contract, paths, days).rows
 
 
 def day_range(start: date, days: int) -> list[str]:

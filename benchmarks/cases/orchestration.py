@@ -62,9 +62,10 @@ def retrain_in_process(root: Path, days: list[str], window_days: int | None = No
     from driftloop import ledger
     from driftloop.contract import load_contract
     from driftloop.evaluation import evaluate, render_report
-    from driftloop.features import FEATURES_TABLE, build_features
+    from driftloop.feature_writer import write_features
+    from driftloop.features import FEATURES_TABLE
     from driftloop.gate import GateConfig, decide
-    from driftloop.lake import days_between, partition_files, sql_file_list, write_parquet_atomic
+    from driftloop.lake import days_between, partition_files, sql_file_list
     from driftloop.lake import write_text_atomic as write_text
     from driftloop.models import LIGHTGBM_DEFAULTS
     from driftloop.paths import PROJECT_ROOT, dataset_paths
@@ -84,15 +85,7 @@ def retrain_in_process(root: Path, days: list[str], window_days: int | None = No
 
     # 1. flights/features over the range (assets/features.py).
     started = time.perf_counter()
-    frame = build_features(
-        contract, paths, date.fromisoformat(days[0]), date.fromisoformat(days[-1])
-    )
-    feature_rows = len(frame)
-    by_day = frame.groupby("partition_date", sort=True).indices  # as assets/features.py
-    for day in days:
-        rows = frame.iloc[by_day[day]] if day in by_day else frame.iloc[0:0]
-        write_parquet_atomic(rows.reset_index(drop=True), paths.partition_file(FEATURES_TABLE, day))
-    del frame, by_day
+    feature_rows = write_features(contract, paths, days).rows
     timings["features"] = time.perf_counter() - started
     print(f"stage features {timings['features']:.1f} s", flush=True)
 
