@@ -22,3 +22,36 @@ def test_concurrent_first_use_of_a_sqlite_store(tmp_path: Path) -> None:
     for process in processes:
         process.join(timeout=120)
     assert [p.exitcode for p in processes] == [0, 0, 0, 0]
+
+
+def test_fast_dataset_schema_equals_mlflows_inference() -> None:
+    """The schema logged with each training dataset is exactly what MLflow would infer."""
+    import numpy as np
+    import pandas as pd
+    from mlflow.types.utils import _infer_schema
+
+    from driftloop.registry import dataset_schema
+
+    rng = np.random.default_rng(0)
+    n = 5000
+    frame = pd.DataFrame(
+        {
+            "flight_id": [f"f{i}" for i in range(n)],
+            "carrier": rng.choice(["AA", "UA", "B6"], n).astype(object),
+            "distance": rng.uniform(100, 3000, n),
+            "temp": rng.normal(50, 10, n),
+            "label": rng.integers(0, 2, n).astype(float),
+        }
+    )
+    # Missing values only after the sample the fast path infers types from.
+    frame.loc[4000, "temp"] = np.nan
+    frame.loc[4500, "carrier"] = None
+    fast = dataset_schema(frame)
+    assert fast == _infer_schema(frame)
+    assert {spec.name: spec.required for spec in fast.inputs} == {
+        "flight_id": True,
+        "carrier": False,
+        "distance": True,
+        "temp": False,
+        "label": True,
+    }
