@@ -25,8 +25,17 @@ def build_definitions() -> Definitions:
         "lake": LakeResource(data_dir=data_dir),
         "mlflow": MlflowResource(tracking_uri=_env("MLFLOW_TRACKING_URI"), data_dir=data_dir),
     }
-    # Our steps form short chains and import heavy libraries: one process per run is
-    # faster than one per step (see README, Performance).
+    # Every run executes its steps in the run's own process. Dagster's default (multiprocess)
+    # executor starts a process per step, and each one imports dagster, loads this code
+    # location again and imports the step's libraries (mlflow, lightgbm, duckdb): seconds per
+    # step. Our steps form chains (retrain: model -> eval_report -> promotion; daily: raw_data
+    # -> features -> predictions -> drift_report and performance, the only pair that could
+    # overlap, for less than a new process costs), and on 2 cores concurrent runs already
+    # share the cores (pipelines/instance.py). Set here rather than per
+    # job so that it is also the executor of the implicit asset jobs: `dagster asset
+    # materialize`, materializations and backfills launched from the UI, and sensors' asset
+    # selections. Compute logs are still captured per run, run tags (the training limit) and
+    # asset checks are unaffected. See README, Performance.
     shared = Definitions(resources=resources, executor=in_process_executor)
     return Definitions.merge(shared, *(build_dataset_definitions(c) for c in contracts.values()))
 

@@ -1,4 +1,8 @@
-"""The jobs of one dataset: the daily path (ingest to monitoring) and the retraining path."""
+"""The jobs of one dataset: the daily path (ingest to monitoring) and the retraining path.
+
+Every job runs its steps in the run's process (`in_process_executor`, the code location's
+default executor: pipelines/definitions.py says why).
+"""
 
 from __future__ import annotations
 

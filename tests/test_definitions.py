@@ -66,3 +66,95 @@ def test_a_copied_contract_gives_a_second_independent_graph(
         assert graph.has(AssetKey(["flights_copy", name]))
     upstream = graph.get(AssetKey(["flights_copy", "features"])).parent_keys
     assert upstream == {AssetKey(["flights_copy", "raw_data"])}
+
+
+# ------------------------------------------------------------------------- executors
+
+
+def test_every_job_runs_its_steps_in_the_run_process() -> None:
+    # Steps of our jobs form chains and import mlflow/lightgbm/duckdb: a process per step
+    # (the multiprocess executor) would re-import the code location for each of them. The
+    # implicit asset jobs behind `dagster asset materialize`, UI materializations, backfills
+    # and sensors' asset selections inherit the same default executor.
+    from pipelines.definitions import defs
+
+    jobs = {job.name: job.executor_def.name for job in defs.resolve_all_job_defs()}
+    assert {"flights_daily", "flights_retrain", "flights_score", "__ASSET_JOB"} <= set(jobs)
+    assert set(jobs.values()) == {"in_process"}, jobs
+
+
+def test_retraining_runs_carry_the_tag_the_project_instance_limits(tmp_path: Path) -> None:
+    from dagster import DagsterInstance
+
+    from pipelines.definitions import defs
+    from pipelines.instance import DAGSTER_YAML
+    from pipelines.jobs import TRAINING_TAG
+
+    assert defs.resolve_job_def("flights_retrain").tags[TRAINING_TAG] == "flights"
+    (tmp_path / "dagster.yaml").write_text(DAGSTER_YAML)
+    with DagsterInstance.from_config(str(tmp_path)) as instance:
+        queue = instance.get_concurrency_config().run_queue_config
+    assert queue.max_concurrent_runs == 2
+    [limit] = [lim for lim in queue.tag_concurrency_limits if lim["key"] == TRAINING_TAG]
+    assert limit["limit"] == 1 and limit["value"] == {"applyLimitPerUniqueValue": True}
+
+
+def test_a_cli_materialization_runs_checks_and_captures_logs_in_one_process(
+    tmp_path: Path,
+) -> None:
+    """`dagster asset materialize` on the project's instance: the raw_data step and every
+    contract check run in the CLI's own process, and its stdout/stderr are captured for
+    the UI as with any executor."""
+    import os
+    import subprocess
+    import sys
+    from datetime import date
+
+    from dagster import DagsterEventType, DagsterInstance
+
+    from driftloop.paths import dataset_paths
+    from driftloop.replay import replay_days
+    from driftloop.validation import CHECK_NAMES
+    from pipelines.instance import DAGSTER_YAML
+
+    root, home = tmp_path / "data", tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text(DAGSTER_YAML)
+    replay_days(dataset_paths("flights", root), date(2013, 1, 1), 1)
+    env = {
+        **os.environ,
+        "DRIFTLOOP_DATA_DIR": str(root),
+        "DAGSTER_HOME": str(home),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
+        "DRIFTLOOP_REPLAY": "off",
+    }
+    dagster = str(Path(sys.executable).with_name("dagster"))
+    command = [dagster, "asset", "materialize", "-m", "pipelines.definitions",
+               "--select", "flights/raw_data", "--partition", "2013-01-01"]  # fmt: skip
+    done = subprocess.run(
+        command, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+
+    with DagsterInstance.from_config(str(home)) as instance:
+        [run] = instance.get_runs()
+        events = [e for e in instance.all_logs(run.run_id) if e.dagster_event]
+        engine = [
+            e.message for e in events if e.dagster_event_type == DagsterEventType.ENGINE_EVENT
+        ]
+        assert sum(m.startswith("Executing steps in process") for m in engine) == 1, engine
+        assert not [m for m in engine if "subprocess" in m], engine
+        checks = {
+            e.dagster_event.asset_check_evaluation_data.check_name
+            for e in events
+            if e.dagster_event_type == DagsterEventType.ASSET_CHECK_EVALUATION
+        }
+        assert checks == set(CHECK_NAMES)
+        [captured] = [
+            e.dagster_event.logs_captured_data
+            for e in events
+            if e.dagster_event_type == DagsterEventType.LOGS_CAPTURED
+        ]
+        manager = instance.compute_log_manager
+        log = manager.get_log_data(manager.build_log_key_for_run(run.run_id, captured.file_key))
+        assert b"STEP_START" in (log.stderr or b"")
