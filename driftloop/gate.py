@@ -25,9 +25,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from driftloop.evaluation import EvalResult, percentile_interval
+if TYPE_CHECKING:
+    from driftloop.evaluation import EvalResult
 
 METRIC_LABELS = {"roc_auc": "ROC AUC", "rmse": "RMSE", "log_loss": "log loss", "mae": "MAE"}
 
@@ -86,6 +87,10 @@ def _f(value: float) -> str:
 
 def decide(result: EvalResult, config: GateConfig, is_first: bool) -> GateDecision:
     """Promote or not, with a plain-English reason for every rule (passed or failed)."""
+    # On use: evaluation imports numpy and pandas, and loading the code location (which
+    # reads GateConfig's defaults) should not.
+    from driftloop.evaluation import percentile_interval
+
     label = METRIC_LABELS.get(result.metric, result.metric)
     pct = f"{config.confidence:.0%}"
     against = result.reference_name
