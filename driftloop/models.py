@@ -9,13 +9,18 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeAlias
 
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
+    import pyarrow as pa
 
 from driftloop.contract import Contract, Task
+
+# What predict() scores: a pandas frame, or an Arrow table read straight from Parquet (the
+# batch scorer's path: no Python string objects, categorical columns dictionary-encoded).
+Frame: TypeAlias = "pd.DataFrame | pa.Table"
 
 # Sensible defaults for the data sizes here (thousands to a few million rows).
 LIGHTGBM_DEFAULTS: dict[str, Any] = {
@@ -35,6 +40,10 @@ LIGHTGBM_DEFAULTS: dict[str, Any] = {
 }
 
 BASELINE_DEFAULTS: dict[str, Any] = {"C": 1.0, "alpha": 1.0, "max_iter": 1000}
+
+# LightGBM scores this many rows at a time: 64k rows x 24 features is 12.5 MB of matrix,
+# small enough for the allocator to reuse and for the caches to hold much of it.
+PREDICT_BLOCK_ROWS = 65_536
 
 _MISSING = "__missing__"
 
@@ -67,15 +76,18 @@ class TabularModel(ABC):
     def fit(self, train: pd.DataFrame, valid: pd.DataFrame, label: str = "label") -> None: ...
 
     @abstractmethod
-    def predict(self, frame: pd.DataFrame) -> np.ndarray:
-        """Probability of label 1 (binary) or the predicted value (regression), 1-D float64."""
+    def predict(self, frame: Frame) -> np.ndarray:
+        """Probability of label 1 (binary) or the predicted value (regression), 1-D float64.
+
+        `frame` is a pandas DataFrame or a pyarrow Table with (at least) the features."""
 
     @abstractmethod
     def feature_importance(self) -> dict[str, float]:
         """Importance per contract feature, non-negative, summing to 1 (0s if none)."""
 
-    def _check_columns(self, frame: pd.DataFrame) -> None:
-        missing = [f for f in self.features if f not in frame.columns]
+    def _check_columns(self, frame: Frame) -> None:
+        present = set(column_names(frame))
+        missing = [f for f in self.features if f not in present]
         if missing:
             raise KeyError(f"{self.name} model: frame lacks feature columns {missing}")
 
@@ -102,6 +114,103 @@ class TabularModel(ABC):
         return f"{type(self).__name__}(task={self.task.value}, features={len(self.features)})"
 
 
+def column_names(frame: Frame) -> list[str]:
+    """Column names of a pandas DataFrame or a pyarrow Table."""
+    names = getattr(frame, "column_names", None)  # pyarrow.Table
+    return list(names) if names is not None else list(frame.columns)
+
+
+def as_pandas(frame: Frame, columns: list[str]) -> pd.DataFrame:
+    """The given columns as pandas (an Arrow table is converted, only those columns)."""
+    if hasattr(frame, "column_names"):
+        return frame.select(columns).to_pandas()
+    return frame
+
+
+def _rows(frame: Frame, start: int, count: int) -> Frame:
+    """Rows start..start+count of a DataFrame or an Arrow table (a view, not a copy)."""
+    if hasattr(frame, "column_names"):
+        return frame.slice(start, count)
+    return frame.iloc[start : start + count]
+
+
+def _is_arrow(values: Any) -> bool:
+    import pyarrow as pa
+
+    return isinstance(values, pa.Array | pa.ChunkedArray)
+
+
+def numeric_values(values: pd.Series | pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """One numeric feature as float64: NULL, and values that are not numbers, -> NaN.
+
+    The same rule as `pd.to_numeric(errors="coerce")`, without a copy when the column is
+    float64 already (every numeric column of the features table is).
+    """
+    import numpy as np
+    import pandas as pd
+    import pyarrow as pa
+
+    if _is_arrow(values):
+        kind = values.type
+        if pa.types.is_floating(kind) or pa.types.is_integer(kind) or pa.types.is_boolean(kind):
+            # Arrow casts in C and turns NULL into NaN in to_numpy; one float64 chunk
+            # without NULL is not even copied.
+            if kind != pa.float64():
+                values = values.cast(pa.float64())
+            return np.asarray(values.to_numpy(zero_copy_only=False), dtype=np.float64)
+        if pa.types.is_null(kind):
+            return np.full(len(values), np.nan)
+        values = values.to_pandas()  # rare types (strings, dates): pandas' own rules below
+    if values.dtype == np.float64:
+        return values.to_numpy()
+    return pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+def category_codes(
+    values: pd.Series | pa.Array | pa.ChunkedArray, categories: list[str]
+) -> np.ndarray:
+    """One categorical feature as the float64 position of each value in `categories`.
+
+    Values are compared as strings; NULL and values not among the categories become NaN.
+    Arrow string columns are matched through their dictionary (each distinct value is
+    looked up once, then one integer gather per row); pandas columns of plain `str`
+    objects skip the cast to the string dtype (a full copy that changes nothing).
+    """
+    import numpy as np
+    import pandas as pd
+    import pyarrow as pa
+
+    if _is_arrow(values):
+        kind = values.type
+        value_kind = kind.value_type if pa.types.is_dictionary(kind) else kind
+        if pa.types.is_string(value_kind) or pa.types.is_large_string(value_kind):
+            return _arrow_category_codes(values, categories)
+        values = values.to_pandas()  # booleans, numbers: pandas' string rules, as in training
+    if not (values.dtype == object and pd.api.types.infer_dtype(values) in ("string", "empty")):
+        values = values.astype("string")
+    codes = pd.Categorical(values, categories=categories).codes
+    return np.where(codes < 0, np.nan, codes).astype(np.float64)
+
+
+def _arrow_category_codes(values: pa.Array | pa.ChunkedArray, categories: list[str]) -> np.ndarray:
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    known = pa.array(categories, type=pa.string())
+    parts = []
+    for chunk in values.chunks if isinstance(values, pa.ChunkedArray) else [values]:
+        if not pa.types.is_dictionary(chunk.type):
+            chunk = chunk.dictionary_encode()
+        dictionary = chunk.dictionary.cast(pa.string())
+        # Code of each dictionary entry (NaN if unseen in training), plus NaN for NULL rows.
+        lookup = pc.index_in(dictionary, value_set=known).to_numpy(zero_copy_only=False)
+        lookup = np.append(lookup.astype(np.float64), np.nan)
+        indices = pc.fill_null(chunk.indices, len(dictionary)).to_numpy()
+        parts.append(lookup[indices])
+    return np.concatenate(parts) if parts else np.empty(0, dtype=np.float64)
+
+
 def _normalised(raw: dict[str, float]) -> dict[str, float]:
     total = sum(raw.values())
     if total <= 0 or not math.isfinite(total):
@@ -121,22 +230,41 @@ class LightGBMModel(TabularModel):
         self.booster: Any = None
         self.best_iteration = 0
 
-    def _matrix(self, frame: pd.DataFrame) -> pd.DataFrame:
-        """Numeric as float64; each categorical as the code of its training category.
+    def feature_matrix(self, frame: Frame, out: np.ndarray | None = None) -> np.ndarray:
+        """The model's input: rows x features, float64, column-major (into `out` if given,
+        an F-ordered float64 array of that shape).
 
-        Values not seen in training (and NULLs) become NaN, which LightGBM sends down the
+        Numeric as float64; each categorical as the code of its training category. Values
+        not seen in training (and NULLs) become NaN, which LightGBM sends down the
         'missing' branch instead of guessing which known category they resemble.
+        Column-major because each feature is one contiguous write and LightGBM reads that
+        layout as it is (no copy); it is also the layout of `DataFrame.to_numpy()`.
         """
         import numpy as np
-        import pandas as pd
 
         self._check_columns(frame)
-        out = self._numeric(frame)
-        for column in self.categorical:
-            values = frame[column].astype("string")
-            codes = pd.Categorical(values, categories=self.categories[column]).codes
-            out[column] = np.where(codes < 0, np.nan, codes).astype("float64")
-        return out[self.features]
+        arrow = hasattr(frame, "column_names")
+        if out is None:
+            out = np.empty((len(frame), len(self.features)), dtype=np.float64, order="F")
+        categorical = set(self.categorical)
+        for j, name in enumerate(self.features):
+            # An Arrow column goes chunk by chunk into its slot (no concatenated copy).
+            parts = frame.column(name).chunks if arrow else [frame[name]]
+            start = 0
+            for values in parts:
+                if name in categorical:
+                    codes = category_codes(values, self.categories[name])
+                else:
+                    codes = numeric_values(values)
+                out[start : start + len(codes), j] = codes
+                start += len(codes)
+        return out
+
+    def _matrix(self, frame: Frame) -> pd.DataFrame:
+        """`feature_matrix` with the feature names (what training hands LightGBM)."""
+        import pandas as pd
+
+        return pd.DataFrame(self.feature_matrix(frame), columns=self.features, copy=False)
 
     def _lgb_params(self) -> dict[str, Any]:
         p = dict(self.params)
@@ -186,16 +314,26 @@ class LightGBMModel(TabularModel):
         self.best_iteration = int(best) if best and best > 0 else self.booster.current_iteration()
         self.fitted = True
 
-    def predict(self, frame: pd.DataFrame) -> np.ndarray:
+    def predict(self, frame: Frame) -> np.ndarray:
         import numpy as np
 
         self._check_fitted()
         # Hand LightGBM the float64 matrix itself: given a DataFrame it re-checks the dtypes
-        # and copies it into one (about 10% of predict time at 1M rows). Same values, same
-        # scores (benchmarks/cases/scoring.py compares them).
-        matrix = self._matrix(frame).to_numpy(dtype=np.float64)
-        scores = self.booster.predict(matrix, num_iteration=self.best_iteration)
-        return np.asarray(scores, dtype="float64").ravel()
+        # and copies it into one. Built and scored a block of rows at a time in one reused
+        # buffer: a whole-partition matrix is hundreds of MB of fresh memory, and the
+        # kernel zeroing its pages cost about as much as building it. Each row's score
+        # does not depend on the block (tests/test_benchmarks.py compares the scores
+        # with bare Booster.predict on the whole pandas-built matrix).
+        rows = len(frame)
+        scores = np.empty(rows, dtype=np.float64)
+        buffer = np.empty((min(rows, PREDICT_BLOCK_ROWS), len(self.features)), order="F")
+        for start in range(0, rows, PREDICT_BLOCK_ROWS):
+            block = _rows(frame, start, PREDICT_BLOCK_ROWS)
+            out = buffer if len(block) == len(buffer) else None
+            matrix = self.feature_matrix(block, out)
+            predicted = self.booster.predict(matrix, num_iteration=self.best_iteration)
+            scores[start : start + len(block)] = np.asarray(predicted).ravel()
+        return scores
 
     def feature_importance(self) -> dict[str, float]:
         self._check_fitted()
@@ -215,8 +353,9 @@ class BaselineModel(TabularModel):
         self.params = {**BASELINE_DEFAULTS, **self.params}
         self.pipeline: Any = None
 
-    def _frame(self, frame: pd.DataFrame) -> pd.DataFrame:
+    def _frame(self, frame: Frame) -> pd.DataFrame:
         self._check_columns(frame)
+        frame = as_pandas(frame, self.features)  # scikit-learn's transformers take pandas
         out = self._numeric(frame)
         for column in self.categorical:
             # One explicit token for NULL so 'missing' is a category the model can weigh.
@@ -253,7 +392,7 @@ class BaselineModel(TabularModel):
         self.pipeline.fit(self._frame(train), self._label(train, label))
         self.fitted = True
 
-    def predict(self, frame: pd.DataFrame) -> np.ndarray:
+    def predict(self, frame: Frame) -> np.ndarray:
         import numpy as np
 
         self._check_fitted()

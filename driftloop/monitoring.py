@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
+    import pyarrow as pa
 
 from driftloop.contract import ColumnType, Contract
 from driftloop.drift import Kind, column_drift, drift_table
@@ -81,7 +82,8 @@ RELATIVE_TOLERANCE = 0.10
 MIN_LABELLED_ROWS = 50
 SCORE_CHUNK_ROWS = 250_000
 
-ScoreFn = Callable[["pd.DataFrame"], "np.ndarray"]
+# A scorer takes a pandas DataFrame or a pyarrow Table (see registry.load_scoring_model).
+ScoreFn = Callable[["pd.DataFrame | pa.Table"], "np.ndarray"]
 
 
 # ----------------------------------------------------------------------------- days
@@ -122,14 +124,21 @@ def feature_kinds(contract: Contract) -> dict[str, Kind]:
     return kinds
 
 
-def score_frame(score: ScoreFn, frame: pd.DataFrame, chunk_rows: int = SCORE_CHUNK_ROWS):
-    """Scores of every row, in chunks (MLflow copies its input; this bounds the copy)."""
+def score_frame(
+    score: ScoreFn, frame: pd.DataFrame | pa.Table, chunk_rows: int = SCORE_CHUNK_ROWS
+) -> np.ndarray:
+    """Scores of every row of a DataFrame or an Arrow table, in chunks: the model's input
+    matrix (or MLflow's copy of the input) is built per chunk, which bounds its memory."""
     import numpy as np
 
     if len(frame) == 0:
         return np.empty(0, dtype="float64")
+    arrow = hasattr(frame, "column_names")
     parts = [
-        np.asarray(score(frame.iloc[i : i + chunk_rows]), dtype="float64").ravel()
+        np.asarray(
+            score(frame.slice(i, chunk_rows) if arrow else frame.iloc[i : i + chunk_rows]),
+            dtype="float64",
+        ).ravel()
         for i in range(0, len(frame), chunk_rows)
     ]
     scores = np.concatenate(parts)
@@ -138,18 +147,31 @@ def score_frame(score: ScoreFn, frame: pd.DataFrame, chunk_rows: int = SCORE_CHU
     return scores
 
 
+def prediction_key_columns(contract: Contract) -> list[str]:
+    """The features columns a predictions partition carries over (when present)."""
+    return [*contract.id_columns, "event_time", "partition_date"]
+
+
 def predictions_table(
     contract: Contract,
-    features: pd.DataFrame,
+    features: pd.DataFrame | pa.Table,
     scores: np.ndarray,
     model_version: str,
     shadow_scores: np.ndarray | None = None,
     shadow_version: str | None = None,
-) -> pd.DataFrame:
-    """The predictions partition of one features partition (same rows, same order)."""
+) -> pd.DataFrame | pa.Table:
+    """The predictions partition of one features partition (same rows, same order).
+
+    Given an Arrow table, returns an Arrow table with the same columns and types as the
+    pandas path writes (the id strings pass through without becoming Python objects).
+    """
     import numpy as np
 
-    keep = [c for c in [*contract.id_columns, "event_time", "partition_date"] if c in features]
+    if hasattr(features, "column_names"):
+        return _predictions_arrow(
+            contract, features, scores, model_version, shadow_scores, shadow_version
+        )
+    keep = [c for c in prediction_key_columns(contract) if c in features]
     table = features[keep].reset_index(drop=True).copy()
     table[ROW] = np.arange(len(features), dtype="int64")
     table[PREDICTION] = np.asarray(scores, dtype="float64")
@@ -158,6 +180,35 @@ def predictions_table(
         table[SHADOW_PREDICTION] = np.asarray(shadow_scores, dtype="float64")
         table[SHADOW_MODEL_VERSION] = str(shadow_version)
     return table
+
+
+def _predictions_arrow(
+    contract: Contract,
+    features: pa.Table,
+    scores: np.ndarray,
+    model_version: str,
+    shadow_scores: np.ndarray | None,
+    shadow_version: str | None,
+) -> pa.Table:
+    import numpy as np
+    import pyarrow as pa
+
+    rows = features.num_rows
+    columns: dict[str, Any] = {}
+    for name in prediction_key_columns(contract):
+        if name in features.column_names:
+            values = features.column(name)
+            if pa.types.is_dictionary(values.type):  # read dictionary-encoded: plain again
+                values = values.cast(values.type.value_type)
+            columns[name] = values
+    columns[ROW] = pa.array(np.arange(rows, dtype="int64"))
+    columns[PREDICTION] = pa.array(np.asarray(scores, dtype="float64"))
+    columns[MODEL_VERSION] = pa.repeat(pa.scalar(str(model_version)), rows)
+    if shadow_scores is not None and shadow_version is not None:
+        columns[SHADOW_PREDICTION] = pa.array(np.asarray(shadow_scores, dtype="float64"))
+        columns[SHADOW_MODEL_VERSION] = pa.repeat(pa.scalar(str(shadow_version)), rows)
+    # No schema metadata: the features file's pandas metadata describes other columns.
+    return pa.table(columns)
 
 
 def read_partition(
@@ -170,6 +221,33 @@ def read_partition(
     if not path.exists():
         raise FileNotFoundError(f"no {paths.dataset} {table} partition for {day} at {path}")
     return pq.read_table(path, columns=columns).to_pandas()
+
+
+def read_partition_arrow(
+    paths: DatasetPaths,
+    table: str,
+    day: str,
+    columns: list[str] | None = None,
+    dictionary: list[str] | None = None,
+) -> pa.Table:
+    """One partition as an Arrow table: only the given columns that exist (all if None;
+    whoever needs a column says so by name, e.g. the scorer's KeyError), the `dictionary`
+    string columns dictionary-encoded (a categorical column then costs one small integer
+    per row, not a string); FileNotFoundError if the partition is absent."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = paths.partition_file(table, day)
+    if not path.exists():
+        raise FileNotFoundError(f"no {paths.dataset} {table} partition for {day} at {path}")
+    schema = pq.read_schema(path)
+    if columns is not None:
+        columns = [c for c in dict.fromkeys(columns) if c in schema.names]
+    strings = {
+        f.name for f in schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)
+    }
+    wanted = [c for c in dictionary or [] if c in strings and (columns is None or c in columns)]
+    return pq.read_table(path, columns=columns, read_dictionary=wanted or None)
 
 
 def _columns_in(path: Path, wanted: list[str]) -> list[str]:

@@ -6,7 +6,8 @@ Small sizes, no timed asserts (timings live in `python -m benchmarks`, not here)
   benchmark's generated scenarios, and the generator drifts what it says it drifts;
 - orchestration: the retraining path launched through the dagster CLI and the same
   framework-free functions in one process train the same model (same holdout metrics) and
-  reach the same gate decision;
+  reach the same gate decision; the CLI side is two runs, each executed in one process,
+  and its time split by phase accounts for the whole wall time;
 - scoring: the predictions step writes exactly what bare `Booster.predict` returns on the
   feature matrix of the same partition;
 - the runner's rows and table.
@@ -100,8 +101,15 @@ def retrained(tmp_path_factory: pytest.TempPathFactory) -> dict:
     cli = orchestration.fresh_copy(source, folder / "cli")
     shutil.rmtree(source)
     own_result = orchestration.retrain_in_process(own, days)
-    orchestration.retrain_cli(cli, folder / "home", days)
-    return {"own": own, "cli": cli, "days": days, "own_result": own_result}
+    cli_result = orchestration.retrain_cli(cli, folder / "home", days)
+    return {
+        "own": own,
+        "cli": cli,
+        "days": days,
+        "own_result": own_result,
+        "cli_result": cli_result,
+        "home": folder / "home",
+    }
 
 
 def test_cli_and_in_process_retrain_train_the_same_model(retrained: dict) -> None:
@@ -119,6 +127,27 @@ def test_cli_and_in_process_retrain_train_the_same_model(retrained: dict) -> Non
         assert own_decision[key] == cli_decision[key], key
 
 
+def test_cli_side_is_two_runs_each_in_one_process_on_the_project_instance(
+    retrained: dict,
+) -> None:
+    from pipelines.instance import DAGSTER_YAML
+    from pipelines.jobs import TRAINING_TAG
+
+    assert (retrained["home"] / "dagster.yaml").read_text() == DAGSTER_YAML
+    phases = retrained["cli_result"]["phases"]
+    features, retrain = phases["features"], phases["retrain_job"]
+    days = len(retrained["days"])
+    assert features["job"] == "__ASSET_JOB"
+    assert features["planned"] == features["materializations"] == days
+    assert retrain["job"] == "flights_retrain" and retrain["tags"][TRAINING_TAG] == "flights"
+    assert retrain["materializations"] == 3  # model, eval_report, promotion
+    for name, command in phases.items():
+        assert command["step_processes"] == 1, name  # the in-process executor
+        seconds = retrained["cli_result"]["timings"][name]
+        parts = [command[phase] for phase in orchestration.PHASES]
+        assert min(parts) >= 0 and abs(sum(parts) - seconds) < 1e-6, (name, command)
+
+
 def test_scoring_step_writes_what_bare_booster_predict_returns(retrained: dict) -> None:
     from driftloop.registry import make_client, set_alias
 
@@ -131,6 +160,9 @@ def test_scoring_step_writes_what_bare_booster_predict_returns(retrained: dict) 
         root / "lake" / "flights" / "predictions" / f"date={day}" / "data.parquet"
     )
     assert ours["rows"] == bare["rows"] == written.num_rows > 100
+    # The fixed costs are measured apart, and the step accounts for its parts.
+    assert ours["fixed_seconds"] > 0 and set(ours["parts"]) == set(scoring.STEP_PARTS)
+    assert 0 < sum(ours["parts"].values()) < ours["seconds"]
     features = pq.read_table(
         root / "lake" / "flights" / "features" / f"date={day}" / "data.parquet"
     )

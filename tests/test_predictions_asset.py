@@ -16,6 +16,7 @@ import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from dagster import AssetKey, DagsterInstance, materialize
 
@@ -23,8 +24,16 @@ from assets.monitoring import build_monitoring
 from assets.predictions import build_predictions
 from driftloop.contract import ColumnType, Contract
 from driftloop.lake import write_parquet_atomic
+from driftloop.models import make_model
+from driftloop.monitoring import predictions_table
 from driftloop.paths import DatasetPaths
-from driftloop.registry import experiment_id_for, make_client, set_alias, using_tracking_uri
+from driftloop.registry import (
+    _pyfunc_wrapper,
+    experiment_id_for,
+    make_client,
+    set_alias,
+    using_tracking_uri,
+)
 from resources.lake import LakeResource
 from resources.mlflow import MlflowResource
 
@@ -116,7 +125,7 @@ class LogisticModel(mlflow.pyfunc.PythonModel):
 def register(
     contract: Contract,
     root: Path,
-    model: LogisticModel,
+    model: mlflow.pyfunc.PythonModel,
     alias: str,
     holdout_auc: float = 0.7,
     train_days: tuple[str, str] = TRAIN_DAYS,
@@ -255,3 +264,60 @@ def test_champion_scores_a_range_and_challenger_shadows(
         table["shadow_prediction"], LogisticModel(0.5, 0.3).predict(None, frames[days[1]])
     )
     assert materializations(result, "predictions")[days[1]]["shadow_model_version"] == challenger
+
+
+def test_our_models_score_arrow_and_write_what_the_pandas_path_wrote(
+    flights_contract, flights_paths, data_root, dagster_instance
+):
+    """Our own models (LightGBM champion, baseline shadow) unwrapped from their pyfuncs score
+    the Arrow-read partition exactly as `predict` scores the pandas frame, and the file
+    equals the one the pandas path writes; a partition without a model input fails the
+    step with the column's name."""
+    contract, day = flights_contract, "2013-01-08"
+    frames = write_features(contract, flights_paths, [*day_list(*TRAIN_DAYS), day], rows=400)
+    history = pd.concat([frames[d] for d in day_list(*TRAIN_DAYS)]).dropna(subset=["label"])
+    params = {"n_estimators": 20, "num_leaves": 7, "early_stopping_rounds": 0}
+    lightgbm = make_model("lightgbm", contract, params)
+    lightgbm.fit(history, history.iloc[:0])
+    baseline = make_model("baseline", contract)
+    baseline.fit(history, history.iloc[:0])
+    champion = register(contract, data_root, _pyfunc_wrapper(lightgbm), "champion")
+    challenger = register(contract, data_root, _pyfunc_wrapper(baseline), "challenger")
+    scored = frames[day]
+    scored.loc[:4, "carrier"] = "ZZ"  # unseen in training
+    scored.loc[5:9, "origin"] = None
+    scored.loc[10:14, "temp"] = np.nan
+    write_parquet_atomic(scored, flights_paths.partition_file("features", day))
+
+    result = run(contract, dagster_instance, [day], ["predictions"])
+    assert result.success
+    path = flights_paths.partition_file("predictions", day)
+    written = pd.read_parquet(path)
+    expected = lightgbm.predict(scored)
+    np.testing.assert_array_equal(written["prediction"].to_numpy(), expected)
+    np.testing.assert_array_equal(written["shadow_prediction"].to_numpy(), baseline.predict(scored))
+    reference = predictions_table(
+        contract, scored, expected, champion, baseline.predict(scored), challenger
+    )
+    pd.testing.assert_frame_equal(written, reference)
+    reference_schema = pa.Table.from_pandas(reference, preserve_index=False).schema
+    assert pq.read_schema(path).remove_metadata() == reference_schema.remove_metadata()
+    meta = materializations(result, "predictions")[day]
+    for part in ("model", "read", "score", "write"):
+        assert meta[f"{part}_seconds"] >= 0
+
+    write_parquet_atomic(
+        scored.drop(columns=["wind_speed"]), flights_paths.partition_file("features", day)
+    )
+    failed = materialize(
+        all_assets(contract),
+        selection=[AssetKey([contract.name, "predictions"])],
+        instance=dagster_instance,
+        partition_key=day,
+        resources={"lake": LakeResource(), "mlflow": MlflowResource()},
+        raise_on_error=False,
+    )
+    assert not failed.success
+    (failure,) = failed.get_step_failure_events()
+    message = str(failure.event_specific_data.error.to_string())
+    assert "lacks model input columns ['wind_speed']" in message

@@ -6,10 +6,14 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from dagster import AssetKey, DagsterInstance, materialize
 
 from assets.model import build, model_config_class
+from driftloop import models
 from driftloop.contract import Contract, Task
 from driftloop.paths import dataset_paths
 from driftloop.registry import (
@@ -36,6 +40,57 @@ REQUIRED_TAGS = (
     "driftloop.baseline_holdout_primary",
     "driftloop.partition_digests",
 )
+
+
+def check_scoring_inputs(
+    score, baseline, holdout: pd.DataFrame, folder: Path, expected: np.ndarray
+) -> None:
+    """Arrow tables (as read from Parquet, categorical columns dictionary-encoded, sliced)
+    score like the pandas frame; a missing or mistyped input column is named."""
+    path = folder / "holdout.parquet"
+    pq.write_table(pa.Table.from_pandas(holdout, preserve_index=False), path)
+    for table in (pq.read_table(path), pq.read_table(path, read_dictionary=["shop"])):
+        np.testing.assert_array_equal(score(table), expected)
+        np.testing.assert_array_equal(score(table.slice(5, 40)), expected[5:45])
+        np.testing.assert_array_equal(baseline(table), baseline(holdout))
+    with pytest.raises(KeyError, match=r"lacks model input columns \['x2'\]"):
+        score(holdout.drop(columns=["x2"]))
+    with pytest.raises(KeyError, match="x2"):
+        score(pq.read_table(path, columns=["x1", "x3", "shop"]))
+    mistyped = holdout.assign(x1=holdout["x1"].astype(str).astype("string"))
+    with pytest.raises(TypeError, match="'x1' holds string"):
+        score(mistyped)
+    # Python objects in a numeric column are still taken value by value (as before).
+    as_objects = holdout.assign(x1=holdout["x1"].astype(object))
+    np.testing.assert_array_equal(score(as_objects), expected)
+
+
+def test_lightgbm_scores_arrow_and_pandas_alike_in_blocks(
+    tmp_path: Path, data_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The matrix built from Arrow columns (dictionary-encoded or plain, several chunks,
+    NULLs, categories unseen in training) equals the pandas-built one, and scoring block
+    by block equals bare Booster.predict on the whole matrix."""
+    contract = synthetic_contract(tmp_path)
+    paths = dataset_paths(contract.name, data_root)
+    days = write_features(paths, Task.binary, days=10, rows=300, seed=3)
+    frame, _, _ = load_training_frame(contract, paths, None, window_days=10)
+    model = models.make_model("lightgbm", contract, FAST)
+    model.fit(frame[frame["partition_date"] < days[6]], frame[frame["partition_date"] == days[6]])
+    late = frame[frame["partition_date"] > days[6]].reset_index(drop=True)  # shop "new" here
+    assert "new" in set(late["shop"]) and late["shop"].isna().any() and late["x3"].isna().any()
+    matrix = model._matrix(late).to_numpy()
+    bare = model.booster.predict(matrix, num_iteration=model.best_iteration)
+    path = tmp_path / "late.parquet"
+    pq.write_table(pa.Table.from_pandas(late, preserve_index=False), path, row_group_size=97)
+    plain = pq.read_table(path)
+    encoded = pq.read_table(path, read_dictionary=["shop"])
+    assert plain.column("x1").num_chunks > 1 and encoded.column("shop").num_chunks > 1
+    for table in (plain, encoded):
+        np.testing.assert_array_equal(model.feature_matrix(table), matrix)
+    monkeypatch.setattr(models, "PREDICT_BLOCK_ROWS", 64)
+    for rows, offset in ((late, 0), (plain, 0), (encoded, 0), (encoded.slice(50, 300), 50)):
+        np.testing.assert_array_equal(model.predict(rows), bare[offset : offset + len(rows)])
 
 
 def test_model_asset_definition(flights_contract: Contract) -> None:
@@ -114,13 +169,25 @@ def test_log_training_registers_a_challenger_and_the_asset_materializes(
     assert {"feature_importance.json", "feature_importance.csv", "data", "split.json"} <= names
     assert not (tmp_path / "mlruns").exists()
 
-    # The registered pyfunc scores exactly like the in-memory model; the baseline too.
+    # The registered pyfunc scores exactly like the in-memory model; the baseline too. The
+    # store named is used even when the environment points elsewhere.
     holdout = result.split.holdout
-    score = load_scoring_model("models:/synth@challenger", mlflow.uri())
-    np.testing.assert_array_equal(score(holdout), result.model.predict(holdout))
+    store = mlflow.uri()
+    with monkeypatch.context() as elsewhere:
+        elsewhere.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'elsewhere.db'}")
+        score = load_scoring_model("models:/synth@challenger", store)
+        baseline = load_scoring_model(registered.baseline_model_uri, store)
+    expected = result.model.predict(holdout)
+    np.testing.assert_array_equal(score(holdout), expected)
     assert score.features == contract.features
-    baseline = mlflow.load_scoring_model(registered.baseline_model_uri)
+    assert score.string_features == ["shop"]
     np.testing.assert_array_equal(baseline(holdout), result.baseline.predict(holdout))
+    check_scoring_inputs(score, baseline, holdout, tmp_path, expected)
+
+    # A version is loaded once per process: the alias and the number give the same model.
+    again = load_scoring_model("models:/synth/1", mlflow.uri())
+    assert again.pyfunc is score.pyfunc
+    assert again.pyfunc.unwrap_python_model().tabular.booster is not None
 
     set_alias(client, "synth", "champion", 1)
     assert str(mlflow.version_for_alias("synth", "champion").version) == "1"
