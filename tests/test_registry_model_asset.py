@@ -20,6 +20,7 @@ from driftloop.registry import (
     CHALLENGER,
     load_scoring_model,
     set_alias,
+    split_digest,
     version_for_alias,
 )
 from driftloop.training import TrainingConfig, load_training_frame, train
@@ -161,7 +162,9 @@ def test_log_training_registers_a_challenger_and_the_asset_materializes(
     }
     assert set(contexts) == {"training", "validation", "evaluation"}
     assert contexts["training"].name == f"synth/features[{days[0]}..{days[-6]}]"
-    assert contexts["training"].digest
+    # Digests name the partition files' bytes (MLflow's own maps over every cell).
+    assert contexts["training"].digest == split_digest(digests, result.train_days)
+    assert contexts["evaluation"].digest == split_digest(digests, result.holdout_days)
 
     # Artifacts under <data root>/mlartifacts/<dataset>, nothing in ./mlruns.
     assert run.info.artifact_uri.startswith((data_root / "mlartifacts" / "synth").as_uri())
