@@ -64,6 +64,11 @@ class BacktestJobConfig(Config):
         default=[], description="More trigger policies: 'name:key=value,...' each"
     )
     window_days: int = Field(default=60, ge=2, description="Training window (days)")
+    fit: str = Field(
+        default="split",
+        description="split: production's train; window: refit on the whole window",
+    )
+    label_delay: str = Field(default="", description="What-if label delay; empty = contract")
     model_params: list[str] = Field(default=[], description="LightGBM 'key=value' overrides")
     log_mlflow: bool = True
 
@@ -112,7 +117,7 @@ def _settings(contract: Contract, config: BacktestJobConfig) -> Any:
     params = dict(BACKTEST_MODEL_PARAMS)
     for item in config.model_params:
         params |= parse_pairs(item)
-    return BacktestConfig, {"triggers": triggers, "model_params": params}
+    return BacktestConfig, {"triggers": triggers, "model_params": params, "fit": config.fit}
 
 
 def _table(rows: list[dict[str, Any]]) -> MetadataValue:
@@ -154,19 +159,21 @@ def build_backtest_job(contract: Contract) -> JobDefinition:
 
         root = Path(context.resources.lake.root())
         source = Path(config.source) if config.source.strip() else None
-        _, info = backtest.prepare(contract, root, source)
+        # A what-if label delay changes this run's contract only, not the job's.
+        run_contract = backtest.with_label_delay(contract, config.label_delay)
+        _, info = backtest.prepare(run_contract, root, source)
         if name == "flights" and source is None:
             start, end = (date.fromisoformat(d) for d in FLIGHTS_RANGE)
         else:
-            start, end = backtest.default_range(contract, info, config.window_days)
+            start, end = backtest.default_range(run_contract, info, config.window_days)
         start = date.fromisoformat(config.start) if config.start.strip() else start
         end = date.fromisoformat(config.end) if config.end.strip() else end
-        config_type, extra = _settings(contract, config)
+        config_type, extra = _settings(run_contract, config)
         run_config = config_type.for_contract(
-            contract, start, end, window_days=config.window_days, **extra
+            run_contract, start, end, window_days=config.window_days, **extra
         )
         result = backtest.run_backtest(
-            contract, root, run_config, source=source, progress=context.log.info
+            run_contract, root, run_config, source=source, progress=context.log.info
         )
         files = write_report(result, backtest.backtest_paths(root, name).output)
         table = summary_markdown(result)

@@ -23,6 +23,10 @@ from driftloop.metrics import PRIMARY_METRIC, compute_metrics, is_better
 from driftloop.models import TabularModel, make_model
 from driftloop.paths import DatasetPaths
 
+# The baseline is a yardstick (a linear model): past a few hundred thousand rows its fit
+# barely changes while its cost keeps growing (24 s for 1M rows, GBs of one-hot columns),
+# so it learns from a seeded sample of the training rows beyond this many.
+BASELINE_MAX_ROWS = 300_000
 LABEL = "label"
 DAY = "partition_date"
 FEATURES_TABLE = "features"
@@ -88,14 +92,14 @@ class Split:
 @dataclass
 class TrainingResult:
     model: TabularModel
-    baseline: TabularModel
+    baseline: TabularModel | None  # None: trained with with_baseline=False
     task: Task
     features: list[str]
     primary_metric: str
     holdout_metrics: dict[str, float]
-    baseline_holdout_metrics: dict[str, float]
+    baseline_holdout_metrics: dict[str, float]  # {} without a baseline
     valid_metrics: dict[str, float]
-    baseline_valid_metrics: dict[str, float]
+    baseline_valid_metrics: dict[str, float]  # {} without a baseline
     split: Split
     best_params: dict[str, Any]
     trials: list[dict[str, Any]]
@@ -103,7 +107,7 @@ class TrainingResult:
     train_seconds: float
     config: TrainingConfig
     holdout_scores: np.ndarray = field(repr=False)
-    baseline_holdout_scores: np.ndarray = field(repr=False)
+    baseline_holdout_scores: np.ndarray | None = field(repr=False)
 
     @property
     def rows(self) -> dict[str, int]:
@@ -146,8 +150,11 @@ def time_split(
     for column in (DAY, LABEL):
         if column not in frame.columns:
             raise KeyError(f"time_split: the frame has no {column!r} column")
-    labelled = frame[frame[LABEL].notna()]
-    days = sorted(labelled[DAY].astype(str).unique().tolist())
+    # Masks over the frame rather than a copy of its labelled rows: on a 10M-row window
+    # every copy costs gigabytes.
+    has_label = frame[LABEL].notna().to_numpy()
+    day_of_row = frame[DAY].astype(str)
+    days = sorted(day_of_row[has_label].unique().tolist())
     needed = holdout_days + validation_days + 1
     if len(days) < needed:
         raise ValueError(
@@ -158,14 +165,30 @@ def time_split(
     holdout = days[-holdout_days:]
     valid = days[-(holdout_days + validation_days) : -holdout_days]
     train = days[: -(holdout_days + validation_days)]
-    day_of_row = labelled[DAY].astype(str)
-    keys = [DAY] + [c for c in ["event_time", *(order_by or [])] if c in labelled.columns]
+    keys = [DAY] + [c for c in ["event_time", *(order_by or [])] if c in frame.columns]
 
     def rows(chosen: list[str]) -> pd.DataFrame:
-        part = labelled[day_of_row.isin(chosen)]
-        return part.sort_values(keys, kind="stable").reset_index(drop=True)
+        wanted = np.flatnonzero(has_label & day_of_row.isin(chosen).to_numpy())
+        if len(wanted) and wanted[-1] - wanted[0] + 1 == len(wanted):
+            # Contiguous (labelled rows in day order, as load_training_frame reads them):
+            # a view of the frame, no copy.
+            part = frame.iloc[wanted[0] : wanted[-1] + 1]
+        else:
+            part = frame.iloc[wanted]
+        return _sorted(part, keys)
 
     return Split(rows(train), rows(valid), rows(holdout), train, valid, holdout)
+
+
+def _sorted(part: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """`part` in `keys` order with a fresh index; no second copy when already in order
+    (load_training_frame reads rows sorted)."""
+    # The order from the key columns alone (a small copy), as sort_values would sort.
+    order = part[keys].reset_index(drop=True).sort_values(keys, kind="stable").index.to_numpy()
+    if not np.array_equal(order, np.arange(len(part))):
+        part = part.iloc[order]
+    # set_axis(copy=False) keeps a view a view (reset_index would copy every column).
+    return part.set_axis(pd.RangeIndex(len(part)), axis=0, copy=False)
 
 
 def _sample_params(rng: random.Random, base: dict[str, Any]) -> dict[str, Any]:
@@ -174,15 +197,27 @@ def _sample_params(rng: random.Random, base: dict[str, Any]) -> dict[str, Any]:
 
 def _fit(kind: str, contract: Contract, params: dict[str, Any], seed: int, split: Split):
     model = make_model(kind, contract, params, seed)
-    model.fit(split.train, split.valid, label=LABEL)
+    train = split.train
+    if kind == "baseline" and len(train) > BASELINE_MAX_ROWS:
+        train = train.sample(n=BASELINE_MAX_ROWS, random_state=seed).sort_index()
+    model.fit(train, split.valid, label=LABEL)
     return model
 
 
-def train(contract: Contract, frame: pd.DataFrame, config: TrainingConfig) -> TrainingResult:
+def train(
+    contract: Contract,
+    frame: pd.DataFrame,
+    config: TrainingConfig,
+    *,
+    with_baseline: bool = True,
+) -> TrainingResult:
     """Fit the model (with the optional bounded random search) and the baseline; score both.
 
     The search is seeded; with a time budget the number of trials depends on the machine,
-    so set only `search_trials` when a run must be repeatable.
+    so set only `search_trials` when a run must be repeatable. `with_baseline=False` skips
+    the baseline (its fields are None / {}) for callers that never compare with it, such
+    as the backtest's hundreds of retrains: on a 60-day flights window it takes 2-3 times
+    as long as the LightGBM fit.
     """
     started = time.perf_counter()
     split = time_split(
@@ -235,9 +270,9 @@ def train(contract: Contract, frame: pd.DataFrame, config: TrainingConfig) -> Tr
         # Record what was actually used, defaults included.
         best_params = dict(model.params)
 
-    baseline = _fit("baseline", contract, {}, config.seed, split)
+    baseline = _fit("baseline", contract, {}, config.seed, split) if with_baseline else None
     holdout_scores = model.predict(split.holdout)
-    baseline_scores = baseline.predict(split.holdout)
+    baseline_scores = None if baseline is None else baseline.predict(split.holdout)
     result = TrainingResult(
         model=model,
         baseline=baseline,
@@ -245,9 +280,11 @@ def train(contract: Contract, frame: pd.DataFrame, config: TrainingConfig) -> Tr
         features=list(contract.features),
         primary_metric=primary,
         holdout_metrics=compute_metrics(task, split.holdout[LABEL], holdout_scores),
-        baseline_holdout_metrics=compute_metrics(task, split.holdout[LABEL], baseline_scores),
+        baseline_holdout_metrics=(
+            {} if baseline is None else compute_metrics(task, split.holdout[LABEL], baseline_scores)
+        ),
         valid_metrics=score(model, split.valid),
-        baseline_valid_metrics=score(baseline, split.valid),
+        baseline_valid_metrics={} if baseline is None else score(baseline, split.valid),
         split=split,
         best_params=best_params,
         trials=trials,
@@ -281,7 +318,8 @@ def file_digest(path) -> str:
 def load_training_frame(
     contract: Contract, paths: DatasetPaths, end: date | None, window_days: int
 ) -> tuple[pd.DataFrame, list[str], dict[str, str]]:
-    """The last `window_days` existing features partitions up to `end` (default: latest).
+    """The labelled rows of the last `window_days` existing features partitions up to `end`
+    (default: latest), in day, event time and id order (each file is sorted).
 
     Returns the rows (DuckDB over the Parquet files), the days used and each day's file
     sha256, so a run records exactly which bytes it trained on.
@@ -306,10 +344,17 @@ def load_training_frame(
     try:
         # hive_partitioning off: partition_date is a real column, and the folder's
         # date=... must not add a second one.
-        frame = con.execute(
-            f"SELECT * FROM read_parquet({sql_file_list(files)}, hive_partitioning = false, "
-            "union_by_name = true)"
-        ).df()
+        # Through Arrow: repeated strings (day, carrier, ...) become one Python object
+        # each instead of one per row (GBs at 10M rows). Files are read in day order and
+        # each is sorted, so the rows arrive in time_split's order and it copies nothing.
+        frame = (
+            con.sql(
+                f"SELECT * FROM read_parquet({sql_file_list(files)}, hive_partitioning = false, "
+                f"union_by_name = true) WHERE {LABEL} IS NOT NULL"
+            )
+            .to_arrow_table()
+            .to_pandas()
+        )
     finally:
         con.close()
     frame[DAY] = frame[DAY].astype(str)

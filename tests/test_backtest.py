@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from dagster import DagsterInstance, SensorResult, SkipReason, build_sensor_context
@@ -20,12 +22,18 @@ from dagster import DagsterInstance, SensorResult, SkipReason, build_sensor_cont
 from driftloop.backtest import (
     DAILY,
     STATIC,
+    Backtest,
     BacktestConfig,
     BacktestResult,
+    backtest_paths,
+    load_features,
+    prepare,
     retrain_cost,
     run_backtest,
     trigger_settings,
     value_capture,
+    warmup_start,
+    with_label_delay,
 )
 from driftloop.contract import Contract, Training
 from driftloop.flights_source import flights_between
@@ -49,13 +57,18 @@ def _small(contract: Contract) -> Contract:
 
 
 @pytest.fixture(scope="module")
-def slice_run(tmp_path_factory) -> tuple[Contract, BacktestResult]:
+def slice_root(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("backtest") / "data"
+
+
+@pytest.fixture(scope="module")
+def slice_run(slice_root: Path) -> tuple[Contract, BacktestResult]:
     """One backtest of 17 days, a 12-day window, the default trigger and a stricter one."""
     from driftloop.contract import load_contract
     from tests.conftest import FLIGHTS_CONTRACT
 
     contract = _small(load_contract(FLIGHTS_CONTRACT))
-    root = tmp_path_factory.mktemp("backtest") / "data"
+    root = slice_root
     config = BacktestConfig.for_contract(
         contract,
         START,
@@ -71,6 +84,19 @@ def slice_run(tmp_path_factory) -> tuple[Contract, BacktestResult]:
     source = flights_between(SOURCE_START, SOURCE_DAYS)
     result = run_backtest(contract, root, config, source=source, source_id="test-slice")
     return contract, result
+
+
+@pytest.fixture(scope="module")
+def slice_features(slice_run, slice_root: Path) -> pd.DataFrame:
+    """The features the slice run replayed (its raw and features caches, not rebuilt)."""
+    contract, result = slice_run
+    source = flights_between(SOURCE_START, SOURCE_DAYS)
+    paths, info = prepare(contract, slice_root, source, "test-slice")
+    assert info["source_id"] == "test-slice"
+    first = warmup_start(contract, START, result.config.window_days)
+    cache = backtest_paths(slice_root, contract.name).lake / "features_cache"
+    assert list(cache.glob("*.parquet")), "the run did not cache its features"
+    return load_features(contract, paths, first, END, cache)
 
 
 def _policy(result: BacktestResult, name: str):
@@ -203,6 +229,9 @@ def test_dagster_job_runs_in_process_with_metadata_and_files(
         "cooldown_days": 2,
         "extra_policies": ["perf_only:use_drift=false,cooldown_days=1"],
         "model_params": ["n_estimators=60", "learning_rate=0.2"],
+        # The reference-figure options (see the README) reach the run.
+        "fit": "window",
+        "label_delay": "0h",
     }
     result = job.execute_in_process(
         run_config={"ops": {"flights_run_backtest": {"config": config}}},
@@ -225,6 +254,7 @@ def test_dagster_job_runs_in_process_with_metadata_and_files(
     report = json.loads(Path(metadata["json_report"].path).read_text())
     assert report["config"]["triggers"][0]["cooldown_days"] == 2
     assert report["config"]["triggers"][1]["use_drift"] is False
+    assert report["config"]["fit"] == "window" and report["label_delay"] == "0:00:00"
     assert Path(metadata["json_report"].path).is_relative_to(data_root / "backtest" / "flights")
     # Logged to MLflow in <dataset>-backtest.
     client = MlflowResource(data_dir=str(data_root)).client()
@@ -234,3 +264,94 @@ def test_dagster_job_runs_in_process_with_metadata_and_files(
     # The raw rows went through ingestion into the cache lake, not the production lake.
     assert (data_root / "backtest" / "flights" / "raw" / "date=2013-03-10").is_dir()
     assert not (data_root / "lake" / "flights").exists()
+
+
+def _cutoff(day: date) -> datetime:
+    return datetime.combine(day, datetime.min.time())
+
+
+def test_a_retrain_is_production_train_without_the_baseline(slice_run, slice_features) -> None:
+    from driftloop.training import train
+
+    contract, result = slice_run
+    backtest = Backtest(contract, slice_features, result.config)
+    day = START + timedelta(days=5)
+    trained = backtest.fit_day(day)
+    frame = backtest.history.training_frame(_cutoff(day), result.config.window_days)
+    config = backtest._training_config()
+    full = train(contract, frame, config)
+    lean = train(contract, frame, config, with_baseline=False)
+    assert full.baseline is not None and full.baseline_holdout_metrics
+    assert lean.baseline is None and lean.baseline_holdout_scores is None
+    assert lean.baseline_holdout_metrics == {} and lean.baseline_valid_metrics == {}
+    # Skipping the baseline changes nothing about the model, and the backtest's retrain is it.
+    assert lean.holdout_metrics == full.holdout_metrics
+    np.testing.assert_array_equal(trained.holdout_scores, full.holdout_scores)
+    rows = backtest.history.day_rows(day.isoformat())
+    np.testing.assert_array_equal(trained.model.predict(rows), full.model.predict(rows))
+    # ... and it is the model the every_day policy served that day in the run.
+    served = result.scored_models[f"m{day.isoformat()}"]
+    assert served["holdout_roc_auc"] == pytest.approx(trained.holdout_metric)
+
+
+def test_window_fit_serves_a_refit_on_the_whole_window_and_keeps_the_honest_holdout(
+    slice_run, slice_features
+) -> None:
+    from driftloop.models import make_model
+    from driftloop.training import time_split
+
+    contract, result = slice_run
+    config = result.config
+    split = Backtest(contract, slice_features, config)
+    window = Backtest(contract, slice_features, replace(config, fit="window"))
+    day = START + timedelta(days=5)
+    a, b = split.fit_day(day), window.fit_day(day)
+    # The gate and the performance reference still see the held-out days honestly.
+    np.testing.assert_array_equal(a.holdout_scores, b.holdout_scores)
+    assert a.holdout_metric == b.holdout_metric and a.window == b.window
+    # ... and the gate asks a champion's split model (kept beside the refit), like with like.
+    rows = split.history.day_rows(day.isoformat())
+    assert a.evaluated is None and b.evaluated is not None
+    np.testing.assert_array_equal(b.evaluated.predict(rows), a.model.predict(rows))
+    # The served model learnt from every day of the window, holdout included, for all its
+    # rounds (no validation days are left to stop on).
+    frame = split.history.training_frame(_cutoff(day), config.window_days)
+    holdout_days = time_split(frame, config.holdout_days, config.validation_days).holdout_days
+    assert set(holdout_days) <= set(frame["partition_date"])
+    ordered = frame.sort_values(["partition_date", "event_time", "flight_id"], kind="stable")
+    by_hand = make_model("lightgbm", contract, config.model_params, config.seed)
+    by_hand.fit(ordered.reset_index(drop=True), None)
+    np.testing.assert_array_equal(b.model.predict(rows), by_hand.predict(rows))
+    assert b.model.booster.current_iteration() == FAST_MODEL["n_estimators"]
+    assert not np.allclose(a.model.predict(rows), b.model.predict(rows))
+    with pytest.raises(ValueError, match="fit must be one of"):
+        Backtest(contract, slice_features, replace(config, fit="everything"))
+
+
+def test_label_delay_what_if_lets_a_model_learn_from_yesterday(slice_run, slice_features) -> None:
+    contract, result = slice_run
+    assert with_label_delay(contract, "") is contract
+    zero = with_label_delay(contract, "0h")
+    assert zero.label_delay == timedelta(0) and contract.label_delay == timedelta(days=1)
+    day = START + timedelta(days=5)
+    honest = Backtest(contract, slice_features, result.config).fit_day(day)
+    what_if = Backtest(zero, slice_features, result.config).fit_day(day)
+    assert honest.window[-1] == (day - timedelta(days=2)).isoformat()
+    assert what_if.window[-1] == (day - timedelta(days=1)).isoformat()
+    assert what_if.latest_label_due <= _cutoff(day) < what_if.latest_label_due + timedelta(days=1)
+
+
+def test_cli_options_reach_the_config(flights_contract) -> None:
+    from pipelines.backtest import build_parser, config_from_args
+
+    args = build_parser().parse_args(
+        ["--dataset", "flights", "--fit", "window", "--label-delay", "0h", "--param",
+         "learning_rate=0.05", "--workers", "1"]
+    )  # fmt: skip
+    config = config_from_args(flights_contract, args, START, END)
+    assert config.fit == "window" and config.workers == 1
+    assert config.model_params["learning_rate"] == 0.05
+    assert args.label_delay == "0h"
+    default = config_from_args(flights_contract, build_parser().parse_args(["--dataset", "x"]),
+                               START, END)  # fmt: skip
+    assert default.fit == "split" and default.model_params["learning_rate"] == 0.1
