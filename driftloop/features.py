@@ -88,7 +88,7 @@ def lookback_days(contract: Contract) -> int:
     return math.ceil(reach / timedelta(days=1)) + 1
 
 
-def _value_sql(contract: Contract, rolling: RollingFeature) -> str:
+def _value_sql(rolling: RollingFeature) -> str:
     return f"CAST(({rolling.value}) AS DOUBLE)" if rolling.value else "__label"
 
 
@@ -103,30 +103,34 @@ def _known_sql(contract: Contract, rolling: RollingFeature) -> str:
     return f"CASE WHEN ({known}) IS NULL THEN NULL ELSE GREATEST({known}, __t_us) END"
 
 
-def _sources(contract: Contract) -> dict[tuple[str, str, str], list[int]]:
+# (group_by, value SQL, known-at SQL) -> indexes into contract.rolling_features.
+Sources = dict[tuple[str, str, str], list[int]]
+
+
+def _sources(contract: Contract) -> Sources:
     """Rolling features grouped by what they aggregate: (group_by, value SQL, known-at SQL)
     -> indexes into contract.rolling_features. One prefix-sum table serves each source."""
-    sources: dict[tuple[str, str, str], list[int]] = {}
+    sources: Sources = {}
     for k, rolling in enumerate(contract.rolling_features):
-        key = (rolling.group_by, _value_sql(contract, rolling), _known_sql(contract, rolling))
+        key = (rolling.group_by, _value_sql(rolling), _known_sql(contract, rolling))
         sources.setdefault(key, []).append(k)
     return sources
 
 
-def _source_inputs(contract: Contract) -> list[str]:
+def _source_inputs(sources: Sources) -> list[str]:
     """Per-row inputs of each source, computed in `keys`: its value and known-at key."""
     return [
         sql
-        for s, (_, value, known) in enumerate(_sources(contract))
+        for s, (_, value, known) in enumerate(sources)
         for sql in (f"{value} AS __v{s}", f"{known} AS __k{s}")
     ]
 
 
-def _rolling_ctes(contract: Contract, groups: dict[str, str]) -> list[str]:
+def _rolling_ctes(contract: Contract, sources: Sources, groups: dict[str, str]) -> list[str]:
     """Per source: its prefix sums, and (__rid, __r<k> for each of its features) for every
     row that has a group value."""
     ctes = []
-    for s, ((group_by, _, _), members) in enumerate(_sources(contract).items()):
+    for s, ((group_by, _, _), members) in enumerate(sources.items()):
         group = groups[group_by]
         windows = dict.fromkeys(contract.rolling_features[k].window for k in members)
         lows = {w: f"__lo{s}_{j}" for j, w in enumerate(windows)}
@@ -214,6 +218,7 @@ def feature_sql(
     event = _q(contract.event_time.column)
     ids = [_q(i) for i in contract.id_columns]
     rolling = {r.name for r in contract.rolling_features}
+    rolling_sources = _sources(contract)
     groups = {
         g: f"__group_{k}"
         for k, g in enumerate(dict.fromkeys(r.group_by for r in contract.rolling_features))
@@ -226,7 +231,7 @@ def feature_sql(
             "__rid",
             "__t_us",
             *(f"{_q(g)} AS {alias}" for g, alias in groups.items()),
-            *_source_inputs(contract),
+            *_source_inputs(rolling_sources),
             # Only the rows returned need their windows looked up; lookback rows only feed
             # the sums. (The day filter cannot go in a WHERE before the sums.)
             f"(__extra OR CAST({event} AS DATE) BETWEEN DATE {first_day} AND DATE {last_day})"
@@ -234,7 +239,7 @@ def feature_sql(
         ]
     )
     rolling_index = {r.name: k for k, r in enumerate(contract.rolling_features)}
-    source_of = {k: s for s, members in enumerate(_sources(contract).values()) for k in members}
+    source_of = {k: s for s, members in enumerate(rolling_sources.values()) for k in members}
     output_list = ",\n    ".join(
         [
             *ids,
@@ -249,8 +254,8 @@ def feature_sql(
             "__label AS label",
         ]
     )
-    joins = "".join(f"\nLEFT JOIN __roll{s} USING (__rid)" for s in range(len(_sources(contract))))
-    rolling_ctes = "".join(f",\n{cte}" for cte in _rolling_ctes(contract, groups))
+    joins = "".join(f"\nLEFT JOIN __roll{s} USING (__rid)" for s in range(len(rolling_sources)))
+    rolling_ctes = "".join(f",\n{cte}" for cte in _rolling_ctes(contract, rolling_sources, groups))
     # Without ids, every output column breaks ties so the order stays deterministic.
     order = ["event_time", *ids] if ids else ["event_time", *map(_q, contract.features), "label"]
     return f"""WITH source AS (
