@@ -92,8 +92,8 @@ def backtest_config_class(contract: Contract) -> type[BacktestJobConfig]:
 
 
 def _settings(contract: Contract, config: BacktestJobConfig) -> Any:
-    from driftloop.backtest import BACKTEST_MODEL_PARAMS, BacktestConfig, trigger_settings
-    from pipelines.backtest import parse_pairs
+    from driftloop.backtest import BacktestConfig, trigger_settings
+    from pipelines.backtest import policies_and_params
 
     main = trigger_settings(
         contract,
@@ -110,13 +110,9 @@ def _settings(contract: Contract, config: BacktestJobConfig) -> Any:
         relative_tolerance=config.relative_tolerance,
         min_labelled_rows=config.min_labelled_rows,
     )
-    triggers = [main]
-    for spec in config.extra_policies:
-        name, _, pairs = spec.partition(":")
-        triggers.append(trigger_settings(contract, name=name.strip(), **parse_pairs(pairs)))
-    params = dict(BACKTEST_MODEL_PARAMS)
-    for item in config.model_params:
-        params |= parse_pairs(item)
+    triggers, params = policies_and_params(
+        contract, main, config.extra_policies, config.model_params
+    )
     return BacktestConfig, {"triggers": triggers, "model_params": params, "fit": config.fit}
 
 

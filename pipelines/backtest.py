@@ -65,6 +65,24 @@ def parse_pairs(text: str) -> dict[str, Any]:
     return pairs
 
 
+def policies_and_params(
+    contract: Any, main: Any, policy_specs: list[str], param_specs: list[str]
+) -> tuple[list[Any], dict[str, Any]]:
+    """The trigger policies (driftloop's own `main`, then 'name:key=value,...' specs) and
+    the LightGBM parameters (the backtest's, then 'key=value' overrides) of a run: the
+    CLI and the `<dataset>_backtest` job read their options the same way."""
+    from driftloop.backtest import BACKTEST_MODEL_PARAMS, trigger_settings
+
+    triggers = [main]
+    for spec in policy_specs:
+        name, _, pairs = spec.partition(":")
+        triggers.append(trigger_settings(contract, name=name.strip(), **parse_pairs(pairs)))
+    params = dict(BACKTEST_MODEL_PARAMS)
+    for item in param_specs:
+        params |= parse_pairs(item)
+    return triggers, params
+
+
 def find_contract(dataset: str, explicit: str | None) -> Path:
     if explicit:
         return Path(explicit)
@@ -139,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(contract, args, start: date, end: date):
-    from driftloop.backtest import BACKTEST_MODEL_PARAMS, BacktestConfig, trigger_settings
+    from driftloop.backtest import BacktestConfig, trigger_settings
 
     main = trigger_settings(
         contract,
@@ -153,13 +171,7 @@ def config_from_args(contract, args, start: date, end: date):
         drift_share_threshold=args.drift_share_threshold,
         tolerance=args.tolerance,
     )
-    triggers = [main]
-    for spec in args.policy:
-        name, _, pairs = spec.partition(":")
-        triggers.append(trigger_settings(contract, name=name.strip(), **parse_pairs(pairs)))
-    params = dict(BACKTEST_MODEL_PARAMS)
-    for item in args.param:
-        params |= parse_pairs(item)
+    triggers, params = policies_and_params(contract, main, args.policy, args.param)
     extra: dict[str, Any] = {"triggers": triggers, "model_params": params}
     extra["workers"] = args.workers
     extra["fit"] = args.fit
