@@ -34,6 +34,7 @@ from dagster import (
 )
 from pydantic import Field
 
+from assets.partitions import ONE_RUN
 from driftloop import ledger
 from driftloop.contract import Contract
 from driftloop.lake import days_between, partition_files, sql_file_list, write_text_atomic
@@ -378,6 +379,7 @@ def build(contract: Contract) -> Definitions:
         key=eval_key,
         deps=[AssetKey([name, "model"])],
         group_name=name,
+        backfill_policy=ONE_RUN,
         required_resource_keys={"lake", "mlflow"},
         description=(
             f"The {name} challenger against the champion (or the baseline) on its holdout: "
@@ -392,6 +394,7 @@ def build(contract: Contract) -> Definitions:
         key=AssetKey([name, "promotion"]),
         deps=[eval_key],
         group_name=name,
+        backfill_policy=ONE_RUN,
         required_resource_keys={"lake", "mlflow"},
         description=(
             f"Applies the gate decision for the {name} challenger: ledger entry, version tags, "

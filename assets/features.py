@@ -5,7 +5,6 @@ from dagster import (
     AssetDep,
     AssetExecutionContext,
     AssetKey,
-    BackfillPolicy,
     Definitions,
     IdentityPartitionMapping,
     MaterializeResult,
@@ -16,7 +15,7 @@ from dagster import (
     asset,
 )
 
-from assets.partitions import daily_partitions
+from assets.partitions import ONE_RUN, daily_partitions
 from driftloop.contract import Contract, Task
 from driftloop.feature_writer import WrittenFeatures, write_features
 from driftloop.features import FEATURES_TABLE, RAW_TABLE, lookback_days
@@ -46,7 +45,7 @@ def build(contract: Contract) -> Definitions:
         group_name=name,
         partitions_def=daily_partitions(contract),
         deps=[AssetDep(AssetKey([name, "raw_data"]), partition_mapping=IdentityPartitionMapping())],
-        backfill_policy=BackfillPolicy.single_run(),
+        backfill_policy=ONE_RUN,
         description=(
             f"Model features of {name}, one row per raw row: ids, event_time, partition_date, "
             f"the contract's features and label. Rolling features read the {lookback} raw "
@@ -82,13 +81,17 @@ def build(contract: Contract) -> Definitions:
             "labelled_rows": MetadataValue.int(written.labelled_rows),
             label_stat: MetadataValue.float(written.label_mean or 0.0),
             "null_fraction": _null_fractions(written, contract.features),
-            "sql": MetadataValue.md(f"```sql\n{written.sql}\n```"),
             "lookback_days": MetadataValue.int(lookback),
             "path": MetadataValue.path(
                 str(written.files[days[0]]) if len(days) == 1 else str(paths.table(FEATURES_TABLE))
             ),
         }
-        if len(days) > 1:
+        if len(days) == 1:
+            metadata["sql"] = MetadataValue.md(f"```sql\n{written.sql}\n```")
+        else:
+            # Dagster copies a range run's metadata onto every partition's materialization
+            # (three rows in the event log each): the query, most of the 20 KB, stays with
+            # single-day runs, whose query is the same but for its files and days.
             metadata["rows_per_day"] = MetadataValue.json(written.rows_per_day)
             metadata["queries"] = MetadataValue.int(len(written.chunks))
         return MaterializeResult(metadata=metadata)

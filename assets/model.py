@@ -26,6 +26,7 @@ from dagster import (
 )
 from pydantic import Field
 
+from assets.partitions import ONE_RUN
 from driftloop.contract import Contract
 from driftloop.models import LIGHTGBM_DEFAULTS
 from resources.lake import LakeResource
@@ -104,6 +105,7 @@ def build(contract: Contract) -> Definitions:
         key=AssetKey([name, "model"]),
         deps=[AssetKey([name, "features"])],
         group_name=name,
+        backfill_policy=ONE_RUN,
         kinds={"python", "mlflow"},
         description=(
             f"Trains a {contract.task.value} model of {name} on the latest features window, "

@@ -8,6 +8,7 @@ from dagster import Definitions, EnvVar, in_process_executor
 
 from assets.factory import build_dataset_definitions
 from driftloop.contract import load_contracts
+from driftloop.fast_exit import freeze_gc_at_exit
 from driftloop.paths import contracts_dir
 from resources.lake import LakeResource
 from resources.mlflow import MlflowResource
@@ -40,4 +41,7 @@ def build_definitions() -> Definitions:
     return Definitions.merge(shared, *(build_dataset_definitions(c) for c in contracts.values()))
 
 
+# Every process that loads this code location (CLI commands, run workers, the daemon's code
+# server) exits in about 0.1 s instead of 1.5 s: driftloop/fast_exit.py says why.
+freeze_gc_at_exit()
 defs = build_definitions()

@@ -433,6 +433,15 @@ def test_asset_one_partition_and_a_range(
         )
     materialized = dagster_instance.get_materialized_partitions(AssetKey(["flights", "features"]))
     assert materialized == {"2013-01-10", "2013-01-11", "2013-01-12"}
+    # Every partition of a range carries the range's metadata, without the query.
+    events = result.asset_materializations_for_node(asset.op.name)
+    assert len(events) == 3
+    for event in events:
+        assert event.metadata["rows_per_day"].value == {
+            day: int((expected["partition_date"] == day).sum())
+            for day in ("2013-01-10", "2013-01-11", "2013-01-12")
+        }
+        assert "sql" not in event.metadata
 
 
 def test_asset_fails_clearly_on_a_blocked_day(
