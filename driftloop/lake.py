@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from datetime import date, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -32,6 +33,56 @@ def write_parquet_atomic(frame: pd.DataFrame | pa.Table, path: Path) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+class ParquetSink:
+    """Appends Arrow tables of one schema to a Parquet file (`parquet_sink`)."""
+
+    def __init__(self, path: str, dictionary_columns: list[str] | None) -> None:
+        self._path = path
+        self._dictionary = dictionary_columns
+        self._writer = None
+        self.rows = 0
+
+    def write(self, table: pa.Table) -> None:
+        import pyarrow.parquet as pq
+
+        if self._writer is None:
+            # Dictionary encoding only where asked: on a column of unique values (ids,
+            # scores) the writer builds a dictionary, overflows it and falls back, in vain.
+            self._writer = pq.ParquetWriter(
+                self._path,
+                table.schema,
+                compression="zstd",
+                use_dictionary=True if self._dictionary is None else self._dictionary,
+            )
+        self._writer.write_table(table)
+        self.rows += table.num_rows
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+
+
+@contextmanager
+def parquet_sink(path: Path, dictionary_columns: list[str] | None = None) -> Iterator[ParquetSink]:
+    """A Parquet file written table by table and renamed into place when the block ends
+    (atomic as `write_parquet_atomic`; removed on error). Write at least one table, if
+    only an empty one: the file's schema is the first table's."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    sink = ParquetSink(tmp, dictionary_columns)
+    try:
+        yield sink
+        if sink._writer is None:
+            raise ValueError(f"nothing was written to {path}")
+        sink.close()
+        os.replace(tmp, path)
+    except BaseException:
+        sink.close()
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def write_text_atomic(text: str, path: Path) -> Path:

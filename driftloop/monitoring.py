@@ -159,8 +159,10 @@ def predictions_table(
     model_version: str,
     shadow_scores: np.ndarray | None = None,
     shadow_version: str | None = None,
+    first_row: int = 0,
 ) -> pd.DataFrame | pa.Table:
-    """The predictions partition of one features partition (same rows, same order).
+    """The predictions partition of one features partition (same rows, same order); of a
+    slice of it starting at row `first_row`, the predictions rows of that slice.
 
     Given an Arrow table, returns an Arrow table with the same columns and types as the
     pandas path writes (the id strings pass through without becoming Python objects).
@@ -169,11 +171,11 @@ def predictions_table(
 
     if hasattr(features, "column_names"):
         return _predictions_arrow(
-            contract, features, scores, model_version, shadow_scores, shadow_version
+            contract, features, scores, model_version, shadow_scores, shadow_version, first_row
         )
     keep = [c for c in prediction_key_columns(contract) if c in features]
     table = features[keep].reset_index(drop=True).copy()
-    table[ROW] = np.arange(len(features), dtype="int64")
+    table[ROW] = np.arange(first_row, first_row + len(features), dtype="int64")
     table[PREDICTION] = np.asarray(scores, dtype="float64")
     table[MODEL_VERSION] = str(model_version)
     if shadow_scores is not None and shadow_version is not None:
@@ -189,6 +191,7 @@ def _predictions_arrow(
     model_version: str,
     shadow_scores: np.ndarray | None,
     shadow_version: str | None,
+    first_row: int,
 ) -> pa.Table:
     import numpy as np
     import pyarrow as pa
@@ -201,7 +204,7 @@ def _predictions_arrow(
             if pa.types.is_dictionary(values.type):  # read dictionary-encoded: plain again
                 values = values.cast(values.type.value_type)
             columns[name] = values
-    columns[ROW] = pa.array(np.arange(rows, dtype="int64"))
+    columns[ROW] = pa.array(np.arange(first_row, first_row + rows, dtype="int64"))
     columns[PREDICTION] = pa.array(np.asarray(scores, dtype="float64"))
     columns[MODEL_VERSION] = pa.repeat(pa.scalar(str(model_version)), rows)
     if shadow_scores is not None and shadow_version is not None:

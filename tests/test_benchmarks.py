@@ -158,7 +158,9 @@ def test_scoring_step_writes_what_bare_booster_predict_returns(retrained: dict) 
     assert ours["rows"] == bare["rows"] == written.num_rows > 100
     # The fixed costs are measured apart, and the step accounts for its parts.
     assert ours["fixed_seconds"] > 0 and set(ours["parts"]) == set(scoring.STEP_PARTS)
-    assert 0 < sum(ours["parts"].values()) < ours["seconds"]
+    # Reading and writing overlap the scoring; model and scoring are on the step's path.
+    assert min(ours["parts"].values()) > 0
+    assert ours["parts"]["model"] + ours["parts"]["score"] < ours["seconds"]
     features = pq.read_table(
         root / "lake" / "flights" / "features" / f"date={day}" / "data.parquet"
     )

@@ -16,8 +16,9 @@ report and decision files; ledger entry, tags and alias), in one fresh Python pr
 Both sides: wall time of their process from start to exit (interpreter start and imports
 included), on copies of the same raw lake (real 2013 flights) with an MLflow store and a
 Dagster instance that exist already (their SQLite schemas are created before the clock
-starts, as in a running deployment). Both exit without the interpreter's final garbage
-collections (driftloop/fast_exit.py), as every process that loads the code location does.
+starts, as in a running deployment). Both run with the process settings every process
+that loads the code location gets (`benchmarks.as_pipeline_process`: a quick exit and
+Arrow's jemalloc pool).
 Sides alternate; the figures are medians. `tests/test_benchmarks.py` checks that both sides
 train the same model (same holdout metrics).
 
@@ -41,7 +42,16 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
-from benchmarks import child_env, median, python_child, report, row, run_child, self_peak_mb
+from benchmarks import (
+    as_pipeline_process,
+    child_env,
+    median,
+    python_child,
+    report,
+    row,
+    run_child,
+    self_peak_mb,
+)
 from benchmarks.data import START, real_flights, write_raw_lake
 
 TARGET_RATIO = 1.3
@@ -369,10 +379,7 @@ def fresh_copy(source: Path, target: Path) -> Path:
 
 
 def child_main(argv: list[str]) -> None:
-    # The same quick exit as every process that loads the code location (pipelines/definitions.py).
-    from driftloop.fast_exit import freeze_gc_at_exit
-
-    freeze_gc_at_exit()
+    as_pipeline_process()
     root, first, last, *rest = argv
     window = int(rest[0]) if rest else None
     start, end = date.fromisoformat(first), date.fromisoformat(last)

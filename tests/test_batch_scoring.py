@@ -1,0 +1,110 @@
+"""score_day: batch by batch, the file a whole-table write gives; atomic on failure."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from driftloop.batch_scoring import ScoredDay, Scorer, score_day
+from driftloop.contract import Contract
+from driftloop.lake import write_parquet_atomic
+from driftloop.monitoring import predictions_table
+from driftloop.paths import DatasetPaths
+
+DAY = "2013-01-08"
+
+
+def features(rows: int) -> pd.DataFrame:
+    rng = np.random.default_rng(rows)
+    return pd.DataFrame(
+        {
+            "flight_id": [f"{DAY}-{i}" for i in range(rows)],
+            "event_time": pd.date_range(DAY, periods=rows, freq="min"),
+            "partition_date": DAY,
+            "temp": rng.normal(size=rows),
+            "carrier": rng.choice(["AA", "DL", "UA"], rows),
+            "label": rng.integers(0, 2, rows).astype("float64"),
+        }
+    )
+
+
+def by_temp(table: pa.Table) -> np.ndarray:
+    return np.nan_to_num(table.column("temp").to_numpy(zero_copy_only=False)) * 0.5
+
+
+def by_carrier(table: pa.Table) -> np.ndarray:
+    carriers = table.column("carrier").cast(pa.string()).to_pylist()
+    return np.array([{"AA": 0.1, "DL": 0.2}.get(c, 0.3) for c in carriers])
+
+
+def test_batches_write_the_file_one_whole_table_gives(
+    flights_contract: Contract, flights_paths: DatasetPaths
+) -> None:
+    frame = features(300)
+    write_parquet_atomic(frame, flights_paths.partition_file("features", DAY))
+    scored = score_day(
+        flights_contract,
+        flights_paths,
+        DAY,
+        Scorer(by_temp, "3"),
+        Scorer(by_carrier, "4"),
+        columns=["flight_id", "event_time", "partition_date", "temp", "carrier"],
+        dictionary=["carrier"],
+        batch_rows=64,
+    )
+    champion, shadow = by_temp(pa.Table.from_pandas(frame)), by_carrier(pa.Table.from_pandas(frame))
+    expected = predictions_table(flights_contract, frame, champion, "3", shadow, "4")
+    written = pd.read_parquet(scored.path)
+    pd.testing.assert_frame_equal(written, expected)
+    assert list(written["row"]) == list(range(300))  # positions in the whole partition
+    assert pq.ParquetFile(scored.path).metadata.num_row_groups == 5  # ceil(300 / 64)
+    assert scored.rows == 300
+    assert scored.mean(scored.prediction_sum) == pytest.approx(champion.mean())
+    assert scored.mean(scored.shadow_abs_difference_sum) == pytest.approx(
+        np.abs(shadow - champion).mean()
+    )
+    assert min(scored.read_seconds, scored.score_seconds, scored.write_seconds) > 0
+
+
+def test_an_empty_partition_gets_an_empty_file_of_the_same_schema(
+    flights_contract: Contract, flights_paths: DatasetPaths
+) -> None:
+    table = pa.Table.from_pandas(features(10), preserve_index=False)
+    full = score_day_of(flights_contract, flights_paths, table, "2013-01-09")
+    empty = score_day_of(flights_contract, flights_paths, table.slice(0, 0), DAY)
+    assert empty.rows == 0 and pq.read_metadata(empty.path).num_rows == 0
+    assert pq.read_schema(empty.path) == pq.read_schema(full.path)
+
+
+def score_day_of(contract: Contract, paths: DatasetPaths, table: pa.Table, day: str) -> ScoredDay:
+    write_parquet_atomic(table, paths.partition_file("features", day))
+    return score_day(contract, paths, day, Scorer(by_temp, "1"))
+
+
+def test_a_failing_batch_leaves_no_file_behind(
+    flights_contract: Contract, flights_paths: DatasetPaths
+) -> None:
+    write_parquet_atomic(features(300), flights_paths.partition_file("features", DAY))
+    calls = []
+
+    def fails_third_time(table: pa.Table) -> np.ndarray:
+        calls.append(len(table))
+        if len(calls) == 3:
+            raise RuntimeError("model exploded")
+        return by_temp(table)
+
+    with pytest.raises(RuntimeError, match="model exploded"):
+        scorer = Scorer(fails_third_time, "1")
+        score_day(flights_contract, flights_paths, DAY, scorer, batch_rows=64)
+    folder = flights_paths.partition_file("predictions", DAY).parent
+    assert not folder.exists() or not any(folder.iterdir())  # neither file nor temp file
+
+
+def test_a_missing_partition_is_named(
+    flights_contract: Contract, flights_paths: DatasetPaths
+) -> None:
+    with pytest.raises(FileNotFoundError, match=f"features partition for {DAY}"):
+        score_day(flights_contract, flights_paths, DAY, Scorer(by_temp, "1"))
