@@ -222,7 +222,7 @@ def child_main(argv: list[str]) -> None:
 
 def sizes(quick: bool) -> dict[str, int]:
     if quick:
-        return {"score_rows": 100_000, "train_days": 16, "train_rows": 20_000, "reps": 1}
+        return {"score_rows": 50_000, "train_days": 16, "train_rows": 10_000, "reps": 1}
     return {"score_rows": 1_000_000, "train_days": 16, "train_rows": 80_000, "reps": 3}
 
 
