@@ -81,8 +81,12 @@ def run_child(
     timeout: float = 3600,
     cwd: Path = PROJECT_ROOT,
 ) -> ChildRun:
-    """Run a command to the end; wall time and the peak RSS of that process (os.wait4).
+    """Run a command to the end; wall time and the peak RSS of that process.
 
+    The peak is the child's own high-water mark (VmHWM), read from /proc while it runs:
+    os.wait4's ru_maxrss starts from the parent's high-water mark, carried across fork and
+    exec, so a child of a runner that once held a prepared data set reported the runner's
+    peak. (Only the child's last 20 ms can escape the reading; ru_maxrss is the fallback.)
     A child that prints a line `BENCHMARK_RESULT {json}` hands that JSON back (its own
     in-process timings). Output goes to a temporary file, so a chatty child cannot block.
     """
@@ -92,7 +96,9 @@ def run_child(
             args, cwd=cwd, env=env or child_env(), stdout=log, stderr=subprocess.STDOUT
         )
         deadline = started + timeout
+        high_water_kb = 0
         while True:
+            high_water_kb = max(high_water_kb, high_water_kb_of(process.pid))
             pid, status, usage = os.wait4(process.pid, os.WNOHANG)
             if pid:
                 break
@@ -109,8 +115,22 @@ def run_child(
     for line in text.splitlines():
         if line.startswith(RESULT_PREFIX):
             result = json.loads(line[len(RESULT_PREFIX) :])
-    # ru_maxrss is in kilobytes on Linux.
-    return ChildRun(seconds, usage.ru_maxrss / 1024, process.returncode, result, text)
+    # Both in kilobytes on Linux.
+    peak_kb = high_water_kb or usage.ru_maxrss
+    return ChildRun(seconds, peak_kb / 1024, process.returncode, result, text)
+
+
+def high_water_kb_of(pid: int | str = "self") -> int:
+    """VmHWM (peak RSS of its own address space) of a running process, or of this one, in
+    kB; 0 once it is gone or where /proc is absent."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
 
 
 def python_child(

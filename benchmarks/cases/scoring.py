@@ -41,6 +41,7 @@ from typing import Any
 from benchmarks import (
     as_pipeline_process,
     child_env,
+    high_water_kb_of,
     median,
     python_child,
     report,
@@ -107,21 +108,9 @@ def scoring_env(root: Path) -> dict[str, str]:
 
 
 def own_peak_mb() -> float:
-    """This process's own peak RSS in MB (VmHWM of its address space).
-
-    Not ru_maxrss (what `os.wait4` and `self_peak_mb` report): on Linux a child's ru_maxrss
-    starts from its parent's high-water mark, carried across fork and exec, so every child
-    of a parent that once held the prepared data reported that parent's peak (3.7 GB here,
-    identical for both sides).
-    """
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return self_peak_mb()
+    """This process's own peak RSS in MB (VmHWM; see `benchmarks.run_child` for why not
+    ru_maxrss)."""
+    return (high_water_kb_of() / 1024) or self_peak_mb()
 
 
 def warm_up() -> float:
