@@ -1,6 +1,7 @@
 """`python -m benchmarks [--quick] [--only drift,load] [--out PATH]`: run the cases, print a
-table, write the figures as JSON (default `benchmarks/results/latest.json`) and the same
-table as Markdown beside it (`latest.md`).
+table, write the figures as JSON (default `benchmarks/results/latest.json`, or `quick.json`
+with --quick, so a quick run never replaces the full figures) and the same table as
+Markdown beside it (`latest.md`, `quick.md`).
 
 Cases are the modules of `benchmarks/cases/`; each exposes `run(quick: bool) -> list[dict]`
 with the keys of `benchmarks.ROW_KEYS`. A case that raises is recorded as not met, with
@@ -76,8 +77,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small sizes (a few minutes)")
     parser.add_argument("--only", default="", help="comma-separated case names")
-    parser.add_argument("--out", type=Path, default=RESULTS_DIR / "latest.json")
+    parser.add_argument("--out", type=Path, default=None, help="JSON file to write")
     args = parser.parse_args(argv)
+    if args.out is None:
+        args.out = RESULTS_DIR / ("quick.json" if args.quick else "latest.json")
     os.environ.setdefault("PYTHONWARNINGS", "ignore")
 
     names = discover()
