@@ -14,7 +14,8 @@ Per-day metadata on a range run: `context.add_asset_metadata(..., partition_key=
 each day's numbers on that day's materialization (a single `MaterializeResult` alone would
 stamp the range's totals on every day).
 
-The hot path stays in Arrow: each day is read with only the columns the models and the
+The hot path stays in Arrow: each day is read, batch by batch with reading and writing
+beside the scoring (driftloop/batch_scoring.py), with only the columns the models and the
 predictions table need (categorical inputs dictionary-encoded), our models build their
 matrix from the Arrow columns directly (no pandas, no MLflow per-row input checks; see
 `driftloop.registry.load_scoring_model`), and the id columns go back to Parquet as they

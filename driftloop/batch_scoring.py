@@ -1,13 +1,13 @@
 """Score one features partition into its predictions partition, batch by batch.
 
-The model scores on one core (LightGBM's `num_threads=1`, driftloop.models says why), so
-the other core reads and writes: while batch i is scored, batch i+1 is read and decoded
-and batch i-1 is compressed and written, in a two-thread pool (Parquet decoding, zstd and
-LightGBM's predict all release the GIL). On one 1M-row partition this takes the step's
-Parquet time, about as long as the trees themselves, mostly off the critical path. The
-file is the same as a whole-table write would give (same rows, order, columns and types),
-in row groups of `BATCH_ROWS` rows, and it appears atomically (`lake.parquet_sink`).
-"""
+While batch i is scored here, batch i+1 is read and decoded and batch i-1 is compressed
+and written, in a two-thread pool (Parquet decoding, zstd and LightGBM's predict all
+release the GIL), so the Parquet work, which on a 1M-row partition takes about as long as
+the trees, is mostly off the critical path. LightGBM predicts with one thread per core
+(its default; the training `num_threads` does not reach prediction), so the three share
+the cores rather than each having one. The file is the same as a whole-table write would
+give (same rows, order, columns and types), in row groups of `BATCH_ROWS` rows, and it
+appears atomically (`lake.parquet_sink`)."""
 
 from __future__ import annotations
 
@@ -85,7 +85,7 @@ def score_day(
     features = pq.ParquetFile(source, read_dictionary=dictionary or None)
     names = features.schema_arrow.names
     wanted = None if columns is None else [c for c in dict.fromkeys(columns) if c in names]
-    # One decoding thread: the other core is the model's (a pool per core would fight it).
+    # One decoding thread: the model's prediction already runs a thread per core.
     batches = features.iter_batches(batch_size=batch_rows, columns=wanted, use_threads=False)
     result = ScoredDay(path=paths.partition_file(PREDICTIONS_TABLE, day))
 

@@ -42,7 +42,6 @@ class ParquetSink:
         self._path = path
         self._dictionary = dictionary_columns
         self._writer = None
-        self.rows = 0
 
     def write(self, table: pa.Table) -> None:
         import pyarrow.parquet as pq
@@ -57,7 +56,10 @@ class ParquetSink:
                 use_dictionary=True if self._dictionary is None else self._dictionary,
             )
         self._writer.write_table(table)
-        self.rows += table.num_rows
+
+    @property
+    def started(self) -> bool:
+        return self._writer is not None
 
     def close(self) -> None:
         if self._writer is not None:
@@ -75,7 +77,7 @@ def parquet_sink(path: Path, dictionary_columns: list[str] | None = None) -> Ite
     sink = ParquetSink(tmp, dictionary_columns)
     try:
         yield sink
-        if sink._writer is None:
+        if not sink.started:
             raise ValueError(f"nothing was written to {path}")
         sink.close()
         os.replace(tmp, path)

@@ -226,33 +226,6 @@ def read_partition(
     return pq.read_table(path, columns=columns).to_pandas()
 
 
-def read_partition_arrow(
-    paths: DatasetPaths,
-    table: str,
-    day: str,
-    columns: list[str] | None = None,
-    dictionary: list[str] | None = None,
-) -> pa.Table:
-    """One partition as an Arrow table: only the given columns that exist (all if None;
-    whoever needs a column says so by name, e.g. the scorer's KeyError), the `dictionary`
-    string columns dictionary-encoded (a categorical column then costs one small integer
-    per row, not a string); FileNotFoundError if the partition is absent."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    path = paths.partition_file(table, day)
-    if not path.exists():
-        raise FileNotFoundError(f"no {paths.dataset} {table} partition for {day} at {path}")
-    schema = pq.read_schema(path)
-    if columns is not None:
-        columns = [c for c in dict.fromkeys(columns) if c in schema.names]
-    strings = {
-        f.name for f in schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)
-    }
-    wanted = [c for c in dictionary or [] if c in strings and (columns is None or c in columns)]
-    return pq.read_table(path, columns=columns, read_dictionary=wanted or None)
-
-
 def _columns_in(path: Path, wanted: list[str]) -> list[str]:
     import pyarrow.parquet as pq
 
