@@ -435,7 +435,6 @@ def run(quick: bool) -> list[dict]:
                 root = fresh_copy(source, folder / f"{side}{rep}")
                 home = folder / f"home{rep}"
                 if side == "cli":
-                    dagster_env(root, home)  # instance storage, untimed
                     result = retrain_cli(root, home, days)
                     cli_seconds.append(result["seconds"])
                     cli_peak.append(result["peak_mb"])
