@@ -3,14 +3,25 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from driftloop.paths import data_root
 
+if TYPE_CHECKING:
+    from dagster import DagsterInstance
+
 # Two cores: at most two runs at once, and never two trainings of one dataset together.
+# The event log is Dagster's SQLite one, keeping its engines between events
+# (pipelines/event_log_storage.py), in the default place: $DAGSTER_HOME/history/runs.
 DAGSTER_YAML = """\
 telemetry:
   enabled: false
+event_log_storage:
+  module: pipelines.event_log_storage
+  class: PooledSqliteEventLogStorage
 run_queue:
   max_concurrent_runs: 2
   tag_concurrency_limits:
@@ -30,3 +41,23 @@ def project_dagster_home(root: Path | None = None) -> Path:
     if not config.exists():
         config.write_text(DAGSTER_YAML)
     return home
+
+
+@contextmanager
+def instance_at(home: Path) -> Iterator[DagsterInstance]:
+    """The Dagster instance of the DAGSTER_HOME `home` (read from another process's home).
+
+    DAGSTER_HOME points at `home` while it is open: the event log storage finds its files
+    through it, as in every process Dagster itself starts."""
+    from dagster import DagsterInstance
+
+    previous = os.environ.get("DAGSTER_HOME")
+    os.environ["DAGSTER_HOME"] = str(home)
+    try:
+        with DagsterInstance.from_config(str(home)) as instance:
+            yield instance
+    finally:
+        if previous is None:
+            os.environ.pop("DAGSTER_HOME", None)
+        else:
+            os.environ["DAGSTER_HOME"] = previous

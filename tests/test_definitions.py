@@ -84,15 +84,13 @@ def test_every_job_runs_its_steps_in_the_run_process() -> None:
 
 
 def test_retraining_runs_carry_the_tag_the_project_instance_limits(tmp_path: Path) -> None:
-    from dagster import DagsterInstance
-
     from pipelines.definitions import defs
-    from pipelines.instance import DAGSTER_YAML
+    from pipelines.instance import DAGSTER_YAML, instance_at
     from pipelines.jobs import TRAINING_TAG
 
     assert defs.resolve_job_def("flights_retrain").tags[TRAINING_TAG] == "flights"
     (tmp_path / "dagster.yaml").write_text(DAGSTER_YAML)
-    with DagsterInstance.from_config(str(tmp_path)) as instance:
+    with instance_at(tmp_path) as instance:
         queue = instance.get_concurrency_config().run_queue_config
     assert queue.max_concurrent_runs == 2
     [limit] = [lim for lim in queue.tag_concurrency_limits if lim["key"] == TRAINING_TAG]
@@ -110,12 +108,13 @@ def test_a_cli_materialization_runs_checks_and_captures_logs_in_one_process(
     import sys
     from datetime import date
 
-    from dagster import DagsterEventType, DagsterInstance
+    from dagster import DagsterEventType
 
     from driftloop.paths import dataset_paths
     from driftloop.replay import replay_days
     from driftloop.validation import CHECK_NAMES
-    from pipelines.instance import DAGSTER_YAML
+    from pipelines.event_log_storage import PooledSqliteEventLogStorage
+    from pipelines.instance import DAGSTER_YAML, instance_at
 
     root, home = tmp_path / "data", tmp_path / "dagster_home"
     home.mkdir()
@@ -136,7 +135,8 @@ def test_a_cli_materialization_runs_checks_and_captures_logs_in_one_process(
     )
     assert done.returncode == 0, done.stderr[-4000:]
 
-    with DagsterInstance.from_config(str(home)) as instance:
+    with instance_at(home) as instance:
+        assert isinstance(instance.event_log_storage, PooledSqliteEventLogStorage)
         [run] = instance.get_runs()
         events = [e for e in instance.all_logs(run.run_id) if e.dagster_event]
         engine = [

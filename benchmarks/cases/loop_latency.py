@@ -191,10 +191,9 @@ def measure(n_files: int, history_days: int = HISTORY_DAYS) -> list[dict[str, fl
         results = []
         with dagster_dev(env, log, free_port()):
             wait_for("the sensor daemon", lambda: _daemon_ready(log), timeout=300, every=1)
-            from dagster import DagsterInstance
+            from pipelines.instance import instance_at
 
-            instance = DagsterInstance.from_config(str(home))
-            try:
+            with instance_at(home) as instance:
                 for k in range(n_files):
                     day = FIRST_DAY + timedelta(days=history_days + k)
                     wait_for("a quiet instance", lambda: _quiet(instance), timeout=600, every=1)
@@ -218,8 +217,6 @@ def measure(n_files: int, history_days: int = HISTORY_DAYS) -> list[dict[str, fl
                             "run_seconds": run.get("ended", nan) - run.get("started", nan),
                         }
                     )
-            finally:
-                instance.dispose()
         return results
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -261,13 +261,11 @@ def dagster_env(root: Path, home: Path) -> dict[str, str]:
     exists already (as a running deployment's does: creating the SQLite schemas is not part
     of launching a run)."""
     if not (home / "dagster.yaml").exists():
-        from dagster import DagsterInstance
-
-        from pipelines.instance import DAGSTER_YAML
+        from pipelines.instance import DAGSTER_YAML, instance_at
 
         home.mkdir(parents=True, exist_ok=True)
         (home / "dagster.yaml").write_text(DAGSTER_YAML)
-        with DagsterInstance.from_config(str(home)) as instance:
+        with instance_at(home) as instance:
             instance.get_runs(limit=1)
             instance.all_instigator_state()
     return {**data_env(root), "DAGSTER_HOME": str(home)}
@@ -305,9 +303,9 @@ def cli_phases(home: Path, start: float, end: float) -> dict[str, Any]:
     See the module docstring; the instance holds exactly that one run. Also reports what the
     run was: its job, tags, how many events and the processes that executed steps.
     """
-    from dagster import DagsterInstance
+    from pipelines.instance import instance_at
 
-    with DagsterInstance.from_config(str(home)) as instance:
+    with instance_at(home) as instance:
         records = instance.get_run_records()
         if len(records) != 1:
             raise RuntimeError(f"expected one run in {home}, found {len(records)}")
