@@ -145,10 +145,11 @@ def run(quick: bool) -> list[dict]:
     with tempfile.TemporaryDirectory(prefix="bench-drift-") as tmp:
         pairs = prepare(Path(tmp), timed_rows, agreement_rows)
         args = [a for pair in pairs for a in pair]
-        # ours, Evidently, ours: our figure is the median of two runs around theirs.
+        # ours, Evidently, ours: our figure is the median of two runs around theirs
+        # (--quick: one run of each).
         first = python_child(MODULE, "ours", *args)
         theirs = python_child(MODULE, "evidently", *args)
-        second = python_child(MODULE, "ours", *pairs[0])
+        second = first if quick else python_child(MODULE, "ours", *pairs[0])
     ours = first.result
     ours_seconds = median([ours["mixed"]["seconds"], second.result["mixed"]["seconds"]])
     their_seconds = theirs.result["mixed"]["seconds"]

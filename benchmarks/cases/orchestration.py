@@ -6,7 +6,8 @@ FIRST...LAST`: one run that builds the features of the range (one DuckDB query) 
 trains, evaluates and gates once (README, "Step by step with the CLI"; every asset of the
 path has a single-run backfill policy, assets/partitions.py). The run executes its steps in
 the CLI's own process (`in_process_executor`, pipelines/definitions.py), on the project's
-own instance settings (`pipelines.instance.DAGSTER_YAML`), from the same raw lake.
+own instance settings (`pipelines.instance.DAGSTER_YAML`: its event log keeps its SQLite
+engines between events, pipelines/event_log_storage.py), from the same raw lake.
 
 Baseline: `retrain_in_process`, the framework-free functions those assets call, in the same
 order and with the same arguments (features per day; `load_training_frame`, `train`,
@@ -406,15 +407,13 @@ def breakdown_note(
 MISSED = (
     " Missed: the steps take the same time on both sides; what remains is Dagster's fixed "
     "cost per command (an interpreter with `import dagster`, the code location, the "
-    "instance) and its SQLite event log, which opens a new SQLite connection and commits "
-    "for every event, in two databases per asset event (a planned and a materialization "
-    "event per partition). Dagster starts every run in a new process whoever launches it "
-    "(CLI, UI, daemon), so the start-up stays. What would close it: an event log that keeps "
-    "its connections (dagster-postgres; not measured here). One planned event per run "
-    "instead of one per partition (DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS=1) would "
-    "save the planned-events phase, not enough alone, and is not adopted: the UI then shows "
-    "no partition of a failed range run as failed. The fixed cost does not grow with the "
-    "data."
+    "instance, creating the run) and its event log: a planned and a materialization event "
+    "per partition, in two SQLite databases each (the project's storage keeps its engines "
+    "between events, pipelines/event_log_storage.py). Dagster starts every run in a new "
+    "process whoever launches it (CLI, UI, daemon), so the start-up stays. One planned "
+    "event per run instead of one per partition (DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_"
+    "EVENTS=1) would save the planned-events phase; it is not adopted: the UI then shows no "
+    "partition of a failed range run as failed. The fixed cost does not grow with the data."
 )
 
 

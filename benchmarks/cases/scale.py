@@ -37,7 +37,7 @@ RETRAIN_MODULE = "benchmarks.cases.orchestration"
 
 def sizes(quick: bool) -> dict[str, int]:
     if quick:
-        return {"small": 20_000, "big": 200_000, "days": 20}
+        return {"small": 10_000, "big": 100_000, "days": 20}
     return {"small": 1_000_000, "big": 10_000_000, "days": 100}
 
 

@@ -192,7 +192,7 @@ def load(port: int, bodies: list[bytes], seconds: float) -> dict[str, Any]:
 
 def sizes(quick: bool) -> dict[str, Any]:
     if quick:
-        return {"days": 18, "requests": {1: 40, 100: 20}, "seconds": 45.0, "warmup": 3}
+        return {"days": 18, "requests": {1: 20, 100: 10}, "seconds": 30.0, "warmup": 2}
     return {"days": 24, "requests": {1: 300, 100: 100}, "seconds": 120.0, "warmup": 5}
 
 
