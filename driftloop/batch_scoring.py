@@ -5,12 +5,18 @@ and written, in a two-thread pool (Parquet decoding, zstd and LightGBM's predict
 release the GIL), so the Parquet work, which on a 1M-row partition takes about as long as
 the trees, is mostly off the critical path. LightGBM predicts with one thread per core
 (its default; the training `num_threads` does not reach prediction), so the three share
-the cores rather than each having one. The file is the same as a whole-table write would
+the cores rather than each having one; the pool's threads run at a lower priority
+(`IO_THREAD_NICENESS`), so the prediction threads, which wait for the slowest of them at
+the end of every call, are not the ones left waiting, and reading and writing fill the
+gaps between predictions. The file is the same as a whole-table write would
 give (same rows, order, columns and types), in row groups of `BATCH_ROWS` rows, and it
 appears atomically (`lake.parquet_sink`)."""
 
 from __future__ import annotations
 
+import os
+import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -33,6 +39,10 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 BATCH_ROWS = 131_072
+# Niceness of the read-ahead and write-behind threads (Linux; the scoring thread keeps the
+# process's). Measured on the 2-core benchmark machine: the 1M-row step 7% faster in 7 of
+# 8 alternating pairs, with 6% less CPU (less time spent by prediction threads waiting).
+IO_THREAD_NICENESS = 10
 # Low-cardinality columns of a predictions file; the rest (ids, times, scores) are unique.
 DICTIONARY_COLUMNS = ["partition_date", MODEL_VERSION, SHADOW_MODEL_VERSION]
 
@@ -125,7 +135,7 @@ def score_day(
     # The pool closes (waiting for its reads and writes) before the sink renames the file.
     with (
         parquet_sink(result.path, DICTIONARY_COLUMNS) as sink,
-        ThreadPoolExecutor(max_workers=2, thread_name_prefix="score") as pool,
+        ThreadPoolExecutor(2, "score", initializer=lower_thread_priority) as pool,
     ):
         ahead, writing = pool.submit(read_next), None
         while (batch := ahead.result()) is not None:
@@ -140,3 +150,12 @@ def score_day(
             writing = pool.submit(write, sink, score(empty))
         writing.result()
     return result
+
+
+def lower_thread_priority(niceness: int = IO_THREAD_NICENESS) -> None:
+    """Make the calling thread yield the CPU to the process's other threads (Linux, where
+    a thread is a task with a niceness of its own; elsewhere nothing happens)."""
+    if sys.platform == "linux":
+        thread = threading.get_native_id()
+        current = os.getpriority(os.PRIO_PROCESS, thread)
+        os.setpriority(os.PRIO_PROCESS, thread, min(19, current + niceness))

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import sys
+import threading
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -108,3 +112,20 @@ def test_a_missing_partition_is_named(
 ) -> None:
     with pytest.raises(FileNotFoundError, match=f"features partition for {DAY}"):
         score_day(flights_contract, flights_paths, DAY, Scorer(by_temp, "1"))
+
+
+def test_reading_and_writing_threads_yield_to_the_scoring_thread() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from driftloop.batch_scoring import IO_THREAD_NICENESS, lower_thread_priority
+
+    def niceness() -> int:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    before = niceness()
+    with ThreadPoolExecutor(1, initializer=lower_thread_priority) as pool:
+        in_pool = pool.submit(niceness).result()
+    # A thread's own niceness is Linux's; elsewhere the threads are left as they are.
+    lowered = min(19, before + IO_THREAD_NICENESS) if sys.platform == "linux" else before
+    assert in_pool == lowered
+    assert niceness() == before  # the calling (scoring) thread keeps its priority
