@@ -164,10 +164,12 @@ def report(result: dict[str, Any]) -> None:
 
 
 def self_peak_mb() -> float:
-    """Peak RSS of this process so far, in MB."""
+    """Peak RSS of this process so far, in MB: its own VmHWM (ru_maxrss, the fallback where
+    /proc is absent, carries the parent's peak across fork and exec; see run_child)."""
     import resource
 
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    own_kb = high_water_kb_of()
+    return (own_kb or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) / 1024
 
 
 def current_rss_mb() -> float:

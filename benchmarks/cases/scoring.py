@@ -22,7 +22,7 @@ beforehand (`LightGBMModel._matrix` of the same partition, as float64 numpy), wi
 number of trees and LightGBM's default prediction threads (one per core, as the step's) -
 the raw model throughput, nothing around it. Both in fresh
 processes, alternating. Throughput = rows / seconds; the ratio is ours over bare (1.0 =
-no overhead). Peak memory is each child's own high-water mark (see `own_peak_mb`).
+no overhead). Peak memory is each child's own high-water mark (`benchmarks.self_peak_mb`).
 
 Data: replicated flights; the champion is trained on the days before the scored day
 (framework-free training, registered in MLflow with the `champion` alias).
@@ -41,7 +41,6 @@ from typing import Any
 from benchmarks import (
     as_pipeline_process,
     child_env,
-    high_water_kb_of,
     median,
     python_child,
     report,
@@ -107,12 +106,6 @@ def scoring_env(root: Path) -> dict[str, str]:
 # ------------------------------------------------------------------------- children
 
 
-def own_peak_mb() -> float:
-    """This process's own peak RSS in MB (VmHWM; see `benchmarks.run_child` for why not
-    ru_maxrss)."""
-    return (high_water_kb_of() / 1024) or self_peak_mb()
-
-
 def warm_up() -> float:
     """The step process's fixed costs (see the module docstring); returns their seconds."""
     import importlib
@@ -163,7 +156,7 @@ def _ours(root: Path, day: str) -> dict[str, Any]:
         "fixed_seconds": fixed,
         "parts": parts,
         "rows": rows.metadata.num_rows,
-        "peak_mb": own_peak_mb(),
+        "peak_mb": self_peak_mb(),
     }
 
 
@@ -196,7 +189,7 @@ def _bare(root: Path, day: str) -> dict[str, Any]:
         # Booster.predict's default: OpenMP's, one thread per core (the training parameter
         # num_threads does not reach prediction). The step predicts the same way.
         "threads": os.cpu_count(),
-        "peak_mb": own_peak_mb(),
+        "peak_mb": self_peak_mb(),
     }
 
 
