@@ -1,7 +1,13 @@
-"""`python -m benchmarks [--quick] [--only drift,load] [--out PATH]`: run the cases, print a
-table, write the figures as JSON (default `benchmarks/results/latest.json`, or `quick.json`
-with --quick, so a quick run never replaces the full figures) and the same table as
-Markdown beside it (`latest.md`, `quick.md`).
+"""`python -m benchmarks [--quick] [--only drift,load] [--lanes N] [--out PATH]`: run the
+cases, print a table, write the figures as JSON (default `benchmarks/results/latest.json`, or
+`quick.json` with --quick, so a quick run never replaces the full figures) and the same table
+as Markdown beside it (`latest.md`, `quick.md`).
+
+The full run takes one case at a time, so no case's figures carry another's load. `--quick`
+is a smoke run (does every case still work, roughly where do the figures sit?): it takes
+two cases at a time (`--lanes 2`), each in a process of its own, longest first. Each case's
+sides still alternate, so its ratio holds roughly, but its absolute figures are noisier;
+the published figures are the full run's.
 
 Cases are the modules of `benchmarks/cases/`; each exposes `run(quick: bool) -> list[dict]`
 with the keys of `benchmarks.ROW_KEYS`. A case that raises is recorded as not met, with
@@ -17,6 +23,7 @@ import os
 import pkgutil
 import platform
 import sys
+import tempfile
 import time
 import traceback
 from datetime import UTC, datetime
@@ -24,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import RESULTS_DIR, row
+from benchmarks.lanes import run_in_lanes
 
 CASES_DIR = Path(__file__).resolve().parent / "cases"
 # Cheap cases first; the rest in any order after these.
@@ -78,6 +86,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes (a few minutes)")
     parser.add_argument("--only", default="", help="comma-separated case names")
     parser.add_argument("--out", type=Path, default=None, help="JSON file to write")
+    parser.add_argument(
+        "--lanes",
+        type=int,
+        default=None,
+        help="cases run side by side, each in its own process (default: 2 with --quick, else 1)",
+    )
     args = parser.parse_args(argv)
     if args.out is None:
         args.out = RESULTS_DIR / ("quick.json" if args.quick else "latest.json")
@@ -90,20 +104,29 @@ def main(argv: list[str] | None = None) -> int:
         if unknown:
             parser.error(f"unknown case(s) {unknown}; known: {names}")
         names = [n for n in names if n in wanted]
+    lanes = args.lanes if args.lanes is not None else (2 if args.quick else 1)
     started = time.perf_counter()
     load_before = os.getloadavg()
     results: list[dict[str, Any]] = []
-    for name in names:
-        print(f"== {name} ({'quick' if args.quick else 'full'})", flush=True)
-        rows, seconds = run_case(name, args.quick)
-        results.extend(rows)
-        for item in rows:
-            print(f"   {item['case']}: met={item['met']} ({seconds:.0f} s) {item['note']}")
+    if lanes > 1 and len(names) > 1:
+        with tempfile.TemporaryDirectory(prefix="bench-lanes-") as folder:
+            by_case = run_in_lanes(names, args.quick, lanes, Path(folder))
+        for name in names:
+            results.extend(by_case[name])
+    else:
+        lanes = 1
+        for name in names:
+            print(f"== {name} ({'quick' if args.quick else 'full'})", flush=True)
+            rows, seconds = run_case(name, args.quick)
+            results.extend(rows)
+            for item in rows:
+                print(f"   {item['case']}: met={item['met']} ({seconds:.0f} s) {item['note']}")
     total = time.perf_counter() - started
     document = {
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "mode": "quick" if args.quick else "full",
         "seconds": round(total, 1),
+        "lanes": lanes,
         "machine": {
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
@@ -116,8 +139,10 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(document, indent=2, default=str) + "\n")
     markdown = table(results)
+    side_by_side = f", {lanes} cases at a time (figures indicative)" if lanes > 1 else ""
     args.out.with_suffix(".md").write_text(
-        f"{document['mode']} run of {document['generated_at']}, {total:.0f} s\n\n{markdown}\n"
+        f"{document['mode']} run of {document['generated_at']}, {total:.0f} s"
+        f"{side_by_side}\n\n{markdown}\n"
     )
     print()
     print(markdown)

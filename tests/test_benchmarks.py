@@ -10,7 +10,8 @@ Small sizes, no timed asserts (timings live in `python -m benchmarks`, not here)
   and its time split by phase accounts for the whole wall time;
 - scoring: the predictions step writes exactly what bare `Booster.predict` returns on the
   feature matrix of the same partition;
-- the runner's rows and table.
+- the runner's rows and table, and the lanes `--quick` uses: every known case is
+  scheduled, and a case run in its own process hands back its rows (or an error row).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from benchmarks.data import (
     replicated_flights,
     write_drift_frames,
 )
+from benchmarks.lanes import run_in_lanes, schedule
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore::UserWarning"),
@@ -180,3 +182,23 @@ def test_runner_rows_and_table() -> None:
     assert "| x | 1.5 | 3 | s | 2 |" in text and "| y |" in text and "NO" in text
     assert {"drift", "scoring", "orchestration", "load", "scale", "loop_latency"} <= set(discover())
     assert pd.isna(row(case="z")["figure"])
+
+
+def test_lanes_schedule_every_case_longest_first() -> None:
+    names = discover()
+    order = schedule(names)
+    assert sorted(order) == sorted(names)
+    assert order[0] == "loop_latency" and order.index("load") > order.index("orchestration")
+    assert schedule(["load", "new_case", "drift"]) == ["drift", "load", "new_case"]
+
+
+def test_lanes_run_cases_side_by_side_in_their_own_processes(tmp_path: Path) -> None:
+    # `load` is the cheapest real case; a misspelt case must come back as an error row.
+    rows = run_in_lanes(["load", "no_such_case"], quick=True, lanes=2, folder=tmp_path)
+    assert set(rows) == {"load", "no_such_case"}
+    (load,) = rows["load"]
+    assert load["case"] == "load" and load["figure"] > 0 and load["baseline"] > 0
+    assert load["ratio"] == pytest.approx(load["figure"] / load["baseline"], rel=0.01)
+    (failed,) = rows["no_such_case"]
+    assert failed["met"] is False and "unknown case" in failed["note"]
+    assert (tmp_path / "load.json").exists() and (tmp_path / "no_such_case.log").exists()
