@@ -90,13 +90,14 @@ def test_daily_schedule_scores_the_same_days_with_one_job(
     schedule = build_daily_scoring_schedule(flights_contract, _catch_up_jobs(flights_contract))
     _lake(flights_paths)
     _champion(flights_paths.root)
-    context = build_schedule_context(
+    # Closed on exit: `context.instance` opens an instance from the ref, which publishes
+    # its defs-state storage in a context variable until it is closed.
+    with build_schedule_context(
         instance=dagster_instance,
         scheduled_execution_time=datetime(2013, 3, 6, 6, 0),
         resources=_resources(flights_paths.root),
-    )
-
-    requests = schedule.evaluate_tick(context).run_requests
+    ) as context:
+        requests = schedule.evaluate_tick(context).run_requests
 
     assert [r.tags[ASSET_PARTITION_RANGE_START_TAG] for r in requests] == [
         "2013-03-01",

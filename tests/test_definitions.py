@@ -10,18 +10,6 @@ from dagster import AssetKey, DefaultSensorStatus
 
 from driftloop.paths import PROJECT_ROOT
 
-
-@pytest.fixture(autouse=True)
-def _no_state_storage_left_by_earlier_tests():
-    # A Dagster instance publishes its defs-state storage in a context variable that an
-    # earlier test's disposed instance can leave behind (seen after build_schedule_context);
-    # loading definitions then trips over its dead weakref. A fresh process has none.
-    from dagster._core.storage.defs_state.base import set_defs_state_storage
-
-    with set_defs_state_storage(None):
-        yield
-
-
 GRAPH = ["raw_data", "features", "model", "eval_report", "promotion", "predictions",
          "drift_report", "performance"]  # fmt: skip
 
