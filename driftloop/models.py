@@ -114,6 +114,12 @@ class TabularModel(ABC):
         return f"{type(self).__name__}(task={self.task.value}, features={len(self.features)})"
 
 
+def is_arrow_table(frame: Any) -> bool:
+    """A pyarrow Table (not a pandas DataFrame), told by its `column_names`, so callers that
+    only hold pandas frames never import pyarrow to ask."""
+    return hasattr(frame, "column_names")
+
+
 def column_names(frame: Frame) -> list[str]:
     """Column names of a pandas DataFrame or a pyarrow Table."""
     names = getattr(frame, "column_names", None)  # pyarrow.Table
@@ -122,14 +128,14 @@ def column_names(frame: Frame) -> list[str]:
 
 def as_pandas(frame: Frame, columns: list[str]) -> pd.DataFrame:
     """The given columns as pandas (an Arrow table is converted, only those columns)."""
-    if hasattr(frame, "column_names"):
+    if is_arrow_table(frame):
         return frame.select(columns).to_pandas()
     return frame
 
 
-def _rows(frame: Frame, start: int, count: int) -> Frame:
+def row_slice(frame: Frame, start: int, count: int) -> Frame:
     """Rows start..start+count of a DataFrame or an Arrow table (a view, not a copy)."""
-    if hasattr(frame, "column_names"):
+    if is_arrow_table(frame):
         return frame.slice(start, count)
     return frame.iloc[start : start + count]
 
@@ -243,7 +249,7 @@ class LightGBMModel(TabularModel):
         import numpy as np
 
         self._check_columns(frame)
-        arrow = hasattr(frame, "column_names")
+        arrow = is_arrow_table(frame)
         if out is None:
             out = np.empty((len(frame), len(self.features)), dtype=np.float64, order="F")
         categorical = set(self.categorical)
@@ -328,7 +334,7 @@ class LightGBMModel(TabularModel):
         scores = np.empty(rows, dtype=np.float64)
         buffer = np.empty((min(rows, PREDICT_BLOCK_ROWS), len(self.features)), order="F")
         for start in range(0, rows, PREDICT_BLOCK_ROWS):
-            block = _rows(frame, start, PREDICT_BLOCK_ROWS)
+            block = row_slice(frame, start, PREDICT_BLOCK_ROWS)
             out = buffer if len(block) == len(buffer) else None
             matrix = self.feature_matrix(block, out)
             predicted = self.booster.predict(matrix, num_iteration=self.best_iteration)

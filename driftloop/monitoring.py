@@ -133,12 +133,10 @@ def score_frame(
 
     if len(frame) == 0:
         return np.empty(0, dtype="float64")
-    arrow = hasattr(frame, "column_names")
+    from driftloop.models import row_slice
+
     parts = [
-        np.asarray(
-            score(frame.slice(i, chunk_rows) if arrow else frame.iloc[i : i + chunk_rows]),
-            dtype="float64",
-        ).ravel()
+        np.asarray(score(row_slice(frame, i, chunk_rows)), dtype="float64").ravel()
         for i in range(0, len(frame), chunk_rows)
     ]
     scores = np.concatenate(parts)
@@ -169,7 +167,9 @@ def predictions_table(
     """
     import numpy as np
 
-    if hasattr(features, "column_names"):
+    from driftloop.models import is_arrow_table
+
+    if is_arrow_table(features):
         return _predictions_arrow(
             contract, features, scores, model_version, shadow_scores, shadow_version, first_row
         )

@@ -670,7 +670,9 @@ def _check_input_types(model_uri: str, frame: Any, columns: list[tuple[str, str]
     import pandas as pd
     import pyarrow as pa
 
-    arrow = hasattr(frame, "column_names")
+    from driftloop.models import is_arrow_table
+
+    arrow = is_arrow_table(frame)
     for name, kind in columns:
         if kind not in _NUMERIC_TYPES:
             continue
