@@ -181,6 +181,13 @@ def current_rss_mb() -> float:
     return float("nan")
 
 
+def print_rows(rows: list[dict[str, Any]]) -> None:
+    """A case's result rows as progress lines: met or not, its seconds, its note."""
+    for item in rows:
+        line = f"   {item['case']}: met={item['met']} ({item['case_seconds']} s) {item['note']}"
+        print(line, flush=True)
+
+
 def median(values: list[float]) -> float:
     return float(statistics.median(values)) if values else float("nan")
 

@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks import RESULTS_DIR, row
+from benchmarks import RESULTS_DIR, print_rows, row
 from benchmarks.lanes import run_in_lanes
 
 CASES_DIR = Path(__file__).resolve().parent / "cases"
@@ -44,7 +44,7 @@ def discover() -> list[str]:
     return known + sorted(n for n in names if n not in known)
 
 
-def run_case(name: str, quick: bool) -> tuple[list[dict[str, Any]], float]:
+def run_case(name: str, quick: bool) -> list[dict[str, Any]]:
     started = time.perf_counter()
     try:
         module = importlib.import_module(f"benchmarks.cases.{name}")
@@ -55,7 +55,7 @@ def run_case(name: str, quick: bool) -> tuple[list[dict[str, Any]], float]:
     seconds = time.perf_counter() - started
     for item in rows:
         item.setdefault("case_seconds", round(seconds, 1))
-    return rows, seconds
+    return rows
 
 
 def _cell(value: Any) -> str:
@@ -117,10 +117,9 @@ def main(argv: list[str] | None = None) -> int:
         lanes = 1
         for name in names:
             print(f"== {name} ({'quick' if args.quick else 'full'})", flush=True)
-            rows, seconds = run_case(name, args.quick)
+            rows = run_case(name, args.quick)
             results.extend(rows)
-            for item in rows:
-                print(f"   {item['case']}: met={item['met']} ({seconds:.0f} s) {item['note']}")
+            print_rows(rows)
     total = time.perf_counter() - started
     document = {
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from benchmarks import PROJECT_ROOT, child_env, row
+from benchmarks import PROJECT_ROOT, child_env, print_rows, row
 
 # Cases by their seconds in a two-lane quick run, longest first (loop_latency ~58, serving
 # ~30, scale ~29, orchestration ~28, scoring ~25, drift ~20, load ~9): taken in this order
@@ -80,11 +80,6 @@ def run_in_lanes(
         for case in [c for c in running if c.process.poll() is not None]:
             running.remove(case)
             rows[case.name] = _collect(case)
-            for item in rows[case.name]:
-                print(
-                    f"   {item['case']}: met={item['met']} ({item['case_seconds']} s) "
-                    f"{item['note']}",
-                    flush=True,
-                )
+            print_rows(rows[case.name])
         time.sleep(0.1)
     return rows
