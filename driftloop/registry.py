@@ -109,9 +109,10 @@ def make_client(tracking_uri: str) -> MlflowClient:
     if not tracking_uri.startswith("sqlite:///"):
         return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
     database = Path(tracking_uri.removeprefix("sqlite:///"))
-    with _store_creation_lock(database):
+    with _store_creation_lock(database) as first_use:
         client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-        client.search_registered_models(max_results=1)  # creates the registry's store too
+        if first_use:  # later clients of this process find both stores' tables in place
+            client.search_registered_models(max_results=1)  # creates the registry's store too
     return client
 
 
@@ -119,8 +120,9 @@ _READY_STORES: set[Path] = set()
 
 
 @contextmanager
-def _store_creation_lock(database: Path) -> Iterator[None]:
-    """Serialise the first use of a SQLite store across processes.
+def _store_creation_lock(database: Path) -> Iterator[bool]:
+    """Serialise the first use of a SQLite store across processes; yields whether this is
+    this process's first use of it (the caller then touches both stores).
 
     MLflow creates a fresh store's tables when a client first touches it, and two
     processes doing that at once (a run and a sensor, say) fail with "table ... already
@@ -129,13 +131,13 @@ def _store_creation_lock(database: Path) -> Iterator[None]:
     import fcntl
 
     if database in _READY_STORES:
-        yield
+        yield False
         return
     database.parent.mkdir(parents=True, exist_ok=True)
     with open(database.with_name(database.name + ".init-lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
-            yield
+            yield True
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
     _READY_STORES.add(database)

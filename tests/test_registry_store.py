@@ -55,3 +55,23 @@ def test_fast_dataset_schema_equals_mlflows_inference() -> None:
         "temp": False,
         "label": True,
     }
+
+
+def test_only_a_process_first_client_of_a_store_probes_it(tmp_path: Path, monkeypatch) -> None:
+    # Each probe is a registry query (about 50 ms); steps make several clients per run.
+    from mlflow import MlflowClient
+
+    probes: list[int] = []
+    real = MlflowClient.search_registered_models
+
+    def counted(self, *args, **kwargs):
+        probes.append(1)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(MlflowClient, "search_registered_models", counted)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    first = make_client(uri)
+    first.create_registered_model("m")
+    later = [make_client(uri) for _ in range(3)]
+    assert len(probes) == 1
+    assert [c.get_registered_model("m").name for c in later] == ["m"] * 3
