@@ -34,7 +34,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from benchmarks import child_env, python_child, report, row
+from benchmarks import child_env, high_water_kb_of, python_child, report, row
 from benchmarks.data import START, real_flights, write_features_lake, write_raw_lake
 
 MODULE = "benchmarks.cases.serving"
@@ -130,17 +130,6 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def _peak_rss_mb(pid: int) -> float:
-    try:
-        with open(f"/proc/{pid}/status") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return float("nan")
-
-
 def _wait_ready(port: int, process: subprocess.Popen, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -224,7 +213,7 @@ def run(quick: bool) -> list[dict]:
                 bodies = request_bodies(root, day, n, size["requests"][n] + size["warmup"])
                 load(port, bodies[: size["warmup"]], seconds=30)  # warm caches, not counted
                 results[n] = load(port, bodies[size["warmup"] :], seconds=size["seconds"])
-            peak = _peak_rss_mb(server.pid)
+            peak = high_water_kb_of(server.pid) / 1024 or float("nan")
         finally:
             with suppress(ProcessLookupError):
                 os.killpg(server.pid, signal.SIGTERM)
