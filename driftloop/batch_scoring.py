@@ -1,29 +1,28 @@
 """Score one features partition into its predictions partition, batch by batch.
 
-While batch i is scored here, batch i+1 is read and decoded and batch i-1 is compressed
-and written, in a two-thread pool (Parquet decoding, zstd and LightGBM's predict all
-release the GIL), so the Parquet work, which on a 1M-row partition takes about as long as
-the trees, is mostly off the critical path. LightGBM predicts with one thread per core
-(its default; the training `num_threads` does not reach prediction), so the three share
-the cores rather than each having one; the pool's threads run at a lower priority
-(`IO_THREAD_NICENESS`), so the prediction threads, which wait for the slowest of them at
-the end of every call, are not the ones left waiting, and reading and writing fill the
-gaps between predictions. The file is the same as a whole-table write would
-give (same rows, order, columns and types), in row groups of `BATCH_ROWS` rows, and it
-appears atomically (`lake.parquet_sink`)."""
+Two batches are scored at once, each in a worker thread of its own with an equal share of
+the cores for LightGBM (one thread each on 2 cores), while the next batch is read and
+decoded and the last one scored is compressed and written, in a two-thread I/O pool:
+Parquet decoding, zstd and LightGBM's predict all release the GIL. Measured on the 2-core
+benchmark machine (1M rows): the trees of two batches at once on one thread each cost
+about 15% less CPU than LightGBM's own two threads on one batch, whose threads wait for
+each other at the end of every call, and a batch's Python work (its matrix, its
+predictions table) runs while the other batch's trees do. Batches are written in their
+order: the file is the same as a whole-table write would give (same rows, order, columns
+and types), in row groups of at most `BATCH_ROWS` rows, and it appears atomically
+(`lake.parquet_sink`)."""
 
 from __future__ import annotations
 
 import os
-import sys
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from driftloop.contract import Contract
-from driftloop.lake import parquet_sink
+from driftloop.lake import ParquetSink, parquet_sink
 from driftloop.monitoring import (
     FEATURES_TABLE,
     MODEL_VERSION,
@@ -38,11 +37,11 @@ from driftloop.paths import DatasetPaths
 if TYPE_CHECKING:
     from pathlib import Path
 
+    import pyarrow as pa
+
 BATCH_ROWS = 131_072
-# Niceness of the read-ahead and write-behind threads (Linux; the scoring thread keeps the
-# process's). Measured on the 2-core benchmark machine: the 1M-row step 7% faster in 7 of
-# 8 alternating pairs, with 6% less CPU (less time spent by prediction threads waiting).
-IO_THREAD_NICENESS = 10
+# Batches scored at once; each worker's model predicts with its share of the cores.
+SCORING_WORKERS = 2
 # Low-cardinality columns of a predictions file; the rest (ids, times, scores) are unique.
 DICTIONARY_COLUMNS = ["partition_date", MODEL_VERSION, SHADOW_MODEL_VERSION]
 
@@ -57,19 +56,44 @@ class Scorer:
 
 @dataclass
 class ScoredDay:
-    """What scoring one day wrote, and where the time went (the three parts overlap)."""
+    """What scoring one day wrote, and where the time went (the parts overlap)."""
 
     path: Path
     rows: int = 0
     prediction_sum: float = 0.0
     shadow_prediction_sum: float = 0.0
     shadow_abs_difference_sum: float = 0.0
-    read_seconds: float = 0.0  # reading and decoding batches (pool thread)
-    score_seconds: float = 0.0  # the models' matrices and trees (this thread)
-    write_seconds: float = 0.0  # building, compressing and writing batches (pool thread)
+    seconds: float = 0.0  # the whole day, reading to the file in place
+    read_seconds: float = 0.0  # reading and decoding batches (I/O thread)
+    score_seconds: float = 0.0  # the models' matrices and trees, summed over the workers
+    write_seconds: float = 0.0  # compressing and writing batches (I/O thread)
 
     def mean(self, total: float) -> float:
         return total / self.rows if self.rows else 0.0
+
+
+@dataclass
+class ScoredBatch:
+    """One batch's predictions rows and its share of the day's figures."""
+
+    table: pa.Table
+    prediction_sum: float
+    shadow_prediction_sum: float = 0.0
+    shadow_abs_difference_sum: float = 0.0
+    score_seconds: float = 0.0
+
+
+def balanced_batch_rows(rows: int, most: int, workers: int = SCORING_WORKERS) -> int:
+    """Rows per batch: at most `most`, in a number of batches that is a multiple of
+    `workers` and of near-equal sizes, so that the workers finish together and none is
+    left alone with a short last batch (and half the cores idle)."""
+    rounds = max(1, -(-rows // (most * workers)))
+    return max(1, -(-rows // (rounds * workers)))
+
+
+def prediction_threads(workers: int = SCORING_WORKERS) -> int:
+    """Each scoring worker's share of the cores (at least one thread)."""
+    return max(1, (os.cpu_count() or 1) // workers)
 
 
 def score_day(
@@ -84,78 +108,96 @@ def score_day(
 ) -> ScoredDay:
     """Write the predictions partition of `day`: `columns` of its features (None: all)
     scored by `champion` and, beside it, by `shadow`; `dictionary` columns are read
-    dictionary-encoded. FileNotFoundError if the features partition is absent."""
+    dictionary-encoded; batches of at most `batch_rows` rows (`balanced_batch_rows`).
+    FileNotFoundError if the features partition is absent."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    started = time.perf_counter()
     source = paths.partition_file(FEATURES_TABLE, day)
     if not source.exists():
         raise FileNotFoundError(f"no {paths.dataset} features partition for {day} at {source}")
-    features = pq.ParquetFile(source, read_dictionary=dictionary or None)
-    names = features.schema_arrow.names
+    names = pq.read_schema(source).names
+    features = pq.ParquetFile(source, read_dictionary=[c for c in dictionary or [] if c in names])
     wanted = None if columns is None else [c for c in dict.fromkeys(columns) if c in names]
-    # One decoding thread: the model's prediction already runs a thread per core.
+    batch_rows = balanced_batch_rows(features.metadata.num_rows, batch_rows)
+    # One decoding thread: the cores are the scoring workers'.
     batches = features.iter_batches(batch_size=batch_rows, columns=wanted, use_threads=False)
     result = ScoredDay(path=paths.partition_file(PREDICTIONS_TABLE, day))
+    threads = prediction_threads()
 
-    def read_next() -> Any:
-        started = time.perf_counter()
+    def read_next() -> pa.Table | None:
+        began = time.perf_counter()
         batch = next(batches, None)
-        result.read_seconds += time.perf_counter() - started
-        return batch
+        result.read_seconds += time.perf_counter() - began
+        return None if batch is None else pa.Table.from_batches([batch])
 
-    def write(sink: Any, table: pa.Table) -> None:
-        started = time.perf_counter()
-        sink.write(table)
-        result.write_seconds += time.perf_counter() - started
-
-    def score(table: pa.Table) -> pa.Table:
-        """A batch's predictions rows, scored in this thread."""
-        started = time.perf_counter()
-        scores = score_frame(champion.score, table)
-        shadow_scores = score_frame(shadow.score, table) if shadow else None
-        result.score_seconds += time.perf_counter() - started
-        out = predictions_table(
+    def score(table: pa.Table, first_row: int) -> ScoredBatch:
+        """A batch's predictions rows (in a scoring worker)."""
+        began = time.perf_counter()
+        scores = score_frame(champion.score, table, threads=threads)
+        shadow_scores = score_frame(shadow.score, table, threads=threads) if shadow else None
+        seconds = time.perf_counter() - began
+        rows = predictions_table(
             contract,
             table,
             scores,
             champion.version,
             shadow_scores,
             shadow.version if shadow else None,
-            first_row=result.rows,
+            first_row=first_row,
         )
-        result.rows += table.num_rows
-        result.prediction_sum += float(np.sum(scores))
+        scored = ScoredBatch(rows, float(np.sum(scores)), score_seconds=seconds)
         if shadow_scores is not None:
-            result.shadow_prediction_sum += float(np.sum(shadow_scores))
-            result.shadow_abs_difference_sum += float(np.sum(np.abs(shadow_scores - scores)))
-        return out
+            scored.shadow_prediction_sum = float(np.sum(shadow_scores))
+            scored.shadow_abs_difference_sum = float(np.sum(np.abs(shadow_scores - scores)))
+        return scored
 
-    # The pool closes (waiting for its reads and writes) before the sink renames the file.
+    def write(sink: ParquetSink, scored: ScoredBatch) -> None:
+        began = time.perf_counter()
+        sink.write(scored.table)
+        result.write_seconds += time.perf_counter() - began
+
+    def add(scored: ScoredBatch) -> None:
+        result.rows += scored.table.num_rows
+        result.prediction_sum += scored.prediction_sum
+        result.shadow_prediction_sum += scored.shadow_prediction_sum
+        result.shadow_abs_difference_sum += scored.shadow_abs_difference_sum
+        result.score_seconds += scored.score_seconds
+
+    # The pools close (waiting for their work) before the sink renames the file.
     with (
         parquet_sink(result.path, DICTIONARY_COLUMNS) as sink,
-        ThreadPoolExecutor(2, "score", initializer=lower_thread_priority) as pool,
+        ThreadPoolExecutor(2, "score-io") as io,
+        ThreadPoolExecutor(SCORING_WORKERS, "score") as workers,
     ):
-        ahead, writing = pool.submit(read_next), None
-        while (batch := ahead.result()) is not None:
-            ahead = pool.submit(read_next)  # batch i+1 is read while batch i is scored
-            out = score(pa.Table.from_batches([batch]))
+        ahead = io.submit(read_next)
+        scoring: deque[Future[ScoredBatch]] = deque()
+        writing: Future[None] | None = None
+        first_row = 0
+        while True:
+            table = ahead.result()
+            if table is not None:
+                ahead = io.submit(read_next)  # the next batch is read while these score
+                scoring.append(workers.submit(score, table, first_row))
+                first_row += table.num_rows
+                # One batch more than workers: the worker that finishes first takes it
+                # at once rather than wait for the oldest batch to be collected.
+                if len(scoring) <= SCORING_WORKERS:
+                    continue
+            elif not scoring:
+                break
+            scored = scoring.popleft().result()  # the oldest batch: the file stays in order
+            add(scored)
             if writing is not None:
-                writing.result()  # batch i-1 was written meanwhile: the file stays in order
-            writing = pool.submit(write, sink, out)
+                writing.result()
+            writing = io.submit(write, sink, scored)
         if writing is None:  # an empty partition still gets its (empty) predictions file
             empty = features.schema_arrow.empty_table()
-            empty = empty if wanted is None else empty.select(wanted)
-            writing = pool.submit(write, sink, score(empty))
+            scored = score(empty if wanted is None else empty.select(wanted), 0)
+            add(scored)
+            writing = io.submit(write, sink, scored)
         writing.result()
+    result.seconds = time.perf_counter() - started
     return result
-
-
-def lower_thread_priority(niceness: int = IO_THREAD_NICENESS) -> None:
-    """Make the calling thread yield the CPU to the process's other threads (Linux, where
-    a thread is a task with a niceness of its own; elsewhere nothing happens)."""
-    if sys.platform == "linux":
-        thread = threading.get_native_id()
-        current = os.getpriority(os.PRIO_PROCESS, thread)
-        os.setpriority(os.PRIO_PROCESS, thread, min(19, current + niceness))

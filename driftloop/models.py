@@ -76,10 +76,11 @@ class TabularModel(ABC):
     def fit(self, train: pd.DataFrame, valid: pd.DataFrame, label: str = "label") -> None: ...
 
     @abstractmethod
-    def predict(self, frame: Frame) -> np.ndarray:
+    def predict(self, frame: Frame, threads: int = 0) -> np.ndarray:
         """Probability of label 1 (binary) or the predicted value (regression), 1-D float64.
 
-        `frame` is a pandas DataFrame or a pyarrow Table with (at least) the features."""
+        `frame` is a pandas DataFrame or a pyarrow Table with (at least) the features;
+        `threads` caps the threads the model predicts with (0: its library's default)."""
 
     @abstractmethod
     def feature_importance(self) -> dict[str, float]:
@@ -320,10 +321,13 @@ class LightGBMModel(TabularModel):
         self.best_iteration = int(best) if best and best > 0 else self.booster.current_iteration()
         self.fitted = True
 
-    def predict(self, frame: Frame) -> np.ndarray:
+    def predict(self, frame: Frame, threads: int = 0) -> np.ndarray:
         import numpy as np
 
         self._check_fitted()
+        # LightGBM's own default (0) is one thread per core; its thread count is a process
+        # global, so callers predicting in several threads at once pass the same value.
+        thread_params = {"num_threads": threads} if threads > 0 else {}
         # Hand LightGBM the float64 matrix itself: given a DataFrame it re-checks the dtypes
         # and copies it into one. Built and scored a block of rows at a time in one reused
         # buffer: a whole-partition matrix is hundreds of MB of fresh memory, and the
@@ -337,7 +341,9 @@ class LightGBMModel(TabularModel):
             block = row_slice(frame, start, PREDICT_BLOCK_ROWS)
             out = buffer if len(block) == len(buffer) else None
             matrix = self.feature_matrix(block, out)
-            predicted = self.booster.predict(matrix, num_iteration=self.best_iteration)
+            predicted = self.booster.predict(
+                matrix, num_iteration=self.best_iteration, **thread_params
+            )
             scores[start : start + len(block)] = np.asarray(predicted).ravel()
         return scores
 
@@ -398,7 +404,9 @@ class BaselineModel(TabularModel):
         self.pipeline.fit(self._frame(train), self._label(train, label))
         self.fitted = True
 
-    def predict(self, frame: Frame) -> np.ndarray:
+    def predict(self, frame: Frame, threads: int = 0) -> np.ndarray:
+        """`threads` is accepted for the interface; scikit-learn's linear models predict
+        in one thread."""
         import numpy as np
 
         self._check_fitted()

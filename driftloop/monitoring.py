@@ -35,11 +35,10 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     import numpy as np
@@ -82,8 +81,13 @@ RELATIVE_TOLERANCE = 0.10
 MIN_LABELLED_ROWS = 50
 SCORE_CHUNK_ROWS = 250_000
 
-# A scorer takes a pandas DataFrame or a pyarrow Table (see registry.load_scoring_model).
-ScoreFn = Callable[["pd.DataFrame | pa.Table"], "np.ndarray"]
+
+class ScoreFn(Protocol):
+    """score(frame) -> one score per row; the frame is a pandas DataFrame or a pyarrow
+    Table (see registry.load_scoring_model); `threads` caps the model's prediction
+    threads (0: its library's default)."""
+
+    def __call__(self, frame: pd.DataFrame | pa.Table, threads: int = 0) -> np.ndarray: ...
 
 
 # ----------------------------------------------------------------------------- days
@@ -125,10 +129,14 @@ def feature_kinds(contract: Contract) -> dict[str, Kind]:
 
 
 def score_frame(
-    score: ScoreFn, frame: pd.DataFrame | pa.Table, chunk_rows: int = SCORE_CHUNK_ROWS
+    score: ScoreFn,
+    frame: pd.DataFrame | pa.Table,
+    chunk_rows: int = SCORE_CHUNK_ROWS,
+    threads: int = 0,
 ) -> np.ndarray:
     """Scores of every row of a DataFrame or an Arrow table, in chunks: the model's input
-    matrix (or MLflow's copy of the input) is built per chunk, which bounds its memory."""
+    matrix (or MLflow's copy of the input) is built per chunk, which bounds its memory.
+    `threads` caps the model's prediction threads (0: its library's default)."""
     import numpy as np
 
     if len(frame) == 0:
@@ -136,7 +144,7 @@ def score_frame(
     from driftloop.models import row_slice
 
     parts = [
-        np.asarray(score(row_slice(frame, i, chunk_rows)), dtype="float64").ravel()
+        np.asarray(score(row_slice(frame, i, chunk_rows), threads), dtype="float64").ravel()
         for i in range(0, len(frame), chunk_rows)
     ]
     scores = np.concatenate(parts)

@@ -711,8 +711,10 @@ def load_scoring_model(
     types (float64 / string) first so integer or categorical dtypes do not trip MLflow's
     schema enforcement. A version is loaded once per process (`cached_pyfunc`).
 
-    score.features lists the columns it reads, score.string_features those logged as
-    strings (read them dictionary-encoded), score.pyfunc is the loaded model.
+    `threads` caps our models' prediction threads (0: the library's default; other pyfuncs
+    predict as MLflow does). score.features lists the columns it reads,
+    score.string_features those logged as strings (read them dictionary-encoded),
+    score.pyfunc is the loaded model.
     """
     import numpy as np
     import pandas as pd
@@ -733,10 +735,10 @@ def load_scoring_model(
             raise KeyError(f"{model_uri}: the frame lacks model input columns {missing}")
         _check_input_types(model_uri, frame, [(n, k.name) for n, k in columns])
 
-    def score(frame: pd.DataFrame | pa.Table) -> np.ndarray:
+    def score(frame: pd.DataFrame | pa.Table, threads: int = 0) -> np.ndarray:
         check(frame)
         if tabular is not None:
-            return np.asarray(tabular.predict(frame), dtype="float64").ravel()
+            return np.asarray(tabular.predict(frame, threads), dtype="float64").ravel()
         frame = as_pandas(frame, names or column_names(frame))
         if not columns:
             return np.asarray(loaded.predict(frame), dtype="float64").ravel()

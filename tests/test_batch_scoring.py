@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 import threading
 
 import numpy as np
@@ -12,7 +11,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from driftloop.batch_scoring import ScoredDay, Scorer, score_day
+from driftloop.batch_scoring import (
+    SCORING_WORKERS,
+    ScoredDay,
+    Scorer,
+    balanced_batch_rows,
+    prediction_threads,
+    score_day,
+)
 from driftloop.contract import Contract
 from driftloop.lake import write_parquet_atomic
 from driftloop.monitoring import predictions_table
@@ -35,11 +41,11 @@ def features(rows: int) -> pd.DataFrame:
     )
 
 
-def by_temp(table: pa.Table) -> np.ndarray:
+def by_temp(table: pa.Table, threads: int = 0) -> np.ndarray:
     return np.nan_to_num(table.column("temp").to_numpy(zero_copy_only=False)) * 0.5
 
 
-def by_carrier(table: pa.Table) -> np.ndarray:
+def by_carrier(table: pa.Table, threads: int = 0) -> np.ndarray:
     carriers = table.column("carrier").cast(pa.string()).to_pylist()
     return np.array([{"AA": 0.1, "DL": 0.2}.get(c, 0.3) for c in carriers])
 
@@ -64,7 +70,9 @@ def test_batches_write_the_file_one_whole_table_gives(
     written = pd.read_parquet(scored.path)
     pd.testing.assert_frame_equal(written, expected)
     assert list(written["row"]) == list(range(300))  # positions in the whole partition
-    assert pq.ParquetFile(scored.path).metadata.num_row_groups == 5  # ceil(300 / 64)
+    # At most 64 rows a batch, in a multiple of the two workers: 6 batches of 50 rows.
+    groups = pq.ParquetFile(scored.path).metadata
+    assert [groups.row_group(i).num_rows for i in range(groups.num_row_groups)] == [50] * 6
     assert scored.rows == 300
     assert scored.mean(scored.prediction_sum) == pytest.approx(champion.mean())
     assert scored.mean(scored.shadow_abs_difference_sum) == pytest.approx(
@@ -94,7 +102,7 @@ def test_a_failing_batch_leaves_no_file_behind(
     write_parquet_atomic(features(300), flights_paths.partition_file("features", DAY))
     calls = []
 
-    def fails_third_time(table: pa.Table) -> np.ndarray:
+    def fails_third_time(table: pa.Table, threads: int = 0) -> np.ndarray:
         calls.append(len(table))
         if len(calls) == 3:
             raise RuntimeError("model exploded")
@@ -114,18 +122,48 @@ def test_a_missing_partition_is_named(
         score_day(flights_contract, flights_paths, DAY, Scorer(by_temp, "1"))
 
 
-def test_reading_and_writing_threads_yield_to_the_scoring_thread() -> None:
-    from concurrent.futures import ThreadPoolExecutor
+def test_two_batches_are_scored_at_once_each_with_its_share_of_the_cores(
+    flights_contract: Contract, flights_paths: DatasetPaths
+) -> None:
+    write_parquet_atomic(features(300), flights_paths.partition_file("features", DAY))
+    # The first two batches meet at the barrier: this fails (BrokenBarrierError) unless
+    # they are in their scorers at the same time.
+    both_scoring = threading.Barrier(2, timeout=10)
+    calls: list[tuple[str, int]] = []
 
-    from driftloop.batch_scoring import IO_THREAD_NICENESS, lower_thread_priority
+    def waits_for_the_other(table: pa.Table, threads: int = 0) -> np.ndarray:
+        calls.append((threading.current_thread().name, threads))
+        if len(calls) <= 2:
+            both_scoring.wait()
+        return by_temp(table)
 
-    def niceness() -> int:
-        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    scored = score_day(
+        flights_contract, flights_paths, DAY, Scorer(waits_for_the_other, "1"), batch_rows=64
+    )
+    assert scored.rows == 300 and len(calls) == 6
+    assert {threads for _, threads in calls} == {prediction_threads()}
+    assert prediction_threads() == max(1, (os.cpu_count() or 1) // SCORING_WORKERS)
+    assert len({name for name, _ in calls}) == SCORING_WORKERS  # not the calling thread
+    assert threading.current_thread().name not in {name for name, _ in calls}
+    written = pd.read_parquet(scored.path)
+    assert list(written["row"]) == list(range(300))  # in order, whatever finished first
 
-    before = niceness()
-    with ThreadPoolExecutor(1, initializer=lower_thread_priority) as pool:
-        in_pool = pool.submit(niceness).result()
-    # A thread's own niceness is Linux's; elsewhere the threads are left as they are.
-    lowered = min(19, before + IO_THREAD_NICENESS) if sys.platform == "linux" else before
-    assert in_pool == lowered
-    assert niceness() == before  # the calling (scoring) thread keeps its priority
+
+@pytest.mark.parametrize(
+    ("rows", "most", "workers", "expected"),
+    [
+        (1_000_000, 131_072, 2, 125_000),  # 8 batches, not 7 full and a short one
+        (300, 64, 2, 50),
+        (100, 64, 2, 50),  # fewer rows than two full batches: one batch each
+        (10, 64, 1, 10),
+        (0, 64, 2, 1),  # an empty partition still reads in batches of a valid size
+        (3, 64, 4, 1),
+    ],
+)
+def test_batches_are_at_most_the_size_asked_and_shared_evenly(
+    rows: int, most: int, workers: int, expected: int
+) -> None:
+    size = balanced_batch_rows(rows, most, workers)
+    assert size == expected and size <= most
+    batches = -(-rows // size)
+    assert rows == 0 or batches % workers == 0 or rows < workers
