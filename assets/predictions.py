@@ -15,8 +15,9 @@ each day's numbers on that day's materialization (a single `MaterializeResult` a
 stamp the range's totals on every day).
 
 The hot path stays in Arrow: each day is read, batch by batch with reading and writing
-beside the scoring (driftloop/batch_scoring.py), with only the columns the models and the
-predictions table need (categorical inputs dictionary-encoded), our models build their
+beside the scoring (driftloop/batch_scoring.py), with only the columns the predictions
+table and the contract's features need (categorical ones dictionary-encoded; the models
+load meanwhile, in a thread of their own), our models build their
 matrix from the Arrow columns directly (no pandas, no MLflow per-row input checks; see
 `driftloop.registry.load_scoring_model`), and the id columns go back to Parquet as they
 came. Where the time went is in the run's metadata (`*_seconds`).
@@ -26,6 +27,7 @@ came. Where the time went is in the run's metadata (`*_seconds`).
 import time
 import warnings
 from collections.abc import Callable, Iterator
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -58,12 +60,14 @@ from resources.mlflow import MlflowResource
 
 @dataclass
 class Champion:
-    """The champion version of a run and its model, loaded on first use only."""
+    """The champion version of a run and its model, loaded on first use (or in the
+    background, `load_in`) only."""
 
     name: str
     version: Any  # mlflow ModelVersion
     mlflow: MlflowResource
-    _score: ScoreFn | None = None
+    _loading: "Future[ScoreFn] | None" = None
+    load_seconds: float = 0.0
 
     @property
     def number(self) -> str:
@@ -77,15 +81,29 @@ class Champion:
     def model_uri(self) -> str:
         return f"models:/{self.name}/{self.number}"
 
+    def load_in(self, pool: Executor) -> None:
+        """Start loading the model in `pool` (the caller reads data meanwhile)."""
+        if self._loading is None:
+            self._loading = pool.submit(self._load)
+
+    def _load(self) -> ScoreFn:
+        started = time.perf_counter()
+        scorer = self.mlflow.load_scoring_model(self.model_uri)
+        self.load_seconds = time.perf_counter() - started
+        return scorer
+
     @property
     def scorer(self) -> ScoreFn:
-        """score(frame) -> scores, with `.features` and `.string_features` (the registry's)."""
-        if self._score is None:
-            self._score = self.mlflow.load_scoring_model(self.model_uri)
-        return self._score
+        """score(frame) -> scores, with `.features` and `.string_features` (the registry's);
+        waits for a load started by `load_in`."""
+        if self._loading is None:
+            future: Future[ScoreFn] = Future()
+            future.set_result(self._load())
+            self._loading = future
+        return self._loading.result()
 
-    def score(self, frame) -> "np.ndarray":
-        return self.scorer(frame)
+    def score(self, frame, threads: int = 0) -> "np.ndarray":
+        return self.scorer(frame, threads)
 
 
 def resolve_champion(
@@ -161,11 +179,18 @@ def _make_compute(contract: Contract) -> Callable[..., Iterator[Any]]:
         challenger = mlflow.version_for_alias(name, CHALLENGER)
         if challenger is not None and str(challenger.version) != champion.number:
             shadow = Champion(name, challenger, mlflow)
-        columns, dictionary = _columns_to_read(contract, [champion, shadow])
-        model_seconds = time.perf_counter() - started
+        models = [m for m in (champion, shadow) if m is not None]
+        resolve_seconds = time.perf_counter() - started
+        # The models load in a thread of their own while the first batches are read (the
+        # columns to read come from the contract, not from the models).
+        loader = ThreadPoolExecutor(len(models), "load-model")
+        for model in models:
+            model.load_in(loader)
+        loader.shutdown(wait=False)  # its thread ends with the loads
+        columns, dictionary = _columns_to_read(contract)
 
         total_rows, total_seconds, written = 0, 0.0, {}
-        read_seconds = write_seconds = 0.0
+        read_seconds = score_seconds = write_seconds = 0.0
         for day in days:
             scored = score_day(
                 contract,
@@ -177,15 +202,16 @@ def _make_compute(contract: Contract) -> Callable[..., Iterator[Any]]:
                 dictionary,
             )
             read_seconds += scored.read_seconds
+            score_seconds += scored.score_seconds
             write_seconds += scored.write_seconds
             total_rows += scored.rows
-            total_seconds += scored.score_seconds
+            total_seconds += scored.seconds
             written[day] = scored.rows
             day_meta: dict[str, Any] = {
                 "dagster/row_count": scored.rows,
                 "rows": scored.rows,
                 "mean_prediction": scored.mean(scored.prediction_sum),
-                "rows_per_second": _rate(scored.rows, scored.score_seconds),
+                "rows_per_second": _rate(scored.rows, scored.seconds),
                 "path": MetadataValue.path(str(scored.path)),
             }
             if shadow is not None:
@@ -208,13 +234,14 @@ def _make_compute(contract: Contract) -> Callable[..., Iterator[Any]]:
                 "rows_by_partition": MetadataValue.json(written),
                 "total_rows": total_rows,
                 "rows_per_second_overall": _rate(total_rows, total_seconds),
-                # Where the step's time went: resolving and loading the model(s) (once per
-                # run), then per day reading the features, scoring (the models' matrices and
-                # trees) and building and writing the predictions. Reading and writing run
-                # beside the scoring (driftloop/batch_scoring.py), so the three overlap.
-                "model_seconds": round(model_seconds, 4),
+                # Where the step's time went: resolving the versions and loading the
+                # model(s) (once per run; the loading overlaps the first reads), then per day
+                # reading the features, scoring (the models' matrices and trees, summed over
+                # the scoring workers) and writing the predictions. Reading and writing run
+                # beside the scoring (driftloop/batch_scoring.py), so the parts overlap.
+                "model_seconds": round(resolve_seconds + max(m.load_seconds for m in models), 4),
                 "read_seconds": round(read_seconds, 4),
-                "score_seconds": round(total_seconds, 4),
+                "score_seconds": round(score_seconds, 4),
                 "write_seconds": round(write_seconds, 4),
             }
         )
@@ -222,22 +249,13 @@ def _make_compute(contract: Contract) -> Callable[..., Iterator[Any]]:
     return predictions
 
 
-def _columns_to_read(
-    contract: Contract, models: list[Champion | None]
-) -> tuple[list[str] | None, list[str]]:
-    """Loads the models; the features columns they and the predictions table need (None:
-    all, for a model without a signature) and the model inputs to read dictionary-encoded
-    (categorical strings that are not written out again)."""
+def _columns_to_read(contract: Contract) -> tuple[list[str], list[str]]:
+    """The features columns the predictions table and the models read (the contract's
+    features: our models are trained on them; a model that needs another column fails
+    naming it), and the categorical ones to read dictionary-encoded."""
     keep = prediction_key_columns(contract)
-    scorers = [m.scorer for m in models if m is not None]
-    columns: list[str] | None = list(keep)
-    for scorer in scorers:
-        if not scorer.features:
-            columns = None
-        elif columns is not None:
-            columns += scorer.features
-    strings = {c for scorer in scorers for c in scorer.string_features}
-    return columns, sorted(strings - set(keep))
+    dictionary = [c for c in contract.categorical_features if c not in keep]
+    return [*keep, *contract.features], dictionary
 
 
 def _rate(rows: int, seconds: float) -> float:
