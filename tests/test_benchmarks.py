@@ -25,7 +25,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from benchmarks import ROW_KEYS, row
+from benchmarks import ROW_KEYS, median, paired_ratio, row
 from benchmarks.__main__ import discover, table
 from benchmarks.cases import drift as drift_case
 from benchmarks.cases import orchestration, scoring
@@ -182,6 +182,16 @@ def test_runner_rows_and_table() -> None:
     assert "| x | 1.5 | 3 | s | 2 |" in text and "| y |" in text and "NO" in text
     assert {"drift", "scoring", "orchestration", "load", "scale", "loop_latency"} <= set(discover())
     assert pd.isna(row(case="z")["figure"])
+
+
+def test_paired_ratio_divides_out_a_drift_between_pairs() -> None:
+    # The second pair ran on a machine twice as slow: two pairs' ratios are 0.5, and so is
+    # their median, while the medians of the sides (1.2 and 2.0) mix the two speeds.
+    ours, baseline = [1.0, 2.0, 1.2], [2.0, 4.0, 2.0]
+    assert paired_ratio(ours, baseline) == 0.5
+    assert median(ours) / median(baseline) == pytest.approx(0.6)
+    with pytest.raises(ValueError, match="not pairs"):
+        paired_ratio([1.0], [1.0, 2.0])
 
 
 def test_lanes_schedule_every_case_longest_first() -> None:
