@@ -6,7 +6,8 @@ stores: about 15 ms per asset event on this machine, in two databases (the run's
 the cross-run index). A 60-day features run writes a planned and a materialization event
 per day, so the bookkeeping costs more than a second. This subclass keeps one engine per
 database file (the index and the most recently used run shards), so connections and
-compiled statements are reused; the same events take about a third of the time.
+compiled statements are reused; the same events take about a third of the time. Its
+connections commit without waiting for the disk (`_sync_at_checkpoints`).
 
 Everything else is Dagster's: the schema, the files (`<DAGSTER_HOME>/history/runs/`, as
 the default storage), the per-storage lock that serialises connections, the file watcher
@@ -74,7 +75,7 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
                 yield connection
 
     def _engine_for(self, shard: str) -> Engine:
-        from sqlalchemy import create_engine
+        from sqlalchemy import create_engine, event
 
         engine = self._engines.pop(shard, None)
         if engine is None:
@@ -85,6 +86,7 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
                 pool_size=1,
                 max_overflow=1,
             )
+            event.listen(engine, "connect", _sync_at_checkpoints)
             if shard not in self._initialized_dbs:
                 self._initdb(engine)
                 self._initialized_dbs.add(shard)
@@ -110,6 +112,17 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
     def dispose(self) -> None:
         self._close_engines()
         super().dispose()
+
+
+def _sync_at_checkpoints(connection: Any, _record: Any) -> None:
+    """`synchronous=NORMAL` on a connection to a WAL database (Dagster puts its event logs
+    in WAL mode): a commit appends to the log without waiting for the disk, which is
+    flushed at checkpoints. SQLite's recommended setting for WAL: a crash of the process
+    loses nothing and nothing can be corrupted; a power cut can lose the last commits.
+    Each commit waited 1.2 ms for the disk here, for every event, in two databases."""
+    cursor = connection.cursor()
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
 
 
 def _forget_engines_in_child() -> None:

@@ -64,6 +64,20 @@ def test_events_read_back_across_runs_and_partitions(home: Path) -> None:
             assert kinds[-1] == DagsterEventType.RUN_SUCCESS
 
 
+def test_event_logs_are_in_wal_mode_and_commit_without_waiting_for_the_disk(
+    home: Path,
+) -> None:
+    with instance_at(home) as instance:
+        result = materialize([daily_numbers], partition_key="2013-01-04", instance=instance)
+        storage = instance.event_log_storage
+        for shard in ("index", result.run_id):
+            with storage._connect(shard) as connection:
+                pragma = connection.exec_driver_sql
+                assert pragma("PRAGMA journal_mode").scalar() == "wal"
+                assert pragma("PRAGMA synchronous").scalar() == 1  # NORMAL (FULL is 2)
+        assert instance.get_materialized_partitions(AssetKey("daily_numbers")) == {"2013-01-04"}
+
+
 def test_engines_are_reused_and_bounded(home: Path) -> None:
     with instance_at(home) as instance:
         storage = instance.event_log_storage
