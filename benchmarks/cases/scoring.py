@@ -193,7 +193,8 @@ def _bare(root: Path, day: str) -> dict[str, Any]:
         "rows": len(matrix),
         "trees": model.best_iteration,
         # Booster.predict's default: OpenMP's, one thread per core (the training parameter
-        # num_threads does not reach prediction). The step predicts the same way.
+        # num_threads does not reach prediction). The step predicts two batches at once,
+        # one per worker with its share of the cores, as `split_seconds` does.
         "threads": os.cpu_count(),
         "peak_mb": self_peak_mb(),
     }
