@@ -192,13 +192,18 @@ def median(values: list[float]) -> float:
     return float(statistics.median(values)) if values else float("nan")
 
 
+def pair_ratios(numerators: list[float], denominators: list[float]) -> list[float]:
+    """numerator / denominator of each alternating pair, in run order."""
+    if len(numerators) != len(denominators):
+        raise ValueError(f"{len(numerators)} against {len(denominators)} runs: not pairs")
+    return [n / d for n, d in zip(numerators, denominators, strict=True)]
+
+
 def paired_ratio(numerators: list[float], denominators: list[float]) -> float:
     """Median over alternating pairs of numerator / denominator: each pair ran back to
     back, so a drift of the machine's speed between pairs (on this VM a fifth, over
     minutes) divides out, which the ratio of the two medians does not do."""
-    if len(numerators) != len(denominators):
-        raise ValueError(f"{len(numerators)} against {len(denominators)} runs: not pairs")
-    return median([n / d for n, d in zip(numerators, denominators, strict=True)])
+    return median(pair_ratios(numerators, denominators))
 
 
 def row(**values: Any) -> dict[str, Any]:

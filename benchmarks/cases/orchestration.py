@@ -48,6 +48,7 @@ from benchmarks import (
     as_pipeline_process,
     child_env,
     median,
+    pair_ratios,
     paired_ratio,
     python_child,
     report,
@@ -450,8 +451,7 @@ def run(quick: bool) -> list[dict]:
                 shutil.rmtree(root, ignore_errors=True)
     ours, theirs = median(cli_seconds), median(own_seconds)
     ratio = paired_ratio(cli_seconds, own_seconds)  # each back-to-back pair's, median
-    pairs = zip(cli_seconds, own_seconds, strict=True)
-    pair_ratios = ", ".join(f"{cli / own:.3f}" for cli, own in pairs)
+    each_pair = ", ".join(f"{r:.3f}" for r in pair_ratios(cli_seconds, own_seconds))
     same = details["cli_metrics"] == details["own_metrics"]
     met = ratio <= TARGET_RATIO
     own_t = {name: median([t[name] for t in own_timing_reps]) for name in own_timing_reps[0]}
@@ -462,7 +462,7 @@ def run(quick: bool) -> list[dict]:
         f"Python process {theirs:.1f} s (stages "
         + ", ".join(f"{k} {v:.1f}" for k, v in own_t.items())
         + f" s); medians of {reps} alternating run(s) each; the ratio is the median of the "
-        f"pairs' ratios ({pair_ratios}; of the medians: {ours / theirs:.3f}). Both trained "
+        f"pairs' ratios ({each_pair}; of the medians: {ours / theirs:.3f}). Both trained "
         "the same model: "
         f"{'yes' if same else 'NO'} (holdout roc_auc {details['cli_metrics'].get('roc_auc')}"
         f" vs {details['own_metrics'].get('roc_auc')}). Steps ran in "

@@ -21,9 +21,10 @@ Baseline: LightGBM's `Booster.predict` of that very champion on the feature matr
 beforehand (`LightGBMModel._matrix` of the same partition, as float64 numpy), with the same
 number of trees and LightGBM's default prediction threads (one per core) - the raw model
 throughput, nothing around it. The step scores two batches at once with one LightGBM
-thread each (driftloop/batch_scoring.py), which costs less CPU than LightGBM's own threads;
-the bare child also times prediction threaded that way (two halves at once) and the row
-reports the ratio against it too (`ratio_split`, for reference). Both in fresh
+thread each (driftloop/batch_scoring.py), which took less time than LightGBM's own threads
+here, at about the same CPU; the bare child also times prediction threaded that way (two
+halves at once) and the row reports the ratio against it too (`ratio_split`, for
+reference). Both in fresh
 processes, alternating. Throughput = rows / seconds; the ratio is ours over bare (1.0 =
 no overhead), the median of the back-to-back pairs' ratios (`benchmarks.paired_ratio`).
 Peak memory is each child's own high-water mark (`benchmarks.self_peak_mb`).
@@ -46,6 +47,7 @@ from benchmarks import (
     as_pipeline_process,
     child_env,
     median,
+    pair_ratios,
     paired_ratio,
     python_child,
     report,
@@ -276,7 +278,7 @@ def run(quick: bool) -> list[dict]:
         f"Booster.predict {median(bare_s):.2f} s ({bare_rate:,.0f} rows/s) on {rows:,} rows, "
         f"{bare['trees']} trees, LightGBM's default {bare['threads']} prediction threads; "
         f"medians of {size['reps']} alternating run(s). The ratio is the median of the pairs' "
-        f"ratios ({', '.join(f'{b / o:.3f}' for b, o in zip(bare_s, ours_s, strict=True))}"
+        f"ratios ({', '.join(f'{r:.3f}' for r in pair_ratios(bare_s, ours_s))}"
         f"; the ratio of the medians is {ratio_of_medians:.3f}). The step includes resolving and "
         "loading the champion from MLflow (once per run, the loading beside the first reads), "
         f"reading, the matrix, predicting and writing the partition (its run of "
