@@ -152,7 +152,7 @@ def as_pipeline_process() -> None:
     """In a child: the process settings every process that loads the code location gets
     (pipelines/definitions.py): a quick exit and Arrow's jemalloc pool. Call first."""
     from driftloop.arrow_memory import prefer_jemalloc
-    from driftloop.fast_exit import freeze_gc_at_exit
+    from driftloop.gc_settings import freeze_gc_at_exit
 
     freeze_gc_at_exit()
     prefer_jemalloc()
