@@ -8,14 +8,25 @@ from pathlib import Path
 
 import pytest
 from dagster import (
+    AssetCheckResult,
     AssetKey,
+    BackfillPolicy,
     DagsterEventType,
     DailyPartitionsDefinition,
     asset,
+    asset_check,
     materialize,
 )
+from dagster._core.storage.tags import (
+    ASSET_PARTITION_RANGE_END_TAG,
+    ASSET_PARTITION_RANGE_START_TAG,
+)
 
-from pipelines.event_log_storage import MAX_ENGINES, PooledSqliteEventLogStorage
+from pipelines.event_log_storage import (
+    EVENT_BATCH_SIZE,
+    MAX_ENGINES,
+    PooledSqliteEventLogStorage,
+)
 from pipelines.instance import DAGSTER_YAML, instance_at
 
 DAYS = DailyPartitionsDefinition(start_date="2013-01-01")
@@ -130,3 +141,76 @@ def test_an_explicit_base_dir_is_used(tmp_path: Path) -> None:
         assert (tmp_path / "events" / "index.db").exists()
     finally:
         storage.dispose()
+
+
+@asset(partitions_def=DAYS, backfill_policy=BackfillPolicy.single_run())
+def ranged_numbers() -> None:
+    return None
+
+
+@asset_check(asset=ranged_numbers)
+def ranged_numbers_ok() -> AssetCheckResult:
+    return AssetCheckResult(passed=True)
+
+
+def _range_run(home: Path, days: list[str]) -> tuple[list[tuple[str, str | None]], list]:
+    """Materialize `days` of ranged_numbers in one run; its log and the index's records."""
+    tags = {ASSET_PARTITION_RANGE_START_TAG: days[0], ASSET_PARTITION_RANGE_END_TAG: days[-1]}
+    with instance_at(home) as instance:
+        result = materialize([ranged_numbers, ranged_numbers_ok], instance=instance, tags=tags)
+        assert result.success
+        log = [
+            (e.dagster_event_type.value, e.dagster_event.partition)
+            for e in instance.all_logs(result.run_id)
+            if e.dagster_event and e.dagster_event_type.value.startswith("ASSET")
+        ]
+        key = AssetKey("ranged_numbers")
+        assert instance.get_materialized_partitions(key) == set(days)
+        records = instance.fetch_materializations(key, limit=100, ascending=True).records
+        planned = instance.get_latest_planned_materialization_info(key)
+        assert planned is not None and planned.run_id == result.run_id
+        check = instance.event_log_storage.get_latest_asset_check_execution_by_key(
+            [ranged_numbers_ok.check_key]
+        )[ranged_numbers_ok.check_key]
+        assert check.run_id == result.run_id and check.status.value == "SUCCEEDED"
+        # The asset's own row in the index (its latest materialization) and the events' tags
+        # (their names: data versions differ between runs).
+        entry = instance.get_asset_records([key])[0].asset_entry
+        assert entry.last_run_id == result.run_id
+        assert entry.last_materialization.dagster_event.partition == days[-1]
+        tags = instance.get_event_tags_for_asset(key)
+        return log, [r.partition_key for r in records] + [sorted(t) for t in tags]
+
+
+def test_a_range_runs_events_are_stored_in_batches_the_same_as_one_by_one(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Dagster hands a run's planned events and a range's materializations over as batches;
+    they are stored in one transaction per database and read back exactly as events stored
+    one at a time."""
+    days = [f"2013-01-{d:02d}" for d in range(1, 8)]
+    batches: list[int] = []
+    store_batch = PooledSqliteEventLogStorage.store_event_batch
+
+    def recording(self: PooledSqliteEventLogStorage, events: list) -> None:
+        batches.append(len(events))
+        store_batch(self, events)
+
+    monkeypatch.setattr(PooledSqliteEventLogStorage, "store_event_batch", recording)
+    monkeypatch.delenv("DAGSTER_EVENT_BATCH_SIZE", raising=False)
+    batched_log, batched_records = _range_run(home, days)  # the storage turns batching on
+    assert os.environ["DAGSTER_EVENT_BATCH_SIZE"] == EVENT_BATCH_SIZE
+    # The planned events (7 materializations and the check) and the 7 materializations.
+    assert sorted(batches) == [len(days), len(days) + 1]
+
+    one_by_one = tmp_path / "one_by_one"
+    one_by_one.mkdir()
+    (one_by_one / "dagster.yaml").write_text(DAGSTER_YAML)
+    monkeypatch.setenv("DAGSTER_EVENT_BATCH_SIZE", "0")  # Dagster's default: no batches
+    batches.clear()
+    single_log, single_records = _range_run(one_by_one, days)
+    assert batches == []
+    assert batched_log == single_log
+    assert batched_records == single_records
+    assert batched_records[: len(days)] == days
+    assert [kind for kind, _ in batched_log].count("ASSET_MATERIALIZATION_PLANNED") == len(days)
