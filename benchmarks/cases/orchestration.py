@@ -7,7 +7,11 @@ trains, evaluates and gates once (README, "Step by step with the CLI"; every ass
 path has a single-run backfill policy, assets/partitions.py). The run executes its steps in
 the CLI's own process (`in_process_executor`, pipelines/definitions.py), on the project's
 own instance settings (`pipelines.instance.DAGSTER_YAML`: its event log keeps its SQLite
-engines between events, pipelines/event_log_storage.py), from the same raw lake.
+engines between events and writes the batches Dagster marks, the planned events and a
+range's materializations, in one transaction per database; pipelines/event_log_storage.py),
+from the same raw lake. Loading the code location freezes what dagster and the location
+imported out of the garbage collector's walks (driftloop/gc_settings.py); the baseline
+imports neither.
 
 Baseline: `retrain_in_process`, the framework-free functions those assets call, in the same
 order and with the same arguments (features per day; `load_training_frame`, `train`,
@@ -27,10 +31,11 @@ train the same model (same holdout metrics).
 Where the CLI's time goes (`cli_phases`, read from the run's own event log after the
 command, untimed): start-up (process start to the run's first event: interpreter, `import
 dagster`, the CLI, loading the code location, opening the instance, creating the run), the
-planned-materialization events written before the run starts (one per partition), the
-steps' own compute (STEP_START to STEP_OUTPUT: the same functions the baseline times),
-Dagster's bookkeeping inside the run (resources, log capture, one materialization event per
-partition, step events) and teardown (RUN_SUCCESS to process exit).
+run's launch (from its first event, the planned materializations, one per partition, to
+its start: writing them and preparing the execution), the steps' own compute (STEP_START
+to STEP_OUTPUT: the same functions the baseline times), Dagster's bookkeeping inside the
+run (resources, log capture, one materialization event per partition, step events) and
+teardown (RUN_SUCCESS to process exit).
 """
 
 from __future__ import annotations
@@ -398,9 +403,10 @@ def breakdown_note(
         f"Where the CLI's time went: the steps' own compute {phases['compute']:.1f} s (the "
         f"baseline's same stages {own_work:.1f} s); start-up {phases['startup']:.1f} s "
         f"(interpreter, `import dagster`, the CLI, the code location, the instance, creating "
-        f"the run); planned-materialization events {phases['planned_events']:.1f} s (one per "
-        f"partition); bookkeeping inside the run {phases['run_bookkeeping']:.1f} s (one "
-        f"materialization event per partition, step events, resources, log capture); "
+        f"the run); the launch {phases['planned_events']:.1f} s (writing the planned events, "
+        f"one per partition, and preparing the execution); bookkeeping inside the run "
+        f"{phases['run_bookkeeping']:.1f} s (one materialization event per partition, step "
+        f"events, resources, log capture); "
         f"teardown {phases['teardown']:.1f} s (closing the instance, interpreter exit). The "
         f"baseline outside its stages: {own_seconds - own_work:.1f} s (interpreter, imports, "
         f"exit)."
@@ -411,11 +417,12 @@ MISSED = (
     " Missed: the steps take the same time on both sides; what remains is Dagster's fixed "
     "cost per command (an interpreter with `import dagster`, the code location, the "
     "instance, creating the run) and its event log: a planned and a materialization event "
-    "per partition, in two SQLite databases each (the project's storage keeps its engines "
-    "between events, pipelines/event_log_storage.py). Dagster starts every run in a new "
+    "per partition, in two SQLite databases (the project's storage keeps its engines "
+    "between events and writes each batch of them in one transaction per database, "
+    "pipelines/event_log_storage.py). Dagster starts every run in a new "
     "process whoever launches it (CLI, UI, daemon), so the start-up stays. One planned "
     "event per run instead of one per partition (DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_"
-    "EVENTS=1) would save the planned-events phase; it is not adopted: the UI then shows no "
+    "EVENTS=1) would write fewer events; it is not adopted: the UI then shows no "
     "partition of a failed range run as failed. The fixed cost does not grow with the data."
 )
 
