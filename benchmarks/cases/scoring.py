@@ -10,12 +10,15 @@ account of its parts (`model`, `read`, `score`, `write` seconds in its metadata;
 write overlap the scoring) is reported beside it.
 
 Not timed, and reported on their own (`fixed_seconds`, and `ratio_cold` with them
-included): the interpreter, the dagster import, and the fixed costs a step process pays
-once whatever the data size - importing what the step imports on first use (numpy,
-pandas, pyarrow, MLflow with its SQL store, LightGBM) and the first use of the Parquet
-reader and writer (one tiny file: paging in that library code costs 0.5-1 s in a fresh
-process here). Until the run of 2026-11-21 22:28 UTC (ratio 0.129) the imports were
-inside the timed region.
+included): the interpreter, the dagster import, loading the code location (as the run
+worker does before its step; it also sets the process up: pipelines/definitions.py), and
+the fixed costs a step process pays once whatever the data size - importing what the step
+imports on first use (numpy, pandas, pyarrow, MLflow with its SQL store, LightGBM) and the
+first use of the Parquet reader and writer (one tiny file: paging in that library code
+costs 0.5-1 s in a fresh process here). Until the run of 2026-11-21 22:28 UTC (ratio
+0.129) the imports were inside the timed region. Until the run of 2026-11-22 10:28 UTC
+(ratio 0.446) the child did not load the code location, and the step paid two full
+garbage collections over every object dagster and the libraries had made (0.4-0.5 s).
 
 Baseline: LightGBM's `Booster.predict` of that very champion on the feature matrix built
 beforehand (`LightGBMModel._matrix` of the same partition, as float64 numpy), with the same
@@ -145,6 +148,11 @@ def _ours(root: Path, day: str) -> dict[str, Any]:
         "lake": LakeResource(data_dir=str(root)),
         "mlflow": MlflowResource(tracking_uri=f"sqlite:///{root / 'mlflow.db'}"),
     }
+    # The step runs in a run worker, which loads the code location before the step imports
+    # its libraries: pipelines/definitions.py sets the process up (what it imported is
+    # frozen out of the garbage collector's walks, driftloop/gc_settings.py).
+    import pipelines.definitions  # noqa: F401
+
     fixed = warm_up()
     with DagsterInstance.ephemeral() as instance:
         started = time.perf_counter()
