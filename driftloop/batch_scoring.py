@@ -118,8 +118,13 @@ def score_day(
     source = paths.partition_file(FEATURES_TABLE, day)
     if not source.exists():
         raise FileNotFoundError(f"no {paths.dataset} features partition for {day} at {source}")
-    names = pq.read_schema(source).names
-    features = pq.ParquetFile(source, read_dictionary=[c for c in dictionary or [] if c in names])
+    # The footer is parsed once: its column names decide which columns to read as
+    # dictionaries (a name absent from the file is an error there).
+    footer = pq.read_metadata(source)
+    names = footer.schema.to_arrow_schema().names
+    features = pq.ParquetFile(
+        source, metadata=footer, read_dictionary=[c for c in dictionary or [] if c in names]
+    )
     wanted = None if columns is None else [c for c in dict.fromkeys(columns) if c in names]
     batch_rows = balanced_batch_rows(features.metadata.num_rows, batch_rows)
     # One decoding thread: the cores are the scoring workers'.
