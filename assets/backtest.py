@@ -1,4 +1,5 @@
-"""`<dataset>_backtest`: the retraining-policy backtest as a Dagster job (see driftloop.backtest).
+"""`<dataset>_backtest`: the retraining-policy backtest as a Dagster job
+(see driftloop.backtest.engine).
 
 One op whose config is the policy under test (the trigger's N of M, cooldown, which signals
 count, the monitoring thresholds and the gate's margin), so settings can be compared run
@@ -33,9 +34,9 @@ from dagster import (
 )
 from pydantic import Field
 
-from driftloop.contract import Contract
-from driftloop.gate import GateConfig
-from driftloop.monitoring import DRIFT_SHARE_THRESHOLD, MIN_LABELLED_ROWS
+from driftloop.data.contract import Contract
+from driftloop.evaluation.gate import GateConfig
+from driftloop.monitoring.signals import DRIFT_SHARE_THRESHOLD, MIN_LABELLED_ROWS
 
 FLIGHTS_RANGE = ("2013-03-01", "2013-12-31")
 
@@ -92,7 +93,7 @@ def backtest_config_class(contract: Contract) -> type[BacktestJobConfig]:
 
 
 def _settings(contract: Contract, config: BacktestJobConfig) -> Any:
-    from driftloop.backtest import BacktestConfig, trigger_settings
+    from driftloop.backtest.engine import BacktestConfig, trigger_settings
     from pipelines.backtest import policies_and_params
 
     main = trigger_settings(
@@ -145,8 +146,8 @@ def build_backtest_job(contract: Contract) -> JobDefinition:
         ),
     )
     def backtest_op(context: OpExecutionContext, config: config_class) -> Output:
-        from driftloop import backtest
-        from driftloop.backtest_report import (
+        from driftloop.backtest import engine as backtest
+        from driftloop.backtest.report import (
             log_to_mlflow,
             summary_markdown,
             summary_rows,

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import pandas as pd
 
-    from driftloop.gate import GateConfig
+    from driftloop.evaluation.gate import GateConfig
 
 from dagster import (
     AssetExecutionContext,
@@ -35,9 +35,9 @@ from dagster import (
 from pydantic import Field
 
 from assets.partitions import ONE_RUN
-from driftloop import ledger
-from driftloop.contract import Contract
-from driftloop.lake import days_between, partition_files, sql_file_list, write_text_atomic
+from driftloop.data.contract import Contract
+from driftloop.data.lake import days_between, partition_files, sql_file_list, write_text_atomic
+from driftloop.evaluation import ledger
 from driftloop.paths import DatasetPaths
 
 CHAMPION = "champion"
@@ -46,7 +46,7 @@ MAX_TAG = 5000  # MLflow tag values are limited; full reasons live in the ledger
 
 
 class EvalReportConfig(Config):
-    """The gate's settings (defaults: driftloop.gate.GateConfig)."""
+    """The gate's settings (defaults: driftloop.evaluation.gate.GateConfig)."""
 
     margin: float = Field(
         default=0.0, description="the CI lower bound of the improvement must exceed this"
@@ -60,7 +60,9 @@ class EvalReportConfig(Config):
     seed: int = Field(default=20130101, description="bootstrap seed (reproducible results)")
 
     def gate(self) -> "GateConfig":
-        from driftloop.gate import GateConfig  # imports the evaluation stack: on use only
+        from driftloop.evaluation.gate import (
+            GateConfig,  # imports the evaluation stack: on use only
+        )
 
         return GateConfig(**self.model_dump())
 
@@ -123,9 +125,9 @@ def _floats(**values: float) -> dict[str, MetadataValue]:
 def _eval_report(
     context: AssetExecutionContext, contract: Contract, config: EvalReportConfig
 ) -> MaterializeResult:
-    from driftloop.evaluation import evaluate, render_report
-    from driftloop.gate import decide
-    from driftloop.registry import load_scoring_model, version_for_alias
+    from driftloop.evaluation.comparison import evaluate, render_report
+    from driftloop.evaluation.gate import decide
+    from driftloop.training.registry import load_scoring_model, version_for_alias
 
     name = contract.name
     paths = context.resources.lake.paths(name)
@@ -261,7 +263,7 @@ def _already_recorded(paths: DatasetPaths, version: str, action: str, before: st
 
 
 def _promotion(context: AssetExecutionContext, contract: Contract) -> MaterializeResult:
-    from driftloop.registry import set_alias, version_for_alias
+    from driftloop.training.registry import set_alias, version_for_alias
 
     name = contract.name
     paths = context.resources.lake.paths(name)
@@ -293,7 +295,7 @@ def _promotion(context: AssetExecutionContext, contract: Contract) -> Materializ
             f"v{record.get('champion_version')}, but the champion is now v{before}: "
             f"re-materialize {name}/eval_report"
         )
-    from driftloop.gate import GateDecision
+    from driftloop.evaluation.gate import GateDecision
 
     decision = GateDecision.from_dict(record["decision"])
     if challenger.tags.get("driftloop.rolled_back_at"):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dagster import Definitions
 
-from driftloop.contract import Contract
+from driftloop.data.contract import Contract
 
 
 def build_dataset_definitions(contract: Contract) -> Definitions:

@@ -16,9 +16,9 @@ from dagster import (
 )
 
 from assets.partitions import ONE_RUN, daily_partitions
-from driftloop.contract import Contract, Task
-from driftloop.feature_writer import WrittenFeatures, write_features
-from driftloop.features import FEATURES_TABLE, RAW_TABLE, lookback_days
+from driftloop.data.contract import Contract, Task
+from driftloop.features.definition import FEATURES_TABLE, RAW_TABLE, lookback_days
+from driftloop.features.writer import WrittenFeatures, write_features
 from resources.lake import LakeResource
 
 

@@ -27,8 +27,8 @@ from dagster import (
 from pydantic import Field
 
 from assets.partitions import ONE_RUN
-from driftloop.contract import Contract
-from driftloop.models import LIGHTGBM_DEFAULTS
+from driftloop.data.contract import Contract
+from driftloop.training.models import LIGHTGBM_DEFAULTS
 from resources.lake import LakeResource
 from resources.mlflow import MlflowResource
 
@@ -119,7 +119,7 @@ def build(contract: Contract) -> Definitions:
         mlflow: MlflowResource,
     ) -> MaterializeResult:
         # Imported here: the training stack is heavy and only this step needs it.
-        from driftloop.training import TrainingConfig, load_training_frame, train
+        from driftloop.training.train import TrainingConfig, load_training_frame, train
 
         end = date.fromisoformat(config.end_date) if config.end_date.strip() else None
         training_config = TrainingConfig(

@@ -3,15 +3,15 @@
 drift_report (per day D): the current window is the `window_days` days ending with D
 (features + the champion's predictions; a day scored by another version is re-scored by
 the champion, so both sides are the same model's). The reference is the champion's
-training window with its own predictions (`driftloop.monitoring.reference_data`, sampled
+training window with its own predictions (`driftloop.monitoring.signals.reference_data`, sampled
 to 200k rows and cached per version). The per-column statistics run on every row of the
-window (`driftloop.drift.drift_table`, Evidently's rules, fast); Evidently's own HTML page
-runs on a seeded sample (`evidently_sample_rows` a side). That keeps a 1M-row window well
+window (`driftloop.monitoring.drift.drift_table`, Evidently's rules, fast); Evidently's own HTML
+page runs on a seeded sample (`evidently_sample_rows` a side). That keeps a 1M-row window well
 inside 2 GB. The window reads the earlier days' partitions directly, not as a Dagster
 dependency, so the partition mapping stays one to one.
 
 performance (per day D): once the labels of D are due by the data clock (the latest event
-time the lake holds, see `driftloop.monitoring`) the champion's realised metrics on D's
+time the lake holds, see `driftloop.monitoring.signals`) the champion's realised metrics on D's
 labelled rows are compared with its holdout metric: floor = holdout - 0.05 for AUC-like
 metrics, holdout + 10% for error metrics (`default_tolerance`; run config overrides).
 A day whose labels are not due is skipped (no materialization) with a log line saying
@@ -62,10 +62,10 @@ from pydantic import Field
 from assets.partitions import daily_partitions
 from assets.predictions import Champion, resolve_champion, skip_outputs
 from assets.raw_data import _target_materialization
-from driftloop.contract import Contract
-from driftloop.lake import write_parquet_atomic
-from driftloop.metrics import HIGHER_IS_BETTER, PRIMARY_METRIC, metric_names
-from driftloop.monitoring import (
+from driftloop.data.contract import Contract
+from driftloop.data.lake import write_parquet_atomic
+from driftloop.evaluation.metrics import HIGHER_IS_BETTER, PRIMARY_METRIC, metric_names
+from driftloop.monitoring.signals import (
     DRIFT_SHARE_THRESHOLD,
     FEATURES_TABLE,
     MIN_LABELLED_ROWS,
@@ -327,7 +327,7 @@ def _drift_compute(contract: Contract, key: AssetKey) -> Callable[..., Iterator[
                 # Evidently refuses a side without values; the statistics above say "skipped".
                 context.log.warning(f"{name} {day}: no rows in the window: no HTML report")
             elif day in html_days:
-                from driftloop.drift_report import evidently_html
+                from driftloop.monitoring.drift_report import evidently_html
 
                 report = evidently_html(
                     reference,

@@ -6,7 +6,7 @@ import warnings
 
 from dagster import BackfillPolicy, BetaWarning, DailyPartitionsDefinition
 
-from driftloop.contract import Contract
+from driftloop.data.contract import Contract
 
 
 def daily_partitions(contract: Contract) -> DailyPartitionsDefinition:

@@ -15,11 +15,11 @@ each day's numbers on that day's materialization (a single `MaterializeResult` a
 stamp the range's totals on every day).
 
 The hot path stays in Arrow: each day is read, batch by batch with reading and writing
-beside the scoring (driftloop/batch_scoring.py), with only the columns the predictions
+beside the scoring (driftloop/serving/batch.py), with only the columns the predictions
 table and the contract's features need (categorical ones dictionary-encoded; the models
 load meanwhile, in a thread of their own), our models build their
 matrix from the Arrow columns directly (no pandas, no MLflow per-row input checks; see
-`driftloop.registry.load_scoring_model`), and the id columns go back to Parquet as they
+`driftloop.training.registry.load_scoring_model`), and the id columns go back to Parquet as they
 came. Where the time went is in the run's metadata (`*_seconds`).
 """
 
@@ -50,10 +50,10 @@ from dagster import (
 )
 
 from assets.partitions import daily_partitions
-from driftloop.batch_scoring import Scorer, score_day
-from driftloop.contract import Contract
-from driftloop.monitoring import FEATURES_TABLE, ScoreFn, prediction_key_columns
-from driftloop.registry import CHALLENGER, CHAMPION
+from driftloop.data.contract import Contract
+from driftloop.monitoring.signals import FEATURES_TABLE, ScoreFn, prediction_key_columns
+from driftloop.serving.batch import Scorer, score_day
+from driftloop.training.registry import CHALLENGER, CHAMPION
 from resources.lake import LakeResource
 from resources.mlflow import MlflowResource
 
@@ -238,7 +238,7 @@ def _make_compute(contract: Contract) -> Callable[..., Iterator[Any]]:
                 # model(s) (once per run; the loading overlaps the first reads), then per day
                 # reading the features, scoring (the models' matrices and trees, summed over
                 # the scoring workers) and writing the predictions. Reading and writing run
-                # beside the scoring (driftloop/batch_scoring.py), so the parts overlap.
+                # beside the scoring (driftloop/serving/batch.py), so the parts overlap.
                 "model_seconds": round(resolve_seconds + max(m.load_seconds for m in models), 4),
                 "read_seconds": round(read_seconds, 4),
                 "score_seconds": round(score_seconds, 4),

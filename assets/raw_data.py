@@ -43,22 +43,22 @@ from dagster import (
 )
 
 from assets.partitions import daily_partitions
-from driftloop.contract import Contract
-from driftloop.ingest import (
+from driftloop.data.contract import Contract
+from driftloop.data.ingest import (
     IngestReport,
     assemble_partition,
     ingest_landing,
     source_file_counts,
     to_arrow,
 )
-from driftloop.lake import (
+from driftloop.data.lake import (
     blocked_marker,
     existing_partitions,
     write_parquet_atomic,
     write_text_atomic,
 )
+from driftloop.data.validation import CHECKS, CheckOutcome, failed_blocking, validate_partition
 from driftloop.paths import DatasetPaths
-from driftloop.validation import CHECKS, CheckOutcome, failed_blocking, validate_partition
 from resources.lake import LakeResource
 
 RAW_TABLE = "raw"

@@ -25,7 +25,7 @@ import numpy as np
 if TYPE_CHECKING:
     import pandas as pd
 
-    from driftloop.contract import Contract
+    from driftloop.data.contract import Contract
     from driftloop.paths import DatasetPaths
 
 START = date(2013, 1, 1)
@@ -55,7 +55,7 @@ def replicated_flights(
     """
     import pandas as pd
 
-    from driftloop.flights_source import all_flights
+    from driftloop.data.flights_source import all_flights
 
     source = all_flights()
     rng = np.random.default_rng(seed)
@@ -124,7 +124,7 @@ def write_replicated_lake(
 
 def real_flights(start: date, days: int) -> pd.DataFrame:
     """The embedded flights of [start, start + days), unchanged."""
-    from driftloop.flights_source import flights_between
+    from driftloop.data.flights_source import flights_between
 
     return flights_between(start, days)
 
@@ -135,8 +135,8 @@ def write_raw_lake(contract: Contract, paths: DatasetPaths, frame: pd.DataFrame)
     The same schema the raw_data asset writes (contract types + `_source_file`), without
     ingestion and validation, which are not what these benchmarks measure.
     """
-    from driftloop.ingest import SOURCE_FILE, to_arrow
-    from driftloop.lake import write_parquet_atomic
+    from driftloop.data.ingest import SOURCE_FILE, to_arrow
+    from driftloop.data.lake import write_parquet_atomic
 
     event = contract.event_time.column
     day_of_row = frame[event].dt.strftime("%Y-%m-%d")
@@ -150,7 +150,7 @@ def write_raw_lake(contract: Contract, paths: DatasetPaths, frame: pd.DataFrame)
 
 def write_features_lake(contract: Contract, paths: DatasetPaths, days: list[str]) -> int:
     """Features partitions of `days` from the raw lake, as the features asset writes them."""
-    from driftloop.feature_writer import write_features
+    from driftloop.features.writer import write_features
 
     return write_features(contract, paths, days).rows
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import pandas as pd
 
-from driftloop import ledger
+from driftloop.evaluation import ledger
 from driftloop.paths import DatasetPaths
 
 ALIASES = ("champion", "challenger")
@@ -65,7 +65,7 @@ def _num(value: Any) -> float | None:
 
 def version_info(client: Any, dataset: str, alias: str) -> dict[str, Any] | None:
     """One aliased model version: tags, holdout, gate outcome and its run's metrics."""
-    from driftloop.registry import version_for_alias
+    from driftloop.training.registry import version_for_alias
 
     version = version_for_alias(client, dataset, alias)
     if version is None:

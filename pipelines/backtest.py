@@ -2,7 +2,7 @@
 
 Replays a dataset's history day by day through the production trigger and gate and
 compares the loop's retraining policy with never / every 30 days / every 7 days / every
-day retraining (see driftloop.backtest). Prints the table, writes HTML, PNG and JSON under
+day retraining (see driftloop.backtest.engine). Prints the table, writes HTML, PNG and JSON under
 <data root>/backtest/<dataset>/reports/ and logs them to MLflow (experiment
 <dataset>-backtest).
 
@@ -71,7 +71,7 @@ def policies_and_params(
     """The trigger policies (driftloop's own `main`, then 'name:key=value,...' specs) and
     the LightGBM parameters (the backtest's, then 'key=value' overrides) of a run: the
     CLI and the `<dataset>_backtest` job read their options the same way."""
-    from driftloop.backtest import BACKTEST_MODEL_PARAMS, trigger_settings
+    from driftloop.backtest.engine import BACKTEST_MODEL_PARAMS, trigger_settings
 
     triggers = [main]
     for spec in policy_specs:
@@ -133,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["split", "window"],
         default="split",
         help="split: production's train (the newest days held out); window: then refit the "
-        "served model on the whole window (see driftloop.backtest.FIT_MODES)",
+        "served model on the whole window (see driftloop.backtest.engine.FIT_MODES)",
     )
     model.add_argument(
         "--label-delay",
@@ -157,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(contract, args, start: date, end: date):
-    from driftloop.backtest import BacktestConfig, trigger_settings
+    from driftloop.backtest.engine import BacktestConfig, trigger_settings
 
     main = trigger_settings(
         contract,
@@ -185,9 +185,9 @@ def config_from_args(contract, args, start: date, end: date):
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
-    from driftloop import backtest
-    from driftloop.backtest_report import log_to_mlflow, summary_markdown, write_report
-    from driftloop.contract import load_contract
+    from driftloop.backtest import engine as backtest
+    from driftloop.backtest.report import log_to_mlflow, summary_markdown, write_report
+    from driftloop.data.contract import load_contract
 
     contract = load_contract(find_contract(args.dataset, args.contract))
     contract = backtest.with_label_delay(contract, args.label_delay)

@@ -8,7 +8,7 @@ from dagster import Definitions, EnvVar, in_process_executor
 
 from assets.factory import build_dataset_definitions
 from driftloop.arrow_memory import prefer_jemalloc
-from driftloop.contract import load_contracts
+from driftloop.data.contract import load_contracts
 from driftloop.gc_settings import freeze_gc_at_exit, freeze_loaded_objects
 from driftloop.paths import contracts_dir
 from resources.lake import LakeResource

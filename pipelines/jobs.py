@@ -10,7 +10,7 @@ from dagster import AssetSelection, define_asset_job
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
 from assets.partitions import daily_partitions
-from driftloop.contract import Contract
+from driftloop.data.contract import Contract
 
 DAILY_ASSETS = ("raw_data", "features", "predictions", "drift_report", "performance")
 CATCH_UP_ASSETS = ("predictions", "drift_report", "performance")

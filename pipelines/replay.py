@@ -9,8 +9,8 @@ import argparse
 import sys
 from datetime import date
 
+from driftloop.data.replay import FORMATS, replay_days
 from driftloop.paths import data_root, dataset_paths
-from driftloop.replay import FORMATS, replay_days
 
 
 def main(argv: list[str] | None = None) -> int:

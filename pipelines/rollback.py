@@ -27,8 +27,8 @@ from dagster import (
 )
 from pydantic import Field
 
-from driftloop import ledger
-from driftloop.contract import Contract
+from driftloop.data.contract import Contract
+from driftloop.evaluation import ledger
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -48,7 +48,7 @@ def rollback(
     """Move `champion` back; returns what happened. Raises Failure with a clear message."""
     from mlflow.exceptions import MlflowException
 
-    from driftloop.registry import set_alias, version_for_alias
+    from driftloop.training.registry import set_alias, version_for_alias
 
     name = contract.name
     current = version_for_alias(client, name, CHAMPION)

@@ -3,9 +3,9 @@
     uv run python -m pipelines.serve --dataset flights [--host 127.0.0.1] [--port 5001]
 
 Why our own thin server and not `mlflow models serve -m models:/flights@champion`: see
-`driftloop/serving.py` (MLflow resolves the alias once and expects precomputed features).
+`driftloop/serving/online.py` (MLflow resolves the alias once and expects precomputed features).
 This is only the HTTP layer, on the standard library's ThreadingHTTPServer (HTTP/1.1,
-keep-alive, one thread per connection); validation and scoring live in driftloop.serving.
+keep-alive, one thread per connection); validation and scoring live in driftloop.serving.online.
 
 Endpoints (JSON everywhere):
   GET  /ping, /health   200 {"status": "alive"} while the process runs
@@ -43,9 +43,9 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from driftloop.contract import load_contracts
+from driftloop.data.contract import load_contracts
 from driftloop.paths import contracts_dir, data_root, dataset_paths, default_mlflow_uri
-from driftloop.serving import (
+from driftloop.serving.online import (
     DEFAULT_MAX_ROWS,
     DEFAULT_REFRESH_SECONDS,
     ChampionWatcher,

@@ -27,8 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tracking-uri", default=None, help="MLflow store (default as above)")
     args = parser.parse_args(argv)
 
-    from driftloop import monitoring
-    from driftloop.registry import make_client
+    from driftloop.monitoring import signals as monitoring
+    from driftloop.training.registry import make_client
     from pipelines import retrain_history
 
     monitoring.register_status_section()

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 from dagster import ConfigurableResource
 
-from driftloop import registry
 from driftloop.paths import data_root, default_mlflow_uri
+from driftloop.training import registry
 
 if TYPE_CHECKING:
     import numpy as np
@@ -21,8 +21,8 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
     from mlflow.entities.model_registry import ModelVersion
 
-    from driftloop.contract import Contract
-    from driftloop.training import TrainingResult
+    from driftloop.data.contract import Contract
+    from driftloop.training.train import TrainingResult
 
 
 class MlflowResource(ConfigurableResource):

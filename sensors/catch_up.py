@@ -33,8 +33,8 @@ from dagster._core.definitions.unresolved_asset_job_definition import (
     UnresolvedAssetJobDefinition as ExecutableDefinition,
 )
 
-from driftloop.contract import Contract
-from driftloop.lake import existing_partitions
+from driftloop.data.contract import Contract
+from driftloop.data.lake import existing_partitions
 from resources.lake import LakeResource
 from resources.mlflow import MlflowResource
 from sensors.run_requests import ACTIVE, content_key, range_run_requests
@@ -71,7 +71,7 @@ def behind(
     trigger: str,
 ) -> Behind | str:
     """The days that are behind, or the reason to do nothing now (a skip message)."""
-    from driftloop.monitoring import data_clock, labels_due
+    from driftloop.monitoring.signals import data_clock, labels_due
 
     paths = lake.paths(contract.name)
     active = instance.get_runs(RunsFilter(statuses=ACTIVE), limit=100)

@@ -13,8 +13,8 @@ from dagster import (
     sensor,
 )
 
-from driftloop.contract import Contract
-from driftloop.ingest import file_digest, ingest_landing, landing_files
+from driftloop.data.contract import Contract
+from driftloop.data.ingest import file_digest, ingest_landing, landing_files
 from resources.lake import LakeResource
 from sensors.run_requests import content_key, range_run_requests
 from sensors.settings import seconds

@@ -18,8 +18,8 @@ from dagster import (
     sensor,
 )
 
-from driftloop.contract import Contract
-from driftloop.replay import FIRST_DAY, REPLAYABLE, replay_days, replay_next_day, replayed_days
+from driftloop.data.contract import Contract
+from driftloop.data.replay import FIRST_DAY, REPLAYABLE, replay_days, replay_next_day, replayed_days
 from resources.lake import LakeResource
 from sensors.settings import seconds, switched_on
 

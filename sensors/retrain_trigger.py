@@ -1,7 +1,7 @@
 """The retraining trigger: a persistent breach (N of the last M days), never within the cooldown.
 
 Signals are the per-day drift and realised-performance verdicts the monitoring assets
-write to the lake; the decision is `driftloop.triggers.decide_retrain`, the same function
+write to the lake; the decision is `driftloop.monitoring.trigger.decide_retrain`, the same function
 the backtest replays history through. With no champion yet, enough days of features start
 the first training. Time is the data's clock: "today" is the latest day with features.
 """
@@ -22,9 +22,9 @@ from dagster import (
     sensor,
 )
 
-from driftloop.contract import Contract
-from driftloop.lake import existing_partitions
-from driftloop.triggers import decide_retrain
+from driftloop.data.contract import Contract
+from driftloop.data.lake import existing_partitions
+from driftloop.monitoring.trigger import decide_retrain
 from resources.lake import LakeResource
 from resources.mlflow import MlflowResource
 from sensors.run_requests import ACTIVE, content_key
@@ -55,7 +55,7 @@ def build_retrain_sensor(contract: Contract, job_name: str) -> SensorDefinition:
     def retrain_trigger(
         context: SensorEvaluationContext, lake: LakeResource, mlflow: MlflowResource
     ) -> SensorResult | SkipReason:
-        from driftloop.monitoring import read_signals
+        from driftloop.monitoring.signals import read_signals
 
         paths = lake.paths(contract.name)
         days = existing_partitions(paths.table("features"))

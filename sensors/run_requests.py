@@ -10,7 +10,7 @@ from dagster._core.storage.tags import (
     ASSET_PARTITION_RANGE_START_TAG,
 )
 
-from driftloop.lake import contiguous_ranges
+from driftloop.data.lake import contiguous_ranges
 
 # Runs that are waiting or working: a sensor does not pile new runs on top of these.
 ACTIVE = [

@@ -6,7 +6,7 @@ import os
 
 from dagster import DefaultScheduleStatus, ScheduleDefinition
 
-from driftloop.contract import Contract
+from driftloop.data.contract import Contract
 
 
 def build_weekly_retrain_schedule(contract: Contract, job_name: str) -> ScheduleDefinition:

@@ -73,15 +73,15 @@ def prepare_flights(env: dict[str, str], days: int = 35, drift_days: int = 2) ->
     """
     from dagster import AssetKey, DagsterInstance, materialize
 
+    from driftloop.data.replay import replay_days
     from driftloop.paths import dataset_paths
-    from driftloop.registry import CHAMPION, make_client, version_for_alias
-    from driftloop.replay import replay_days
+    from driftloop.training.registry import CHAMPION, make_client, version_for_alias
 
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
         from assets.factory import build_dataset_definitions
-        from driftloop.contract import load_contracts
+        from driftloop.data.contract import load_contracts
         from driftloop.paths import contracts_dir
         from resources.lake import LakeResource
         from resources.mlflow import MlflowResource

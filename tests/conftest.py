@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from dagster import DagsterInstance, instance_for_test
 
-from driftloop.contract import Contract, load_contract
+from driftloop.data.contract import Contract, load_contract
 from driftloop.paths import PROJECT_ROOT, DatasetPaths, dataset_paths
 
 FLIGHTS_CONTRACT = PROJECT_ROOT / "contracts" / "flights.yaml"

@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 from dagster import DagsterInstance, SensorResult, SkipReason, build_sensor_context
 
-from driftloop.backtest import (
+from driftloop.backtest.engine import (
     DAILY,
     STATIC,
     Backtest,
@@ -35,10 +35,10 @@ from driftloop.backtest import (
     warmup_start,
     with_label_delay,
 )
-from driftloop.contract import Contract, Training
-from driftloop.flights_source import flights_between
-from driftloop.lake import write_parquet_atomic, write_text_atomic
-from driftloop.monitoring import summary_path
+from driftloop.data.contract import Contract, Training
+from driftloop.data.flights_source import flights_between
+from driftloop.data.lake import write_parquet_atomic, write_text_atomic
+from driftloop.monitoring.signals import summary_path
 from driftloop.paths import dataset_paths
 from resources.lake import LakeResource
 from resources.mlflow import MlflowResource
@@ -64,7 +64,7 @@ def slice_root(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def slice_run(slice_root: Path) -> tuple[Contract, BacktestResult]:
     """One backtest of 17 days, a 12-day window, the default trigger and a stricter one."""
-    from driftloop.contract import load_contract
+    from driftloop.data.contract import load_contract
     from tests.conftest import FLIGHTS_CONTRACT
 
     contract = _small(load_contract(FLIGHTS_CONTRACT))
@@ -271,7 +271,7 @@ def _cutoff(day: date) -> datetime:
 
 
 def test_a_retrain_is_production_train_without_the_baseline(slice_run, slice_features) -> None:
-    from driftloop.training import train
+    from driftloop.training.train import train
 
     contract, result = slice_run
     backtest = Backtest(contract, slice_features, result.config)
@@ -297,8 +297,8 @@ def test_a_retrain_is_production_train_without_the_baseline(slice_run, slice_fea
 def test_window_fit_serves_a_refit_on_the_whole_window_and_keeps_the_honest_holdout(
     slice_run, slice_features
 ) -> None:
-    from driftloop.models import make_model
-    from driftloop.training import time_split
+    from driftloop.training.models import make_model
+    from driftloop.training.train import time_split
 
     contract, result = slice_run
     config = result.config

@@ -11,7 +11,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from driftloop.batch_scoring import (
+from driftloop.data.contract import Contract
+from driftloop.data.lake import write_parquet_atomic
+from driftloop.monitoring.signals import predictions_table
+from driftloop.paths import DatasetPaths
+from driftloop.serving.batch import (
     SCORING_WORKERS,
     ScoredDay,
     Scorer,
@@ -19,10 +23,6 @@ from driftloop.batch_scoring import (
     prediction_threads,
     score_day,
 )
-from driftloop.contract import Contract
-from driftloop.lake import write_parquet_atomic
-from driftloop.monitoring import predictions_table
-from driftloop.paths import DatasetPaths
 
 DAY = "2013-01-08"
 

@@ -60,7 +60,7 @@ def test_drift_sides_agree_on_the_generated_scenarios(tmp_path: Path) -> None:
     share, disagree = drift_case.agreement(ours, theirs)
     assert share >= drift_case.TARGET_AGREEMENT, disagree
     # Same tests picked for each column (Evidently's display names).
-    from driftloop.drift import EVIDENTLY_METHOD_NAMES
+    from driftloop.monitoring.drift import EVIDENTLY_METHOD_NAMES
 
     for scenario in ours:
         for column, method in ours[scenario]["methods"].items():
@@ -68,7 +68,7 @@ def test_drift_sides_agree_on_the_generated_scenarios(tmp_path: Path) -> None:
 
 
 def test_drift_generator_drifts_what_it_says() -> None:
-    from driftloop.drift import drift_table
+    from driftloop.monitoring.drift import drift_table
 
     reference, current = drift_frames(50_000, "mixed", seed=5)
     assert list(reference.columns) == list(DRIFT_KINDS)
@@ -147,7 +147,7 @@ def test_cli_side_is_one_run_in_one_process_on_the_project_instance(retrained: d
 
 
 def test_scoring_step_writes_what_bare_booster_predict_returns(retrained: dict) -> None:
-    from driftloop.registry import make_client, set_alias
+    from driftloop.training.registry import make_client, set_alias
 
     root, day = retrained["own"], retrained["days"][-1]
     # Whatever the gate said, score with version 1 (the step needs a champion).

@@ -29,7 +29,7 @@ def _register_two_versions(tracking_uri: str, artifacts: Path) -> tuple[str, str
     import mlflow.pyfunc
     from mlflow.models import infer_signature
 
-    from driftloop.registry import (
+    from driftloop.training.registry import (
         experiment_id_for,
         make_client,
         set_alias,

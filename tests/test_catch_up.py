@@ -17,7 +17,7 @@ from dagster._core.storage.tags import (
     ASSET_PARTITION_RANGE_START_TAG,
 )
 
-from driftloop.lake import write_parquet_atomic
+from driftloop.data.lake import write_parquet_atomic
 from pipelines import jobs
 from resources.lake import LakeResource
 from resources.mlflow import MlflowResource

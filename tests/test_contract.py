@@ -8,7 +8,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from driftloop.contract import ContractError, Task, load_contract, load_contracts, parse_duration
+from driftloop.data.contract import (
+    ContractError,
+    Task,
+    load_contract,
+    load_contracts,
+    parse_duration,
+)
 from driftloop.paths import PROJECT_ROOT
 
 FLIGHTS = PROJECT_ROOT / "contracts" / "flights.yaml"

@@ -98,9 +98,9 @@ def test_a_cli_materialization_runs_checks_and_captures_logs_in_one_process(
 
     from dagster import DagsterEventType
 
+    from driftloop.data.replay import replay_days
+    from driftloop.data.validation import CHECK_NAMES
     from driftloop.paths import dataset_paths
-    from driftloop.replay import replay_days
-    from driftloop.validation import CHECK_NAMES
     from pipelines.event_log_storage import PooledSqliteEventLogStorage
     from pipelines.instance import DAGSTER_YAML, instance_at
 

@@ -1,4 +1,4 @@
-"""driftloop.drift agrees with Evidently 0.7's DataDriftPreset, column by column.
+"""driftloop.monitoring.drift agrees with Evidently 0.7's DataDriftPreset, column by column.
 
 Each scenario runs Evidently itself (no sampling) and drift_table on the same frames;
 verdicts must agree on at least 95% of the columns and the scores must match Evidently's.
@@ -12,14 +12,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from driftloop.drift import (
+from driftloop.monitoring.drift import (
     EVIDENTLY_METHOD_NAMES,
     DriftSummary,
     column_drift,
     drift_table,
     wasserstein_sorted,
 )
-from driftloop.drift_report import (
+from driftloop.monitoring.drift_report import (
     evidently_drift_share,
     evidently_html,
     evidently_verdicts,

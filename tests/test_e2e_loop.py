@@ -18,11 +18,11 @@ import yaml
 from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 from e2e_helpers import dagster_dev, free_port, wait_for
 
-from driftloop.lake import existing_partitions
-from driftloop.ledger import read as read_ledger
-from driftloop.monitoring import read_drift_summary
+from driftloop.data.lake import existing_partitions
+from driftloop.data.replay import replay_days
+from driftloop.evaluation.ledger import read as read_ledger
+from driftloop.monitoring.signals import read_drift_summary
 from driftloop.paths import PROJECT_ROOT, dataset_paths
-from driftloop.replay import replay_days
 
 FIRST_BATCH_DAYS = 35
 SECOND_BATCH_DAYS = 8
@@ -112,7 +112,7 @@ def test_the_loop_runs_itself_under_the_daemon(
             assert last["challenger_version"] == "2" and last["champion_before"] == "1"
             assert last["dagster_run_id"] == retrain.run_id
 
-            from driftloop.registry import make_client, version_for_alias
+            from driftloop.training.registry import make_client, version_for_alias
 
             client = make_client(env["MLFLOW_TRACKING_URI"])
             champion = version_for_alias(client, "flights", "champion")

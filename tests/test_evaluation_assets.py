@@ -18,17 +18,17 @@ import pytest
 from dagster import AssetKey, Definitions, materialize
 
 from assets import evaluation
-from driftloop import ledger
-from driftloop.contract import ColumnType, Contract
-from driftloop.lake import write_parquet_atomic
-from driftloop.registry import (
+from driftloop.data.contract import ColumnType, Contract
+from driftloop.data.lake import write_parquet_atomic
+from driftloop.evaluation import ledger
+from driftloop.status import collect
+from driftloop.training.registry import (
     experiment_id_for,
     make_client,
     set_alias,
     using_tracking_uri,
     version_for_alias,
 )
-from driftloop.status import collect
 from pipelines import status as status_cli
 from pipelines.rollback import build_rollback_job
 from resources.lake import LakeResource

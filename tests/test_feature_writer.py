@@ -6,10 +6,10 @@ from datetime import date
 
 import pandas as pd
 
-from driftloop.contract import Contract
-from driftloop.feature_writer import plan_chunks, write_features
-from driftloop.features import FEATURES_TABLE, build_features
-from driftloop.lake import days_between
+from driftloop.data.contract import Contract
+from driftloop.data.lake import days_between
+from driftloop.features.definition import FEATURES_TABLE, build_features
+from driftloop.features.writer import plan_chunks, write_features
 from driftloop.paths import DatasetPaths
 from tests.test_features import JAN, write_flights
 

@@ -13,10 +13,10 @@ import pytest
 from dagster import AssetKey, AssetsDefinition, DagsterInstance, materialize
 
 from assets.features import build as build_features_asset
-from driftloop.contract import ColumnType, Contract, load_contract
-from driftloop.features import build_features, feature_sql, lookback_days
-from driftloop.flights_source import flights_between
-from driftloop.lake import blocked_marker, write_parquet_atomic
+from driftloop.data.contract import ColumnType, Contract, load_contract
+from driftloop.data.flights_source import flights_between
+from driftloop.data.lake import blocked_marker, write_parquet_atomic
+from driftloop.features.definition import build_features, feature_sql, lookback_days
 from driftloop.paths import DatasetPaths, dataset_paths
 from resources.lake import LakeResource
 

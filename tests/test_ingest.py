@@ -11,9 +11,9 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from driftloop.contract import Contract
-from driftloop.flights_source import flights_between
-from driftloop.ingest import (
+from driftloop.data.contract import Contract
+from driftloop.data.flights_source import flights_between
+from driftloop.data.ingest import (
     SOURCE_FILE,
     assemble_partition,
     file_digest,
@@ -307,8 +307,8 @@ def test_rows_outside_the_contracts_partitions_are_quarantined(flights_contract,
     """A row dated before the first partition (as the taxi data's 2008 pickup) is set aside."""
     from datetime import date
 
-    from driftloop.flights_source import flights_between
-    from driftloop.ingest import ingest_landing
+    from driftloop.data.flights_source import flights_between
+    from driftloop.data.ingest import ingest_landing
 
     frame = flights_between(date(2013, 1, 1), 1).head(50).copy()
     frame.loc[0, "scheduled_departure"] = frame.loc[0, "scheduled_departure"].replace(year=2008)

@@ -7,8 +7,8 @@ import json
 import pandas as pd
 import pytest
 
-from driftloop import ledger
-from driftloop.ledger import LedgerEntry
+from driftloop.evaluation import ledger
+from driftloop.evaluation.ledger import LedgerEntry
 
 
 def _promote(paths, version: str, before: str | None) -> None:

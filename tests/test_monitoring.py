@@ -25,8 +25,8 @@ from test_predictions_asset import (
     write_raw_clock,
 )
 
-from driftloop import monitoring
-from driftloop.triggers import WindowSignal
+from driftloop.monitoring import signals as monitoring
+from driftloop.monitoring.trigger import WindowSignal
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 

@@ -22,12 +22,12 @@ from dagster import AssetKey, DagsterInstance, materialize
 
 from assets.monitoring import build_monitoring
 from assets.predictions import build_predictions
-from driftloop.contract import ColumnType, Contract
-from driftloop.lake import write_parquet_atomic
-from driftloop.models import make_model
-from driftloop.monitoring import predictions_table
+from driftloop.data.contract import ColumnType, Contract
+from driftloop.data.lake import write_parquet_atomic
+from driftloop.monitoring.signals import predictions_table
 from driftloop.paths import DatasetPaths
-from driftloop.registry import (
+from driftloop.training.models import make_model
+from driftloop.training.registry import (
     _pyfunc_wrapper,
     experiment_id_for,
     make_client,

@@ -23,10 +23,10 @@ from dagster import (
 
 from assets import raw_data
 from assets.partitions import daily_partitions
-from driftloop.contract import Contract
-from driftloop.lake import blocked_marker
+from driftloop.data.contract import Contract
+from driftloop.data.lake import blocked_marker
+from driftloop.data.validation import BLOCKING_CHECKS, CHECK_NAMES
 from driftloop.paths import DatasetPaths
-from driftloop.validation import BLOCKING_CHECKS, CHECK_NAMES
 from resources.lake import LakeResource
 
 DAYS = ["2013-01-01", "2013-01-02", "2013-01-03"]
@@ -38,7 +38,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::dagster.BetaWarning")
 
 @pytest.fixture(scope="module")
 def flights3() -> pd.DataFrame:
-    from driftloop.flights_source import flights_between
+    from driftloop.data.flights_source import flights_between
 
     return flights_between(date(2013, 1, 1), 3)
 

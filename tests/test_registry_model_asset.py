@@ -13,17 +13,17 @@ import pytest
 from dagster import AssetKey, DagsterInstance, materialize
 
 from assets.model import build, model_config_class
-from driftloop import models
-from driftloop.contract import Contract, Task
+from driftloop.data.contract import Contract, Task
 from driftloop.paths import dataset_paths
-from driftloop.registry import (
+from driftloop.training import models
+from driftloop.training.registry import (
     CHALLENGER,
     load_scoring_model,
     set_alias,
     split_digest,
     version_for_alias,
 )
-from driftloop.training import TrainingConfig, load_training_frame, train
+from driftloop.training.train import TrainingConfig, load_training_frame, train
 from resources.lake import LakeResource
 from resources.mlflow import MlflowResource
 from tests.test_training import FAST, synthetic_contract, write_features

@@ -5,7 +5,7 @@ from __future__ import annotations
 import multiprocessing
 from pathlib import Path
 
-from driftloop.registry import make_client
+from driftloop.training.registry import make_client
 
 
 def _open_store(uri: str) -> None:
@@ -30,7 +30,7 @@ def test_fast_dataset_schema_equals_mlflows_inference() -> None:
     import pandas as pd
     from mlflow.types.utils import _infer_schema
 
-    from driftloop.registry import dataset_schema
+    from driftloop.training.registry import dataset_schema
 
     rng = np.random.default_rng(0)
     n = 5000

@@ -11,9 +11,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from driftloop.flights_source import flights_between
+from driftloop.data.flights_source import flights_between
+from driftloop.data.replay import replay_days, replay_next_day, replayed_days, state_file
 from driftloop.paths import PROJECT_ROOT, dataset_paths
-from driftloop.replay import replay_days, replay_next_day, replayed_days, state_file
 from pipelines.replay import main
 
 

@@ -13,9 +13,9 @@ from dagster._core.storage.tags import (
     ASSET_PARTITION_RANGE_START_TAG,
 )
 
-from driftloop.contract import Contract
+from driftloop.data.contract import Contract
+from driftloop.data.replay import replay_days
 from driftloop.paths import DatasetPaths
-from driftloop.replay import replay_days
 from resources.lake import LakeResource
 from sensors.new_data import build_new_data_sensor
 

@@ -10,11 +10,11 @@ import pandas as pd
 import pytest
 from dagster import DagsterInstance, SensorResult, SkipReason, build_sensor_context
 
-from driftloop.contract import Contract
-from driftloop.lake import write_parquet_atomic, write_text_atomic
-from driftloop.monitoring import summary_path
+from driftloop.data.contract import Contract
+from driftloop.data.lake import write_parquet_atomic, write_text_atomic
+from driftloop.monitoring.signals import summary_path
+from driftloop.monitoring.trigger import TriggerPolicy
 from driftloop.paths import DatasetPaths
-from driftloop.triggers import TriggerPolicy
 from resources.lake import LakeResource
 from resources.mlflow import MlflowResource
 from sensors.retrain_trigger import build_retrain_sensor, days_needed_for_first_model

@@ -30,10 +30,10 @@ import pytest
 from browser_helpers import Prepared, flights_env, prepare_flights, wait_http
 from e2e_helpers import free_port, process_group, wait_for
 
-from driftloop.contract import Contract
-from driftloop.monitoring import MODEL_VERSION, PREDICTION, read_partition
+from driftloop.data.contract import Contract
+from driftloop.monitoring.signals import MODEL_VERSION, PREDICTION, read_partition
 from driftloop.paths import dataset_paths
-from driftloop.serving import (
+from driftloop.serving.online import (
     ChampionWatcher,
     OnlineScorer,
     RequestError,
@@ -192,7 +192,7 @@ def call(url: str, body: Any = None, raw: bytes | None = None) -> tuple[int, dic
 
 def stored_flights(served: Served, day: str, n: int) -> tuple[list[dict], pd.DataFrame]:
     """n flights of a stored day as request records (raw fields only) and their batch rows."""
-    from driftloop.contract import load_contract
+    from driftloop.data.contract import load_contract
     from driftloop.paths import PROJECT_ROOT
 
     contract = load_contract(PROJECT_ROOT / "contracts" / "flights.yaml")
@@ -279,9 +279,14 @@ def test_ten_malformed_requests_get_4xx_and_the_server_stays_up(served: Served) 
 def test_promotion_and_rollback_are_served_without_restart(served: Served) -> None:
     import mlflow
 
-    from driftloop.contract import load_contract
+    from driftloop.data.contract import load_contract
     from driftloop.paths import PROJECT_ROOT
-    from driftloop.registry import load_scoring_model, make_client, set_alias, using_tracking_uri
+    from driftloop.training.registry import (
+        load_scoring_model,
+        make_client,
+        set_alias,
+        using_tracking_uri,
+    )
     from pipelines.rollback import RollbackConfig, rollback
 
     uri = served.prepared.tracking_uri

@@ -9,10 +9,11 @@ import sys
 
 import pytest
 
-from driftloop import ledger, status
-from driftloop.ledger import LedgerEntry
+from driftloop import status
+from driftloop.evaluation import ledger
+from driftloop.evaluation.ledger import LedgerEntry
 from driftloop.paths import PROJECT_ROOT
-from driftloop.registry import make_client
+from driftloop.training.registry import make_client
 from pipelines import status as status_cli
 
 

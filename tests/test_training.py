@@ -10,12 +10,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from driftloop.contract import Contract, Task, load_contract
-from driftloop.lake import write_parquet_atomic
-from driftloop.metrics import HIGHER_IS_BETTER, PRIMARY_METRIC, compute_metrics
-from driftloop.models import BaselineModel, LightGBMModel, make_model
+from driftloop.data.contract import Contract, Task, load_contract
+from driftloop.data.lake import write_parquet_atomic
+from driftloop.evaluation.metrics import HIGHER_IS_BETTER, PRIMARY_METRIC, compute_metrics
 from driftloop.paths import DatasetPaths, dataset_paths
-from driftloop.training import TrainingConfig, load_training_frame, time_split, train
+from driftloop.training.models import BaselineModel, LightGBMModel, make_model
+from driftloop.training.train import TrainingConfig, load_training_frame, time_split, train
 
 START = date(2024, 3, 1)
 SHOPS = ["a", "b", "c", "d", "e", "f"]

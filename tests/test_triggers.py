@@ -7,7 +7,7 @@ from datetime import date, timedelta
 import pytest
 from pydantic import ValidationError
 
-from driftloop.triggers import (
+from driftloop.monitoring.trigger import (
     TriggerPolicy,
     WindowSignal,
     decide_retrain,

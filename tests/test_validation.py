@@ -5,9 +5,9 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from driftloop.contract import Contract
-from driftloop.ingest import SOURCE_FILE, conform
-from driftloop.validation import (
+from driftloop.data.contract import Contract
+from driftloop.data.ingest import SOURCE_FILE, conform
+from driftloop.data.validation import (
     BLOCKING_CHECKS,
     CHECK_NAMES,
     CheckOutcome,

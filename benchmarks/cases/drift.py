@@ -1,4 +1,4 @@
-"""drift: our drift statistics (`driftloop.drift.drift_table`) vs Evidently's DataDriftPreset.
+"""drift: our drift statistics (`driftloop.monitoring.drift.drift_table`) vs Evidently's preset.
 
 Both sides get the very same Parquet files (20 numeric + 5 categorical columns, missing
 values, seeded drift; `benchmarks.data.drift_frames`) in their own child process. The
@@ -46,7 +46,7 @@ MODULE = "benchmarks.cases.drift"
 def _ours(pairs: list[tuple[str, str, str]]) -> dict:
     import pandas as pd
 
-    from driftloop.drift import drift_table
+    from driftloop.monitoring.drift import drift_table
 
     out = {}
     for scenario, ref_path, cur_path in pairs:
@@ -72,7 +72,7 @@ def _evidently(pairs: list[tuple[str, str, str]]) -> dict:
     from evidently import DataDefinition, Dataset, Report
     from evidently.presets import DataDriftPreset
 
-    from driftloop.drift_report import evidently_verdicts
+    from driftloop.monitoring.drift_report import evidently_verdicts
 
     out = {}
     for scenario, ref_path, cur_path in pairs:

@@ -58,9 +58,9 @@ def contracts_dir(folder: Path) -> Path:
 def prepare_steady_state(root: Path, contracts: Path, days: int = HISTORY_DAYS) -> None:
     """Raw, features, a promoted champion, predictions, performance and the reference."""
     from benchmarks.data import real_flights, write_features_lake, write_raw_lake
-    from driftloop.contract import load_contract
-    from driftloop.lake import write_parquet_atomic
-    from driftloop.monitoring import (
+    from driftloop.data.contract import load_contract
+    from driftloop.data.lake import write_parquet_atomic
+    from driftloop.monitoring.signals import (
         PERFORMANCE_TABLE,
         PREDICTIONS_TABLE,
         data_clock,
@@ -72,8 +72,8 @@ def prepare_steady_state(root: Path, contracts: Path, days: int = HISTORY_DAYS) 
         score_frame,
     )
     from driftloop.paths import dataset_paths
-    from driftloop.registry import load_scoring_model, log_training, make_client, set_alias
-    from driftloop.training import TrainingConfig, load_training_frame, train
+    from driftloop.training.registry import load_scoring_model, log_training, make_client, set_alias
+    from driftloop.training.train import TrainingConfig, load_training_frame, train
 
     contract = load_contract(contracts / f"{DATASET}.yaml")
     paths = dataset_paths(DATASET, root)
@@ -141,7 +141,7 @@ def _quiet(instance: Any) -> bool:
 
 def _done(paths: Any, day: str) -> float | None:
     """The time both outputs of `day` exist: the later modification time, else None."""
-    from driftloop.monitoring import summary_path
+    from driftloop.monitoring.signals import summary_path
 
     outputs = [paths.partition_file("predictions", day), summary_path(paths, day)]
     if all(p.exists() for p in outputs):
@@ -171,8 +171,8 @@ def measure(
     sys.path.insert(0, str(PROJECT_ROOT / "tests"))
     from e2e_helpers import dagster_dev, free_port, wait_for
 
+    from driftloop.data.replay import replay_days
     from driftloop.paths import dataset_paths
-    from driftloop.replay import replay_days
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-loop-"))
     try:

@@ -88,24 +88,24 @@ def retrain_in_process(root: Path, days: list[str], window_days: int | None = No
 
     Returns the timings of each stage, the rows and what was decided.
     """
-    from driftloop import ledger
-    from driftloop.contract import load_contract
-    from driftloop.evaluation import evaluate, render_report
-    from driftloop.feature_writer import write_features
-    from driftloop.features import FEATURES_TABLE
-    from driftloop.gate import GateConfig, decide
-    from driftloop.lake import days_between, partition_files, sql_file_list
-    from driftloop.lake import write_text_atomic as write_text
-    from driftloop.models import LIGHTGBM_DEFAULTS
+    from driftloop.data.contract import load_contract
+    from driftloop.data.lake import days_between, partition_files, sql_file_list
+    from driftloop.data.lake import write_text_atomic as write_text
+    from driftloop.evaluation import ledger
+    from driftloop.evaluation.comparison import evaluate, render_report
+    from driftloop.evaluation.gate import GateConfig, decide
+    from driftloop.features.definition import FEATURES_TABLE
+    from driftloop.features.writer import write_features
     from driftloop.paths import PROJECT_ROOT, dataset_paths
-    from driftloop.registry import (
+    from driftloop.training.models import LIGHTGBM_DEFAULTS
+    from driftloop.training.registry import (
         load_scoring_model,
         log_training,
         make_client,
         set_alias,
         version_for_alias,
     )
-    from driftloop.training import TrainingConfig, load_training_frame, train
+    from driftloop.training.train import TrainingConfig, load_training_frame, train
 
     timings: dict[str, float] = {}
     contract = load_contract(PROJECT_ROOT / "contracts" / f"{DATASET}.yaml")
@@ -354,7 +354,7 @@ def cli_phases(home: Path, start: float, end: float) -> dict[str, Any]:
 
 def registered_holdout_metrics(root: Path, version: str = "1") -> dict[str, float]:
     """The holdout metrics MLflow holds for a registered version of the flights model."""
-    from driftloop.registry import make_client
+    from driftloop.training.registry import make_client
 
     client = make_client(f"sqlite:///{root / 'mlflow.db'}")
     run_id = client.get_model_version(DATASET, version).run_id
@@ -367,14 +367,14 @@ def registered_holdout_metrics(root: Path, version: str = "1") -> dict[str, floa
 
 def prepare_raw(folder: Path, days: int, start: date = START) -> tuple[Path, list[str]]:
     """A data root holding the raw partitions of `days` days of real flights."""
-    from driftloop.contract import load_contract
+    from driftloop.data.contract import load_contract
     from driftloop.paths import PROJECT_ROOT, dataset_paths
 
     contract = load_contract(PROJECT_ROOT / "contracts" / f"{DATASET}.yaml")
     root = folder / "raw_root"
     written = write_raw_lake(contract, dataset_paths(DATASET, root), real_flights(start, days))
     # An existing MLflow store (schemas created) for both sides, as in a running deployment.
-    from driftloop.registry import make_client
+    from driftloop.training.registry import make_client
 
     make_client(f"sqlite:///{root / 'mlflow.db'}").search_experiments()
     return root, written

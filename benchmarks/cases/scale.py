@@ -9,7 +9,7 @@ ratio = big / small (1.0 = perfectly linear). Peak memory is the big run's maxim
 
 The big run is stopped after `BIG_BUDGET_SECONDS` (then its figure is a lower bound and
 the note names the stages it finished). The LightGBM thread count (`num_threads`, 1 by
-default, see driftloop/models.py) is measured here too, on the small run's lake: one
+default, see driftloop/training/models.py) is measured here too, on the small run's lake: one
 training with 1 and with 2 threads (same data, same parameters) in fresh processes.
 Quick mode: 30k vs 300k rows over 20 days (fixed costs dominate there: see the note).
 """
@@ -42,7 +42,7 @@ def sizes(quick: bool) -> dict[str, int]:
 
 
 def prepare(root: Path, n_rows: int, days: int) -> list[str]:
-    from driftloop.contract import load_contract
+    from driftloop.data.contract import load_contract
     from driftloop.paths import PROJECT_ROOT, dataset_paths
 
     contract = load_contract(PROJECT_ROOT / "contracts" / f"{DATASET}.yaml")
@@ -78,10 +78,10 @@ def retrain(root: Path, days: list[str], budget: float) -> dict[str, Any]:
 
 def _threads(root: Path, threads: int, max_rows: int) -> dict[str, Any]:
     """Train the champion's configuration with `threads` threads on the lake's window."""
-    from driftloop.contract import load_contract
-    from driftloop.models import LightGBMModel
+    from driftloop.data.contract import load_contract
     from driftloop.paths import PROJECT_ROOT, dataset_paths
-    from driftloop.training import load_training_frame, time_split
+    from driftloop.training.models import LightGBMModel
+    from driftloop.training.train import load_training_frame, time_split
 
     contract = load_contract(PROJECT_ROOT / "contracts" / f"{DATASET}.yaml")
     paths = dataset_paths(DATASET, root)

@@ -4,7 +4,7 @@ Ours: the real `flights/predictions` asset (assets/predictions.py) materialized 
 day with `dagster.materialize` in a fresh process: resolve the champion in MLflow, load
 it, read the features partition, turn it into the model's matrix, predict, and write the
 predictions partition (batch by batch, reading and writing beside the scoring:
-driftloop/batch_scoring.py). The timed region is the `materialize` call: the whole step,
+driftloop/serving/batch.py). The timed region is the `materialize` call: the whole step,
 Dagster's run and events and the model's resolving and loading included; the step's own
 account of its parts (`model`, `read`, `score`, `write` seconds in its metadata; read and
 write overlap the scoring) is reported beside it.
@@ -24,7 +24,7 @@ Baseline: LightGBM's `Booster.predict` of that very champion on the feature matr
 beforehand (`LightGBMModel._matrix` of the same partition, as float64 numpy), with the same
 number of trees and LightGBM's default prediction threads (one per core) - the raw model
 throughput, nothing around it. The step scores two batches at once with one LightGBM
-thread each (driftloop/batch_scoring.py), which took less time than LightGBM's own threads
+thread each (driftloop/serving/batch.py), which took less time than LightGBM's own threads
 here, at about the same CPU; the bare child also times prediction threaded that way (two
 halves at once) and the row reports the ratio against it too (`ratio_split`, for
 reference). Both in fresh
@@ -81,10 +81,10 @@ WARM_IMPORTS = (
 
 def prepare(root: Path, score_rows: int, train_days: int, train_rows: int) -> str:
     """Raw + features for the training days and one big day; a champion. Returns the day."""
-    from driftloop.contract import load_contract
+    from driftloop.data.contract import load_contract
     from driftloop.paths import PROJECT_ROOT, dataset_paths
-    from driftloop.registry import log_training, make_client, set_alias
-    from driftloop.training import TrainingConfig, load_training_frame, train
+    from driftloop.training.registry import log_training, make_client, set_alias
+    from driftloop.training.train import TrainingConfig, load_training_frame, train
 
     contract = load_contract(PROJECT_ROOT / "contracts" / f"{DATASET}.yaml")
     paths = dataset_paths(DATASET, root)
@@ -137,7 +137,7 @@ def _ours(root: Path, day: str) -> dict[str, Any]:
     from dagster import DagsterInstance, materialize
 
     from assets.predictions import build_predictions
-    from driftloop.contract import load_contract
+    from driftloop.data.contract import load_contract
     from driftloop.paths import PROJECT_ROOT
     from resources.lake import LakeResource
     from resources.mlflow import MlflowResource
@@ -179,7 +179,7 @@ def champion_model(root: Path) -> Any:
     """The champion's TabularModel, unwrapped from its MLflow pyfunc."""
     import mlflow.pyfunc
 
-    from driftloop.registry import using_tracking_uri
+    from driftloop.training.registry import using_tracking_uri
 
     with using_tracking_uri(f"sqlite:///{root / 'mlflow.db'}"):
         loaded = mlflow.pyfunc.load_model(f"models:/{DATASET}@champion")
@@ -217,7 +217,7 @@ def _bare_split(model: Any, matrix: Any) -> float:
 
     import numpy as np
 
-    from driftloop.batch_scoring import SCORING_WORKERS, prediction_threads
+    from driftloop.serving.batch import SCORING_WORKERS, prediction_threads
 
     parts = [np.asfortranarray(part) for part in np.array_split(matrix, SCORING_WORKERS)]
     threads = prediction_threads()
@@ -293,7 +293,7 @@ def run(quick: bool) -> list[dict]:
         f"{ours_s[mid]:.2f} s: {breakdown}; reading, writing and the two scoring workers "
         "overlap, and score is summed over the workers; the rest is Dagster's run and "
         "events). The step scores two batches at once with one LightGBM thread each "
-        f"(driftloop/batch_scoring.py); bare prediction threaded that way took "
+        f"(driftloop/serving/batch.py); bare prediction threaded that way took "
         f"{median(split_s):.2f} s, and against that the ratio is {ratio_split:.3f} (for "
         "reference; the target's baseline is LightGBM's default). Not timed, "
         f"reported: the step process's fixed costs, {fixed:.2f} s (imports of numpy, "

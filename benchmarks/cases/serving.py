@@ -48,10 +48,10 @@ SIZES = (1, 100)
 
 def prepare(root: Path, days: int) -> str:
     """Raw + features of `days` real days and a champion; returns the last day."""
-    from driftloop.contract import load_contract
+    from driftloop.data.contract import load_contract
     from driftloop.paths import PROJECT_ROOT, dataset_paths
-    from driftloop.registry import log_training, make_client, set_alias
-    from driftloop.training import TrainingConfig, load_training_frame, train
+    from driftloop.training.registry import log_training, make_client, set_alias
+    from driftloop.training.train import TrainingConfig, load_training_frame, train
 
     contract = load_contract(PROJECT_ROOT / "contracts" / f"{DATASET}.yaml")
     paths = dataset_paths(DATASET, root)
@@ -73,9 +73,9 @@ def request_bodies(root: Path, day: str, size: int, count: int) -> list[bytes]:
     """`count` JSON bodies of `size` stored flights of `day` (raw request fields only)."""
     import pyarrow.parquet as pq
 
-    from driftloop.contract import load_contract
+    from driftloop.data.contract import load_contract
     from driftloop.paths import PROJECT_ROOT
-    from driftloop.serving import RequestSchema, raw_record
+    from driftloop.serving.online import RequestSchema, raw_record
 
     contract = load_contract(PROJECT_ROOT / "contracts" / f"{DATASET}.yaml")
     schema = RequestSchema.from_contract(contract)

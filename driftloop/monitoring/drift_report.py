@@ -2,7 +2,7 @@
 
 Evidently's DataDriftPreset costs about two minutes and 1.9 GB at 1M rows a side, so the
 page is drawn from at most ``sample_rows`` rows a side; the numbers that drive decisions
-come from ``driftloop.drift.drift_table`` on all rows. The page says it is a sample and
+come from ``driftloop.monitoring.drift.drift_table`` on all rows. The page says it is a sample and
 of how many rows. Evidently is imported inside the functions (about 9 s to import).
 """
 
@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from driftloop.drift import EVIDENTLY_METHOD_NAMES, P_VALUE_METHODS, Kind
+from driftloop.monitoring.drift import EVIDENTLY_METHOD_NAMES, P_VALUE_METHODS, Kind
 
 _P_VALUE_DISPLAY_NAMES = {EVIDENTLY_METHOD_NAMES[m] for m in P_VALUE_METHODS}
 

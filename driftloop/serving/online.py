@@ -77,13 +77,13 @@ from typing import Any
 
 import pandas as pd
 
-from driftloop.contract import ColumnType, Contract
-from driftloop.features import build_features
+from driftloop.data.contract import ColumnType, Contract
+from driftloop.features.definition import build_features
 from driftloop.paths import DatasetPaths
 
 log = logging.getLogger(__name__)
 
-CHAMPION = "champion"  # same as driftloop.registry.CHAMPION (kept light: no mlflow import)
+CHAMPION = "champion"  # same as driftloop.training.registry.CHAMPION (kept light: no mlflow import)
 DEFAULT_MAX_ROWS = 1000
 DEFAULT_REFRESH_SECONDS = 5.0
 MAX_REPORTED_ERRORS = 20
@@ -423,7 +423,7 @@ class ChampionWatcher:
 
     def refresh(self) -> LoadedModel | None:
         """Resolve the alias now; load the version if it is not the one served."""
-        from driftloop.registry import load_scoring_model, make_client, version_for_alias
+        from driftloop.training.registry import load_scoring_model, make_client, version_for_alias
 
         with self._refresh_lock:
             try:

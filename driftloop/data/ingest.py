@@ -33,8 +33,8 @@ if TYPE_CHECKING:
     import pandas as pd
     import pyarrow as pa
 
-from driftloop.contract import Column, ColumnType, Contract
-from driftloop.lake import write_parquet_atomic, write_text_atomic
+from driftloop.data.contract import Column, ColumnType, Contract
+from driftloop.data.lake import write_parquet_atomic, write_text_atomic
 from driftloop.paths import DatasetPaths
 
 SOURCE_FILE = "_source_file"

@@ -33,7 +33,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from driftloop.contract import Contract
+from driftloop.data.contract import Contract
 from driftloop.paths import PROJECT_ROOT, data_root
 
 if TYPE_CHECKING:
@@ -43,13 +43,13 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
     from mlflow.entities.model_registry import ModelVersion
 
-    from driftloop.training import TrainingResult
+    from driftloop.training.train import TrainingResult
 
 CHALLENGER = "challenger"
 CHAMPION = "champion"
 MODEL_NAME = "model"  # name of the logged model in the run
 BASELINE_NAME = "baseline"
-PACKAGE_DIR = Path(__file__).resolve().parent
+PACKAGE_DIR = Path(__file__).resolve().parent.parent
 
 # Distributions the pyfunc needs at load time. Listing them skips MLflow's requirement
 # inference, which loads the model again in a subprocess (seconds per log_model).
@@ -390,7 +390,7 @@ def log_training(
     sample = result.split.train.head(2000)[features].reset_index(drop=True)
     signature = infer_signature(sample, result.model.predict(sample))
     example = sample.head(5)
-    code_paths = [str(PACKAGE_DIR)]  # the pickled model refers to driftloop.models
+    code_paths = [str(PACKAGE_DIR)]  # the pickled model refers to driftloop.training.models
     requirements = _requirements()
     config = result.config
 
@@ -655,7 +655,7 @@ def _installed_version(name: str) -> str | None:
 
 def _tabular_of(loaded: Any) -> Any:
     """Our TabularModel inside a loaded pyfunc (see `_pyfunc_wrapper`), else None."""
-    from driftloop.models import TabularModel
+    from driftloop.training.models import TabularModel
 
     try:
         python_model = loaded.unwrap_python_model()
@@ -672,7 +672,7 @@ def _check_input_types(model_uri: str, frame: Any, columns: list[tuple[str, str]
     import pandas as pd
     import pyarrow as pa
 
-    from driftloop.models import is_arrow_table
+    from driftloop.training.models import is_arrow_table
 
     arrow = is_arrow_table(frame)
     for name, kind in columns:
@@ -720,7 +720,7 @@ def load_scoring_model(
     import pandas as pd
     from mlflow.types import DataType
 
-    from driftloop.models import as_pandas, column_names
+    from driftloop.training.models import as_pandas, column_names
 
     loaded = cached_pyfunc(model_uri, tracking_uri)
     schema = loaded.metadata.get_input_schema()

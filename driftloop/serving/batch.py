@@ -21,9 +21,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from driftloop.contract import Contract
-from driftloop.lake import ParquetSink, parquet_sink
-from driftloop.monitoring import (
+from driftloop.data.contract import Contract
+from driftloop.data.lake import ParquetSink, parquet_sink
+from driftloop.monitoring.signals import (
     FEATURES_TABLE,
     MODEL_VERSION,
     PREDICTIONS_TABLE,

@@ -6,7 +6,8 @@ Tables (``paths.partition_file(table, day)``):
   the features partition, so a 1:1 join back to features needs no ids), ``prediction``,
   ``model_version`` and, while a challenger other than the champion exists,
   ``shadow_prediction`` / ``shadow_model_version`` (shadow scoring).
-- ``drift``: one row per feature and one for the prediction (``driftloop.drift``'s result),
+- ``drift``: one row per feature and one for the prediction
+  (``driftloop.monitoring.drift``'s result),
   with ``summary.json`` beside it (the day's verdict; ``read_signals`` reads it).
 - ``performance``: one row per day: the champion's realised metrics on the day's labelled
   rows against its own holdout metric.
@@ -20,7 +21,7 @@ changes, so the cache never goes stale).
 Memory (the 2 GB budget at 1M rows in the current window): the drift statistics run on the
 full window (``drift_table`` sorts one column at a time) against the <= 200k-row reference;
 only the columns that are tested are read (about 0.4 GB for the 22 flights features at 1M
-rows); Evidently's HTML page runs on a seeded sample (``driftloop.drift_report``, default
+rows); Evidently's HTML page runs on a seeded sample (``driftloop.monitoring.drift_report``, default
 20k rows a side). The reference is sampled file by file, so building it holds one training
 partition at a time, never the whole window.
 
@@ -45,17 +46,17 @@ if TYPE_CHECKING:
     import pandas as pd
     import pyarrow as pa
 
-from driftloop.contract import ColumnType, Contract
-from driftloop.drift import Kind, column_drift, drift_table
-from driftloop.lake import (
+from driftloop.data.contract import ColumnType, Contract
+from driftloop.data.lake import (
     days_between,
     existing_partitions,
     write_parquet_atomic,
     write_text_atomic,
 )
-from driftloop.metrics import HIGHER_IS_BETTER, PRIMARY_METRIC, compute_metrics
+from driftloop.evaluation.metrics import HIGHER_IS_BETTER, PRIMARY_METRIC, compute_metrics
+from driftloop.monitoring.drift import Kind, column_drift, drift_table
+from driftloop.monitoring.trigger import WindowSignal, performance_breached
 from driftloop.paths import DatasetPaths
-from driftloop.triggers import WindowSignal, performance_breached
 
 RAW_TABLE = "raw"
 FEATURES_TABLE = "features"
@@ -141,7 +142,7 @@ def score_frame(
 
     if len(frame) == 0:
         return np.empty(0, dtype="float64")
-    from driftloop.models import row_slice
+    from driftloop.training.models import row_slice
 
     parts = [
         np.asarray(score(row_slice(frame, i, chunk_rows), threads), dtype="float64").ravel()
@@ -175,7 +176,7 @@ def predictions_table(
     """
     import numpy as np
 
-    from driftloop.models import is_arrow_table
+    from driftloop.training.models import is_arrow_table
 
     if is_arrow_table(features):
         return _predictions_arrow(

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import pandas as pd
 
-from driftloop.contract import ColumnType, Contract
-from driftloop.ingest import SOURCE_FILE
+from driftloop.data.contract import ColumnType, Contract
+from driftloop.data.ingest import SOURCE_FILE
 
 MAX_EXAMPLES = 5
 ROW_COUNT_LOW = 0.3

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import TYPE_CHECKING
 
-from driftloop.contract import Contract
-from driftloop.features import FEATURES_TABLE, RAW_TABLE, build_features
-from driftloop.lake import write_parquet_atomic
+from driftloop.data.contract import Contract
+from driftloop.data.lake import write_parquet_atomic
+from driftloop.features.definition import FEATURES_TABLE, RAW_TABLE, build_features
 from driftloop.paths import DatasetPaths
 
 if TYPE_CHECKING:

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     import pandas as pd
     import pyarrow as pa
 
-from driftloop.lake import sql_file_list, write_parquet_atomic
+from driftloop.data.lake import sql_file_list, write_parquet_atomic
 from driftloop.paths import DatasetPaths
 
 ACTIONS = ("promoted", "rejected", "rollback")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from driftloop.contract import Task
+from driftloop.data.contract import Task
 
 # The one number that ranks models of a task (search, gate, dashboards).
 PRIMARY_METRIC: dict[Task, str] = {Task.binary: "roc_auc", Task.regression: "rmse"}

@@ -11,8 +11,8 @@ from typing import Any
 
 import pandas as pd
 
-from driftloop.backtest import DAILY, STATIC, BacktestResult
-from driftloop.lake import write_text_atomic
+from driftloop.backtest.engine import DAILY, STATIC, BacktestResult
+from driftloop.data.lake import write_text_atomic
 
 METRIC_LABELS = {"roc_auc": "ROC AUC", "rmse": "RMSE", "mae": "MAE", "log_loss": "log loss"}
 ROLLING_DAYS = 7
@@ -207,7 +207,7 @@ def log_to_mlflow(
     """One run in the experiment ``<dataset>-backtest``: the settings as params, per policy
     the mean metric, retrains, value capture and retrain cost as metrics, the report files
     as artifacts. Returns the run id."""
-    from driftloop.registry import experiment_id_for, make_client
+    from driftloop.training.registry import experiment_id_for, make_client
 
     client = make_client(tracking_uri)
     name = f"{result.dataset}-backtest"

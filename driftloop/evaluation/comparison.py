@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from driftloop.contract import ColumnType, Contract, Task
+from driftloop.data.contract import ColumnType, Contract, Task
 
 DEFAULT_BOOTSTRAP_SAMPLES = 300
 DEFAULT_CONFIDENCE = 0.95
@@ -72,7 +72,7 @@ class EvalResult:
     @property
     def overall(self) -> pd.DataFrame:
         """Overall metrics side by side: metric, challenger, reference, diff (sign-adjusted)."""
-        from driftloop.metrics import HIGHER_IS_BETTER
+        from driftloop.evaluation.metrics import HIGHER_IS_BETTER
 
         rows = []
         for name, value in self.challenger_metrics.items():
@@ -175,7 +175,7 @@ class _WeightedMetric:
             return
         self.take = rows
         if metric == "log_loss":
-            p = np.clip(score, 1e-7, 1 - 1e-7)  # as driftloop.metrics does
+            p = np.clip(score, 1e-7, 1 - 1e-7)  # as driftloop.evaluation.metrics does
             self.loss = -(y * np.log(p) + (1 - y) * np.log(1 - p))
         elif metric in ("brier", "rmse", "r2"):
             self.loss = (y - score) ** 2
@@ -378,7 +378,7 @@ def evaluate(
     ``holdout`` is a features-table frame (it must hold ``label`` and the slice columns);
     the two score arrays align with its rows. Rows without a label are left out.
     """
-    from driftloop.metrics import HIGHER_IS_BETTER, PRIMARY_METRIC, compute_metrics
+    from driftloop.evaluation.metrics import HIGHER_IS_BETTER, PRIMARY_METRIC, compute_metrics
 
     challenger_scores = np.asarray(challenger_scores, dtype=np.float64)
     reference_scores = np.asarray(reference_scores, dtype=np.float64)
@@ -494,7 +494,7 @@ def evaluate(
 
 
 def render_report(result: EvalResult, decision: Any = None, **context: Any) -> str:
-    """A self-contained HTML report (see ``driftloop.report_html``)."""
-    from driftloop.report_html import render
+    """A self-contained HTML report (see ``driftloop.evaluation.report_html``)."""
+    from driftloop.evaluation.report_html import render
 
     return render(result, decision, context)

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 if TYPE_CHECKING:
-    from driftloop.evaluation import EvalResult
+    from driftloop.evaluation.comparison import EvalResult
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;
@@ -103,8 +103,8 @@ def _reliability_svg(calibration: pd.DataFrame) -> str:
 
 def render(result: EvalResult, decision: Any = None, context: dict[str, Any] | None = None):
     """The report as one HTML string. ``context``: extra facts shown in the header."""
-    from driftloop.evaluation import expected_calibration_error
-    from driftloop.gate import METRIC_LABELS
+    from driftloop.evaluation.comparison import expected_calibration_error
+    from driftloop.evaluation.gate import METRIC_LABELS
 
     context = context or {}
     label = METRIC_LABELS.get(result.metric, result.metric)

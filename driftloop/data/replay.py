@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import pandas as pd
 
-from driftloop.lake import write_parquet_atomic, write_text_atomic
+from driftloop.data.lake import write_parquet_atomic, write_text_atomic
 from driftloop.paths import DatasetPaths
 
 REPLAYABLE = ("flights",)
@@ -121,7 +121,7 @@ def replay_days(
             f"the embedded flights data covers {FIRST_DAY}..{LAST_DAY}; "
             f"{start}..{last} is outside it"
         )
-    from driftloop.flights_source import flights_between
+    from driftloop.data.flights_source import flights_between
 
     frame = flights_between(start, days)
     day_of_row = frame["scheduled_departure"].dt.date

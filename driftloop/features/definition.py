@@ -42,8 +42,14 @@ if TYPE_CHECKING:
     import duckdb
     import pandas as pd
 
-from driftloop.contract import ColumnType, Contract, RollingFeature
-from driftloop.lake import blocked_marker, days_between, is_blocked, partition_files, sql_file_list
+from driftloop.data.contract import ColumnType, Contract, RollingFeature
+from driftloop.data.lake import (
+    blocked_marker,
+    days_between,
+    is_blocked,
+    partition_files,
+    sql_file_list,
+)
 from driftloop.paths import DatasetPaths
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,1 @@
+"""The retraining-policy backtest: history replayed through the production code."""

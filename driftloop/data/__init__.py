@@ -1,0 +1,1 @@
+"""Data in: the contract, landing-zone ingestion, validation and the lake's Parquet files."""

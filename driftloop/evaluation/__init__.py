@@ -1,0 +1,1 @@
+"""Evaluation and governance: metrics, the eval report, the gate and the ledger."""

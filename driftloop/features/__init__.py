@@ -1,0 +1,1 @@
+"""Features: one DuckDB definition for training and scoring, written per day."""

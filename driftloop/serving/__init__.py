@@ -1,0 +1,1 @@
+"""Serving: batch scoring of partitions and online scoring of single rows."""

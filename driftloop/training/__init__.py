@@ -1,0 +1,1 @@
+"""Training: the model interface, reproducible training and the MLflow registry."""
