@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -23,7 +23,18 @@ if TYPE_CHECKING:
 from driftloop.data.lake import sql_file_list, write_parquet_atomic
 from driftloop.paths import DatasetPaths
 
-ACTIONS = ("promoted", "rejected", "rollback")
+# What an entry records. "promoted"/"rejected" are the gate's decisions, "rollback" the
+# rollback command's; "canary_started"/"canary_changed"/"canary_stopped" a canary's life;
+# "reconciled" a repair that put the registry back in line with the ledger.
+ACTIONS = (
+    "promoted",
+    "rejected",
+    "rollback",
+    "canary_started",
+    "canary_changed",
+    "canary_stopped",
+    "reconciled",
+)
 
 
 @cache
@@ -49,6 +60,19 @@ def _schema() -> pa.Schema:
             ("reasons", pa.string()),
             ("dagster_run_id", pa.string()),
             ("report_path", pa.string()),
+            # The model's identity is its MLflow run id: a version number is only a
+            # position in one registry and comes back when a store is replaced.
+            ("model_run_id", pa.string()),
+            ("champion_before_run_id", pa.string()),
+            ("champion_after_run_id", pa.string()),
+            # Which MLflow store the versions belong to (its registered model's creation
+            # time), so an entry written against a lost or replaced store is recognised.
+            ("store_id", pa.string()),
+            # Why the retrain that trained this model was launched (the trigger's sentence).
+            ("trigger_reason", pa.string()),
+            # Everything else as one JSON object: the gate's slices (gated or why not), a
+            # canary's share and its online evidence, a reconcile's repair.
+            ("details", pa.string()),
         ]
     )
 
@@ -82,6 +106,12 @@ class LedgerEntry:
     reasons: list[str] = field(default_factory=list)
     dagster_run_id: str | None = None
     report_path: str | None = None
+    model_run_id: str | None = None
+    champion_before_run_id: str | None = None
+    champion_after_run_id: str | None = None
+    store_id: str | None = None
+    trigger_reason: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
     timestamp: datetime | None = None  # set to now (UTC) by append() when left empty
 
     def __post_init__(self) -> None:
@@ -99,7 +129,11 @@ def append(paths: DatasetPaths, entry: LedgerEntry) -> Path:
 
     now_ns = time.time_ns()
     when = entry.timestamp or datetime.fromtimestamp(now_ns / 1e9, tz=UTC)
-    row = asdict(entry) | {"timestamp": when, "reasons": json.dumps(list(entry.reasons))}
+    row = asdict(entry) | {
+        "timestamp": when,
+        "reasons": json.dumps(list(entry.reasons)),
+        "details": json.dumps(entry.details, default=str),
+    }
     for key in ("challenger_version", "champion_before", "champion_after"):
         row[key] = None if row[key] is None else str(row[key])
     table = pa.Table.from_pylist([{k: row[k] for k in _columns()}], schema=_schema())
@@ -107,6 +141,13 @@ def append(paths: DatasetPaths, entry: LedgerEntry) -> Path:
     if path.exists():  # uuid4 collision: practically impossible, but never overwrite
         raise FileExistsError(path)
     return write_parquet_atomic(table, path)
+
+
+def _sql_type(name: str) -> str:
+    import pyarrow as pa
+
+    kind = _schema().field(name).type
+    return "DOUBLE" if pa.types.is_floating(kind) else "VARCHAR"
 
 
 def entry_files(paths: DatasetPaths) -> list[Path]:
@@ -124,13 +165,17 @@ def read(paths: DatasetPaths, limit: int | None = None) -> pd.DataFrame:
     if not files:
         frame = _schema().empty_table().to_pandas()
         return frame
-    query = (
-        f"SELECT {', '.join(_columns())} FROM read_parquet({sql_file_list(files)}, "
-        "union_by_name = true, filename = true) ORDER BY timestamp, filename"
-    )
+    source = f"read_parquet({sql_file_list(files)}, union_by_name = true, filename = true)"
     con = duckdb.connect()
     try:
-        frame = con.execute(query).df()
+        present = {row[0] for row in con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()}
+        # Entries written before a column existed read it as NULL.
+        select = ", ".join(
+            name if name in present else f"CAST(NULL AS {_sql_type(name)}) AS {name}"
+            for name in _columns()
+        )
+        order = "timestamp, filename"
+        frame = con.execute(f"SELECT {select} FROM {source} ORDER BY {order}").df()
     finally:
         con.close()
     if limit is not None:
