@@ -148,18 +148,6 @@ def python_child(
     return run
 
 
-def as_pipeline_process() -> None:
-    """In a child: the process settings every process that loads the code location gets
-    (pipelines/definitions.py): a quick exit and Arrow's jemalloc pool. Call first. (The
-    location also freezes what it imported once loaded; a child that stands for a run
-    worker imports the location itself, as the scoring case's step child does.)"""
-    from driftloop.arrow_memory import prefer_jemalloc
-    from driftloop.gc_settings import freeze_gc_at_exit
-
-    freeze_gc_at_exit()
-    prefer_jemalloc()
-
-
 def report(result: dict[str, Any]) -> None:
     """Called in a child: hand `result` back to the parent (see run_child)."""
     print(RESULT_PREFIX + json.dumps(result, default=float), flush=True)

@@ -7,9 +7,7 @@ import os
 from dagster import Definitions, EnvVar, in_process_executor
 
 from assets.factory import build_dataset_definitions
-from driftloop.arrow_memory import prefer_jemalloc
 from driftloop.data.contract import load_contracts
-from driftloop.gc_settings import freeze_gc_at_exit, freeze_loaded_objects
 from driftloop.paths import contracts_dir
 from resources.lake import LakeResource
 from resources.mlflow import MlflowResource
@@ -42,13 +40,4 @@ def build_definitions() -> Definitions:
     return Definitions.merge(shared, *(build_dataset_definitions(c) for c in contracts.values()))
 
 
-# Every process that loads this code location (CLI commands, run workers, the daemon's code
-# server) exits in well under a second instead of 1.5 s, no longer walks what dagster and
-# this location imported at each full collection (driftloop/gc_settings.py) and lets Arrow
-# allocate with jemalloc (driftloop/arrow_memory.py; loading it imports no pyarrow).
-freeze_gc_at_exit()
-prefer_jemalloc()
-# Frozen before the definitions are built: loading the contracts imports DuckDB, whose
-# objects are better left collectable (see gc_settings).
-freeze_loaded_objects()
 defs = build_definitions()

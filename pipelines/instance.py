@@ -16,14 +16,9 @@ if TYPE_CHECKING:
 # Two cores: at most two runs at once, and never two trainings of one dataset together.
 # The daemon looks at the run queue every second (Dagster's default: 5 s), so a run the
 # new-data sensor requests starts about 2 s sooner on average.
-# The event log is Dagster's SQLite one, keeping its engines between events
-# (pipelines/event_log_storage.py), in the default place: $DAGSTER_HOME/history/runs.
 DAGSTER_YAML = """\
 telemetry:
   enabled: false
-event_log_storage:
-  module: pipelines.event_log_storage
-  class: PooledSqliteEventLogStorage
 run_queue:
   max_concurrent_runs: 2
   dequeue_interval_seconds: 1

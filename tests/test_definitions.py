@@ -101,7 +101,6 @@ def test_a_cli_materialization_runs_checks_and_captures_logs_in_one_process(
     from driftloop.data.replay import replay_days
     from driftloop.data.validation import CHECK_NAMES
     from driftloop.paths import dataset_paths
-    from pipelines.event_log_storage import PooledSqliteEventLogStorage
     from pipelines.instance import DAGSTER_YAML, instance_at
 
     root, home = tmp_path / "data", tmp_path / "dagster_home"
@@ -124,7 +123,6 @@ def test_a_cli_materialization_runs_checks_and_captures_logs_in_one_process(
     assert done.returncode == 0, done.stderr[-4000:]
 
     with instance_at(home) as instance:
-        assert isinstance(instance.event_log_storage, PooledSqliteEventLogStorage)
         [run] = instance.get_runs()
         events = [e for e in instance.all_logs(run.run_id) if e.dagster_event]
         engine = [

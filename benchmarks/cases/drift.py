@@ -24,7 +24,6 @@ import time
 from pathlib import Path
 
 from benchmarks import (
-    as_pipeline_process,
     current_rss_mb,
     median,
     python_child,
@@ -103,7 +102,6 @@ def _evidently(pairs: list[tuple[str, str, str]]) -> dict:
 
 
 def child_main(argv: list[str]) -> None:
-    as_pipeline_process()  # both sides, as the drift step's process
     side, *rest = argv
     pairs = [tuple(rest[i : i + 3]) for i in range(0, len(rest), 3)]
     report((_ours if side == "ours" else _evidently)(pairs))

@@ -6,12 +6,8 @@ FIRST...LAST`: one run that builds the features of the range (one DuckDB query) 
 trains, evaluates and gates once (README, "Step by step with the CLI"; every asset of the
 path has a single-run backfill policy, assets/partitions.py). The run executes its steps in
 the CLI's own process (`in_process_executor`, pipelines/definitions.py), on the project's
-own instance settings (`pipelines.instance.DAGSTER_YAML`: its event log keeps its SQLite
-engines between events and writes the batches Dagster marks, the planned events and a
-range's materializations, in one transaction per database; pipelines/event_log_storage.py),
-from the same raw lake. Loading the code location freezes what dagster and the location
-imported out of the garbage collector's walks (driftloop/gc_settings.py); the baseline
-imports neither.
+own instance settings (`pipelines.instance.DAGSTER_YAML`: stock Dagster storage), from the
+same raw lake.
 
 Baseline: `retrain_in_process`, the framework-free functions those assets call, in the same
 order and with the same arguments (features per day; `load_training_frame`, `train`,
@@ -21,9 +17,7 @@ report and decision files; ledger entry, tags and alias), in one fresh Python pr
 Both sides: wall time of their process from start to exit (interpreter start and imports
 included), on copies of the same raw lake (real 2013 flights) with an MLflow store and a
 Dagster instance that exist already (their SQLite schemas are created before the clock
-starts, as in a running deployment). Both run with the process settings every process
-that loads the code location gets (`benchmarks.as_pipeline_process`: a quick exit and
-Arrow's jemalloc pool).
+starts, as in a running deployment).
 Sides alternate; the figures are medians, the ratio the median of the back-to-back pairs'
 ratios (`benchmarks.paired_ratio`). `tests/test_benchmarks.py` checks that both sides
 train the same model (same holdout metrics).
@@ -50,7 +44,6 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import (
-    as_pipeline_process,
     child_env,
     median,
     pair_ratios,
@@ -386,7 +379,6 @@ def fresh_copy(source: Path, target: Path) -> Path:
 
 
 def child_main(argv: list[str]) -> None:
-    as_pipeline_process()
     root, first, last, *rest = argv
     window = int(rest[0]) if rest else None
     start, end = date.fromisoformat(first), date.fromisoformat(last)
@@ -417,13 +409,9 @@ MISSED = (
     " Missed: the steps take the same time on both sides; what remains is Dagster's fixed "
     "cost per command (an interpreter with `import dagster`, the code location, the "
     "instance, creating the run) and its event log: a planned and a materialization event "
-    "per partition, in two SQLite databases (the project's storage keeps its engines "
-    "between events and writes each batch of them in one transaction per database, "
-    "pipelines/event_log_storage.py). Dagster starts every run in a new "
-    "process whoever launches it (CLI, UI, daemon), so the start-up stays. One planned "
-    "event per run instead of one per partition (DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_"
-    "EVENTS=1) would write fewer events; it is not adopted: the UI then shows no "
-    "partition of a failed range run as failed. The fixed cost does not grow with the data."
+    "per partition, in two SQLite databases (Dagster's stock storage). Dagster starts "
+    "every run in a new process whoever launches it (CLI, UI, daemon), so the start-up "
+    "stays. The fixed cost does not grow with the data."
 )
 
 

@@ -47,7 +47,6 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import (
-    as_pipeline_process,
     child_env,
     median,
     pair_ratios,
@@ -149,8 +148,7 @@ def _ours(root: Path, day: str) -> dict[str, Any]:
         "mlflow": MlflowResource(tracking_uri=f"sqlite:///{root / 'mlflow.db'}"),
     }
     # The step runs in a run worker, which loads the code location before the step imports
-    # its libraries: pipelines/definitions.py sets the process up (what it imported is
-    # frozen out of the garbage collector's walks, driftloop/gc_settings.py).
+    # its libraries.
     import pipelines.definitions  # noqa: F401
 
     fixed = warm_up()
@@ -235,7 +233,6 @@ def _bare_split(model: Any, matrix: Any) -> float:
 
 
 def child_main(argv: list[str]) -> None:
-    as_pipeline_process()  # as the step's process, which loads the code location
     side, root, day = argv
     report((_ours if side == "ours" else _bare)(Path(root), day))
 
