@@ -38,10 +38,9 @@ from assets.partitions import ONE_RUN
 from driftloop.data.contract import Contract
 from driftloop.data.lake import days_between, partition_files, sql_file_list, write_text_atomic
 from driftloop.evaluation import ledger
+from driftloop.names import CHALLENGER, CHAMPION
 from driftloop.paths import DatasetPaths
 
-CHAMPION = "champion"
-CHALLENGER = "challenger"
 MAX_TAG = 5000  # MLflow tag values are limited; full reasons live in the ledger and report
 
 

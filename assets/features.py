@@ -17,8 +17,9 @@ from dagster import (
 
 from assets.partitions import ONE_RUN, daily_partitions
 from driftloop.data.contract import Contract, Task
-from driftloop.features.definition import FEATURES_TABLE, RAW_TABLE, lookback_days
+from driftloop.features.definition import lookback_days
 from driftloop.features.writer import WrittenFeatures, write_features
+from driftloop.names import FEATURES_TABLE, RAW_TABLE
 from resources.lake import LakeResource
 
 

@@ -51,9 +51,9 @@ from dagster import (
 
 from assets.partitions import daily_partitions
 from driftloop.data.contract import Contract
-from driftloop.monitoring.signals import FEATURES_TABLE, ScoreFn, prediction_key_columns
+from driftloop.monitoring.signals import ScoreFn, prediction_key_columns
+from driftloop.names import CHALLENGER, CHAMPION, FEATURES_TABLE
 from driftloop.serving.batch import Scorer, score_day
-from driftloop.training.registry import CHALLENGER, CHAMPION
 from resources.lake import LakeResource
 from resources.mlflow import MlflowResource
 

@@ -58,10 +58,10 @@ from driftloop.data.lake import (
     write_text_atomic,
 )
 from driftloop.data.validation import CHECKS, CheckOutcome, failed_blocking, validate_partition
+from driftloop.names import RAW_TABLE
 from driftloop.paths import DatasetPaths
 from resources.lake import LakeResource
 
-RAW_TABLE = "raw"
 TRAILING_PARTITIONS = 7
 PREVIEW_ROWS = 10
 

@@ -11,12 +11,12 @@ from dagster._core.definitions.unresolved_asset_job_definition import Unresolved
 
 from assets.partitions import daily_partitions
 from driftloop.data.contract import Contract
+from driftloop.names import TRAINING_TAG
 
 DAILY_ASSETS = ("raw_data", "features", "predictions", "drift_report", "performance")
 CATCH_UP_ASSETS = ("predictions", "drift_report", "performance")
 PERFORMANCE_ASSETS = ("performance",)
 RETRAIN_ASSETS = ("model", "eval_report", "promotion")
-TRAINING_TAG = "driftloop/training"  # limited to one run per dataset (pipelines/instance.py)
 
 
 def _keys(contract: Contract, names: tuple[str, ...]) -> AssetSelection:

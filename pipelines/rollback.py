@@ -29,9 +29,7 @@ from pydantic import Field
 
 from driftloop.data.contract import Contract
 from driftloop.evaluation import ledger
-
-CHAMPION = "champion"
-CHALLENGER = "challenger"
+from driftloop.names import CHALLENGER, CHAMPION
 
 
 class RollbackConfig(Config):

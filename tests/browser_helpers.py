@@ -74,8 +74,9 @@ def prepare_flights(env: dict[str, str], days: int = 35, drift_days: int = 2) ->
     from dagster import AssetKey, DagsterInstance, materialize
 
     from driftloop.data.replay import replay_days
+    from driftloop.names import CHAMPION
     from driftloop.paths import dataset_paths
-    from driftloop.training.registry import CHAMPION, make_client, version_for_alias
+    from driftloop.training.registry import make_client, version_for_alias
 
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)

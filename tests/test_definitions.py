@@ -72,9 +72,9 @@ def test_every_job_runs_its_steps_in_the_run_process() -> None:
 
 
 def test_retraining_runs_carry_the_tag_the_project_instance_limits(tmp_path: Path) -> None:
+    from driftloop.names import TRAINING_TAG
     from pipelines.definitions import defs
     from pipelines.instance import DAGSTER_YAML, instance_at
-    from pipelines.jobs import TRAINING_TAG
 
     assert defs.resolve_job_def("flights_retrain").tags[TRAINING_TAG] == "flights"
     (tmp_path / "dagster.yaml").write_text(DAGSTER_YAML)

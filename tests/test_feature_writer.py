@@ -8,8 +8,9 @@ import pandas as pd
 
 from driftloop.data.contract import Contract
 from driftloop.data.lake import days_between
-from driftloop.features.definition import FEATURES_TABLE, build_features
+from driftloop.features.definition import build_features
 from driftloop.features.writer import plan_chunks, write_features
+from driftloop.names import FEATURES_TABLE
 from driftloop.paths import DatasetPaths
 from tests.test_features import JAN, write_flights
 

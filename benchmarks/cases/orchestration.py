@@ -87,8 +87,8 @@ def retrain_in_process(root: Path, days: list[str], window_days: int | None = No
     from driftloop.evaluation import ledger
     from driftloop.evaluation.comparison import evaluate, render_report
     from driftloop.evaluation.gate import GateConfig, decide
-    from driftloop.features.definition import FEATURES_TABLE
     from driftloop.features.writer import write_features
+    from driftloop.names import FEATURES_TABLE
     from driftloop.paths import PROJECT_ROOT, dataset_paths
     from driftloop.training.models import LIGHTGBM_DEFAULTS
     from driftloop.training.registry import (

@@ -56,12 +56,12 @@ from driftloop.monitoring.signals import (
     REFERENCE_SEED,
 )
 from driftloop.monitoring.trigger import TriggerPolicy, WindowSignal
+from driftloop.names import RAW_TABLE
 from driftloop.paths import DatasetPaths
 
 log = logging.getLogger(__name__)
 
 BACKTEST_DIR = "backtest"
-RAW_TABLE = "raw"
 SOURCE_STAMP = "_source.json"
 # The reference schedule policies of every run: name -> retrain every k days (None: never).
 REFERENCE_SCHEDULES: dict[str, int | None] = {
@@ -615,8 +615,8 @@ class Backtest:
         configuration refitted on every row of the training frame (see FIT_MODES)."""
         if self.config.fit == "split":
             return model
+        from driftloop.names import LABEL
         from driftloop.training.models import make_model
-        from driftloop.training.train import LABEL
 
         c = self.config
         # The order time_split uses, so that the read order cannot change the model.

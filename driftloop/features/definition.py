@@ -50,12 +50,11 @@ from driftloop.data.lake import (
     partition_files,
     sql_file_list,
 )
+from driftloop.names import RAW_TABLE
 from driftloop.paths import DatasetPaths
 
 log = logging.getLogger(__name__)
 
-RAW_TABLE = "raw"
-FEATURES_TABLE = "features"
 # Name under which build_features registers `extra_rows` on the DuckDB connection.
 EXTRA_RELATION = "__driftloop_extra_rows"
 

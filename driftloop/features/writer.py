@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING
 
 from driftloop.data.contract import Contract
 from driftloop.data.lake import write_parquet_atomic
-from driftloop.features.definition import FEATURES_TABLE, RAW_TABLE, build_features
+from driftloop.features.definition import build_features
+from driftloop.names import FEATURES_TABLE, RAW_TABLE
 from driftloop.paths import DatasetPaths
 
 if TYPE_CHECKING:

@@ -56,13 +56,16 @@ from driftloop.data.lake import (
 from driftloop.evaluation.metrics import HIGHER_IS_BETTER, PRIMARY_METRIC, compute_metrics
 from driftloop.monitoring.drift import Kind, column_drift, drift_table
 from driftloop.monitoring.trigger import WindowSignal, performance_breached
+from driftloop.names import (
+    DRIFT_TABLE,
+    FEATURES_TABLE,
+    LABEL,
+    PERFORMANCE_TABLE,
+    PREDICTIONS_TABLE,
+    RAW_TABLE,
+)
 from driftloop.paths import DatasetPaths
 
-RAW_TABLE = "raw"
-FEATURES_TABLE = "features"
-PREDICTIONS_TABLE = "predictions"
-DRIFT_TABLE = "drift"
-PERFORMANCE_TABLE = "performance"
 SUMMARY_FILE = "summary.json"
 
 ROW = "row"
@@ -70,7 +73,6 @@ PREDICTION = "prediction"
 MODEL_VERSION = "model_version"
 SHADOW_PREDICTION = "shadow_prediction"
 SHADOW_MODEL_VERSION = "shadow_model_version"
-LABEL = "label"
 
 REFERENCE_MAX_ROWS = 200_000
 REFERENCE_SEED = 20130101

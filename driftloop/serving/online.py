@@ -79,11 +79,11 @@ import pandas as pd
 
 from driftloop.data.contract import ColumnType, Contract
 from driftloop.features.definition import build_features
+from driftloop.names import CHAMPION
 from driftloop.paths import DatasetPaths
 
 log = logging.getLogger(__name__)
 
-CHAMPION = "champion"  # same as driftloop.training.registry.CHAMPION (kept light: no mlflow import)
 DEFAULT_MAX_ROWS = 1000
 DEFAULT_REFRESH_SECONDS = 5.0
 MAX_REPORTED_ERRORS = 20

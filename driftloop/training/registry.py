@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from driftloop.data.contract import Contract
+from driftloop.names import CHALLENGER
 from driftloop.paths import PROJECT_ROOT, data_root
 
 if TYPE_CHECKING:
@@ -45,8 +46,6 @@ if TYPE_CHECKING:
 
     from driftloop.training.train import TrainingResult
 
-CHALLENGER = "challenger"
-CHAMPION = "champion"
 MODEL_NAME = "model"  # name of the logged model in the run
 BASELINE_NAME = "baseline"
 PACKAGE_DIR = Path(__file__).resolve().parent.parent

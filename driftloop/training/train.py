@@ -20,6 +20,7 @@ import pandas as pd
 from driftloop.data.contract import Contract, Task
 from driftloop.data.lake import existing_partitions, is_blocked, partition_files, sql_file_list
 from driftloop.evaluation.metrics import PRIMARY_METRIC, compute_metrics, is_better
+from driftloop.names import FEATURES_TABLE, LABEL
 from driftloop.paths import DatasetPaths
 from driftloop.training.models import TabularModel, make_model
 
@@ -27,9 +28,7 @@ from driftloop.training.models import TabularModel, make_model
 # barely changes while its cost keeps growing (24 s for 1M rows, GBs of one-hot columns),
 # so it learns from a seeded sample of the training rows beyond this many.
 BASELINE_MAX_ROWS = 300_000
-LABEL = "label"
 DAY = "partition_date"
-FEATURES_TABLE = "features"
 
 # The random search draws from this small LightGBM space; anything not drawn keeps the
 # configured value.
