@@ -232,6 +232,9 @@ def _eval_report(
         "report_path": MetadataValue.path(str(html_path)),
         "report_url": MetadataValue.url(html_path.resolve().as_uri()),
         "decision_path": MetadataValue.path(str(json_path)),
+        "challenger_model_version": MetadataValue.url(
+            mlflow_resource.model_version_url(name, version)
+        ),
     }
     if result.calibration is not None:
         metadata["calibration"] = MetadataValue.md(_md_table(result.calibration))
@@ -364,6 +367,9 @@ def _promotion(context: AssetExecutionContext, contract: Contract) -> Materializ
         "reasons": MetadataValue.md(_reasons_md(decision.reasons)),
         **_floats(diff=decision.diff, ci_low=decision.ci_low, ci_high=decision.ci_high),
         "report_path": MetadataValue.path(str(html_path)),
+        "challenger_model_version": MetadataValue.url(
+            context.resources.mlflow.model_version_url(name, version)
+        ),
     }
     if entry_path is not None:
         metadata["ledger_entry"] = MetadataValue.path(str(entry_path))

@@ -160,13 +160,17 @@ def build(contract: Contract) -> Definitions:
             "with alias 'challenger'"
         )
 
-        link, is_url = mlflow.ui_hint(registered.run_id, registered.experiment_id)
         metadata: dict[str, Any] = {
             "model_name": registered.model_name,
             "model_version": registered.version,
             "model_uri": registered.model_uri,
             "mlflow_run_id": registered.run_id,
-            "mlflow_run": MetadataValue.url(link) if is_url else MetadataValue.text(link),
+            "mlflow_run": MetadataValue.url(
+                mlflow.run_url(registered.run_id, registered.experiment_id)
+            ),
+            "mlflow_model_version": MetadataValue.url(
+                mlflow.model_version_url(registered.model_name, registered.version)
+            ),
             "baseline_model_uri": registered.baseline_model_uri,
             "model_kind": result.model.name,
             "primary_metric": primary,

@@ -1,14 +1,18 @@
 """MlflowResource: the tracking/registry store (default: SQLite under the data root).
 
 A small ConfigurableResource of our own instead of dagster-mlflow (legacy, and its hook
-ends runs early: dagster-io/dagster#21872). MLflow is imported only when used.
+ends runs early: dagster-io/dagster#21872). MLflow is imported only when used. The UI links
+point at the tracking server when there is one, else at $DRIFTLOOP_MLFLOW_UI_URL (where
+`mlflow ui` serves the local store; default http://127.0.0.1:5000).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from dagster import ConfigurableResource
 
@@ -23,6 +27,30 @@ if TYPE_CHECKING:
 
     from driftloop.data.contract import Contract
     from driftloop.training.train import TrainingResult
+
+MLFLOW_UI_URL_ENV = "DRIFTLOOP_MLFLOW_UI_URL"
+DEFAULT_MLFLOW_UI_URL = "http://127.0.0.1:5000"
+
+
+def is_server_uri(uri: str) -> bool:
+    return uri.startswith(("http://", "https://"))
+
+
+def mlflow_ui_base(tracking_uri: str) -> str:
+    """The MLflow UI's address: the tracking server itself, else the configured UI."""
+    if is_server_uri(tracking_uri):
+        return tracking_uri.rstrip("/")
+    return os.environ.get(MLFLOW_UI_URL_ENV, DEFAULT_MLFLOW_UI_URL).rstrip("/")
+
+
+def mlflow_run_url(tracking_uri: str, experiment_id: str, run_id: str) -> str:
+    """The MLflow UI page of one run."""
+    return f"{mlflow_ui_base(tracking_uri)}/#/experiments/{experiment_id}/runs/{run_id}"
+
+
+def mlflow_model_version_url(tracking_uri: str, name: str, version: str | int) -> str:
+    """The MLflow UI page of one registered model version."""
+    return f"{mlflow_ui_base(tracking_uri)}/#/models/{quote(name, safe='')}/versions/{version}"
 
 
 class MlflowResource(ConfigurableResource):
@@ -41,13 +69,14 @@ class MlflowResource(ConfigurableResource):
     def client(self) -> MlflowClient:
         return registry.make_client(self.uri())
 
-    def ui_hint(self, run_id: str, experiment_id: str = "") -> tuple[str, bool]:
-        """(link or command, is_url): a URL to the run on a server, else how to open one."""
-        uri = self.uri()
-        if uri.startswith(("http://", "https://")):
-            experiment = experiment_id or self.client().get_run(run_id).info.experiment_id
-            return f"{uri.rstrip('/')}/#/experiments/{experiment}/runs/{run_id}", True
-        return f"mlflow ui --backend-store-uri {uri}  (run {run_id})", False
+    def run_url(self, run_id: str, experiment_id: str = "") -> str:
+        """The MLflow UI page of a run (Dagster metadata: `MetadataValue.url`)."""
+        experiment = experiment_id or self.client().get_run(run_id).info.experiment_id
+        return mlflow_run_url(self.uri(), experiment, run_id)
+
+    def model_version_url(self, name: str, version: str | int) -> str:
+        """The MLflow UI page of a registered model version."""
+        return mlflow_model_version_url(self.uri(), name, version)
 
     def log_training(
         self,

@@ -25,7 +25,7 @@ from driftloop.training.registry import (
 )
 from driftloop.training.train import TrainingConfig, load_training_frame, train
 from resources.lake import LakeResource
-from resources.mlflow import MlflowResource
+from resources.mlflow import MlflowResource, mlflow_ui_base
 from tests.test_training import FAST, synthetic_contract, write_features
 
 REQUIRED_TAGS = (
@@ -219,7 +219,10 @@ def test_log_training_registers_a_challenger_and_the_asset_materializes(
     assert meta["model_version"] == "2"
     assert meta["partitions"] == f"{days[2]}..{days[-1]} (12 days)"
     assert meta["holdout_roc_auc"] > meta["baseline_holdout_roc_auc"]
-    assert "mlflow ui --backend-store-uri sqlite:///" in meta["mlflow_run"]
+    experiment = client.get_run(meta["mlflow_run_id"]).info.experiment_id
+    ui = mlflow_ui_base(MlflowResource().uri())  # the local store: the configured MLflow UI
+    assert meta["mlflow_run"] == f"{ui}/#/experiments/{experiment}/runs/{meta['mlflow_run_id']}"
+    assert meta["mlflow_model_version"] == f"{ui}/#/models/synth/versions/2"
     assert meta["rows_per_second"] > 0 and meta["train_seconds"] > 0
     assert {r.data["feature"] for r in meta["feature_importance"].records} == set(contract.features)
     version2 = version_for_alias(client, "synth", CHALLENGER)
