@@ -133,6 +133,7 @@ def _sensor_fires(
     return isinstance(outcome, SensorResult)
 
 
+@pytest.mark.slow
 def test_backtest_and_sensor_take_the_same_decisions_and_a_threshold_moves_both(
     slice_run, data_root, dagster_instance
 ) -> None:
@@ -165,6 +166,7 @@ def test_backtest_and_sensor_take_the_same_decisions_and_a_threshold_moves_both(
     assert all("champion" in e["gate"] for e in events)
 
 
+@pytest.mark.slow
 def test_no_day_is_scored_by_a_model_that_saw_its_labels(slice_run) -> None:
     _, result = slice_run
     checked = 0
@@ -186,6 +188,7 @@ def test_no_day_is_scored_by_a_model_that_saw_its_labels(slice_run) -> None:
         assert window_end <= date.fromisoformat(row["day"]) - timedelta(days=2)
 
 
+@pytest.mark.slow
 def test_value_capture_and_retrain_cost_as_specified(slice_run) -> None:
     _, result = slice_run
     summary = result.summary().set_index("policy")
@@ -211,6 +214,7 @@ def test_value_capture_and_retrain_cost_as_specified(slice_run) -> None:
     assert retrain_cost(30, 300) == pytest.approx(0.1)
 
 
+@pytest.mark.slow
 def test_dagster_job_runs_in_process_with_metadata_and_files(
     flights_contract, data_root, dagster_instance, tmp_path
 ) -> None:
@@ -270,6 +274,7 @@ def _cutoff(day: date) -> datetime:
     return datetime.combine(day, datetime.min.time())
 
 
+@pytest.mark.slow
 def test_a_retrain_is_production_train_without_the_baseline(slice_run, slice_features) -> None:
     from driftloop.training.train import train
 
@@ -294,6 +299,7 @@ def test_a_retrain_is_production_train_without_the_baseline(slice_run, slice_fea
     assert served["holdout_roc_auc"] == pytest.approx(trained.holdout_metric)
 
 
+@pytest.mark.slow
 def test_window_fit_serves_a_refit_on_the_whole_window_and_keeps_the_honest_holdout(
     slice_run, slice_features
 ) -> None:
@@ -328,6 +334,7 @@ def test_window_fit_serves_a_refit_on_the_whole_window_and_keeps_the_honest_hold
         Backtest(contract, slice_features, replace(config, fit="everything"))
 
 
+@pytest.mark.slow
 def test_label_delay_what_if_lets_a_model_learn_from_yesterday(slice_run, slice_features) -> None:
     contract, result = slice_run
     assert with_label_delay(contract, "") is contract

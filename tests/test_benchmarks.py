@@ -50,6 +50,7 @@ RETRAIN_DAYS = 16  # holdout 7 + validation 7 + 2 training days
 # ----------------------------------------------------------------------------- drift
 
 
+@pytest.mark.slow
 def test_drift_sides_agree_on_the_generated_scenarios(tmp_path: Path) -> None:
     pairs = []
     for scenario in ("none", "mixed"):
@@ -114,6 +115,7 @@ def retrained(tmp_path_factory: pytest.TempPathFactory) -> dict:
     }
 
 
+@pytest.mark.slow
 def test_cli_and_in_process_retrain_train_the_same_model(retrained: dict) -> None:
     own = orchestration.registered_holdout_metrics(retrained["own"])
     cli = orchestration.registered_holdout_metrics(retrained["cli"])
@@ -129,6 +131,7 @@ def test_cli_and_in_process_retrain_train_the_same_model(retrained: dict) -> Non
         assert own_decision[key] == cli_decision[key], key
 
 
+@pytest.mark.slow
 def test_cli_side_is_one_run_in_one_process_on_the_project_instance(retrained: dict) -> None:
     from pipelines.instance import DAGSTER_YAML
 
@@ -146,6 +149,7 @@ def test_cli_side_is_one_run_in_one_process_on_the_project_instance(retrained: d
     assert min(parts) >= 0 and abs(sum(parts) - result["seconds"]) < 1e-6, phases
 
 
+@pytest.mark.slow
 def test_scoring_step_writes_what_bare_booster_predict_returns(retrained: dict) -> None:
     from driftloop.training.registry import make_client, set_alias
 
@@ -202,6 +206,7 @@ def test_lanes_schedule_every_case_longest_first() -> None:
     assert schedule(["load", "new_case", "drift"]) == ["drift", "load", "new_case"]
 
 
+@pytest.mark.slow
 def test_lanes_run_cases_side_by_side_in_their_own_processes(tmp_path: Path) -> None:
     # `load` is the cheapest real case; a misspelt case must come back as an error row.
     rows = run_in_lanes(["load", "no_such_case"], quick=True, lanes=2, folder=tmp_path)

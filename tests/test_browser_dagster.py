@@ -36,6 +36,7 @@ pytestmark = [pytest.mark.filterwarnings("ignore::UserWarning"), pytest.mark.tim
 ASSETS = ("raw_data", "features", "model", "eval_report", "promotion", "predictions")
 
 
+@pytest.mark.slow
 def test_dagster_ui_shows_the_graph_reports_and_runs_a_materialization(
     tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:

@@ -63,6 +63,7 @@ def _register_two_versions(tracking_uri: str, artifacts: Path) -> tuple[str, str
     return versions[0], versions[1]
 
 
+@pytest.mark.slow
 def test_mlflow_ui_shows_the_registered_model_and_its_champion(
     tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:

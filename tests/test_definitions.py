@@ -85,6 +85,7 @@ def test_retraining_runs_carry_the_tag_the_project_instance_limits(tmp_path: Pat
     assert limit["limit"] == 1 and limit["value"] == {"applyLimitPerUniqueValue": True}
 
 
+@pytest.mark.slow
 def test_a_cli_materialization_runs_checks_and_captures_logs_in_one_process(
     tmp_path: Path,
 ) -> None:

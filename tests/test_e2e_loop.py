@@ -49,6 +49,7 @@ def _finished(instance: DagsterInstance, job: str, trigger: str) -> list:
 
 
 @pytest.mark.timeout(900)
+@pytest.mark.slow
 def test_the_loop_runs_itself_under_the_daemon(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pandas as pd
+import pytest
 
 from driftloop.data.flights_source import WEATHER_COLUMNS, all_flights, flights_between
 
@@ -32,6 +33,7 @@ def test_flights_between_selects_local_days() -> None:
     assert len(day) > 0 and (day["scheduled_departure"].dt.day == 10).all()
 
 
+@pytest.mark.slow
 def test_reading_the_flights_does_not_import_the_package() -> None:
     code = (
         "import sys; from driftloop.data.flights_source import all_flights; all_flights(); "

@@ -229,6 +229,7 @@ def test_no_champion_skips_predictions_and_monitoring(
     assert not flights_paths.table("drift").exists()
 
 
+@pytest.mark.slow
 def test_champion_scores_a_range_and_challenger_shadows(
     flights_contract, flights_paths, data_root, dagster_instance
 ):
@@ -266,6 +267,7 @@ def test_champion_scores_a_range_and_challenger_shadows(
     assert materializations(result, "predictions")[days[1]]["shadow_model_version"] == challenger
 
 
+@pytest.mark.slow
 def test_our_models_score_arrow_and_write_what_the_pandas_path_wrote(
     flights_contract, flights_paths, data_root, dagster_instance
 ):

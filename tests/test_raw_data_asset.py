@@ -125,6 +125,7 @@ def test_definitions_declare_the_asset_and_its_checks(flights_contract: Contract
     assert all(s.partitions_def == spec.partitions_def for s in checks.values())
 
 
+@pytest.mark.slow
 def test_days_materialize_and_pass_their_checks(
     assets, flights_contract, flights_paths, data_root, dagster_instance, flights3
 ) -> None:
@@ -166,6 +167,7 @@ def test_days_materialize_and_pass_their_checks(
     assert pq.ParquetFile(partition).metadata.num_rows == rows
 
 
+@pytest.mark.slow
 def test_blocking_check_failure_blocks_the_day_and_stops_downstream(
     assets, flights_contract, flights_paths, data_root, dagster_instance, flights3
 ) -> None:
@@ -203,6 +205,7 @@ def test_blocking_check_failure_blocks_the_day_and_stops_downstream(
     assert not marker.exists()
 
 
+@pytest.mark.slow
 def test_range_run_writes_every_day_and_marks_only_the_bad_one(
     assets, flights_contract, flights_paths, data_root, dagster_instance, flights3
 ) -> None:
@@ -223,6 +226,7 @@ def test_range_run_writes_every_day_and_marks_only_the_bad_one(
     assert all(flights_paths.partition_file("raw", d).exists() for d in DAYS)
 
 
+@pytest.mark.slow
 def test_a_day_without_data_fails_clearly(
     assets, flights_paths, data_root, dagster_instance, flights3
 ) -> None:

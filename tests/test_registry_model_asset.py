@@ -106,6 +106,7 @@ def test_model_asset_definition(flights_contract: Contract) -> None:
     assert config.end_date == "" and config.model_kind == "lightgbm"
 
 
+@pytest.mark.slow
 def test_log_training_registers_a_challenger_and_the_asset_materializes(
     data_root: Path,
     tmp_path: Path,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import multiprocessing
 from pathlib import Path
 
+import pytest
+
 from driftloop.training.registry import make_client
 
 
@@ -12,6 +14,7 @@ def _open_store(uri: str) -> None:
     make_client(uri).search_registered_models()
 
 
+@pytest.mark.slow
 def test_concurrent_first_use_of_a_sqlite_store(tmp_path: Path) -> None:
     # A run and a sensor did this for real: "table ... already exists" failed the run.
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"

@@ -88,6 +88,7 @@ def test_replay_next_day_moves_forward(data_root: Path) -> None:
     assert replay_next_day(paths) is None
 
 
+@pytest.mark.slow
 def test_module_entry_point(data_root: Path) -> None:
     command = [sys.executable, "-m", "pipelines.replay", "--start", "2013-05-01", "--days", "1"]
     done = subprocess.run(

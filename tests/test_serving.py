@@ -206,6 +206,7 @@ def stored_flights(served: Served, day: str, n: int) -> tuple[list[dict], pd.Dat
     return records, batch.loc[picked["flight_id"].tolist()]
 
 
+@pytest.mark.slow
 def test_serve_answers_health_and_names_the_champion(served: Served) -> None:
     for path in ("/ping", "/health", "/ready"):
         assert call(served.url + path)[0] == 200, path
@@ -219,6 +220,7 @@ def test_serve_answers_health_and_names_the_champion(served: Served) -> None:
     assert call(served.url + "/nothing")[0] == 404
 
 
+@pytest.mark.slow
 def test_online_prediction_equals_batch_prediction(served: Served) -> None:
     day = served.prepared.days[-1]
     records, batch = stored_flights(served, day, 100)
@@ -256,6 +258,7 @@ def test_online_prediction_equals_batch_prediction(served: Served) -> None:
     assert 0.0 <= body["predictions"][0] <= 1.0
 
 
+@pytest.mark.slow
 def test_ten_malformed_requests_get_4xx_and_the_server_stays_up(served: Served) -> None:
     url = served.url + "/invocations"
     answers = [call(url, {"dataframe_records": records}) for _, records, _, _ in MALFORMED[:7]]
@@ -276,6 +279,7 @@ def test_ten_malformed_requests_get_4xx_and_the_server_stays_up(served: Served) 
     assert status == 200, body
 
 
+@pytest.mark.slow
 def test_promotion_and_rollback_are_served_without_restart(served: Served) -> None:
     import mlflow
 
