@@ -16,6 +16,7 @@ def build_dataset_definitions(contract: Contract) -> Definitions:
     from assets.backtest import build_backtest_job
     from pipelines import jobs
     from pipelines.rollback import build_rollback_job
+    from sensors.alerts import build_alert_sensor
     from sensors.catch_up import CatchUpJobs, build_catch_up_sensor, build_daily_scoring_schedule
     from sensors.new_data import build_new_data_sensor
     from sensors.replay_feed import build_replay_sensor
@@ -32,6 +33,7 @@ def build_dataset_definitions(contract: Contract) -> Definitions:
         build_new_data_sensor(contract, daily.name),
         build_retrain_sensor(contract, retrain.name),
         build_catch_up_sensor(contract, behind),
+        build_alert_sensor(contract, retrain.name),
         *([replay] if replay else []),
     ]
     orchestration = Definitions(

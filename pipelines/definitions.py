@@ -9,8 +9,10 @@ from dagster import Definitions, EnvVar, in_process_executor
 from assets.factory import build_dataset_definitions
 from driftloop.data.contract import load_contracts
 from driftloop.paths import contracts_dir
+from resources.alerts import AlertsResource
 from resources.lake import LakeResource
 from resources.mlflow import MlflowResource
+from sensors.alerts import build_run_failure_alert_sensor
 
 
 def _env(name: str) -> EnvVar | None:
@@ -24,6 +26,7 @@ def build_definitions() -> Definitions:
     resources = {
         "lake": LakeResource(data_dir=data_dir),
         "mlflow": MlflowResource(tracking_uri=_env("MLFLOW_TRACKING_URI"), data_dir=data_dir),
+        "alerts": AlertsResource.from_environment(),
     }
     # Every run executes its steps in the run's own process. Dagster's default (multiprocess)
     # executor starts a process per step, and each one imports dagster, loads this code
@@ -36,7 +39,11 @@ def build_definitions() -> Definitions:
     # materialize`, materializations and backfills launched from the UI, and sensors' asset
     # selections. Compute logs are still captured per run, run tags (the training limit) and
     # asset checks are unaffected. See README, Performance.
-    shared = Definitions(resources=resources, executor=in_process_executor)
+    shared = Definitions(
+        resources=resources,
+        executor=in_process_executor,
+        sensors=[build_run_failure_alert_sensor()],
+    )
     return Definitions.merge(shared, *(build_dataset_definitions(c) for c in contracts.values()))
 
 

@@ -1,0 +1,230 @@
+"""What the alerts say: messages built from the ledger, the lake's markers and monitoring.
+
+Each builder returns `Alert`s whose keys name the event itself (a ledger file, a marker's
+write time, a run id, a calendar day), so the outbox can tell a repeat from a new event.
+Links point at the Dagster UI (``base_url``, e.g. http://127.0.0.1:3000).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from datetime import date
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from driftloop.alerts.notify import Alert
+from driftloop.data.lake import BLOCKED_MARKER, existing_partitions
+from driftloop.evaluation import ledger
+from driftloop.paths import DatasetPaths
+
+RAW_TABLE = "raw"
+DRIFT_TABLE = "drift"
+PERFORMANCE_TABLE = "performance"
+MAX_REASONS = 3
+
+
+def run_url(base_url: str, run_id: str) -> str:
+    return f"{base_url.rstrip('/')}/runs/{run_id}"
+
+
+def asset_url(base_url: str, dataset: str, asset: str, partition: str | None = None) -> str:
+    url = f"{base_url.rstrip('/')}/assets/{quote(dataset)}/{quote(asset)}"
+    return url + (f"?view=partitions&partition={quote(partition)}" if partition else "")
+
+
+def _v(value: Any) -> str:
+    return "(none)" if value is None or value == "" else f"v{value}"
+
+
+def _num(value: Any) -> float | None:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(value) else value
+
+
+def _gate_numbers(row: dict[str, Any]) -> str | None:
+    metric = row.get("metric")
+    challenger, champion = _num(row.get("challenger_value")), _num(row.get("champion_value"))
+    diff, low, high = _num(row.get("diff")), _num(row.get("ci_low")), _num(row.get("ci_high"))
+    if not metric or challenger is None:
+        return None
+    text = f"{metric}: challenger {challenger:.4f}"
+    if champion is not None:
+        text += f" vs reference {champion:.4f}"
+    if diff is not None:
+        text += f", improvement {diff:+.4f}"
+    if low is not None and high is not None:
+        text += f" (interval {low:+.4f} to {high:+.4f})"
+    return text
+
+
+def ledger_alert(paths: DatasetPaths, file: Path, base_url: str) -> Alert | None:
+    """The alert for one ledger entry file (None for an action nobody needs to hear of)."""
+    import pyarrow.parquet as pq
+
+    rows = pq.read_table(file).to_pylist()
+    if not rows:
+        return None
+    row = rows[0]
+    dataset, action = paths.dataset, row["action"]
+    challenger, before = row["challenger_version"], row["champion_before"]
+    after = row["champion_after"]
+    details = json.loads(row.get("details") or "{}")
+    titles = {
+        "promoted": f"{dataset}: {_v(challenger)} promoted to champion (was {_v(before)})",
+        "rejected": f"{dataset}: {_v(challenger)} refused by the gate; champion stays {_v(before)}",
+        "rollback": f"{dataset}: champion rolled back from {_v(before)} to {_v(after)}",
+        "canary_started": f"{dataset}: canary started for {_v(challenger)}",
+        "canary_changed": f"{dataset}: canary of {_v(challenger)} changed",
+        "canary_stopped": f"{dataset}: canary of {_v(challenger)} stopped",
+        "reconciled": f"{dataset}: registry reconciled with the ledger",
+    }
+    if action not in titles:
+        return None
+    lines = []
+    if row.get("trigger_reason"):
+        lines.append(f"retrained because: {row['trigger_reason']}")
+    if numbers := _gate_numbers(row):
+        lines.append(numbers)
+    reasons = json.loads(row.get("reasons") or "[]")
+    lines += [f"- {r}" for r in reasons[:MAX_REASONS]]
+    if len(reasons) > MAX_REASONS:
+        lines.append(f"- and {len(reasons) - MAX_REASONS} more reason(s) in the ledger")
+    if "share" in details:
+        lines.append(f"canary share: {float(details['share']):.0%}")
+    if row.get("report_path"):
+        lines.append(f"eval report: {row['report_path']}")
+    run_id = row.get("dagster_run_id")
+    link = run_url(base_url, run_id) if run_id else asset_url(base_url, dataset, "promotion")
+    kind = "canary" if action.startswith("canary") else action
+    key = f"ledger:{dataset}:{file.stem}"
+    return Alert(key=key, kind=kind, title=titles[action], lines=lines, link=link, dataset=dataset)
+
+
+def new_ledger_alerts(paths: DatasetPaths, after: str, base_url: str) -> tuple[list[Alert], str]:
+    """Alerts for the ledger entries whose file names sort after ``after`` (the name of
+    the last one reported), and the name to remember next."""
+    files = [f for f in ledger.entry_files(paths) if f.name > after]
+    alerts = [a for f in files if (a := ledger_alert(paths, f, base_url)) is not None]
+    return alerts, (files[-1].name if files else after)
+
+
+def blocked_alerts(paths: DatasetPaths, base_url: str, since: float = 0.0) -> list[Alert]:
+    """A partition blocked by its checks (its ``BLOCKED.json``), for markers written after
+    ``since`` (epoch seconds). Keyed by the marker's write time: re-blocking after a fix
+    and a new failure is a new event."""
+    raw = paths.table(RAW_TABLE)
+    alerts = []
+    for marker in sorted(raw.glob(f"date=*/{BLOCKED_MARKER}")) if raw.exists() else []:
+        if marker.stat().st_mtime <= since:
+            continue
+        body = json.loads(marker.read_text())
+        day = body.get("partition") or marker.parent.name.removeprefix("date=")
+        checks = body.get("failed_checks", [])
+        lines = []
+        for check in checks:
+            files = ", ".join(map(str, check.get("source_files") or []))
+            line = f"- {check.get('name')}: {check.get('description')}"
+            lines.append(line + (f" (files: {files})" if files else ""))
+        lines.append("downstream assets wait until a corrected file re-lands this day")
+        alerts.append(
+            Alert(
+                key=f"blocked:{paths.dataset}:{day}:{body.get('written_at', '')}",
+                kind="blocked",
+                title=f"{paths.dataset}: partition {day} blocked by {len(checks)} failed check(s)",
+                lines=lines,
+                link=asset_url(base_url, paths.dataset, "raw_data", day),
+                dataset=paths.dataset,
+            )
+        )
+    return alerts
+
+
+def retrain_alert(dataset: str, run_id: str, trigger: str, reason: str, base_url: str) -> Alert:
+    return Alert(
+        key=f"retrain:{run_id}",
+        kind="retrain",
+        title=f"{dataset}: retraining launched ({trigger})",
+        lines=[f"reason: {reason}" if reason else "reason: (none given)"],
+        link=run_url(base_url, run_id),
+        dataset=dataset,
+    )
+
+
+def run_failure_alert(job: str, run_id: str, message: str, base_url: str) -> Alert:
+    first = [line for line in (message or "").splitlines() if line.strip()][:5]
+    return Alert(
+        key=f"run_failure:{run_id}",
+        kind="run_failure",
+        title=f"Run failed: {job} ({run_id[:8]})",
+        lines=first or ["(no error message)"],
+        link=run_url(base_url, run_id),
+    )
+
+
+def _performance_rows(paths: DatasetPaths, days: list[str]) -> list[dict[str, Any]]:
+    import pyarrow.parquet as pq
+
+    rows = []
+    for day in days:
+        path = paths.partition_file(PERFORMANCE_TABLE, day)
+        if path.exists():
+            rows += [r | {"day": day} for r in pq.read_table(path).to_pylist()[:1]]
+    return rows
+
+
+def digest_alert(
+    paths: DatasetPaths, today: date, after_day: str, base_url: str
+) -> tuple[Alert | None, str]:
+    """The day's monitoring digest: every drift and performance day after ``after_day``
+    summed up in one message (None when nothing is new), and the last data day it covers.
+    Keyed by the wall-clock ``today``, so at most one a calendar day."""
+    from driftloop.monitoring.signals import read_drift_summary
+
+    drift_days = [d for d in existing_partitions(paths.table(DRIFT_TABLE)) if d > after_day]
+    perf_days = [d for d in existing_partitions(paths.table(PERFORMANCE_TABLE)) if d > after_day]
+    summaries = [s for d in drift_days if (s := read_drift_summary(paths, d))]
+    performance = _performance_rows(paths, perf_days)
+    if not summaries and not performance:
+        return None, after_day
+    lines = []
+    if summaries:
+        breached = [s["day"] for s in summaries if s.get("breached")]
+        shares = [float(s.get("share_drifted") or 0.0) for s in summaries]
+        top = Counter(c for s in summaries for c in s.get("top_columns") or [])
+        lines.append(
+            f"drift: {len(summaries)} day(s) {summaries[0]['day']}..{summaries[-1]['day']}, "
+            f"{len(breached)} breached, share of drifted columns up to {max(shares):.2f}"
+        )
+        if top:
+            lines.append("most drifted: " + ", ".join(c for c, _ in top.most_common(5)))
+        if breached:
+            lines.append("breached days: " + ", ".join(breached[-10:]))
+    if performance:
+        last = performance[-1]
+        late = [r["day"] for r in performance if r.get("breached")]
+        value, floor = _num(last.get("value")), _num(last.get("floor"))
+        text = f"performance: {len(performance)} labelled day(s), {len(late)} below the floor"
+        if value is not None:
+            text += f"; latest {last['day']} {last.get('primary_metric')}={value:.4f}"
+            text += f" (floor {floor:.4f})" if floor is not None else ""
+        lines.append(text)
+    through = max([s["day"] for s in summaries] + [r["day"] for r in performance])
+    alert = Alert(
+        key=digest_key(paths.dataset, today),
+        kind="digest",
+        title=f"{paths.dataset}: monitoring digest for {today} (data through {through})",
+        lines=lines,
+        link=asset_url(base_url, paths.dataset, "drift_report"),
+        dataset=paths.dataset,
+    )
+    return alert, through
+
+
+def digest_key(dataset: str, today: date) -> str:
+    return f"digest:{dataset}:{today.isoformat()}"
