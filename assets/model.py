@@ -29,6 +29,7 @@ from pydantic import Field
 from assets.partitions import ONE_RUN
 from driftloop.data.contract import Contract
 from driftloop.training.models import LIGHTGBM_DEFAULTS
+from pipelines.jobs import TRAINING_POOL
 from resources.lake import LakeResource
 from resources.mlflow import MlflowResource
 
@@ -106,6 +107,7 @@ def build(contract: Contract) -> Definitions:
         deps=[AssetKey([name, "features"])],
         group_name=name,
         backfill_policy=ONE_RUN,
+        pool=TRAINING_POOL,
         kinds={"python", "mlflow"},
         description=(
             f"Trains a {contract.task.value} model of {name} on the latest features window, "

@@ -1,27 +1,151 @@
 """`python -m pipelines.dev`: `dagster dev -w workspace.yaml` on the project's persistent instance.
 
 Sets DAGSTER_HOME to <data root>/dagster_home (unless already set) so run history and
-sensor cursors survive a restart, then hands over to `dagster dev`. Extra arguments are
-passed through (for example `--port 3001`).
+sensor cursors survive a restart; with `--postgres URL` the instance keeps runs, event logs
+and schedules in that PostgreSQL database (deploy/postgres/dagster.yaml). MLflow follows
+$MLFLOW_TRACKING_URI (a tracking server: docs/deploy.md). Prints the UI's address once it
+answers, stops early with a clear message if the port is taken, and keeps Dagster's DEBUG
+event lines out of the console unless `--verbose`. Other arguments go to `dagster dev`.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
+import signal
+import socket
+import subprocess
 import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
 
-from driftloop.paths import PROJECT_ROOT
-from pipelines.instance import project_dagster_home
+from driftloop.paths import PROJECT_ROOT, data_root, default_mlflow_uri
+from pipelines.instance import POSTGRES_URL_ENV, project_dagster_home
+
+DEBUG_MARK = " - DEBUG - "  # Dagster's console format: "<time> - dagster - DEBUG - <run> ..."
 
 
-def main(argv: list[str] | None = None) -> None:
-    home = project_dagster_home()
-    os.environ["DAGSTER_HOME"] = str(home)
-    print(f"driftloop: Dagster instance at {home}", flush=True)
-    args = ["dagster", "dev", "-w", str(PROJECT_ROOT / "workspace.yaml"), *(argv or sys.argv[1:])]
-    os.chdir(PROJECT_ROOT)
-    os.execvp(args[0], args)
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m pipelines.dev", description=__doc__, add_help=False
+    )
+    parser.add_argument("--port", "-p", type=int, default=3000, help="UI port (default 3000)")
+    parser.add_argument("--host", "-h", default="127.0.0.1", help="UI address to bind")
+    parser.add_argument(
+        "--postgres",
+        nargs="?",
+        const="",
+        metavar="URL",
+        help="keep the instance in PostgreSQL (postgresql://USER:PASSWORD@HOST:PORT/DB; "
+        f"without URL: ${POSTGRES_URL_ENV})",
+    )
+    parser.add_argument("--verbose", action="store_true", help="show Dagster's DEBUG lines")
+    parser.add_argument("--help", action="help", help="show this help and exit")
+    return parser
+
+
+def port_is_free(host: str, port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def check_postgres(url: str) -> str | None:
+    """None if the database answers, else why not (said before Dagster's long traceback)."""
+    import psycopg2
+
+    try:
+        psycopg2.connect(url, connect_timeout=5).close()
+    except psycopg2.Error as error:
+        return str(error).strip()
+    return None
+
+
+def _announce_when_up(host: str, port: int, child: subprocess.Popen) -> None:
+    url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+    while child.poll() is None:
+        try:
+            with urllib.request.urlopen(f"{url}/server_info", timeout=2):
+                break
+        except OSError:
+            time.sleep(1)
+    else:
+        return
+    bar = "=" * 64
+    print(f"\n{bar}\n  driftloop: the Dagster UI is up at {url}   (Ctrl-C stops it)\n{bar}\n")
+    sys.stdout.flush()
+
+
+def _relay(child: subprocess.Popen, verbose: bool) -> None:
+    """Copy the child's output to the console, without DEBUG event lines unless verbose."""
+    assert child.stdout is not None
+    for line in child.stdout:
+        if verbose or DEBUG_MARK not in line:
+            sys.stdout.write(line)
+            sys.stdout.flush()
+
+
+def _environment(args: argparse.Namespace) -> dict[str, str] | str:
+    """The child's environment, or the message to stop with."""
+    env = dict(os.environ)
+    if args.postgres is not None:
+        url = args.postgres or env.get(POSTGRES_URL_ENV, "")
+        if not url:
+            return f"--postgres needs a URL (or ${POSTGRES_URL_ENV})"
+        problem = check_postgres(url)
+        if problem:
+            return f"cannot connect to PostgreSQL at {url}: {problem}"
+        env[POSTGRES_URL_ENV] = url
+    home = project_dagster_home(postgres=args.postgres is not None)
+    env["DAGSTER_HOME"] = str(home)
+    mlflow = env.get("MLFLOW_TRACKING_URI") or default_mlflow_uri(data_root())
+    where = f"PostgreSQL ({env[POSTGRES_URL_ENV]})" if args.postgres is not None else "SQLite"
+    print(f"driftloop: Dagster instance at {home} on {where}; MLflow at {mlflow}", flush=True)
+    return env
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, rest = _parser().parse_known_args(sys.argv[1:] if argv is None else argv)
+    if not port_is_free(args.host, args.port):
+        print(
+            f"driftloop: port {args.port} on {args.host} is taken (another dagster dev?). "
+            f"Stop that process or choose another port: python -m pipelines.dev --port "
+            f"{args.port + 1}",
+            file=sys.stderr,
+        )
+        return 2
+    env = _environment(args)
+    if isinstance(env, str):
+        print(f"driftloop: {env}", file=sys.stderr)
+        return 2
+    dagster = Path(sys.executable).with_name("dagster")
+    command = [str(dagster) if dagster.exists() else "dagster", "dev"]
+    command += ["-w", str(PROJECT_ROOT / "workspace.yaml")]
+    command += ["--host", args.host, "--port", str(args.port), *rest]
+    # Ctrl-C reaches dagster dev directly (same process group), which then stops its
+    # webserver, daemon and code servers; this process waits for it and its last lines.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    child = subprocess.Popen(
+        command,
+        cwd=PROJECT_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        bufsize=1,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    threading.Thread(
+        target=_announce_when_up, args=(args.host, args.port, child), daemon=True
+    ).start()
+    _relay(child, args.verbose)
+    return child.wait()
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,4 +1,4 @@
-"""The project's own Dagster instance: a DAGSTER_HOME under the data root, set up once."""
+"""The project's Dagster instance: a DAGSTER_HOME under the data root with deploy/'s settings."""
 
 from __future__ import annotations
 
@@ -8,36 +8,47 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from driftloop.paths import data_root
+from driftloop.paths import PROJECT_ROOT, data_root
 
 if TYPE_CHECKING:
     from dagster import DagsterInstance
 
-# Two cores: at most two runs at once, and never two trainings of one dataset together.
-# The daemon looks at the run queue every second (Dagster's default: 5 s), so a run the
-# new-data sensor requests starts about 2 s sooner on average.
-DAGSTER_YAML = """\
-telemetry:
-  enabled: false
-run_queue:
-  max_concurrent_runs: 2
-  dequeue_interval_seconds: 1
-  tag_concurrency_limits:
-    - key: driftloop/training
-      value:
-        applyLimitPerUniqueValue: true
-      limit: 1
-"""
+DEPLOY_DIR = PROJECT_ROOT / "deploy"
+SQLITE_INSTANCE = DEPLOY_DIR / "dagster.yaml"
+POSTGRES_INSTANCE = DEPLOY_DIR / "postgres" / "dagster.yaml"
+POSTGRES_URL_ENV = "DAGSTER_POSTGRES_URL"  # named by deploy/postgres/dagster.yaml
+
+# The single-machine instance's settings (stock SQLite storage), as written into a new home.
+DAGSTER_YAML = SQLITE_INSTANCE.read_text()
 
 
-def project_dagster_home(root: Path | None = None) -> Path:
-    """$DAGSTER_HOME if set, else <data root>/dagster_home; created with our dagster.yaml."""
-    raw = os.environ.get("DAGSTER_HOME")
-    home = Path(raw).expanduser().resolve() if raw else (root or data_root()) / "dagster_home"
+def instance_yaml(postgres: bool = False, max_concurrent_runs: int | None = None) -> str:
+    """deploy/'s instance file, optionally with another limit of concurrent runs."""
+    text = (POSTGRES_INSTANCE if postgres else SQLITE_INSTANCE).read_text()
+    if max_concurrent_runs is None:
+        return text
+    import yaml
+
+    settings = yaml.safe_load(text)
+    settings["concurrency"]["runs"]["max_concurrent_runs"] = max_concurrent_runs
+    return yaml.safe_dump(settings, sort_keys=False)
+
+
+def write_instance(home: Path, postgres: bool = False, **changes: int | None) -> Path:
+    """A DAGSTER_HOME at `home` with deploy/'s instance file (replacing any there)."""
     home.mkdir(parents=True, exist_ok=True)
-    config = home / "dagster.yaml"
-    if not config.exists():
-        config.write_text(DAGSTER_YAML)
+    (home / "dagster.yaml").write_text(instance_yaml(postgres, **changes))
+    return home
+
+
+def project_dagster_home(root: Path | None = None, postgres: bool = False) -> Path:
+    """$DAGSTER_HOME if set, else <data root>/dagster_home (dagster_home_postgres on
+    PostgreSQL); a home without a dagster.yaml gets deploy/'s instance file."""
+    raw = os.environ.get("DAGSTER_HOME")
+    folder = "dagster_home_postgres" if postgres else "dagster_home"
+    home = Path(raw).expanduser().resolve() if raw else (root or data_root()) / folder
+    if not (home / "dagster.yaml").exists():
+        write_instance(home, postgres)
     return home
 
 
@@ -45,8 +56,8 @@ def project_dagster_home(root: Path | None = None) -> Path:
 def instance_at(home: Path) -> Iterator[DagsterInstance]:
     """The Dagster instance of the DAGSTER_HOME `home` (read from another process's home).
 
-    DAGSTER_HOME points at `home` while it is open: the event log storage finds its files
-    through it, as in every process Dagster itself starts."""
+    DAGSTER_HOME points at `home` while it is open, as in every process Dagster itself
+    starts (the local compute log and artifact folders resolve against it)."""
     from dagster import DagsterInstance
 
     previous = os.environ.get("DAGSTER_HOME")

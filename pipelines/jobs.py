@@ -6,12 +6,22 @@ default executor: pipelines/definitions.py says why).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from dagster import AssetSelection, define_asset_job
-from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
 from assets.partitions import daily_partitions
 from driftloop.data.contract import Contract
 from driftloop.names import TRAINING_TAG
+
+if TYPE_CHECKING:  # the type define_asset_job returns; Dagster exports no public name for it
+    from dagster._core.definitions.unresolved_asset_job_definition import (
+        UnresolvedAssetJobDefinition,
+    )
+
+# The model asset's concurrency pool: at most `pools.default_limit` trainings at once across
+# datasets and runs (deploy/dagster.yaml; `dagster instance concurrency set training N`).
+TRAINING_POOL = "training"
 
 DAILY_ASSETS = ("raw_data", "features", "predictions", "drift_report", "performance")
 CATCH_UP_ASSETS = ("predictions", "drift_report", "performance")

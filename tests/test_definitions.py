@@ -71,18 +71,34 @@ def test_every_job_runs_its_steps_in_the_run_process() -> None:
     assert set(jobs.values()) == {"in_process"}, jobs
 
 
-def test_retraining_runs_carry_the_tag_the_project_instance_limits(tmp_path: Path) -> None:
-    from driftloop.names import TRAINING_TAG
+def test_retraining_runs_carry_the_tag_and_pool_the_project_instance_limits(
+    tmp_path: Path,
+) -> None:
     from pipelines.definitions import defs
-    from pipelines.instance import DAGSTER_YAML, instance_at
+    from pipelines.instance import instance_at, write_instance
+    from pipelines.jobs import TRAINING_POOL, TRAINING_TAG
 
     assert defs.resolve_job_def("flights_retrain").tags[TRAINING_TAG] == "flights"
-    (tmp_path / "dagster.yaml").write_text(DAGSTER_YAML)
-    with instance_at(tmp_path) as instance:
-        queue = instance.get_concurrency_config().run_queue_config
+    assert defs.resolve_assets_def(AssetKey(["flights", "model"])).node_def.pool == TRAINING_POOL
+    with instance_at(write_instance(tmp_path)) as instance:
+        config = instance.get_concurrency_config()
+        assert instance.run_monitoring_enabled
+    queue = config.run_queue_config
     assert queue.max_concurrent_runs == 2
     [limit] = [lim for lim in queue.tag_concurrency_limits if lim["key"] == TRAINING_TAG]
     assert limit["limit"] == 1 and limit["value"] == {"applyLimitPerUniqueValue": True}
+    assert config.pool_config.default_pool_limit == 1
+    assert config.pool_config.pool_granularity.value == "run"
+
+
+def test_the_postgres_instance_file_differs_only_in_its_storage() -> None:
+    from pipelines.instance import POSTGRES_URL_ENV, instance_yaml
+
+    sqlite, postgres = yaml.safe_load(instance_yaml()), yaml.safe_load(instance_yaml(True))
+    assert postgres.pop("storage") == {"postgres": {"postgres_url": {"env": POSTGRES_URL_ENV}}}
+    assert sqlite == postgres
+    four = yaml.safe_load(instance_yaml(True, max_concurrent_runs=4))
+    assert four["concurrency"]["runs"]["max_concurrent_runs"] == 4
 
 
 @pytest.mark.slow
