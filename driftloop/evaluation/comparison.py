@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from driftloop.data.contract import ColumnType, Contract, Task
+from driftloop.evaluation.metrics import percentile_interval
 
 DEFAULT_BOOTSTRAP_SAMPLES = 300
 DEFAULT_CONFIDENCE = 0.95
@@ -280,16 +281,6 @@ def paired_bootstrap(
     return overall, per_group
 
 
-def percentile_interval(samples: np.ndarray, confidence: float) -> tuple[float, float]:
-    """Two-sided percentile interval, ignoring resamples where the metric was undefined."""
-    finite = samples[np.isfinite(samples)]
-    if len(finite) == 0:
-        return math.nan, math.nan
-    alpha = (1.0 - confidence) / 2.0
-    low, high = np.quantile(finite, [alpha, 1.0 - alpha])
-    return float(low), float(high)
-
-
 # --------------------------------------------------------------------------------------
 # Slices and calibration
 
@@ -346,15 +337,6 @@ def calibration_table(
     )
     table["count"] = table["count"].astype(int)
     return table
-
-
-def expected_calibration_error(calibration: pd.DataFrame, model: str) -> float:
-    """Row-weighted mean |mean predicted - observed rate| over the bins of one model."""
-    part = calibration[calibration["model"] == model]
-    if part.empty:
-        return math.nan
-    gap = (part["mean_predicted"] - part["observed_rate"]).abs()
-    return float((gap * part["count"]).sum() / part["count"].sum())
 
 
 # --------------------------------------------------------------------------------------

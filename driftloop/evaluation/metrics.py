@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 from driftloop.data.contract import Task
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
 
 # The one number that ranks models of a task (search, gate, dashboards).
 PRIMARY_METRIC: dict[Task, str] = {Task.binary: "roc_auc", Task.regression: "rmse"}
@@ -80,3 +85,24 @@ def compute_metrics(task: Task, y_true, y_score, threshold: float = 0.5) -> dict
         "recall": float(skm.recall_score(y, predicted, zero_division=0)),
         "positive_rate": float(predicted.mean()),
     }
+
+
+def percentile_interval(samples: np.ndarray, confidence: float) -> tuple[float, float]:
+    """Two-sided percentile interval, ignoring resamples where the metric was undefined."""
+    import numpy as np
+
+    finite = samples[np.isfinite(samples)]
+    if len(finite) == 0:
+        return math.nan, math.nan
+    alpha = (1.0 - confidence) / 2.0
+    low, high = np.quantile(finite, [alpha, 1.0 - alpha])
+    return float(low), float(high)
+
+
+def expected_calibration_error(calibration: pd.DataFrame, model: str) -> float:
+    """Row-weighted mean |mean predicted - observed rate| over the bins of one model."""
+    part = calibration[calibration["model"] == model]
+    if part.empty:
+        return math.nan
+    gap = (part["mean_predicted"] - part["observed_rate"]).abs()
+    return float((gap * part["count"]).sum() / part["count"].sum())
