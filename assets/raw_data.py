@@ -43,20 +43,16 @@ from dagster import (
 )
 
 from assets.partitions import daily_partitions
+from driftloop.data.assembly import assemble_partition
 from driftloop.data.contract import Contract
-from driftloop.data.ingest import (
-    IngestReport,
-    assemble_partition,
-    ingest_landing,
-    source_file_counts,
-    to_arrow,
-)
+from driftloop.data.ingest import IngestReport, ingest_landing
 from driftloop.data.lake import (
     blocked_marker,
     existing_partitions,
     write_parquet_atomic,
     write_text_atomic,
 )
+from driftloop.data.raw_table import source_file_counts, to_arrow
 from driftloop.data.validation import CHECKS, CheckOutcome, failed_blocking, validate_partition
 from driftloop.names import RAW_TABLE
 from driftloop.paths import DatasetPaths
