@@ -1,10 +1,11 @@
 """`<dataset>/predictions`: batch scoring of each features partition by the champion.
 
 Each day's rows are scored by the version the `champion` alias points at when the run
-starts (resolved once, loaded once per run, addressed by version so an alias move during
-the run cannot mix two models in one range). While a `challenger` other than the champion
-exists it scores the same rows beside it (shadow scoring): `shadow_prediction` and
-`shadow_model_version`, never served, compared later.
+starts: resolved once per run (`resolve_champion`, which the drift and performance assets
+of the same run call too and get the same version), loaded once, addressed by version so an
+alias move during the run cannot mix two models in one range. While a `challenger` other
+than the champion exists it scores the same rows beside it (shadow scoring):
+`shadow_prediction` and `shadow_model_version`, never served, compared later.
 
 No champion yet (a fresh install before the first promotion) is not an error: the asset
 logs "waiting: no champion for <dataset> yet" and yields nothing (`output_required=False`),
@@ -12,10 +13,11 @@ so no materialization is recorded and the downstream assets of the same run are 
 
 Per-day metadata on a range run: `context.add_asset_metadata(..., partition_key=day)` puts
 each day's numbers on that day's materialization (a single `MaterializeResult` alone would
-stamp the range's totals on every day).
+stamp the range's totals on every day); a one-day run has them in its `MaterializeResult`.
 
-The hot path stays in Arrow: each day is read, batch by batch with reading and writing
-beside the scoring (driftloop/serving/batch.py), with only the columns the predictions
+The scoring is `driftloop.serving.scored_range.score_range`. The hot path stays in Arrow:
+each day is read, batch by batch with reading and writing beside the scoring
+(driftloop/serving/batch.py), with only the columns the predictions
 table and the contract's features need (categorical ones dictionary-encoded; the models
 load meanwhile, in a thread of their own), our models build their
 matrix from the Arrow columns directly (no pandas, no MLflow per-row input checks; see
@@ -25,7 +27,6 @@ came. Where the time went is in the run's metadata (`*_seconds`).
 
 # No `from __future__ import annotations`: Dagster reads the context/resource annotations.
 import time
-import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -38,8 +39,6 @@ from dagster import (
     AssetDep,
     AssetExecutionContext,
     AssetKey,
-    BackfillPolicy,
-    BetaWarning,
     Definitions,
     Failure,
     IdentityPartitionMapping,
@@ -49,13 +48,18 @@ from dagster import (
     asset,
 )
 
-from assets.partitions import daily_partitions
+from assets.partitions import ONE_RUN, daily_partitions
 from driftloop.data.contract import Contract
-from driftloop.monitoring.signals import ScoreFn, prediction_key_columns
+from driftloop.monitoring.signals import ScoreFn
 from driftloop.names import CHALLENGER, CHAMPION, FEATURES_TABLE
-from driftloop.serving.batch import Scorer, score_day
+from driftloop.serving.batch import ScoredDay, Scorer
+from driftloop.serving.scored_range import MissingFeatures, ScoredRange, rate, score_range
 from resources.lake import LakeResource
 from resources.mlflow import MlflowResource
+
+# Direct invocation (`build_asset_context`) gives every context this run id: nothing is
+# shared between such calls.
+DIRECT_RUN_ID = "EPHEMERAL"
 
 
 @dataclass
@@ -106,10 +110,19 @@ class Champion:
         return self.scorer(frame, threads)
 
 
+# The champion of the run in progress, by (run id, dataset, tracking URI): the assets of one
+# run (predictions, drift, performance) judge the same version even if the alias moves.
+_RUN_CHAMPION: dict[tuple[str, str, str], Champion] = {}
+
+
 def resolve_champion(
     context: AssetExecutionContext, name: str, mlflow: MlflowResource
 ) -> Champion | None:
-    """The champion, or None after logging that the asset waits for one."""
+    """The run's champion (resolved on the run's first call), or None after logging that the
+    asset waits for one."""
+    key = (context.run_id, name, mlflow.uri())
+    if key in _RUN_CHAMPION:
+        return _RUN_CHAMPION[key]
     version = mlflow.version_for_alias(name, CHAMPION)
     if version is None:
         context.log.info(
@@ -117,7 +130,11 @@ def resolve_champion(
             f"model {name!r} in {mlflow.uri()}); nothing is materialized"
         )
         return None
-    return Champion(name, version, mlflow)
+    champion = Champion(name, version, mlflow)
+    if context.run_id != DIRECT_RUN_ID:
+        _RUN_CHAMPION.clear()  # one run at a time per process: keep only its champion
+        _RUN_CHAMPION[key] = champion
+    return champion
 
 
 def skip_outputs(context: AssetExecutionContext) -> Iterator[Output]:
@@ -131,25 +148,21 @@ def skip_outputs(context: AssetExecutionContext) -> Iterator[Output]:
 
 def build_predictions(contract: Contract) -> Definitions:
     name = contract.name
-    key = AssetKey([name, "predictions"])
     features = AssetDep(AssetKey([name, "features"]), partition_mapping=IdentityPartitionMapping())
-    with warnings.catch_warnings():
-        # backfill_policy is "beta" in 1.13; a range is one run that loads the model once.
-        warnings.simplefilter("ignore", BetaWarning)
-        predictions = asset(
-            key=key,
-            group_name=name,
-            partitions_def=daily_partitions(contract),
-            deps=[features],
-            backfill_policy=BackfillPolicy.single_run(),
-            output_required=False,
-            description=(
-                f"{name}: every features row scored by the champion (model_version records "
-                "which version), with the challenger's shadow scores beside it while one "
-                "exists. Skipped, not failed, until a champion exists."
-            ),
-            kinds={"mlflow", "parquet"},
-        )(_make_compute(contract))
+    predictions = asset(
+        key=AssetKey([name, "predictions"]),
+        group_name=name,
+        partitions_def=daily_partitions(contract),
+        deps=[features],
+        backfill_policy=ONE_RUN,  # a range is one run that loads the model once
+        output_required=False,
+        description=(
+            f"{name}: every features row scored by the champion (model_version records "
+            "which version), with the challenger's shadow scores beside it while one "
+            "exists. Skipped, not failed, until a champion exists."
+        ),
+        kinds={"mlflow", "parquet"},
+    )(_make_compute(contract))
     return Definitions(assets=[predictions])
 
 
@@ -168,13 +181,6 @@ def _make_compute(contract: Contract) -> Callable[..., Iterator[Any]]:
         champion = resolve_champion(context, name, mlflow)
         if champion is None:
             return
-        absent = [d for d in days if not paths.partition_file(FEATURES_TABLE, d).exists()]
-        if absent:
-            raise Failure(
-                description=f"{name}: no features partition for {', '.join(absent)}; "
-                f"materialize {name}/features for these days first",
-                metadata={"features": MetadataValue.path(str(paths.table(FEATURES_TABLE)))},
-            )
         shadow = None
         challenger = mlflow.version_for_alias(name, CHALLENGER)
         if challenger is not None and str(challenger.version) != champion.number:
@@ -187,76 +193,72 @@ def _make_compute(contract: Contract) -> Callable[..., Iterator[Any]]:
         for model in models:
             model.load_in(loader)
         loader.shutdown(wait=False)  # its thread ends with the loads
-        columns, dictionary = _columns_to_read(contract)
 
-        total_rows, total_seconds, written = 0, 0.0, {}
-        read_seconds = score_seconds = write_seconds = 0.0
-        for day in days:
-            scored = score_day(
-                contract,
-                paths,
-                day,
-                Scorer(champion.score, champion.number),
-                Scorer(shadow.score, shadow.number) if shadow else None,
-                columns,
-                dictionary,
-            )
-            read_seconds += scored.read_seconds
-            score_seconds += scored.score_seconds
-            write_seconds += scored.write_seconds
-            total_rows += scored.rows
-            total_seconds += scored.seconds
-            written[day] = scored.rows
-            day_meta: dict[str, Any] = {
-                "dagster/row_count": scored.rows,
-                "rows": scored.rows,
-                "mean_prediction": scored.mean(scored.prediction_sum),
-                "rows_per_second": _rate(scored.rows, scored.seconds),
-                "path": MetadataValue.path(str(scored.path)),
-            }
-            if shadow is not None:
-                day_meta["mean_shadow_prediction"] = scored.mean(scored.shadow_prediction_sum)
-                day_meta["mean_abs_shadow_difference"] = scored.mean(
-                    scored.shadow_abs_difference_sum
-                )
-            context.add_asset_metadata(day_meta, partition_key=day)
+        def each_day(day: str, scored: ScoredDay) -> None:
+            if len(days) > 1:
+                day_metadata = _day_metadata(scored, shadow is not None)
+                context.add_asset_metadata(day_metadata, partition_key=day)
             context.log.info(
                 f"{name} {day}: scored {scored.rows} rows with v{champion.number}"
                 + (f" (shadow v{shadow.number})" if shadow else "")
             )
 
-        yield MaterializeResult(
-            metadata={
-                "model_version": champion.number,
-                "model_uri": champion.model_uri,
-                "shadow_model_version": shadow.number if shadow else "",
-                "days": len(days),
-                "rows_by_partition": MetadataValue.json(written),
-                "total_rows": total_rows,
-                "rows_per_second_overall": _rate(total_rows, total_seconds),
-                # Where the step's time went: resolving the versions and loading the
-                # model(s) (once per run; the loading overlaps the first reads), then per day
-                # reading the features, scoring (the models' matrices and trees, summed over
-                # the scoring workers) and writing the predictions. Reading and writing run
-                # beside the scoring (driftloop/serving/batch.py), so the parts overlap.
-                "model_seconds": round(resolve_seconds + max(m.load_seconds for m in models), 4),
-                "read_seconds": round(read_seconds, 4),
-                "score_seconds": round(score_seconds, 4),
-                "write_seconds": round(write_seconds, 4),
-            }
-        )
+        try:
+            scored = score_range(
+                contract,
+                paths,
+                days,
+                Scorer(champion.score, champion.number),
+                Scorer(shadow.score, shadow.number) if shadow else None,
+                on_day=each_day,
+            )
+        except MissingFeatures as missing:
+            raise Failure(
+                description=str(missing),
+                metadata={"features": MetadataValue.path(str(paths.table(FEATURES_TABLE)))},
+            ) from missing
+        model_seconds = resolve_seconds + max(m.load_seconds for m in models)
+        yield MaterializeResult(metadata=_run_metadata(champion, scored, model_seconds))
 
     return predictions
 
 
-def _columns_to_read(contract: Contract) -> tuple[list[str], list[str]]:
-    """The features columns the predictions table and the models read (the contract's
-    features: our models are trained on them; a model that needs another column fails
-    naming it), and the categorical ones to read dictionary-encoded."""
-    keep = prediction_key_columns(contract)
-    dictionary = [c for c in contract.categorical_features if c not in keep]
-    return [*keep, *contract.features], dictionary
+def _day_metadata(scored: ScoredDay, shadowed: bool) -> dict[str, Any]:
+    """One day's numbers, for that day's materialization."""
+    metadata: dict[str, Any] = {
+        "dagster/row_count": scored.rows,
+        "rows": scored.rows,
+        "mean_prediction": scored.mean(scored.prediction_sum),
+        "rows_per_second": rate(scored.rows, scored.seconds),
+        "path": MetadataValue.path(str(scored.path)),
+    }
+    if shadowed:
+        metadata["mean_shadow_prediction"] = scored.mean(scored.shadow_prediction_sum)
+        metadata["mean_abs_shadow_difference"] = scored.mean(scored.shadow_abs_difference_sum)
+    return metadata
 
 
-def _rate(rows: int, seconds: float) -> float:
-    return float(rows / seconds) if seconds > 0 else 0.0
+def _run_metadata(champion: Champion, scored: ScoredRange, model_seconds: float) -> dict:
+    """The run's numbers (and, for a one-day run, the day's)."""
+    metadata: dict[str, Any] = {
+        "model_version": champion.number,
+        "model_uri": champion.model_uri,
+        "shadow_model_version": scored.shadow_version or "",
+        "days": len(scored.days),
+        "rows_by_partition": MetadataValue.json({d: s.rows for d, s in scored.days.items()}),
+        "total_rows": scored.rows,
+        "rows_per_second_overall": scored.rows_per_second,
+        # Where the step's time went: resolving the versions and loading the model(s)
+        # (once per run; the loading overlaps the first reads), then per day reading the
+        # features, scoring (the models' matrices and trees, summed over the scoring
+        # workers) and writing the predictions. Reading and writing run beside the scoring
+        # (driftloop/serving/batch.py), so the parts overlap.
+        "model_seconds": round(model_seconds, 4),
+        "read_seconds": round(scored.total("read_seconds"), 4),
+        "score_seconds": round(scored.total("score_seconds"), 4),
+        "write_seconds": round(scored.total("write_seconds"), 4),
+    }
+    if len(scored.days) == 1:
+        [day] = scored.days.values()
+        metadata.update(_day_metadata(day, scored.shadow_version is not None))
+    return metadata
