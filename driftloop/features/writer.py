@@ -1,7 +1,7 @@
 """Write the features table's daily partitions for a range of days, a bounded chunk at a time.
 
-`build_features` holds a whole range in memory (DuckDB's working set is several times the
-result: about 3.5 GB for 1M rows of flights). A range is therefore cut into chunks of
+`build_features` holds a whole range in memory, and DuckDB's working set is several times
+the result (docs/performance.md). A range is therefore cut into chunks of
 consecutive days of at most `max_rows` raw rows (counted from the Parquet footers, no data
 read); each chunk is one query with its own lookback days, written day by day and dropped
 before the next. The rows written are identical whatever the chunking: a day's features
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from pathlib import Path
 
-# About 3.5 GB of peak memory per chunk on flights-shaped rows.
+# Raw rows per chunk: bounds a chunk's peak memory to a few GB on flights-shaped rows.
 DEFAULT_MAX_ROWS = 1_000_000
 
 
