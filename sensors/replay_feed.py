@@ -21,7 +21,7 @@ from dagster import (
 from driftloop.data.contract import Contract
 from driftloop.data.replay import FIRST_DAY, REPLAYABLE, replay_days, replay_next_day, replayed_days
 from resources.lake import LakeResource
-from sensors.settings import seconds, switched_on
+from sensors.settings import positive_int, seconds, switched_on
 
 DEFAULT_INITIAL_DAYS = 35  # five weeks: enough for a first model that beats the baseline
 
@@ -29,7 +29,7 @@ DEFAULT_INITIAL_DAYS = 35  # five weeks: enough for a first model that beats the
 def build_replay_sensor(contract: Contract) -> SensorDefinition | None:
     if contract.name not in REPLAYABLE:
         return None
-    initial_days = seconds("DRIFTLOOP_REPLAY_INITIAL_DAYS", DEFAULT_INITIAL_DAYS)
+    initial_days = positive_int("DRIFTLOOP_REPLAY_INITIAL_DAYS", DEFAULT_INITIAL_DAYS)
     running = switched_on("DRIFTLOOP_REPLAY", default=True)
 
     @sensor(

@@ -28,7 +28,7 @@ from resources.lake import LakeResource
 from sensors.replay_feed import build_replay_sensor
 from sensors.run_requests import content_key, range_run_requests
 from sensors.schedules import build_weekly_retrain_schedule
-from sensors.settings import seconds, switched_on
+from sensors.settings import positive_int, seconds, switched_on
 
 RANGE_START = "dagster/asset_partition_range_start"  # Dagster's range tags, as the CLI sets them
 RANGE_END = "dagster/asset_partition_range_end"
@@ -154,3 +154,11 @@ def test_switches_from_the_environment(
 ) -> None:
     monkeypatch.setenv("DRIFTLOOP_TEST_SWITCH", raw)
     assert switched_on("DRIFTLOOP_TEST_SWITCH", default=True) is expected
+
+
+def test_a_setting_that_is_not_a_number_names_the_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("DRIFTLOOP_REPLAY_INITIAL_DAYS", "five")
+    with pytest.raises(ValueError, match="DRIFTLOOP_REPLAY_INITIAL_DAYS='five': expected a whole"):
+        positive_int("DRIFTLOOP_REPLAY_INITIAL_DAYS", 35)
