@@ -13,8 +13,6 @@ Replayed days are recorded in `<data root>/replay/<dataset>.json`, which
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
@@ -73,30 +71,15 @@ def _record(paths: DatasetPaths, days: list[date]) -> None:
     write_text_atomic(json.dumps(state, indent=1) + "\n", state_file(paths))
 
 
-def _csv_bytes(frame: pd.DataFrame) -> bytes:
-    return frame.to_csv(index=False, date_format="%Y-%m-%d %H:%M:%S").encode()
-
-
-def _write_bytes_atomic(data: bytes, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _write_day(frame: pd.DataFrame, path: Path, fmt: str) -> str:
     import pandas as pd
 
     path.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "csv":
-        data = _csv_bytes(frame)
-        if path.exists() and path.read_bytes() == data:
+        text = frame.to_csv(index=False, date_format="%Y-%m-%d %H:%M:%S")
+        if path.exists() and path.read_text() == text:
             return "unchanged"
-        _write_bytes_atomic(data, path)
+        write_text_atomic(text, path)
         return "written"
     if path.exists():
         try:
