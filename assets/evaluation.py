@@ -170,6 +170,10 @@ def _eval_report(
     )
     challenger_scores = load_scoring_model(challenger_uri, tracking_uri)(holdout)
     reference_scores = load_scoring_model(reference_uri, tracking_uri)(holdout)
+    from driftloop.evaluation.explain import explain, tabular_model
+
+    model = tabular_model(challenger_uri, tracking_uri)
+    explanation = explain(model, holdout) if model is not None else None
 
     gate_config = config.gate()
     result = evaluate(
@@ -182,6 +186,7 @@ def _eval_report(
         samples=gate_config.bootstrap_samples,
         confidence=gate_config.confidence,
         seed=gate_config.seed,
+        explanation=explanation,
     )
     decision = decide(result, gate_config, is_first=champion is None)
 

@@ -97,6 +97,15 @@ def test_dagster_ui_shows_the_graph_reports_and_runs_a_materialization(
             assert Path(href.removeprefix("file://")).is_file()
             metrics_table.first.scroll_into_view_if_needed()
             shots(page, "eval-report")
+            # The HTML report itself: the importance chart and which way each metric is better.
+            page.goto(href)
+            chart = page.locator("svg.importance-chart")
+            chart.wait_for()
+            assert chart.is_visible() and chart.locator("rect").count() >= 5
+            log_loss = page.locator("tr", has_text="log_loss").first
+            assert "lower" in log_loss.inner_text(), log_loss.inner_text()
+            chart.scroll_into_view_if_needed()
+            shots(page, "eval-report-importance")
 
             # 3. The drift report's metadata: the per-column table and the report link.
             page.goto(f"{base}/assets/flights/drift_report")

@@ -19,20 +19,26 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from driftloop.data.contract import ColumnType, Contract, Task
+from driftloop.evaluation.bootstrap import (  # noqa: F401 (public names of the comparison)
+    DEFAULT_BOOTSTRAP_SAMPLES,
+    DEFAULT_SEED,
+    paired_bootstrap,
+    point_metric,
+    weighted_metric,
+)
 from driftloop.evaluation.metrics import percentile_interval
 
-DEFAULT_BOOTSTRAP_SAMPLES = 300
+if TYPE_CHECKING:
+    from driftloop.evaluation.explain import Explanation
+
 DEFAULT_CONFIDENCE = 0.95
-DEFAULT_SEED = 20130101
 CALIBRATION_BINS = 10
-# Resamples are processed in chunks so memory stays near chunk x rows x 8 bytes.
-_CHUNK = 25
 # A numeric slice column with more distinct values than this is cut into quantile bins.
 _MAX_NUMERIC_SLICE_VALUES = 12
 _NUMERIC_SLICE_BINS = 5
@@ -69,6 +75,9 @@ class EvalResult:
     calibration: pd.DataFrame | None
     boot_diffs: np.ndarray = field(repr=False)
     skipped_slices: list[str] = field(default_factory=list)
+    # The challenger's mean absolute contribution per feature, overall ("(all)") and per
+    # slice value (driftloop.evaluation.explain.importance_table); None when not explained.
+    importance: pd.DataFrame | None = None
 
     @property
     def overall(self) -> pd.DataFrame:
@@ -81,8 +90,19 @@ class EvalResult:
             higher = HIGHER_IS_BETTER.get(name)
             # positive_rate has no direction: neither more nor fewer positives is better.
             diff = math.nan if higher is None else (value - ref if higher else ref - value)
-            rows.append({"metric": name, "challenger": value, "reference": ref, "diff": diff})
-        return pd.DataFrame(rows, columns=["metric", "challenger", "reference", "diff"])
+            better = "" if higher is None else "higher" if higher else "lower"
+            rows.append(
+                {
+                    "metric": name,
+                    "better": better,
+                    "challenger": value,
+                    "reference": ref,
+                    "change": value - ref,
+                    "diff": diff,
+                }
+            )
+        columns = ["metric", "better", "challenger", "reference", "change", "diff"]
+        return pd.DataFrame(rows, columns=columns)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -108,6 +128,7 @@ class EvalResult:
             "slices": _records(self.slices),
             "calibration": None if self.calibration is None else _records(self.calibration),
             "skipped_slices": list(self.skipped_slices),
+            "importance": None if self.importance is None else _records(self.importance),
         }
 
 
@@ -138,147 +159,6 @@ def _plain(value: Any) -> Any:
     if isinstance(value, np.bool_):
         return bool(value)
     return value
-
-
-# --------------------------------------------------------------------------------------
-# Weighted metrics: one row of weights per bootstrap resample (multinomial counts).
-
-
-class _WeightedMetric:
-    """A metric of one model on a set of rows, evaluated under many weight vectors at once.
-
-    ``rows`` selects the rows (a slice) out of the full weight matrix it is called with, so
-    one gather per call picks the slice and sorts it in the same step.
-    """
-
-    def __init__(
-        self, metric: str, y: np.ndarray, score: np.ndarray, rows: np.ndarray | None = None
-    ) -> None:
-        self.metric = metric
-        rows = np.arange(len(y)) if rows is None else np.asarray(rows)
-        y = np.asarray(y, dtype=np.float64)[rows]
-        score = np.asarray(score, dtype=np.float64)[rows]
-        self.y = y
-        if metric == "roc_auc":
-            # Sort once; tied scores form a group whose negatives count one half.
-            order = np.argsort(score, kind="mergesort")
-            s = score[order]
-            self.take = rows[order]
-            self.y32 = y[order].astype(np.float32)
-            new_group = np.r_[True, s[1:] != s[:-1]]
-            self.ties = not bool(new_group.all())
-            if self.ties:
-                starts = np.flatnonzero(new_group)
-                ends = np.r_[starts[1:], len(s)] - 1
-                sizes = np.diff(np.r_[starts, len(s)])
-                self.group_start = np.repeat(starts, sizes)
-                self.group_end = np.repeat(ends, sizes)
-            return
-        self.take = rows
-        if metric == "log_loss":
-            p = np.clip(score, 1e-7, 1 - 1e-7)  # as driftloop.evaluation.metrics does
-            self.loss = -(y * np.log(p) + (1 - y) * np.log(1 - p))
-        elif metric in ("brier", "rmse", "r2"):
-            self.loss = (y - score) ** 2
-        elif metric == "mae":
-            self.loss = np.abs(y - score)
-        else:
-            raise ValueError(f"no bootstrap implementation for metric {metric!r}")
-
-    def __call__(self, weights: np.ndarray) -> np.ndarray:
-        """weights: (resamples, all rows) -> metric per resample (NaN where undefined)."""
-        w = weights[:, self.take]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            if self.metric == "roc_auc":
-                # Weighted Mann-Whitney: each positive counts the negatives ranked below it,
-                # plus half of those tied with it. float32 is exact for these integer counts.
-                pos = w * self.y32
-                neg = w - pos
-                incl = np.cumsum(neg, axis=1, dtype=np.float32)
-                if self.ties:
-                    below = (incl - neg)[:, self.group_start]
-                    mid = 0.5 * (below + incl[:, self.group_end])
-                else:
-                    mid = incl - 0.5 * neg
-                num = np.einsum("ij,ij->i", pos, mid, dtype=np.float64)
-                den = pos.sum(axis=1, dtype=np.float64) * neg.sum(axis=1, dtype=np.float64)
-                return np.where(den > 0, num / den, np.nan)
-            w = w.astype(np.float64)
-            total = w.sum(axis=1)
-            mean_loss = (w @ self.loss) / total
-            if self.metric == "rmse":
-                return np.sqrt(mean_loss)
-            if self.metric == "r2":
-                mean_y = (w @ self.y) / total
-                var = (w @ self.y**2) / total - mean_y**2
-                return np.where(var > 0, 1.0 - mean_loss / var, np.nan)
-            return mean_loss
-
-
-def weighted_metric(metric: str, y: np.ndarray, score: np.ndarray, weights: np.ndarray):
-    """The metric under each row of ``weights`` (a 2-D array: resamples x rows)."""
-    weights = np.atleast_2d(np.asarray(weights, dtype=np.float32))
-    return _WeightedMetric(metric, np.asarray(y), np.asarray(score))(weights)
-
-
-def point_metric(metric: str, y: np.ndarray, score: np.ndarray) -> float:
-    """The metric with every row weighted once (NaN when undefined, e.g. one class only)."""
-    if len(y) == 0:
-        return math.nan
-    return float(weighted_metric(metric, y, score, np.ones((1, len(y))))[0])
-
-
-def _resample_weights(rng: np.random.Generator, resamples: int, n: int) -> np.ndarray:
-    """Multinomial bootstrap counts: how often each row is drawn in each resample."""
-    draws = rng.integers(0, n, size=(resamples, n))
-    draws += (np.arange(resamples) * n)[:, None]
-    counts = np.bincount(draws.ravel(), minlength=resamples * n).reshape(resamples, n)
-    return counts.astype(np.float32)
-
-
-def paired_bootstrap(
-    metric: str,
-    higher_is_better: bool,
-    y: np.ndarray,
-    challenger: np.ndarray,
-    reference: np.ndarray,
-    *,
-    groups: list[np.ndarray] | None = None,
-    samples: int = DEFAULT_BOOTSTRAP_SAMPLES,
-    seed: int = DEFAULT_SEED,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Resampled sign-adjusted differences, overall and for each group of row indices.
-
-    Returns ``(overall, per_group)`` with shapes ``(samples,)`` and ``(len(groups), samples)``.
-    Both models are scored on the same resampled rows (a paired bootstrap); the seed makes
-    the result reproducible.
-    """
-    groups = groups or []
-    n = len(y)
-    sign = 1.0 if higher_is_better else -1.0
-    overall = np.full(samples, np.nan)
-    per_group = np.full((len(groups), samples), np.nan)
-    if n == 0 or samples <= 0:
-        return overall, per_group
-    y = np.asarray(y, dtype=np.float64)
-    challenger = np.asarray(challenger, dtype=np.float64)
-    reference = np.asarray(reference, dtype=np.float64)
-    all_c = _WeightedMetric(metric, y, challenger)
-    all_r = _WeightedMetric(metric, y, reference)
-    sub = [
-        (_WeightedMetric(metric, y, challenger, idx), _WeightedMetric(metric, y, reference, idx))
-        for idx in groups
-        if len(idx)
-    ]
-    nonempty = [g for g, idx in enumerate(groups) if len(idx)]
-    rng = np.random.default_rng(seed)
-    for start in range(0, samples, _CHUNK):
-        stop = min(start + _CHUNK, samples)
-        weights = _resample_weights(rng, stop - start, n)
-        overall[start:stop] = sign * (all_c(weights) - all_r(weights))
-        for g, (m_c, m_r) in zip(nonempty, sub, strict=True):
-            per_group[g, start:stop] = sign * (m_c(weights) - m_r(weights))
-    return overall, per_group
 
 
 # --------------------------------------------------------------------------------------
@@ -354,11 +234,13 @@ def evaluate(
     samples: int = DEFAULT_BOOTSTRAP_SAMPLES,
     confidence: float = DEFAULT_CONFIDENCE,
     seed: int = DEFAULT_SEED,
+    explanation: Explanation | None = None,
 ) -> EvalResult:
     """Compare two models' scores on the same holdout rows.
 
     ``holdout`` is a features-table frame (it must hold ``label`` and the slice columns);
-    the two score arrays align with its rows. Rows without a label are left out.
+    the two score arrays (and the challenger's ``explanation``, when given) align with its
+    rows. Rows without a label are left out.
     """
     from driftloop.evaluation.metrics import HIGHER_IS_BETTER, PRIMARY_METRIC, compute_metrics
 
@@ -445,6 +327,15 @@ def evaluate(
         ],
     )
 
+    importance = None
+    if explanation is not None:
+        from driftloop.evaluation.explain import importance_table
+
+        if len(explanation) != len(holdout):
+            raise ValueError(f"explanation has {len(explanation)} rows, holdout {len(holdout)}")
+        by_slice = dict(zip(keys, groups, strict=True))
+        importance = importance_table(explanation.rows(labelled), by_slice)
+
     calibration = None
     if task == Task.binary:
         calibration = calibration_table(y, {challenger_name: s_c, reference_name: s_r})
@@ -472,6 +363,7 @@ def evaluate(
         calibration=calibration,
         boot_diffs=boot,
         skipped_slices=skipped,
+        importance=importance,
     )
 
 

@@ -61,6 +61,110 @@ def _table(frame: pd.DataFrame, signed: tuple[str, ...] = (), fail_rows: set[int
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
+def _overall_table(overall: pd.DataFrame) -> str:
+    """Metric, which direction is better, both values and the change, coloured by whether
+    the change is an improvement (the sign-adjusted ``diff``)."""
+    head = "".join(
+        f'<th class="{"l" if c in ("metric", "better") else ""}">{c}</th>'
+        for c in ("metric", "better", "challenger", "reference", "change")
+    )
+    body = []
+    for row in overall.to_dict(orient="records"):
+        diff = row["diff"]
+        tone = "" if math.isnan(diff) or diff == 0 else " good" if diff > 0 else " bad"
+        better = row["better"] or "&ndash;"
+        body.append(
+            f"<tr><td class='l'>{escape(str(row['metric']))}</td><td class='l'>{better}</td>"
+            f"<td>{_fmt(float(row['challenger']))}</td><td>{_fmt(float(row['reference']))}</td>"
+            f"<td class='{tone.strip()}'>{_fmt(float(row['change']), True)}</td></tr>"
+        )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def _importance_bars(overall: pd.DataFrame, top: int = 15) -> str:
+    """Horizontal bars: mean |contribution| per feature, largest first."""
+    rows = overall.nlargest(top, "mean_abs_contribution")
+    width, label_w, bar_h = 640, 170, 18
+    longest = float(rows["mean_abs_contribution"].max()) or 1.0
+    height = bar_h * len(rows) + 30
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        'role="img" aria-label="feature importance (mean absolute contribution)" '
+        'class="importance-chart">'
+    ]
+    for i, row in enumerate(rows.itertuples(index=False)):
+        y = 5 + i * bar_h
+        length = (width - label_w - 70) * row.mean_abs_contribution / longest
+        parts.append(
+            f'<text x="{label_w - 6}" y="{y + 13}" text-anchor="end" font-size="12">'
+            f"{escape(str(row.feature))}</text>"
+            f'<rect x="{label_w}" y="{y + 2}" width="{length:.1f}" height="{bar_h - 5}" '
+            f'fill="#1f6feb"><title>{escape(str(row.feature))}: '
+            f"{row.mean_abs_contribution:.4f}</title></rect>"
+            f'<text x="{label_w + length + 4:.1f}" y="{y + 13}" font-size="11">'
+            f"{row.mean_abs_contribution:.4f}</text>"
+        )
+    parts.append(
+        f'<text x="{label_w}" y="{height - 6}" font-size="11" fill="#52606d">'
+        "mean |contribution| to the raw score</text></svg>"
+    )
+    return "".join(parts)
+
+
+def _importance_grid(part: pd.DataFrame, features: list[str], column: str) -> str:
+    """One slice column: a row per value, a cell per feature shaded by its importance."""
+    values = list(dict.fromkeys(part["value"]))
+    grid = part.pivot_table(index="value", columns="feature", values="mean_abs_contribution")
+    top = float(grid[features].to_numpy().max()) or 1.0
+    cell_w, cell_h, label_w, head_h = 70, 20, 130, 80
+    width, height = label_w + cell_w * len(features), head_h + cell_h * len(values)
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'role="img" aria-label="importance by {escape(column)}">'
+    ]
+    for j, feature in enumerate(features):
+        x = label_w + j * cell_w + cell_w / 2
+        parts.append(
+            f'<text x="{x}" y="{head_h - 6}" font-size="11" transform="rotate(-40 {x} '
+            f'{head_h - 6})">{escape(feature)}</text>'
+        )
+    for i, value in enumerate(values):
+        y = head_h + i * cell_h
+        parts.append(
+            f'<text x="{label_w - 6}" y="{y + 14}" text-anchor="end" font-size="11">'
+            f"{escape(str(value))}</text>"
+        )
+        for j, feature in enumerate(features):
+            v = float(grid.loc[value, feature])
+            shade = 0.08 + 0.85 * v / top
+            parts.append(
+                f'<rect x="{label_w + j * cell_w}" y="{y}" width="{cell_w - 2}" '
+                f'height="{cell_h - 2}" fill="#1f6feb" fill-opacity="{shade:.2f}">'
+                f"<title>{escape(column)}={escape(str(value))}, {escape(feature)}: "
+                f"{v:.4f}</title></rect>"
+                f'<text x="{label_w + j * cell_w + 4}" y="{y + 14}" font-size="10">{v:.3f}</text>'
+            )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _importance_section(importance: pd.DataFrame, model: str, top: int = 8) -> str:
+    overall = importance[importance["slice"] == "(all)"]
+    features = overall.nlargest(top, "mean_abs_contribution")["feature"].tolist()
+    out = [
+        "<h2 id='importance'>Feature importance</h2>",
+        f"<p>Mean absolute contribution of each feature to {escape(model)}'s raw score "
+        "(log-odds for a binary task) on the labelled holdout rows: the model's own "
+        "additive contributions (TreeSHAP for LightGBM, coefficient times input for the "
+        "linear baseline).</p>",
+        _importance_bars(overall),
+    ]
+    for column, part in importance[importance["slice"] != "(all)"].groupby("slice", sort=False):
+        out.append(f"<h3>By {escape(str(column))} (top {len(features)} features)</h3>")
+        out.append(_importance_grid(part, features, str(column)))
+    return "\n".join(out)
+
+
 def _reliability_svg(calibration: pd.DataFrame) -> str:
     """Mean predicted vs observed rate per bin, one polyline per model, on the diagonal."""
     size, pad = 320, 36
@@ -149,9 +253,11 @@ def render(result: EvalResult, decision: Any = None, context: dict[str, Any] | N
     )
 
     out.append("<h2>Overall metrics</h2>")
-    out.append(_table(result.overall, signed=("diff",)))
+    out.append(_overall_table(result.overall))
     out.append(
-        "<p class='small'>diff is sign-adjusted: positive means the challenger is better.</p>"
+        "<p class='small'>change = challenger &minus; reference; <i>better</i> says which "
+        "direction is an improvement for that metric (green: the challenger improved, "
+        "red: it got worse).</p>"
     )
 
     out.append("<h2>Slices</h2>")
@@ -172,6 +278,9 @@ def render(result: EvalResult, decision: Any = None, context: dict[str, Any] | N
         )
     if result.skipped_slices:
         out.append(f"<p>Not in the holdout, not checked: {escape(str(result.skipped_slices))}</p>")
+
+    if result.importance is not None and not result.importance.empty:
+        out.append(_importance_section(result.importance, result.challenger_name))
 
     if result.calibration is not None and not result.calibration.empty:
         out.append("<h2>Calibration</h2>")

@@ -39,6 +39,8 @@ if TYPE_CHECKING:
 
     import pyarrow as pa
 
+    from driftloop.training.models import TabularModel
+
 BATCH_ROWS = 131_072
 # Batches scored at once; each worker's model predicts with its share of the cores.
 SCORING_WORKERS = 2
@@ -52,6 +54,30 @@ class Scorer:
 
     score: ScoreFn
     version: str
+
+
+@dataclass(frozen=True)
+class Explainer:
+    """Adds each row's `top` largest contributions of `model` (the champion's TabularModel,
+    `driftloop.evaluation.explain.tabular_model`) as the JSON column `top_contributions`."""
+
+    model: TabularModel
+    top: int = 5
+
+
+TOP_CONTRIBUTIONS = "top_contributions"
+
+
+def explained(table: pa.Table, rows: pa.Table, explainer: Explainer) -> pa.Table:
+    """`rows` (the predictions of `table`) with the top contributions column appended."""
+    import pyarrow as pa
+
+    from driftloop.evaluation.explain import explain, top_contributions_json
+
+    texts = (
+        top_contributions_json(explain(explainer.model, table), explainer.top) if len(table) else []
+    )
+    return rows.append_column(TOP_CONTRIBUTIONS, pa.array(texts, type=pa.string()))
 
 
 @dataclass
@@ -105,11 +131,13 @@ def score_day(
     columns: list[str] | None = None,
     dictionary: list[str] | None = None,
     batch_rows: int = BATCH_ROWS,
+    explainer: Explainer | None = None,
 ) -> ScoredDay:
     """Write the predictions partition of `day`: `columns` of its features (None: all)
     scored by `champion` and, beside it, by `shadow`; `dictionary` columns are read
-    dictionary-encoded; batches of at most `batch_rows` rows (`balanced_batch_rows`).
-    FileNotFoundError if the features partition is absent."""
+    dictionary-encoded; batches of at most `batch_rows` rows (`balanced_batch_rows`);
+    with an `explainer`, each row's top contributions too. FileNotFoundError if the
+    features partition is absent."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -153,6 +181,8 @@ def score_day(
             shadow.version if shadow else None,
             first_row=first_row,
         )
+        if explainer is not None:
+            rows = explained(table, rows, explainer)
         scored = ScoredBatch(rows, float(np.sum(scores)), score_seconds=seconds)
         if shadow_scores is not None:
             scored.shadow_prediction_sum = float(np.sum(shadow_scores))

@@ -9,18 +9,22 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, Any, ClassVar, TypeAlias
+from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
-    import pyarrow as pa
 
 from driftloop.data.contract import Contract, Task
-
-# What predict() scores: a pandas frame, or an Arrow table read straight from Parquet (the
-# batch scorer's path: no Python string objects, categorical columns dictionary-encoded).
-Frame: TypeAlias = "pd.DataFrame | pa.Table"
+from driftloop.training.columns import (
+    Frame,
+    as_pandas,
+    category_codes,
+    column_names,
+    is_arrow_table,
+    numeric_values,
+    row_slice,
+)
 
 # Sensible defaults for the data sizes here (thousands to a few million rows).
 LIGHTGBM_DEFAULTS: dict[str, Any] = {
@@ -86,6 +90,16 @@ class TabularModel(ABC):
     def feature_importance(self) -> dict[str, float]:
         """Importance per contract feature, non-negative, summing to 1 (0s if none)."""
 
+    @abstractmethod
+    def contributions(self, frame: Frame) -> np.ndarray:
+        """Each feature's additive contribution to each row's raw score (log-odds for
+        binary, the prediction for regression): rows x (features + 1), the last column the
+        bias; a row sums to `raw_score`."""
+
+    @abstractmethod
+    def raw_score(self, frame: Frame) -> np.ndarray:
+        """The score before the link function (log-odds for binary), 1-D float64."""
+
     def _check_columns(self, frame: Frame) -> None:
         present = set(column_names(frame))
         missing = [f for f in self.features if f not in present]
@@ -113,109 +127,6 @@ class TabularModel(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(task={self.task.value}, features={len(self.features)})"
-
-
-def is_arrow_table(frame: Any) -> bool:
-    """A pyarrow Table (not a pandas DataFrame), told by its `column_names`, so callers that
-    only hold pandas frames never import pyarrow to ask."""
-    return hasattr(frame, "column_names")
-
-
-def column_names(frame: Frame) -> list[str]:
-    """Column names of a pandas DataFrame or a pyarrow Table."""
-    names = getattr(frame, "column_names", None)  # pyarrow.Table
-    return list(names) if names is not None else list(frame.columns)
-
-
-def as_pandas(frame: Frame, columns: list[str]) -> pd.DataFrame:
-    """The given columns as pandas (an Arrow table is converted, only those columns)."""
-    if is_arrow_table(frame):
-        return frame.select(columns).to_pandas()
-    return frame
-
-
-def row_slice(frame: Frame, start: int, count: int) -> Frame:
-    """Rows start..start+count of a DataFrame or an Arrow table (a view, not a copy)."""
-    if is_arrow_table(frame):
-        return frame.slice(start, count)
-    return frame.iloc[start : start + count]
-
-
-def _is_arrow(values: Any) -> bool:
-    import pyarrow as pa
-
-    return isinstance(values, pa.Array | pa.ChunkedArray)
-
-
-def numeric_values(values: pd.Series | pa.Array | pa.ChunkedArray) -> np.ndarray:
-    """One numeric feature as float64: NULL, and values that are not numbers, -> NaN.
-
-    The same rule as `pd.to_numeric(errors="coerce")`, without a copy when the column is
-    float64 already (every numeric column of the features table is).
-    """
-    import numpy as np
-    import pandas as pd
-    import pyarrow as pa
-
-    if _is_arrow(values):
-        kind = values.type
-        if pa.types.is_floating(kind) or pa.types.is_integer(kind) or pa.types.is_boolean(kind):
-            # Arrow casts in C and turns NULL into NaN in to_numpy; one float64 chunk
-            # without NULL is not even copied.
-            if kind != pa.float64():
-                values = values.cast(pa.float64())
-            return np.asarray(values.to_numpy(zero_copy_only=False), dtype=np.float64)
-        if pa.types.is_null(kind):
-            return np.full(len(values), np.nan)
-        values = values.to_pandas()  # rare types (strings, dates): pandas' own rules below
-    if values.dtype == np.float64:
-        return values.to_numpy()
-    return pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
-
-
-def category_codes(
-    values: pd.Series | pa.Array | pa.ChunkedArray, categories: list[str]
-) -> np.ndarray:
-    """One categorical feature as the float64 position of each value in `categories`.
-
-    Values are compared as strings; NULL and values not among the categories become NaN.
-    Arrow string columns are matched through their dictionary (each distinct value is
-    looked up once, then one integer gather per row); pandas columns of plain `str`
-    objects skip the cast to the string dtype (a full copy that changes nothing).
-    """
-    import numpy as np
-    import pandas as pd
-    import pyarrow as pa
-
-    if _is_arrow(values):
-        kind = values.type
-        value_kind = kind.value_type if pa.types.is_dictionary(kind) else kind
-        if pa.types.is_string(value_kind) or pa.types.is_large_string(value_kind):
-            return _arrow_category_codes(values, categories)
-        values = values.to_pandas()  # booleans, numbers: pandas' string rules, as in training
-    if not (values.dtype == object and pd.api.types.infer_dtype(values) in ("string", "empty")):
-        values = values.astype("string")
-    codes = pd.Categorical(values, categories=categories).codes
-    return np.where(codes < 0, np.nan, codes).astype(np.float64)
-
-
-def _arrow_category_codes(values: pa.Array | pa.ChunkedArray, categories: list[str]) -> np.ndarray:
-    import numpy as np
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    known = pa.array(categories, type=pa.string())
-    parts = []
-    for chunk in values.chunks if isinstance(values, pa.ChunkedArray) else [values]:
-        if not pa.types.is_dictionary(chunk.type):
-            chunk = chunk.dictionary_encode()
-        dictionary = chunk.dictionary.cast(pa.string())
-        # Code of each dictionary entry (NaN if unseen in training), plus NaN for NULL rows.
-        lookup = pc.index_in(dictionary, value_set=known).to_numpy(zero_copy_only=False)
-        lookup = np.append(lookup.astype(np.float64), np.nan)
-        indices = pc.fill_null(chunk.indices, len(dictionary)).to_numpy()
-        parts.append(lookup[indices])
-    return np.concatenate(parts) if parts else np.empty(0, dtype=np.float64)
 
 
 def _normalised(raw: dict[str, float]) -> dict[str, float]:
@@ -347,6 +258,33 @@ class LightGBMModel(TabularModel):
             scores[start : start + len(block)] = np.asarray(predicted).ravel()
         return scores
 
+    def _blocks(self, frame: Frame, **options: Any) -> np.ndarray:
+        """Booster.predict with `options`, a block of rows at a time, stacked."""
+        import numpy as np
+
+        self._check_fitted()
+        parts = [
+            np.asarray(
+                self.booster.predict(
+                    self.feature_matrix(row_slice(frame, start, PREDICT_BLOCK_ROWS)),
+                    num_iteration=self.best_iteration,
+                    **options,
+                )
+            )
+            for start in range(0, len(frame), PREDICT_BLOCK_ROWS)
+        ]
+        width = len(self.features) + 1 if options.get("pred_contrib") else None
+        if not parts:
+            return np.empty((0, width) if width else 0, dtype=np.float64)
+        return np.concatenate(parts).astype(np.float64, copy=False)
+
+    def contributions(self, frame: Frame) -> np.ndarray:
+        """LightGBM's own (TreeSHAP) contributions, `pred_contrib=True`."""
+        return self._blocks(frame, pred_contrib=True)
+
+    def raw_score(self, frame: Frame) -> np.ndarray:
+        return self._blocks(frame, raw_score=True).ravel()
+
     def feature_importance(self) -> dict[str, float]:
         self._check_fitted()
         gains = self.booster.feature_importance(
@@ -417,24 +355,63 @@ class BaselineModel(TabularModel):
             scores = self.pipeline.predict(x)
         return np.asarray(scores, dtype="float64").ravel()
 
+    def _owners(self) -> list[int]:
+        """The feature (its index) each transformed column belongs to."""
+        prepare = self.pipeline.named_steps["prepare"]
+        owners = []
+        for output in prepare.get_feature_names_out():
+            block, _, rest = output.partition("__")
+            if block == "numeric":
+                owners.append(self.features.index(rest))
+            else:
+                # One-hot names are "<feature>_<category>"; the longest matching prefix wins.
+                owner = max((f for f in self.categorical if rest.startswith(f + "_")), key=len)
+                owners.append(self.features.index(owner))
+        return owners
+
+    def _coefficients(self) -> np.ndarray:
+        import numpy as np
+
+        return np.asarray(self.pipeline.named_steps["model"].coef_, dtype="float64").reshape(-1)
+
     def feature_importance(self) -> dict[str, float]:
         """Sum of |coefficient| over each feature's (scaled or one-hot) columns."""
         import numpy as np
 
         self._check_fitted()
-        prepare = self.pipeline.named_steps["prepare"]
-        coef = np.abs(np.asarray(self.pipeline.named_steps["model"].coef_, dtype="float64"))
-        coef = coef.reshape(-1)
         raw = dict.fromkeys(self.features, 0.0)
-        for output, weight in zip(prepare.get_feature_names_out(), coef, strict=True):
-            block, _, rest = output.partition("__")
-            if block == "numeric":
-                raw[rest] += float(weight)
-            else:
-                # One-hot names are "<feature>_<category>"; the longest matching prefix wins.
-                owner = max((f for f in self.categorical if rest.startswith(f + "_")), key=len)
-                raw[owner] += float(weight)
+        for owner, weight in zip(self._owners(), np.abs(self._coefficients()), strict=True):
+            raw[self.features[owner]] += float(weight)
         return _normalised(raw)
+
+    def contributions(self, frame: Frame) -> np.ndarray:
+        """Coefficient times transformed input (scaled numeric, one-hot category), summed
+        over each feature's columns; the bias is the intercept."""
+        import numpy as np
+        from scipy import sparse
+
+        self._check_fitted()
+        x = self.pipeline.named_steps["prepare"].transform(self._frame(frame))
+        owners = np.asarray(self._owners())
+        # Transformed columns -> features: a 0/1 matrix, so the product stays sparse-aware.
+        assign = sparse.csr_matrix(
+            (np.ones(len(owners)), (np.arange(len(owners)), owners)),
+            shape=(len(owners), len(self.features)),
+        )
+        weighted = sparse.csr_matrix(x).multiply(self._coefficients()[None, :])
+        per_feature = np.asarray((sparse.csr_matrix(weighted) @ assign).todense())
+        intercept = float(np.ravel(self.pipeline.named_steps["model"].intercept_)[0])
+        bias = np.full((per_feature.shape[0], 1), intercept)
+        return np.hstack([per_feature, bias]).astype(np.float64)
+
+    def raw_score(self, frame: Frame) -> np.ndarray:
+        import numpy as np
+
+        self._check_fitted()
+        x = self._frame(frame)
+        if self.task == Task.binary:
+            return np.asarray(self.pipeline.decision_function(x), dtype="float64").ravel()
+        return np.asarray(self.pipeline.predict(x), dtype="float64").ravel()
 
 
 MODEL_KINDS: dict[str, type[TabularModel]] = {"lightgbm": LightGBMModel, "baseline": BaselineModel}
