@@ -14,6 +14,7 @@ def build_dataset_definitions(contract: Contract) -> Definitions:
     """
     from assets import evaluation, features, model, monitoring, predictions, raw_data
     from assets.backtest import build_backtest_job
+    from assets.cost import with_costs
     from pipelines import jobs
     from pipelines.rollback import build_rollback_job
     from sensors.alerts import build_alert_sensor
@@ -59,4 +60,5 @@ def build_dataset_definitions(contract: Contract) -> Definitions:
         predictions.build_predictions(contract),
         monitoring.build_monitoring(contract),
     ]
-    return Definitions.merge(*graph, orchestration)
+    # Every asset step records its own cost (CPU, wall, peak memory, rows) as metadata.
+    return Definitions.merge(with_costs(Definitions.merge(*graph), contract.name), orchestration)

@@ -27,12 +27,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tracking-uri", default=None, help="MLflow store (default as above)")
     args = parser.parse_args(argv)
 
+    from driftloop import cost
     from driftloop.monitoring import signals as monitoring
     from driftloop.training.registry import make_client
     from pipelines import retrain_history
 
     monitoring.register_status_section()
     retrain_history.register_status_section()
+    cost.register_status_section()
 
     root = data_root(args.data_dir)
     client = make_client(args.tracking_uri or default_mlflow_uri(root))

@@ -40,7 +40,7 @@ def test_cli_json_and_text_without_models(flights_paths, data_root, capsys) -> N
     _entries(flights_paths)
     assert status_cli.main(["--dataset", "flights", "--json"]) == 0
     printed = json.loads(capsys.readouterr().out)
-    assert list(printed) == ["dataset", "registry", "ledger", "monitoring", "triggers"]
+    assert list(printed) == ["dataset", "registry", "ledger", "monitoring", "triggers", "cost"]
     assert printed["monitoring"]["latest_drift"] is None
     assert printed["triggers"] == {"last_triggered": None, "recent_runs": []}
     assert printed["dataset"] == "flights"
