@@ -15,6 +15,13 @@ from driftloop.data.contract import (
     load_contracts,
     parse_duration,
 )
+from driftloop.data.contract_sql import (
+    DERIVED_EVENT_TIME,
+    check_expression,
+    compute_event_time,
+    event_time_inputs,
+    sandboxed_connection,
+)
 from driftloop.paths import PROJECT_ROOT
 
 FLIGHTS = PROJECT_ROOT / "contracts" / "flights.yaml"
@@ -131,3 +138,115 @@ def test_contract_round_trips_through_json() -> None:
     contract = load_contract(FLIGHTS)
     again = type(contract).model_validate_json(contract.model_dump_json())
     assert again == contract
+
+
+# --- the contract SQL sandbox -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("edit", "field"),
+    [
+        (
+            lambda c: c["extra_features"].update(
+                leak="(SELECT count(*) FROM read_csv('/etc/passwd'))"
+            ),
+            "extra_features.leak",
+        ),
+        # Breaking out of the parentheses with a comment still leaves a FROM clause.
+        (
+            lambda c: c["extra_features"].update(leak="1) FROM read_csv('/etc/passwd') --"),
+            "extra_features.leak",
+        ),
+        (lambda c: c.update(target={"expression": "arr_delay > 15; DROP TABLE t"}), "target"),
+        (
+            lambda c: c["rolling_features"][0].update(
+                value="(SELECT 1 FROM glob('/etc/*') LIMIT 1)"
+            ),
+            "rolling_features.carrier_late_rate_7d.value",
+        ),
+        (
+            lambda c: c["rolling_features"][5].update(
+                known_at="(SELECT max(ts) FROM read_parquet('/tmp/x.parquet'))"
+            ),
+            "rolling_features.origin_dep_delay_2h.known_at",
+        ),
+    ],
+)
+def test_contract_sql_cannot_read_anything(tmp_path: Path, edit, field: str) -> None:
+    path = _write_variant(tmp_path, edit)
+    with pytest.raises(ContractError) as caught:
+        load_contract(path)
+    message = str(caught.value)
+    assert f"field '{field}'" in message
+    assert str(path) in message
+    assert "docs/contracts.md#" in message
+
+
+def test_sandboxed_connection_refuses_files() -> None:
+    import duckdb
+
+    con = sandboxed_connection()
+    with pytest.raises(duckdb.Error, match="disabled"):
+        con.execute("SELECT count(*) FROM read_csv('/etc/passwd')")
+    assert check_expression("hour(a) + b / 60.0") == {"a", "b"}
+
+
+def test_validation_errors_link_to_the_fields_section(tmp_path: Path) -> None:
+    path = _write_variant(tmp_path, lambda c: c["columns"]["distance"].update(type="numerc"))
+    with pytest.raises(ContractError, match=r"see docs/contracts\.md#columns"):
+        load_contract(path)
+
+
+# --- event time from columns --------------------------------------------------------------
+
+
+def _date_plus_hour(c: dict) -> None:
+    columns = c["columns"]
+    del columns["scheduled_departure"]
+    columns["dep_date"] = {"type": "categorical", "nullable": False}
+    columns["dep_hour"] = {"type": "numeric", "nullable": False, "min": 0, "max": 23}
+    c["event_time"] = {
+        "expression": "CAST(dep_date AS DATE) + to_hours(CAST(dep_hour AS BIGINT))",
+        "timezone": "America/New_York",
+    }
+    # Contract SQL says `event_time` for the row's event time, whatever it is made of.
+    c["extra_features"] = {
+        "hour": "hour(event_time)",
+        "weekday": "dayofweek(event_time)",
+        "plane_age": "year(event_time) - plane_year",
+    }
+    for rolling in c["rolling_features"]:
+        if rolling.get("known_at"):
+            rolling["known_at"] = "event_time + to_minutes(CAST(dep_delay AS BIGINT))"
+
+
+def test_event_time_expression_over_columns(tmp_path: Path) -> None:
+    import pandas as pd
+
+    contract = load_contract(_write_variant(tmp_path, _date_plus_hour))
+    assert contract.event_time.column == DERIVED_EVENT_TIME
+    assert contract.columns[DERIVED_EVENT_TIME].type.value == "timestamp"
+    assert not contract.columns[DERIVED_EVENT_TIME].required
+    assert event_time_inputs(contract) == ["dep_date", "dep_hour"]
+    frame = pd.DataFrame({"dep_date": ["2013-01-01", "2013-03-10", None], "dep_hour": [5.0, 23, 1]})
+    times = compute_event_time(contract, frame)
+    assert list(times[:2]) == [pd.Timestamp("2013-01-01 05:00"), pd.Timestamp("2013-03-10 23:00")]
+    assert pd.isna(times[2])
+    again = type(contract).model_validate_json(contract.model_dump_json())
+    assert again == contract
+
+
+def test_event_time_expression_must_use_landed_columns(tmp_path: Path) -> None:
+    def edit(c: dict) -> None:
+        _date_plus_hour(c)
+        c["event_time"]["expression"] = "event_time + INTERVAL 1 HOUR"
+
+    with pytest.raises(ContractError, match=r"event_time\.expression"):
+        load_contract(_write_variant(tmp_path, edit))
+
+    def both(c: dict) -> None:
+        _date_plus_hour(c)
+        c["event_time"]["column"] = "dep_date"
+
+    with pytest.raises(ContractError, match="exactly one"):
+        load_contract(_write_variant(tmp_path, both))

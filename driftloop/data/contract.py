@@ -12,11 +12,15 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from driftloop.data.contract_sql import DERIVED_EVENT_TIME, UnsafeSQLError, check_expression
 from driftloop.monitoring.trigger import TriggerPolicy
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+# Columns of the features table (and the raw partitions' `_source_file`): never a contract's.
+RESERVED_NAMES = ("event_time", "label", "partition_date", "_source_file")
+DOCS = "docs/contracts.md"
 
 
 class ContractError(ValueError):
@@ -89,8 +93,22 @@ class Column(_Strict):
 
 
 class EventTime(_Strict):
-    column: str
+    """When a row happened: a timestamp column, or a SQL expression over columns."""
+
+    column: str | None = None
+    expression: str | None = None
     timezone: str = "UTC"
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Self:
+        derived = self.expression is not None and self.column == DERIVED_EVENT_TIME
+        if (self.column is None) == (self.expression is None) and not derived:
+            raise ValueError("give exactly one of 'column' or 'expression'")
+        return self
+
+    @property
+    def sql(self) -> str:
+        return f'"{self.column}"' if self.expression is None else f"({self.expression})"
 
     @field_validator("timezone")
     @classmethod
@@ -174,6 +192,29 @@ class Contract(_Strict):
     training: Training = Field(default_factory=Training)
     retraining: TriggerPolicy = Field(default_factory=TriggerPolicy)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _derived_event_time(cls, data: Any) -> Any:
+        """An event-time expression is stored by ingestion as a timestamp column of its own."""
+        if not isinstance(data, dict):
+            return data
+        event = data.get("event_time")
+        if not isinstance(event, dict) or event.get("expression") is None:
+            return data
+        columns = data.get("columns")
+        if not isinstance(columns, dict):
+            return data
+        if event.get("column") not in (None, DERIVED_EVENT_TIME):
+            return data  # both given: EventTime says to give exactly one
+        columns = dict(columns)
+        columns[DERIVED_EVENT_TIME] = {
+            "type": "timestamp",
+            "required": False,
+            "nullable": False,
+            "description": "event time computed from event_time.expression at ingestion",
+        }
+        return data | {"event_time": event | {"column": DERIVED_EVENT_TIME}, "columns": columns}
+
     @field_validator("label_delay", mode="before")
     @classmethod
     def _delay(cls, value: Any) -> timedelta:
@@ -205,9 +246,13 @@ class Contract(_Strict):
         need("features", self.features, known | derived)
         need("slices", self.slices, known | derived)
         need("rolling_features.group_by", [r.group_by for r in self.rolling_features], known)
-        reserved = {"event_time", "label", "partition_date"} & (known | derived)
+        reserved = set(RESERVED_NAMES) & (known | derived)
+        if self.event_time.expression is None:
+            reserved |= {DERIVED_EVENT_TIME} & (known | derived)
         if reserved:
-            raise ValueError(f"{sorted(reserved)} are reserved names of the features table")
+            raise ValueError(
+                f"{sorted(reserved)} are reserved names (see {DOCS}#reserved-column-names)"
+            )
         clash = derived & known
         if clash:
             raise ValueError(f"extra/rolling feature names {sorted(clash)} clash with columns")
@@ -235,29 +280,26 @@ class Contract(_Strict):
         return [n for n, c in self.columns.items() if c.required]
 
 
+def see(field: str) -> str:
+    """Where the contract reference explains a field ('columns.x.min' -> its top section)."""
+    top = field.split(".", 1)[0]
+    return f"see {DOCS}#{top}" if top in Contract.model_fields else f"see {DOCS}"
+
+
 def _format_pydantic_error(path: Path, error: ValidationError) -> str:
     lines = [f"contract {path}: {error.error_count()} problem(s)"]
     for item in error.errors():
         where = ".".join(str(p) for p in item["loc"]) or "(top level)"
         message = item["msg"].removeprefix("Value error, ")
-        lines.append(f"  - field '{where}': {message}")
+        lines.append(f"  - field '{where}': {message} ({see(where)})")
     return "\n".join(lines)
 
 
-def _check_target_sql(path: Path, contract: Contract) -> None:
-    """Compile the target and extra feature SQL against an empty table of the declared columns."""
-    import duckdb  # light import; only needed for this check
-
-    sql_types = {
-        ColumnType.numeric: "DOUBLE",
-        ColumnType.categorical: "VARCHAR",
-        ColumnType.boolean: "BOOLEAN",
-        ColumnType.timestamp: "TIMESTAMP",
-    }
-    columns = ", ".join(f'"{n}" {sql_types[c.type]}' for n, c in contract.columns.items())
-    con = duckdb.connect()
-    con.execute(f"CREATE TABLE t ({columns})")
+def contract_expressions(contract: Contract) -> dict[str, str]:
+    """Every SQL expression of a contract, keyed by its field, as the features query uses it."""
     expressions = {"target": contract.target.sql}
+    if contract.event_time.expression is not None:
+        expressions["event_time.expression"] = f"CAST({contract.event_time.sql} AS TIMESTAMP)"
     expressions |= {f"extra_features.{k}": f"({v})" for k, v in contract.extra_features.items()}
     for r in contract.rolling_features:
         if r.value is not None:
@@ -265,15 +307,47 @@ def _check_target_sql(path: Path, contract: Contract) -> None:
         if r.known_at is not None:
             known_at = f"CAST(({r.known_at}) AS TIMESTAMP)"
             expressions[f"rolling_features.{r.name}.known_at"] = known_at
-    for field, sql in expressions.items():
-        try:
-            con.execute(f"SELECT {sql} FROM t")
-        except duckdb.Error as error:
-            first_line = str(error).splitlines()[0]
-            raise ContractError(
-                f"contract {path}: field '{field}': SQL {sql!r} does not run against the "
-                f"declared columns: {first_line}"
-            ) from error
+    return expressions
+
+
+def _check_sql(path: Path, contract: Contract) -> None:
+    """Each SQL expression: one scalar expression (the sandbox's rule) that compiles against
+    an empty table of the declared columns, on a connection without external access."""
+    import duckdb  # light import; only needed for this check
+
+    from driftloop.data.contract_sql import sandboxed_connection
+
+    sql_types = {
+        ColumnType.numeric: "DOUBLE",
+        ColumnType.categorical: "VARCHAR",
+        ColumnType.boolean: "BOOLEAN",
+        ColumnType.timestamp: "TIMESTAMP",
+    }
+    declared = [f'"{n}" {sql_types[c.type]}' for n, c in contract.columns.items()]
+    columns = ", ".join([*declared, "event_time TIMESTAMP"])  # as the features query has it
+    con = sandboxed_connection()
+    try:
+        con.execute(f"CREATE TABLE t ({columns})")
+        for field, sql in contract_expressions(contract).items():
+            where = f"contract {path}: field '{field}'"
+            try:
+                used = check_expression(sql)
+            except UnsafeSQLError as error:
+                raise ContractError(
+                    f"{where}: {error} (see {DOCS}#what-contract-sql-may-do)"
+                ) from None
+            if field == "event_time.expression" and used & {DERIVED_EVENT_TIME, "event_time"}:
+                raise ContractError(f"{where}: must be computed from the landed columns")
+            try:
+                con.execute(f"SELECT {sql} FROM t")
+            except duckdb.Error as error:
+                first_line = str(error).splitlines()[0]
+                raise ContractError(
+                    f"{where}: SQL {sql!r} does not run against the declared columns: "
+                    f"{first_line} ({see(field)})"
+                ) from error
+    finally:
+        con.close()
 
 
 def load_contract(path: str | Path) -> Contract:
@@ -289,7 +363,7 @@ def load_contract(path: str | Path) -> Contract:
         contract = Contract.model_validate(raw)
     except ValidationError as error:
         raise ContractError(_format_pydantic_error(path, error)) from None
-    _check_target_sql(path, contract)
+    _check_sql(path, contract)
     return contract
 
 

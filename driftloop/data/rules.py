@@ -9,6 +9,11 @@ if TYPE_CHECKING:
     import pandas as pd
 
 from driftloop.data.contract import ColumnType, Contract
+from driftloop.data.contract_sql import (
+    DERIVED_EVENT_TIME,
+    compute_event_time,
+    event_time_inputs_text,
+)
 from driftloop.data.reading import Reject, cast_column, example, examples, fmt_rule_value
 
 
@@ -49,6 +54,8 @@ def cast_and_check(contract: Contract, raw: pd.DataFrame) -> tuple[pd.DataFrame,
     violations = Violations(reasons=pd.Series("", index=raw.index, dtype=object))
     event_column = contract.event_time.column
     for name, column in contract.columns.items():
+        if name == DERIVED_EVENT_TIME and contract.event_time.expression is not None:
+            continue  # computed from the other columns below
         # An optional column the file lacks is all null (and still meets nullable rules).
         original = raw[name] if name in raw else pd.Series(None, index=raw.index, dtype=object)
         values = cast_column(original, column, contract)
@@ -91,6 +98,8 @@ def cast_and_check(contract: Contract, raw: pd.DataFrame) -> tuple[pd.DataFrame,
                 allowed_text = {str(v) for v in column.allowed}
                 outside = values.notna() & ~values.isin(allowed_text)
             violations.add(outside, f"column '{name}' rule allowed", values.astype(object))
+    if contract.event_time.expression is not None:
+        cast[event_column] = _derived_event_time(contract, cast, raw.index, violations)
     # A row dated outside the contract's partitions has no partition to live in.
     event = cast[event_column]
     start, end = contract.partitions.start, contract.partitions.end
@@ -101,3 +110,23 @@ def cast_and_check(contract: Contract, raw: pd.DataFrame) -> tuple[pd.DataFrame,
         rule = f"partitions [{start}, {end})"
     violations.add(outside_range, f"column '{event_column}' rule {rule}", event.astype(object))
     return pd.DataFrame(cast, index=raw.index), violations
+
+
+def _derived_event_time(
+    contract: Contract, cast: dict[str, pd.Series], index: pd.Index, violations: Violations
+) -> pd.Series:
+    """The event time computed by `event_time.expression` over the cast columns."""
+    import pandas as pd
+
+    frame = pd.DataFrame(cast, index=index)
+    try:
+        event = compute_event_time(contract, frame)
+    except Exception as error:  # e.g. an expression DuckDB cannot evaluate on these types
+        first = str(error).splitlines()[0]
+        raise Reject(
+            "event_time.expression cannot be computed for this file",
+            [f"{contract.event_time.expression!r}: {first}"],
+        ) from error
+    rule = f"event_time.expression ({contract.event_time.expression}) gives no time"
+    violations.add(event.isna(), rule, event_time_inputs_text(contract, frame))
+    return event

@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 from driftloop.data.contract import ColumnType, Contract, RollingFeature
+from driftloop.data.contract_sql import sandboxed_connection, with_event_time
 from driftloop.data.lake import (
     blocked_marker,
     days_between,
@@ -204,8 +205,12 @@ def feature_sql(
     whatever their day.
     """
     columns = contract.columns
+    # Contract SQL may say `event_time` for the row's event time, whatever column holds it.
     typed = ", ".join(
-        f"CAST({_q(n)} AS {_SQL_TYPES[c.type]}) AS {_q(n)}" for n, c in columns.items()
+        [
+            *(f"CAST({_q(n)} AS {_SQL_TYPES[c.type]}) AS {_q(n)}" for n, c in columns.items()),
+            f"CAST({_q(contract.event_time.column)} AS TIMESTAMP) AS event_time",
+        ]
     )
     sources = []
     if raw_files:
@@ -215,7 +220,10 @@ def feature_sql(
         sources.append(f"SELECT {typed}, TRUE AS __extra FROM {_q(extra_relation)}")
     if not sources:
         empty = ", ".join(
-            f"CAST(NULL AS {_SQL_TYPES[c.type]}) AS {_q(n)}" for n, c in columns.items()
+            [
+                *(f"CAST(NULL AS {_SQL_TYPES[c.type]}) AS {_q(n)}" for n, c in columns.items()),
+                "CAST(NULL AS TIMESTAMP) AS event_time",
+            ]
         )
         sources.append(f"SELECT {empty}, FALSE AS __extra WHERE FALSE")
     source = "\n    UNION ALL\n    ".join(sources)
@@ -303,7 +311,7 @@ def _prepare_extra_rows(contract: Contract, rows: pd.DataFrame) -> pd.DataFrame:
         if values.dt.tz is not None:
             values = values.dt.tz_convert(contract.timezone).dt.tz_localize(None)
         frame[name] = values
-    return frame[list(contract.columns)]
+    return with_event_time(contract, frame)[list(contract.columns)]
 
 
 def build_features(
@@ -321,8 +329,6 @@ def build_features(
     (the rolling features of the first days then see fewer rows). Days without a raw
     partition contribute no rows. The query is in `frame.attrs["sql"]`.
     """
-    import duckdb
-
     if end < start:
         raise ValueError(f"{contract.name}: features range ends ({end}) before it starts ({start})")
     raw_dir = paths.table(RAW_TABLE)
@@ -358,7 +364,8 @@ def build_features(
         contract, files, start, end, extra_relation=EXTRA_RELATION if has_extra else None
     )
     own = con is None
-    connection = duckdb.connect() if con is None else con
+    # Contract SQL runs in the sandbox: the connection reads this table's files and nothing else.
+    connection = sandboxed_connection([str(raw_dir.resolve())]) if con is None else con
     try:
         if has_extra:
             connection.register(EXTRA_RELATION, _prepare_extra_rows(contract, extra_rows))

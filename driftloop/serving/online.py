@@ -78,6 +78,12 @@ from typing import Any
 import pandas as pd
 
 from driftloop.data.contract import ColumnType, Contract
+from driftloop.data.contract_sql import (
+    DERIVED_EVENT_TIME,
+    event_time_inputs,
+    event_time_inputs_text,
+    with_event_time,
+)
 from driftloop.features.definition import build_features
 from driftloop.names import CHAMPION
 from driftloop.paths import DatasetPaths
@@ -193,7 +199,7 @@ class RequestSchema:
     @classmethod
     def from_contract(cls, contract: Contract, max_rows: int = DEFAULT_MAX_ROWS) -> RequestSchema:
         columns = contract.columns
-        needed = {contract.event_time.column}
+        needed = set(event_time_inputs(contract))
         for name in contract.features:
             if name in columns:
                 needed.add(name)
@@ -207,7 +213,9 @@ class RequestSchema:
         needed |= {r.group_by for r in contract.rolling_features}
         required = tuple(n for n in columns if n in needed)
         optional = tuple(n for n in contract.id_columns if n not in needed)
-        ignored = tuple(n for n in columns if n not in needed and n not in optional)
+        ignored = tuple(
+            n for n in columns if n not in needed and n not in optional and n != DERIVED_EVENT_TIME
+        )
         return cls(contract, required, optional, ignored, max_rows)
 
     def describe(self) -> dict[str, Any]:
@@ -368,7 +376,15 @@ def parse_request(payload: Any, schema: RequestSchema) -> pd.DataFrame:
             break
     if problems:
         raise RequestError(422, problems)
-    return _raw_frame(contract, cleaned, len(records))
+    frame = with_event_time(contract, _raw_frame(contract, cleaned, len(records)))
+    unknown = frame.index[frame[contract.event_time.column].isna()]
+    if contract.event_time.expression is not None and len(unknown):
+        inputs = event_time_inputs_text(contract, frame)
+        message = f"event_time.expression ({contract.event_time.expression}) gives no time for "
+        raise RequestError(
+            422, [Problem("event_time", int(i), message + inputs[i]) for i in unknown]
+        )
+    return frame
 
 
 def _raw_frame(contract: Contract, values: dict[str, list[Any]], rows: int) -> pd.DataFrame:

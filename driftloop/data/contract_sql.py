@@ -1,0 +1,167 @@
+"""The contract SQL sandbox: what a contract's SQL expressions may do, and the event time
+they compute.
+
+A contract's SQL (the target and event-time expressions, `extra_features`, a rolling
+feature's `value` and `known_at`) is one scalar expression over the row's columns. It may
+call DuckDB's scalar functions and operators; it may not contain a subquery, a table
+function (`read_csv`, `read_parquet`, `glob`, ...), a FROM clause or a second statement.
+`check_expression` enforces that on DuckDB's own parse tree when a contract is loaded, and
+the expressions evaluated here run on connections with external access disabled (no
+files, no network), so a contract can compute values but never read anything else.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import duckdb
+    import pandas as pd
+
+    from driftloop.data.contract import Contract
+
+# Where ingestion stores an event time computed from `event_time.expression` in the raw
+# partitions (like `_source_file`, a name no landed column may take).
+DERIVED_EVENT_TIME = "_event_time"
+# Clauses of a SELECT that a scalar expression cannot produce; any of them means the
+# expression text broke out of its parentheses (e.g. with a comment).
+_CLAUSES = ("where_clause", "having", "qualify", "sample")
+
+
+class UnsafeSQLError(ValueError):
+    """An expression that the sandbox refuses; the message says which construct."""
+
+
+def sandboxed_connection(allowed_directories: list[str] | None = None) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection that cannot read or write files or reach the network.
+
+    `allowed_directories` (absolute folders) stay readable, e.g. the lake table a feature
+    query reads; registered pandas frames and Arrow tables are always usable.
+    """
+    import duckdb
+
+    con = duckdb.connect()
+    if allowed_directories:
+        folders = ", ".join(
+            "'" + d.rstrip("/").replace("'", "''") + "/'" for d in allowed_directories
+        )
+        con.execute(f"SET allowed_directories = [{folders}]")
+    con.execute("SET enable_external_access = false")
+    return con
+
+
+def _parse(expression: str) -> dict[str, Any]:
+    import duckdb
+
+    con = duckdb.connect()
+    try:
+        text = con.execute("SELECT json_serialize_sql(?)", [f"SELECT ({expression}) AS __x"])
+        return json.loads(text.fetchall()[0][0])
+    finally:
+        con.close()
+
+
+def _walk(node: Any, seen: list[str], columns: set[str]) -> None:
+    if isinstance(node, dict):
+        kind = node.get("class")
+        if kind == "SUBQUERY":
+            seen.append("a subquery")
+        elif kind == "COLUMN_REF" and node.get("column_names"):
+            columns.add(node["column_names"][-1])
+        if node.get("type") in ("TABLE_FUNCTION", "BASE_TABLE", "JOIN", "SUBQUERY"):
+            seen.append(f"a FROM clause ({node['type'].lower().replace('_', ' ')})")
+        for value in node.values():
+            _walk(value, seen, columns)
+    elif isinstance(node, list):
+        for value in node:
+            _walk(value, seen, columns)
+
+
+def check_expression(expression: str) -> set[str]:
+    """Refuse anything but one scalar expression; return the column names it refers to.
+
+    Raises UnsafeSQLError naming the construct (subquery, table function, FROM clause,
+    another statement). Syntax errors are left to the caller's compile step.
+    """
+    tree = _parse(expression)
+    if tree.get("error"):
+        message = str(tree.get("error_message", ""))
+        if "Only SELECT" in message:
+            raise UnsafeSQLError("only one scalar expression is allowed, not another statement")
+        return set()  # a syntax error: compiling the expression reports it with its position
+    statements = tree.get("statements", [])
+    if len(statements) != 1:
+        raise UnsafeSQLError("only one scalar expression is allowed, not several statements")
+    node = statements[0].get("node", {})
+    problems: list[str] = []
+    if node.get("type") != "SELECT_NODE" or len(node.get("select_list", [])) != 1:
+        problems.append("more than one expression")
+    if node.get("from_table", {}).get("type") != "EMPTY":
+        problems.append("a FROM clause")
+    if any(node.get(clause) for clause in _CLAUSES) or node.get("group_expressions"):
+        problems.append("a WHERE/GROUP BY/HAVING clause")
+    if node.get("modifiers") or node.get("cte_map", {}).get("map"):
+        problems.append("ORDER BY/LIMIT/WITH")
+    columns: set[str] = set()
+    _walk(node.get("select_list", []), problems, columns)
+    if problems:
+        found = ", ".join(dict.fromkeys(problems))
+        raise UnsafeSQLError(
+            f"contract SQL is one scalar expression over the row's columns; found {found} "
+            "(tables, files and subqueries are not available to a contract)"
+        )
+    return columns
+
+
+def event_time_inputs(contract: Contract) -> list[str]:
+    """The landed columns the event time is computed from, in contract order."""
+    if contract.event_time.expression is None:
+        return [contract.event_time.column]
+    used = check_expression(contract.event_time.expression)
+    return [n for n in contract.columns if n in used and n != DERIVED_EVENT_TIME]
+
+
+def compute_event_time(contract: Contract, frame: pd.DataFrame) -> pd.Series:
+    """The event time of each row of a raw-typed frame (naive, in the contract's zone).
+
+    For a contract with `event_time.column` this is that column; with an expression, the
+    expression is evaluated by DuckDB in the sandbox over the frame's columns. Used by
+    ingestion, the feature query's extra rows and online requests alike, so every path
+    computes the same instant. NaT where the expression gives NULL or fails for the row.
+    """
+    import pandas as pd
+
+    if contract.event_time.expression is None:
+        return frame[contract.event_time.column]
+    inputs = frame[event_time_inputs(contract)].reset_index(drop=True)
+    con = sandboxed_connection()
+    try:
+        con.register("__rows", inputs)
+        # TRY: a row whose values the expression cannot convert gets NULL, reported per row.
+        sql = f"SELECT TRY(CAST(({contract.event_time.expression}) AS TIMESTAMP)) FROM __rows"
+        values = con.execute(sql).fetchdf().iloc[:, 0]
+    finally:
+        con.close()
+    values = pd.to_datetime(values)
+    if getattr(values.dt, "tz", None) is not None:
+        values = values.dt.tz_convert(contract.timezone).dt.tz_localize(None)
+    return pd.Series(values.to_numpy(), index=frame.index, dtype="datetime64[ns]")
+
+
+def event_time_inputs_text(contract: Contract, frame: pd.DataFrame) -> pd.Series:
+    """Per row, the values the event time is computed from ('dep_date=x, dep_hour=5')."""
+    parts = [name + "=" + frame[name].astype(str) for name in event_time_inputs(contract)]
+    text = parts[0]
+    for part in parts[1:]:
+        text = text + ", " + part
+    return text
+
+
+def with_event_time(contract: Contract, frame: pd.DataFrame) -> pd.DataFrame:
+    """The frame with the derived event-time column filled in (unchanged for a column)."""
+    if contract.event_time.expression is None:
+        return frame
+    out = frame.copy()
+    out[DERIVED_EVENT_TIME] = compute_event_time(contract, frame)
+    return out
