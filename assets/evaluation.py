@@ -318,6 +318,11 @@ def _promotion(context: AssetExecutionContext, contract: Contract) -> Materializ
     metric = decision.metric
     after = version if decision.promote else before
 
+    from driftloop.serving.canary import promotion_evidence
+
+    # A canary of this challenger: its online evidence stands beside the offline holdout.
+    online, online_reasons = promotion_evidence(contract, paths, version)
+    decision.reasons.extend(online_reasons)
     if _already_recorded(paths, version, action, before):
         context.log.info(f"the ledger already records {action} of v{version}; not appended again")
         entry_path = None
@@ -339,6 +344,7 @@ def _promotion(context: AssetExecutionContext, contract: Contract) -> Materializ
                 reasons=decision.reasons,
                 dagster_run_id=context.run_id,
                 report_path=str(html_path),
+                details=online,
             ),
         )
 
