@@ -22,7 +22,7 @@ import urllib.request
 from pathlib import Path
 
 from driftloop.paths import PROJECT_ROOT, data_root, default_mlflow_uri
-from pipelines.instance import POSTGRES_URL_ENV, project_dagster_home
+from pipelines.instance import POSTGRES_URL_ENV, libpq_url, project_dagster_home, sqlalchemy_url
 
 DEBUG_MARK = " - DEBUG - "  # Dagster's console format: "<time> - dagster - DEBUG - <run> ..."
 
@@ -60,7 +60,7 @@ def check_postgres(url: str) -> str | None:
     import psycopg2
 
     try:
-        psycopg2.connect(url, connect_timeout=5).close()
+        psycopg2.connect(libpq_url(url), connect_timeout=5).close()
     except psycopg2.Error as error:
         return str(error).strip()
     return None
@@ -100,7 +100,7 @@ def _environment(args: argparse.Namespace) -> dict[str, str] | str:
         problem = check_postgres(url)
         if problem:
             return f"cannot connect to PostgreSQL at {url}: {problem}"
-        env[POSTGRES_URL_ENV] = url
+        env[POSTGRES_URL_ENV] = sqlalchemy_url(url)
     home = project_dagster_home(postgres=args.postgres is not None)
     env["DAGSTER_HOME"] = str(home)
     mlflow = env.get("MLFLOW_TRACKING_URI") or default_mlflow_uri(data_root())

@@ -18,6 +18,20 @@ SQLITE_INSTANCE = DEPLOY_DIR / "dagster.yaml"
 POSTGRES_INSTANCE = DEPLOY_DIR / "postgres" / "dagster.yaml"
 POSTGRES_URL_ENV = "DAGSTER_POSTGRES_URL"  # named by deploy/postgres/dagster.yaml
 
+
+def sqlalchemy_url(url: str) -> str:
+    """`url` naming the installed driver (psycopg2): SQLAlchemy 2.1, which Dagster and MLflow
+    connect through, reads a bare postgresql:// as psycopg 3, which is not installed."""
+    scheme, sep, rest = url.partition("://")
+    return f"postgresql+psycopg2://{rest}" if sep and scheme in ("postgresql", "postgres") else url
+
+
+def libpq_url(url: str) -> str:
+    """`url` as libpq (psycopg2.connect, psql) reads it: without a +driver suffix."""
+    scheme, sep, rest = url.partition("://")
+    return f"postgresql://{rest}" if sep and scheme.startswith("postgres") else url
+
+
 # The single-machine instance's settings (stock SQLite storage), as written into a new home.
 DAGSTER_YAML = SQLITE_INSTANCE.read_text()
 

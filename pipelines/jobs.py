@@ -1,7 +1,7 @@
 """The jobs of one dataset: the daily path (ingest to monitoring) and the retraining path.
 
-Every job runs its steps in the run's process (`in_process_executor`, the code location's
-default executor: pipelines/definitions.py says why).
+Every job uses the code location's executor (in-process unless $DRIFTLOOP_EXECUTOR says
+otherwise: pipelines/executors.py).
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Starting and stopping `dagster dev` for end-to-end tests, and waiting on its instance."""
+"""Starting and stopping `dagster dev` for end-to-end tests, waiting on its instance, and the
+loop they drive (shared by the SQLite and the PostgreSQL/MLflow-server end-to-end tests)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,11 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
+from datetime import date, timedelta
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
+
+import yaml
 
 from driftloop.paths import PROJECT_ROOT
 
@@ -76,3 +80,103 @@ def wait_for(what: str, probe: Callable[[], T | None], timeout: float, every: fl
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
         time.sleep(every)
+
+
+# ------------------------------------------------------------------------------- the loop
+
+FIRST_BATCH_DAYS = 35
+SECOND_BATCH_DAYS = 8
+
+
+def loop_contract_dir(tmp_path: Path) -> Path:
+    """The shipped flights contract with a quicker trigger (2 of the last 3 days, 3 days of
+    cooldown), so that the loop turns within minutes; nothing else differs."""
+    raw = yaml.safe_load((PROJECT_ROOT / "contracts" / "flights.yaml").read_text())
+    raw["retraining"] = {"n_breaches": 2, "window": 3, "cooldown_days": 3}
+    folder = tmp_path / "contracts"
+    folder.mkdir()
+    (folder / "flights.yaml").write_text(yaml.safe_dump(raw))
+    return folder
+
+
+def loop_environment(tmp_path: Path, root: Path, home: Path, **extra: str) -> dict[str, str]:
+    """`dagster dev`'s environment for the loop: fast sensors, no replay feed."""
+    return {
+        **os.environ,
+        "DRIFTLOOP_DATA_DIR": str(root),
+        "DAGSTER_HOME": str(home),
+        "DRIFTLOOP_CONTRACTS_DIR": str(loop_contract_dir(tmp_path)),
+        "DRIFTLOOP_REPLAY": "off",  # the test is the upstream: it lands the files itself
+        "DRIFTLOOP_NEW_DATA_SENSOR_SECONDS": "5",
+        "DRIFTLOOP_RETRAIN_SENSOR_SECONDS": "5",
+        "DRIFTLOOP_CATCH_UP_SENSOR_SECONDS": "5",
+        **extra,
+    }
+
+
+def finished_runs(instance: Any, job: str, trigger: str) -> list:
+    """Successful runs of `job` launched by `trigger`; fails on any failed one."""
+    from dagster import DagsterRunStatus, RunsFilter
+
+    runs = [r.dagster_run for r in instance.get_run_records(RunsFilter(job_name=job))]
+    runs = [r for r in runs if r.tags.get("driftloop/trigger") == trigger]
+    failed = [r.run_id for r in runs if r.status == DagsterRunStatus.FAILURE]
+    assert not failed, f"{job} runs failed: {failed}"
+    return [r for r in runs if r.status == DagsterRunStatus.SUCCESS]
+
+
+def drive_the_loop(instance: Any, root: Path, tracking_uri: str) -> None:
+    """Land days, wait for the sensors to ingest, bootstrap a champion, watch drift, and
+    retrain on a persistent breach; assert each step, the ledger and the registry."""
+    from driftloop.data.lake import existing_partitions
+    from driftloop.data.replay import replay_days
+    from driftloop.evaluation.ledger import read as read_ledger
+    from driftloop.monitoring.signals import read_drift_summary
+    from driftloop.paths import dataset_paths
+    from driftloop.training.registry import make_client, version_for_alias
+
+    paths = dataset_paths("flights", root)
+    # 1. The new-data sensor ingests the batch in one run.
+    wait_for(
+        "the first ingestion run",
+        lambda: finished_runs(instance, "flights_daily", "new_data"),
+        timeout=300,
+    )
+    # 2. With no champion and enough days, the retrain sensor bootstraps one.
+    wait_for(
+        "the sensor-launched first training",
+        lambda: finished_runs(instance, "flights_retrain", "bootstrap"),
+        timeout=300,
+    )
+    ledger = read_ledger(paths)
+    assert list(ledger["action"]) == ["promoted"], ledger.to_dict("records")
+    # 3. Days that waited for a champion are scored and watched for drift.
+    wait_for(
+        "drift reports of the first batch",
+        lambda: len(existing_partitions(paths.table("drift"))) >= FIRST_BATCH_DAYS,
+        timeout=360,
+    )
+    # 4. More days land; drift persists; the trigger retrains; the gate decides.
+    replay_days(paths, date(2013, 1, 1) + timedelta(days=FIRST_BATCH_DAYS), SECOND_BATCH_DAYS)
+    retrain = wait_for(
+        "a drift-triggered retraining run",
+        lambda: finished_runs(instance, "flights_retrain", "monitoring"),
+        timeout=420,
+    )[0]
+    reason = retrain.tags["driftloop/trigger_reason"]
+    assert "drift" in reason and "of the last 3 days" in reason, reason
+    ledger = read_ledger(paths)
+    assert len(ledger) == 2 and ledger["action"].iloc[-1] in {"promoted", "rejected"}
+    last = ledger.iloc[-1]
+    assert last["challenger_version"] == "2" and last["champion_before"] == "1"
+    assert last["dagster_run_id"] == retrain.run_id
+
+    champion = version_for_alias(make_client(tracking_uri), "flights", "champion")
+    assert str(champion.version) == str(last["champion_after"])
+    breached = [
+        d
+        for d in existing_partitions(paths.table("drift"))
+        if (read_drift_summary(paths, d) or {}).get("breached")
+    ]
+    assert len(breached) >= 2
+    assert (paths.reports / "drift" / f"{breached[-1]}.html").exists()

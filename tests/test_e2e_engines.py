@@ -1,0 +1,80 @@
+"""The loop end to end on the engines a deployment grows into: Dagster's instance on a real
+PostgreSQL server and MLflow as a tracking server (PostgreSQL backend store, proxied
+artifacts), both started by the fixtures in tests/engines.py.
+
+The same loop as tests/test_e2e_loop.py (tests/e2e_helpers.py drives both); then the status
+CLI reads the champion through the server, and nothing of the run went to a local store.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from datetime import date
+from pathlib import Path
+
+import pytest
+from dagster import DagsterInstance
+from e2e_helpers import (
+    FIRST_BATCH_DAYS,
+    dagster_dev,
+    drive_the_loop,
+    free_port,
+    loop_environment,
+)
+from engines import Postgres
+
+from driftloop.data.replay import replay_days
+from driftloop.paths import PROJECT_ROOT, dataset_paths
+from pipelines.instance import POSTGRES_URL_ENV, write_instance
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1500)
+def test_the_loop_runs_on_postgres_and_an_mlflow_server(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    postgres: Postgres,
+    mlflow_tracking_server: str,
+) -> None:
+    root = tmp_path / "data"
+    home = write_instance(tmp_path / "dagster_home", postgres=True)
+    dagster_db = postgres.create_database("dagster")
+    env = loop_environment(
+        tmp_path,
+        root,
+        home,
+        MLFLOW_TRACKING_URI=mlflow_tracking_server,
+        **{POSTGRES_URL_ENV: dagster_db},
+    )
+    replay_days(dataset_paths("flights", root), date(2013, 1, 1), FIRST_BATCH_DAYS)
+
+    with dagster_dev(env, tmp_path / "dagster_dev.log", free_port()):
+        monkeypatch.setenv("DAGSTER_HOME", str(home))
+        monkeypatch.setenv(POSTGRES_URL_ENV, dagster_db)
+        instance = DagsterInstance.get()
+        try:
+            assert type(instance.run_storage).__name__ == "PostgresRunStorage"
+            assert type(instance.event_log_storage).__name__ == "PostgresEventLogStorage"
+            drive_the_loop(instance, root, mlflow_tracking_server)
+        finally:
+            instance.dispose()
+
+    # The status CLI reads the registry through the tracking server.
+    status = subprocess.run(
+        [sys.executable, "-m", "pipelines.status", "--dataset", "flights", "--json"],
+        cwd=PROJECT_ROOT,
+        env={**env, "MLFLOW_TRACKING_URI": mlflow_tracking_server},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert status.returncode == 0, status.stderr[-3000:]
+    champion = json.loads(status.stdout)["registry"]["champion"]
+    assert champion and str(champion["version"]) in {"1", "2"}
+    # Every model went through the server: no local MLflow store, artifacts in the server's.
+    assert not (root / "mlflow.db").exists() and not (root / "mlartifacts").exists()
+    assert any((tmp_path / "mlflow-artifacts").rglob("MLmodel"))
+    # Dagster kept nothing of its runs in SQLite files under its home.
+    assert not list(home.rglob("*.db"))
