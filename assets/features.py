@@ -15,7 +15,7 @@ from dagster import (
     asset,
 )
 
-from assets.partitions import ONE_RUN, daily_partitions
+from assets.partitions import daily_partitions, range_policy
 from driftloop.data.contract import Contract, Task
 from driftloop.features.definition import lookback_days
 from driftloop.features.writer import WrittenFeatures, write_features
@@ -46,7 +46,7 @@ def build(contract: Contract) -> Definitions:
         group_name=name,
         partitions_def=daily_partitions(contract),
         deps=[AssetDep(AssetKey([name, "raw_data"]), partition_mapping=IdentityPartitionMapping())],
-        backfill_policy=ONE_RUN,
+        backfill_policy=range_policy(),
         description=(
             f"Model features of {name}, one row per raw row: ids, event_time, partition_date, "
             f"the contract's features and label. Rolling features read the {lookback} raw "

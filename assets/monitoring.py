@@ -43,7 +43,6 @@ from dagster import (
     AssetExecutionContext,
     AssetKey,
     AssetMaterialization,
-    BackfillPolicy,
     BetaWarning,
     Config,
     Definitions,
@@ -59,7 +58,7 @@ from dagster import (
 )
 from pydantic import Field
 
-from assets.partitions import daily_partitions
+from assets.partitions import daily_partitions, range_policy
 from assets.predictions import Champion, resolve_champion, skip_outputs
 from assets.raw_data import _target_materialization
 from driftloop.data.contract import Contract
@@ -163,7 +162,7 @@ def build_monitoring(contract: Contract) -> Definitions:
             group_name=name,
             partitions_def=partitions,
             deps=[dep],
-            backfill_policy=BackfillPolicy.single_run(),
+            backfill_policy=range_policy(),
             output_required=False,
             check_specs=[
                 _spec(
@@ -185,7 +184,7 @@ def build_monitoring(contract: Contract) -> Definitions:
             group_name=name,
             partitions_def=partitions,
             deps=[dep],
-            backfill_policy=BackfillPolicy.single_run(),
+            backfill_policy=range_policy(),
             output_required=False,
             check_specs=[
                 _spec(

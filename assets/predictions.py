@@ -48,7 +48,7 @@ from dagster import (
     asset,
 )
 
-from assets.partitions import ONE_RUN, daily_partitions
+from assets.partitions import daily_partitions, range_policy
 from driftloop.data.contract import Contract
 from driftloop.monitoring.signals import ScoreFn
 from driftloop.names import CHALLENGER, CHAMPION, FEATURES_TABLE
@@ -154,7 +154,7 @@ def build_predictions(contract: Contract) -> Definitions:
         group_name=name,
         partitions_def=daily_partitions(contract),
         deps=[features],
-        backfill_policy=ONE_RUN,  # a range is one run that loads the model once
+        backfill_policy=range_policy(),  # one run loads the model once per range
         output_required=False,
         description=(
             f"{name}: every features row scored by the champion (model_version records "

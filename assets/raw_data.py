@@ -31,7 +31,6 @@ from dagster import (
     AssetExecutionContext,
     AssetKey,
     AssetRecordsFilter,
-    BackfillPolicy,
     BetaWarning,
     Definitions,
     Failure,
@@ -42,7 +41,7 @@ from dagster import (
     asset,
 )
 
-from assets.partitions import daily_partitions
+from assets.partitions import daily_partitions, range_policy
 from driftloop.data.assembly import assemble_partition
 from driftloop.data.contract import Contract
 from driftloop.data.ingest import IngestReport, ingest_landing
@@ -179,13 +178,13 @@ def build(contract: Contract) -> Definitions:
         ]
 
     with warnings.catch_warnings():
-        # backfill_policy is "beta" in 1.13; single-run backfills are what we want here.
+        # backfill_policy is "beta" in 1.13 (assets/partitions.py: range_policy).
         warnings.simplefilter("ignore", BetaWarning)
         raw_data = asset(
             key=key,
             group_name=contract.name,
             partitions_def=partitions,
-            backfill_policy=BackfillPolicy.single_run(),
+            backfill_policy=range_policy(),
             check_specs=specs,
             description=(
                 f"{contract.name}: landed files ingested and cast to the contract, one Parquet "

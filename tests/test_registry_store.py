@@ -31,7 +31,7 @@ def test_fast_dataset_schema_equals_mlflows_inference() -> None:
     """The schema logged with each training dataset is exactly what MLflow would infer."""
     import numpy as np
     import pandas as pd
-    from mlflow.types.utils import _infer_schema
+    from mlflow.models import infer_signature
 
     from driftloop.training.registry import dataset_schema
 
@@ -50,7 +50,7 @@ def test_fast_dataset_schema_equals_mlflows_inference() -> None:
     frame.loc[4000, "temp"] = np.nan
     frame.loc[4500, "carrier"] = None
     fast = dataset_schema(frame)
-    assert fast == _infer_schema(frame)
+    assert fast == infer_signature(frame).inputs
     assert {spec.name: spec.required for spec in fast.inputs} == {
         "flight_id": True,
         "carrier": False,

@@ -307,11 +307,11 @@ def dataset_schema(frame: pd.DataFrame) -> Any:
     for a million rows of flights). Column types come from a sample instead, and the
     `required` flags from vectorised null checks of the whole frame: the same schema.
     """
+    from mlflow.models import infer_signature
     from mlflow.types.schema import ColSpec, Schema
-    from mlflow.types.utils import _infer_schema
 
     has_nulls = frame.isna().any()
-    sample = _infer_schema(frame.head(1000))
+    sample = infer_signature(frame.head(1000)).inputs
     return Schema(
         [
             ColSpec(spec.type, spec.name, required=not bool(has_nulls[spec.name]))

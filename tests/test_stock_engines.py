@@ -1,0 +1,60 @@
+"""Stock Dagster and MLflow: no project file subclasses a Dagster storage class, run
+launcher or coordinator, and every private Dagster or MLflow import is one docs/deploy.md
+lists with its reason."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from driftloop.paths import PROJECT_ROOT
+
+FOLDERS = ("driftloop", "assets", "resources", "sensors", "pipelines", "benchmarks", "tests")
+ENGINE_BASES = ("Storage", "ComputeLogManager", "RunLauncher", "RunCoordinator")
+
+
+def _modules() -> dict[Path, ast.Module]:
+    files = [f for folder in FOLDERS for f in sorted((PROJECT_ROOT / folder).rglob("*.py"))]
+    return {f.relative_to(PROJECT_ROOT): ast.parse(f.read_text()) for f in files}
+
+
+def _private_imports(tree: ast.Module) -> set[str]:
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+        elif isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        else:
+            continue
+        for name in names:
+            parts = name.split(".")
+            if parts[0] in ("dagster", "mlflow") and any(p.startswith("_") for p in parts[1:]):
+                found.add(node.module if isinstance(node, ast.ImportFrom) else name)
+    return found
+
+
+def test_no_project_file_subclasses_a_dagster_engine_class() -> None:
+    subclasses = [
+        f"{path}: class {node.name}"
+        for path, tree in _modules().items()
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ClassDef)
+        for base in node.bases
+        if ast.unparse(base).split(".")[-1].endswith(ENGINE_BASES)
+    ]
+    assert not subclasses, subclasses
+
+
+def test_every_private_import_is_listed_in_the_deploy_docs() -> None:
+    docs = (PROJECT_ROOT / "docs" / "deploy.md").read_text()
+    listed = docs[docs.index("## Stock Dagster") :]
+    unlisted = {
+        f"{path}: {module}"
+        for path, tree in _modules().items()
+        for module in _private_imports(tree)
+        if f"`{module}" not in listed or f"{path}" not in listed.replace("tests/", "tests")
+    }
+    # Test files are listed together as "tests" where they share a member with production.
+    unlisted = {u for u in unlisted if not (u.startswith("tests/") and u.split(": ")[1] in listed)}
+    assert not unlisted, sorted(unlisted)
