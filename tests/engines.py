@@ -53,18 +53,21 @@ class Postgres:
 
 
 def postgres_bindir() -> Path:
-    """The folder of initdb and pg_ctl (not on PATH in Debian's package)."""
-    if shutil.which("pg_config") is None:
-        raise RuntimeError(
-            "PostgreSQL is not installed (no pg_config on PATH): "
-            "apt-get install -y postgresql (.ci/run does this)"
-        )
-    bindir = subprocess.run(
-        ["pg_config", "--bindir"], capture_output=True, text=True, check=True
-    ).stdout.strip()
-    if not (Path(bindir) / "initdb").exists():
-        raise RuntimeError(f"{bindir}/initdb is missing: apt-get install -y postgresql")
-    return Path(bindir)
+    """The folder of initdb and pg_ctl (not on PATH in Debian's package): pg_config's
+    answer, else the newest /usr/lib/postgresql/<version>/bin."""
+    candidates = []
+    if shutil.which("pg_config"):
+        answer = subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True)
+        candidates.append(Path(answer.stdout.strip()))
+    versions = Path("/usr/lib/postgresql").glob("*/bin")
+    candidates += sorted(versions, key=lambda p: int(p.parent.name), reverse=True)
+    for folder in candidates:
+        if (folder / "initdb").exists():
+            return folder
+    raise RuntimeError(
+        "PostgreSQL's server is not installed (no initdb): "
+        "apt-get install -y postgresql (.ci/run does this)"
+    )
 
 
 def _as_postgres(args: list[str]) -> list[str]:

@@ -1,0 +1,203 @@
+"""backfill: a year of flights from landing to drift and performance as one Dagster backfill,
+on PostgreSQL, with 1, 2 and 4 runs at once.
+
+Setup (untimed): a data root in steady state on the first HISTORY_DAYS days of 2013 (raw,
+features, a promoted champion, predictions, performance and the drift reference:
+`loop_latency.prepare_steady_state`), the rest of the year landed as daily CSV files and
+taken in by `ingest_landing`, as the new-data sensor's tick does. Then for each concurrency
+N: a copy of that root, a fresh database on a PostgreSQL server started for the case, the
+instance file deploy/postgres/dagster.yaml with `max_concurrent_runs: N`, and `dagster dev`
+with DRIFTLOOP_BACKFILL_DAYS_PER_RUN (assets/partitions.py) so the daemon splits the year
+into runs of that many days. The clock runs from `pipelines.backfill`'s request (the UI's
+dialog, through the webserver) to the backfill's final status, over the daily path:
+raw_data (+ contract checks), features, predictions, drift_report, performance.
+
+Where the time goes, from the runs' own event logs (sums over runs, so they exceed the wall
+time when runs overlap): waiting in the queue (enqueued to dequeued), starting (dequeued to
+the run's start: a new process loads the code location), each asset's compute (step start
+to step success) and the rest of each run (checks' events, materialization events, exit).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+import time
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+from benchmarks import PROJECT_ROOT, child_env, median, python_child, row
+
+MODULE = "benchmarks.cases.backfill"
+DATASET = "flights"
+CONCURRENCY = (1, 2, 4)
+HISTORY_DAYS = 30
+FIRST_DAY = date(2013, 1, 1)
+FULL = {"days": 335, "per_run": 28}  # 2013-01-31 to 2013-12-31: 12 runs
+QUICK = {"days": 24, "per_run": 6}  # 4 runs
+
+
+def prepare(root: Path, contracts: Path, history: int, days: int) -> None:
+    """The steady state, then `days` more days landed and ingested (untimed)."""
+    from benchmarks.cases.loop_latency import prepare_steady_state
+    from driftloop.data.contract import load_contract
+    from driftloop.data.ingest import ingest_landing
+    from driftloop.data.replay import replay_days
+    from driftloop.paths import dataset_paths
+
+    prepare_steady_state(root, contracts, history)
+    paths = dataset_paths(DATASET, root)
+    replay_days(paths, FIRST_DAY + timedelta(days=history), days)
+    ingest_landing(load_contract(contracts / f"{DATASET}.yaml"), paths)
+
+
+def child_main(argv: list[str]) -> None:
+    root, contracts, history, days = argv
+    prepare(Path(root), Path(contracts), int(history), int(days))
+
+
+def _events(instance: Any, run_id: str) -> dict[str, list[Any]]:
+    by_kind: dict[str, list[Any]] = {}
+    for entry in instance.all_logs(run_id):
+        if entry.dagster_event:
+            by_kind.setdefault(entry.dagster_event_type.value, []).append(entry)
+    return by_kind
+
+
+def breakdown(instance: Any, backfill_id: str) -> dict[str, Any]:
+    """Sums over the backfill's runs: queue, start, each asset's compute, the rest."""
+    from dagster import RunsFilter
+
+    records = instance.get_run_records(RunsFilter.for_backfill(backfill_id))
+    totals: dict[str, float] = {"queued": 0.0, "starting": 0.0, "rest_of_run": 0.0}
+    for record in records:
+        events = _events(instance, record.dagster_run.run_id)
+        first = {k: v[0].timestamp for k, v in events.items()}
+        totals["queued"] += first["PIPELINE_DEQUEUED"] - first["PIPELINE_ENQUEUED"]
+        totals["starting"] += first["PIPELINE_START"] - first["PIPELINE_DEQUEUED"]
+        starts = {e.step_key: e.timestamp for e in events.get("STEP_START", [])}
+        compute = 0.0
+        for done in events.get("STEP_SUCCESS", []):
+            asset = done.step_key.split("__")[-1]
+            seconds = done.timestamp - starts[done.step_key]
+            totals[asset] = totals.get(asset, 0.0) + seconds
+            compute += seconds
+        totals["rest_of_run"] += (record.end_time or 0) - first["PIPELINE_START"] - compute
+    return {"runs": len(records), **{k: round(v, 1) for k, v in totals.items()}}
+
+
+def measure(source: Path, contracts: Path, database: str, runs: int, spec: dict) -> dict:
+    """One backfill of the daily path with at most `runs` runs at once; wall time, parts."""
+    sys.path.insert(0, str(PROJECT_ROOT / "tests"))
+    from e2e_helpers import dagster_dev, free_port, wait_for
+
+    from pipelines import backfill
+    from pipelines.instance import POSTGRES_URL_ENV, instance_at, write_instance
+    from pipelines.jobs import DAILY_ASSETS
+
+    tmp = Path(tempfile.mkdtemp(prefix=f"bench-backfill-{runs}-"))
+    try:
+        root = tmp / "data"
+        shutil.copytree(source, root)
+        home = write_instance(tmp / "dagster_home", postgres=True, max_concurrent_runs=runs)
+        first = FIRST_DAY + timedelta(days=HISTORY_DAYS)
+        days = backfill.days_of(first, first + timedelta(days=spec["days"] - 1))
+        env = child_env(
+            {
+                "DRIFTLOOP_DATA_DIR": str(root),
+                "DAGSTER_HOME": str(home),
+                POSTGRES_URL_ENV: database,
+                "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
+                "DRIFTLOOP_CONTRACTS_DIR": str(contracts),
+                "DRIFTLOOP_REPLAY": "off",
+                "DRIFTLOOP_BACKFILL_DAYS_PER_RUN": str(spec["per_run"]),
+                # Only the backfill works: the catch-up sensor ticks once at start-up.
+                "DRIFTLOOP_CATCH_UP_SENSOR_SECONDS": "86400",
+            }
+        )
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        with dagster_dev(env, tmp / "dagster_dev.log", port):
+            wait_for("the webserver", lambda: _answers(url), timeout=600, every=2)
+            started = time.monotonic()
+            backfill_id = backfill.launch(url, DATASET, days, DAILY_ASSETS)
+            final = backfill.wait(url, backfill_id, timeout=4 * 3600, every=2)
+            seconds = time.monotonic() - started
+        if final != "COMPLETED_SUCCESS":
+            log = (tmp / "dagster_dev.log").read_text(errors="replace")
+            raise RuntimeError(f"backfill with {runs} run(s) at once: {final}\n{log[-4000:]}")
+        os.environ[POSTGRES_URL_ENV] = database
+        with instance_at(home) as instance:
+            parts = breakdown(instance, backfill_id)
+        return {"seconds": seconds, "days": len(days), **parts}
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _answers(url: str) -> bool:
+    from pipelines.backfill import graphql
+
+    try:
+        graphql(url, "{ version }", {})
+    except OSError:
+        return False
+    return True
+
+
+def run(quick: bool) -> list[dict]:
+    sys.path.insert(0, str(PROJECT_ROOT / "tests"))
+    from engines import postgres_server
+
+    from benchmarks.cases.loop_latency import contracts_dir
+
+    spec = QUICK if quick else FULL
+    results: dict[int, dict] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-backfill-") as tmp:
+        folder = Path(tmp)
+        contracts = contracts_dir(folder)
+        source = folder / "source"
+        env = child_env({"DRIFTLOOP_DATA_DIR": str(source), "DRIFTLOOP_REPLAY": "off"})
+        args = [str(source), str(contracts), str(HISTORY_DAYS), str(spec["days"])]
+        python_child(MODULE, *args, env=env)
+        with postgres_server() as server:
+            for runs in CONCURRENCY:
+                database = server.create_database(f"backfill_{runs}")
+                results[runs] = measure(source, contracts, database, runs, spec)
+    one, two = results[1]["seconds"], results[2]["seconds"]
+    parts = "; ".join(
+        f"{n} at once: {r['seconds']:.0f} s over {r['runs']} runs ("
+        + ", ".join(f"{k} {v}" for k, v in r.items() if k not in ("seconds", "days", "runs"))
+        + " s)"
+        for n, r in results.items()
+    )
+    note = (
+        f"{spec['days']} days of 2013 flights, landed and taken in, through raw_data, "
+        f"features, predictions, drift_report and performance as one backfill of runs of "
+        f"{spec['per_run']} days on PostgreSQL; wall time from the request to the final "
+        f"status. Where the time goes (sums over runs): {parts}."
+    )
+    return [
+        row(
+            case="backfill",
+            figure=round(two, 1),
+            unit="s",
+            baseline=round(one, 1),
+            ratio=round(two / one, 3),
+            peak_memory_mb=None,
+            size=f"{spec['days']} days of flights, runs of {spec['per_run']} days",
+            target="2 runs at once faster than 1",
+            met=two < one,
+            note=note,
+            seconds_by_concurrency={n: round(r["seconds"], 1) for n, r in results.items()},
+            median_seconds=round(median([r["seconds"] for r in results.values()]), 1),
+            breakdown=results,
+            instance="postgres",
+        )
+    ]
+
+
+if __name__ == "__main__":
+    child_main(sys.argv[1:])
