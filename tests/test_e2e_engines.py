@@ -3,7 +3,8 @@ PostgreSQL server and MLflow as a tracking server (PostgreSQL backend store, pro
 artifacts), both started by the fixtures in tests/engines.py.
 
 The same loop as tests/test_e2e_loop.py (tests/e2e_helpers.py drives both); then the status
-CLI reads the champion through the server, and nothing of the run went to a local store.
+CLI and the endpoint read the champion through the server, and nothing of the run went to a
+local store.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import urllib.request
 from datetime import date
 from pathlib import Path
 
@@ -22,6 +24,8 @@ from e2e_helpers import (
     drive_the_loop,
     free_port,
     loop_environment,
+    process_group,
+    wait_for,
 )
 from engines import Postgres
 
@@ -73,8 +77,28 @@ def test_the_loop_runs_on_postgres_and_an_mlflow_server(
     assert status.returncode == 0, status.stderr[-3000:]
     champion = json.loads(status.stdout)["registry"]["champion"]
     assert champion and str(champion["version"]) in {"1", "2"}
+    # The endpoint loads the champion through the server's registry and artifact proxy.
+    port = free_port()
+    serve = [sys.executable, "-m", "pipelines.serve", "--dataset", "flights", "--port", str(port)]
+    with process_group(serve, env, tmp_path / "serve.log"):
+        ready = wait_for(
+            "the endpoint's champion",
+            lambda: _json(f"http://127.0.0.1:{port}/ready"),
+            timeout=300,
+            every=2,
+        )
+    assert str(ready["model_version"]) == str(champion["version"]), ready
     # Every model went through the server: no local MLflow store, artifacts in the server's.
     assert not (root / "mlflow.db").exists() and not (root / "mlartifacts").exists()
     assert any((tmp_path / "mlflow-artifacts").rglob("MLmodel"))
     # Dagster kept nothing of its runs in SQLite files under its home.
     assert not list(home.rglob("*.db"))
+
+
+def _json(url: str) -> dict | None:
+    """The JSON body of a 200 answer, else None (not up yet, or not ready: 503)."""
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return json.load(response)
+    except OSError:
+        return None

@@ -13,7 +13,7 @@ dialog, through the webserver) to the backfill's final status, over the daily pa
 raw_data (+ contract checks), features, predictions, drift_report, performance.
 
 Where the time goes, from the runs' own event logs (sums over runs, so they exceed the wall
-time when runs overlap): waiting in the queue (enqueued to dequeued), starting (dequeued to
+time when runs overlap): waiting in the queue (enqueued to launched), starting (launched to
 the run's start: a new process loads the code location), each asset's compute (step start
 to step success) and the rest of each run (checks' events, materialization events, exit).
 """
@@ -76,8 +76,8 @@ def breakdown(instance: Any, backfill_id: str) -> dict[str, Any]:
     for record in records:
         events = _events(instance, record.dagster_run.run_id)
         first = {k: v[0].timestamp for k, v in events.items()}
-        totals["queued"] += first["PIPELINE_DEQUEUED"] - first["PIPELINE_ENQUEUED"]
-        totals["starting"] += first["PIPELINE_START"] - first["PIPELINE_DEQUEUED"]
+        totals["queued"] += first["PIPELINE_STARTING"] - first["PIPELINE_ENQUEUED"]
+        totals["starting"] += first["PIPELINE_START"] - first["PIPELINE_STARTING"]
         starts = {e.step_key: e.timestamp for e in events.get("STEP_START", [])}
         compute = 0.0
         for done in events.get("STEP_SUCCESS", []):
