@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from dagster import ConfigurableResource
 
 from driftloop.paths import DatasetPaths, data_root, dataset_paths
@@ -12,7 +14,8 @@ class LakeResource(ConfigurableResource):
 
     data_dir: str | None = None
 
-    def root(self):
+    def root(self) -> Path:
+        """The data root: `data_dir`, else $DRIFTLOOP_DATA_DIR, else ./data."""
         return data_root(self.data_dir)
 
     def paths(self, dataset: str) -> DatasetPaths:
