@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,7 @@ from driftloop.training.registry import (
     load_scoring_model,
     set_alias,
     split_digest,
+    store_id,
     version_for_alias,
 )
 from driftloop.training.train import TrainingConfig, load_training_frame, train
@@ -148,7 +150,24 @@ def test_log_training_registers_a_challenger_and_the_asset_materializes(
         assert tags["driftloop.primary_metric"] == "roc_auc"
         assert float(tags["driftloop.holdout_primary"]) == result.holdout_metrics["roc_auc"]
         assert json.loads(tags["driftloop.partition_digests"]) == digests
-        assert tags["driftloop.baseline_run_model_uri"] == f"runs:/{registered.run_id}/baseline"
+        assert tags["driftloop.baseline_run_id"] == registered.baseline_run_id
+        assert tags["driftloop.baseline_run_model_uri"] == registered.baseline_model_uri
+
+    # The baseline is a run of its own beside the model's (nested under it), with its
+    # metrics under the same names as any model's, ready to register like any model; both
+    # runs carry the process that logged them, for the reconciler.
+    assert registered.baseline_model_uri == f"runs:/{registered.baseline_run_id}/model"
+    baseline_run = client.get_run(registered.baseline_run_id)
+    assert baseline_run.data.tags["mlflow.parentRunId"] == registered.run_id
+    assert baseline_run.data.tags["driftloop.model_kind"] == "baseline"
+    assert baseline_run.data.metrics["holdout_roc_auc"] == pytest.approx(
+        result.baseline_holdout_metrics["roc_auc"]
+    )
+    assert run.data.tags["driftloop.process"].split(":")[1] == str(os.getpid())
+    assert registered.store_id == store_id(client, "synth") and registered.store_id
+    # The input example the README promises is logged beside the model.
+    model_files = {a.path for a in client.list_artifacts(registered.run_id, "model")}
+    assert "model/input_example.json" in model_files, model_files
 
     # Metrics and params.
     metrics = run.data.metrics

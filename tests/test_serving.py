@@ -296,10 +296,10 @@ def test_promotion_and_rollback_are_served_without_restart(served: Served) -> No
     uri = served.prepared.tracking_uri
     client = make_client(uri)
     old = served.prepared.champion_version
-    run_id = client.get_model_version("flights", old).run_id
+    baseline_uri = client.get_model_version("flights", old).tags["driftloop.baseline_run_model_uri"]
     # Another version: the run's baseline model (same inputs, different scores).
     with using_tracking_uri(uri):
-        new = str(mlflow.register_model(f"runs:/{run_id}/baseline", "flights").version)
+        new = str(mlflow.register_model(baseline_uri, "flights").version)
     assert new != old
     records, _ = stored_flights(served, served.prepared.days[-1], 20)
     body = {"dataframe_records": records}
