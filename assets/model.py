@@ -2,7 +2,11 @@
 
 Unpartitioned: each materialization trains on the last `window_days` features partitions
 (ending at `end_date`, default the latest) and registers a new version of the model named
-after the dataset with the alias `challenger`. Promotion is someone else's decision.
+after the dataset with the alias `challenger`. The model's identity (MLflow run id,
+version, store) goes into the materialization's metadata, where eval_report and promotion
+of the same run read it. The step first takes the dataset's retrain lock (one retrain
+between training and its gate decision at a time) and checks that the MLflow store is the
+one the ledger was written against.
 """
 
 # No `from __future__ import annotations` here: Dagster reads the config class from the
@@ -10,7 +14,7 @@ after the dataset with the alias `challenger`. Promotion is someone else's decis
 
 import math
 from datetime import date
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dagster import (
     AssetExecutionContext,
@@ -27,11 +31,17 @@ from dagster import (
 from pydantic import Field
 
 from assets.partitions import ONE_RUN
+from assets.retrain_run import fail, identity_metadata, run_in_progress
 from driftloop.data.contract import Contract
+from driftloop.evaluation.promotion import PromotionError, check_store
 from driftloop.training.models import LIGHTGBM_DEFAULTS
 from pipelines.jobs import TRAINING_POOL
 from resources.lake import LakeResource
 from resources.mlflow import MlflowResource
+
+if TYPE_CHECKING:
+    from driftloop.training.retrain import TrainedModel
+    from driftloop.training.train import TrainingConfig
 
 
 class ModelConfig(Config):
@@ -54,6 +64,22 @@ class ModelConfig(Config):
     seed: int = 42
     search_trials: int = Field(default=0, ge=0, description="Random search trials (0 = off)")
     search_time_budget_s: float = Field(default=0.0, ge=0, description="0 = no time limit")
+
+    def training_config(self) -> "TrainingConfig":
+        from driftloop.training.train import TrainingConfig
+
+        end = date.fromisoformat(self.end_date) if self.end_date.strip() else None
+        return TrainingConfig(
+            window_days=self.window_days,
+            holdout_days=self.holdout_days,
+            validation_days=self.validation_days,
+            end_date=end,
+            model_kind=self.model_kind,
+            params=self.lightgbm_params() if self.model_kind == "lightgbm" else {},
+            seed=self.seed,
+            search_trials=self.search_trials,
+            search_time_budget_s=self.search_time_budget_s,
+        )
 
     def lightgbm_params(self) -> dict[str, Any]:
         names = (
@@ -98,6 +124,40 @@ def _table(importance: dict[str, float]) -> MetadataValue:
     )
 
 
+def _metadata(trained: "TrainedModel", links: dict[str, MetadataValue]) -> dict[str, Any]:
+    """The materialization's metadata: the model's identity first (read back by eval_report
+    and promotion of the same run), then what it was trained on and how well it did."""
+    result, registered, days = trained.result, trained.registered, trained.days
+    metadata: dict[str, Any] = {
+        "model_name": registered.model_name,
+        **identity_metadata(registered),
+        "model_uri": registered.model_uri,
+        **links,
+        "baseline_model_uri": registered.baseline_model_uri,
+        "primary_metric": result.primary_metric,
+        "partitions": f"{days[0]}..{days[-1]} ({len(days)} days)",
+        "train_days": f"{result.train_days[0]}..{result.train_days[-1]}",
+        "valid_days": f"{result.valid_days[0]}..{result.valid_days[-1]}",
+        "holdout_days": f"{result.holdout_days[0]}..{result.holdout_days[-1]}",
+        "rows_train": result.rows["train"],
+        "rows_valid": result.rows["valid"],
+        "rows_holdout": result.rows["holdout"],
+        "train_seconds": round(result.train_seconds, 3),
+        "rows_per_second": round(result.rows_per_second, 1),
+        "search_trials_run": len(result.trials),
+        "feature_importance": _table(result.feature_importance),
+    }
+    for prefix, values in (
+        ("holdout", result.holdout_metrics),
+        ("baseline_holdout", result.baseline_holdout_metrics),
+        ("valid", result.valid_metrics),
+    ):
+        for metric, value in values.items():
+            if math.isfinite(value):  # NaN (e.g. one-class holdout) is not shown
+                metadata[f"{prefix}_{metric}"] = float(value)
+    return metadata
+
+
 def build(contract: Contract) -> Definitions:
     name = contract.name
     config_class = model_config_class(contract)
@@ -121,81 +181,39 @@ def build(contract: Contract) -> Definitions:
         mlflow: MlflowResource,
     ) -> MaterializeResult:
         # Imported here: the training stack is heavy and only this step needs it.
-        from driftloop.training.train import TrainingConfig, load_training_frame, train
+        from driftloop.training.retrain import train_and_register
+        from driftloop.training.retrain_lock import RetrainBusy, acquire
 
-        end = date.fromisoformat(config.end_date) if config.end_date.strip() else None
-        training_config = TrainingConfig(
-            window_days=config.window_days,
-            holdout_days=config.holdout_days,
-            validation_days=config.validation_days,
-            end_date=end,
-            model_kind=config.model_kind,
-            params=config.lightgbm_params() if config.model_kind == "lightgbm" else {},
-            seed=config.seed,
-            search_trials=config.search_trials,
-            search_time_budget_s=config.search_time_budget_s,
-        )
         paths = lake.paths(name)
-        frame, days, digests = load_training_frame(contract, paths, end, config.window_days)
-        context.log.info(
-            f"{name}: {len(frame)} rows from {len(days)} features partitions {days[0]}..{days[-1]}"
+        try:
+            check_store(paths, mlflow.client(), name)
+            acquire(paths, context.run_id, lambda h: run_in_progress(context.instance, h))
+        except (RetrainBusy, PromotionError) as error:
+            raise fail(error) from error
+        trained = train_and_register(
+            contract,
+            paths,
+            config.training_config(),
+            mlflow.uri(),
+            {"dagster.run_id": context.run_id},
+            artifact_root=mlflow.artifact_root(),
         )
-        result = train(contract, frame, training_config)
+        result, registered, days = trained.result, trained.registered, trained.days
         primary = result.primary_metric
         context.log.info(
-            f"{name}: trained {result.model.name} in {result.train_seconds:.1f}s on "
-            f"{result.rows['train']} rows; holdout {primary} "
-            f"{result.holdout_metrics[primary]:.4f} vs baseline "
-            f"{result.baseline_holdout_metrics[primary]:.4f}"
-            + (f"; {len(result.trials)} search trials" if result.trials else "")
+            f"{name}: trained {result.model.name} on {result.rows['train']} rows of "
+            f"{days[0]}..{days[-1]}; holdout {primary} {result.holdout_metrics[primary]:.4f} "
+            f"vs baseline {result.baseline_holdout_metrics[primary]:.4f}; registered "
+            f"v{registered.version} (run {registered.run_id}) as 'challenger'"
         )
-        registered = mlflow.log_training(
-            contract,
-            result,
-            days,
-            digests,
-            tags={"dagster.run_id": context.run_id},
-            source=str(paths.table("features")),
-        )
-        context.log.info(
-            f"{name}: registered version {registered.version} (run {registered.run_id}) "
-            "with alias 'challenger'"
-        )
-
-        metadata: dict[str, Any] = {
-            "model_name": registered.model_name,
-            "model_version": registered.version,
-            "model_uri": registered.model_uri,
-            "mlflow_run_id": registered.run_id,
+        links = {
             "mlflow_run": MetadataValue.url(
                 mlflow.run_url(registered.run_id, registered.experiment_id)
             ),
             "mlflow_model_version": MetadataValue.url(
                 mlflow.model_version_url(registered.model_name, registered.version)
             ),
-            "baseline_model_uri": registered.baseline_model_uri,
-            "model_kind": result.model.name,
-            "primary_metric": primary,
-            "partitions": f"{days[0]}..{days[-1]} ({len(days)} days)",
-            "train_days": f"{result.train_days[0]}..{result.train_days[-1]}",
-            "valid_days": f"{result.valid_days[0]}..{result.valid_days[-1]}",
-            "holdout_days": f"{result.holdout_days[0]}..{result.holdout_days[-1]}",
-            "rows_train": result.rows["train"],
-            "rows_valid": result.rows["valid"],
-            "rows_holdout": result.rows["holdout"],
-            "train_seconds": round(result.train_seconds, 3),
-            "rows_per_second": round(result.rows_per_second, 1),
-            "search_trials_run": len(result.trials),
-            "feature_importance": _table(result.feature_importance),
         }
-        for prefix, values in (
-            ("holdout", result.holdout_metrics),
-            ("baseline_holdout", result.baseline_holdout_metrics),
-            ("valid", result.valid_metrics),
-        ):
-            for metric, value in values.items():
-                if math.isfinite(value):  # NaN (e.g. one-class holdout) is not shown
-                    metadata[f"{prefix}_{metric}"] = float(value)
-        return MaterializeResult(metadata=metadata)
+        return MaterializeResult(metadata=_metadata(trained, links))
 
     return Definitions(assets=[model])

@@ -50,7 +50,7 @@ def register_section(
     format_text: Callable[[Any], str] | None = None,
 ) -> None:
     """Add a section (e.g. "monitoring", "triggers") to the status of every dataset."""
-    if name in ("dataset", "registry", "ledger"):
+    if name in ("dataset", "consistency", "registry", "ledger"):
         raise ValueError(f"section name {name!r} is taken")
     SECTIONS[name] = Section(collect, format_text)
 
@@ -126,8 +126,11 @@ def ledger_records(paths: DatasetPaths, limit: int = LEDGER_LIMIT) -> list[dict[
 def collect(
     client: Any, paths: DatasetPaths, dataset: str, ledger_limit: int = LEDGER_LIMIT
 ) -> dict[str, Any]:
+    from driftloop.evaluation.reconcile import check
+
     status: dict[str, Any] = {
         "dataset": dataset,
+        "consistency": check(paths, client, dataset).to_dict(),
         "registry": {alias: version_info(client, dataset, alias) for alias in ALIASES},
         "ledger": ledger_records(paths, ledger_limit),
     }
@@ -166,8 +169,31 @@ def _key_metrics(info: dict[str, Any]) -> str:
     return ", ".join(f"{k}={metrics[k]:.4f}" for k in keys[:4]) or "-"
 
 
+def _warnings(consistency: dict[str, Any] | None) -> list[str]:
+    """The disagreement between ledger and registry, in full, before anything else."""
+    if not consistency or consistency.get("agree", True):
+        return []
+    lines = ["", "WARNING: the ledger and the registry disagree"]
+    lines += [f"  - {problem}" for problem in consistency.get("problems", [])]
+    if consistency.get("repairable"):
+        lines.append(
+            "  The next retrain or the reconcile sensor repairs this "
+            f"(or now: python -m pipelines.reconcile --dataset {consistency.get('dataset', '')})."
+        )
+    return lines
+
+
+def _wrapped(label: str, text: str, width: int = 100) -> list[str]:
+    """A whole reason, wrapped (never cut) under its entry."""
+    import textwrap
+
+    return textwrap.wrap(text, width, initial_indent=label, subsequent_indent=" " * len(label))
+
+
 def format_text(status: dict[str, Any]) -> str:
-    out = [f"dataset: {status['dataset']}", "", "Registry"]
+    out = [f"dataset: {status['dataset']}"]
+    out += _warnings(status.get("consistency"))
+    out += ["", "Registry"]
     rows = []
     for alias, info in status["registry"].items():
         if info is None:
@@ -207,16 +233,20 @@ def format_text(status: dict[str, Any]) -> str:
                 e["champion_after"],
                 _signed(e["diff"]),
                 _interval(e["ci_low"], e["ci_high"]),
-                (e["reasons"][0][:90] if e["reasons"] else None),
+                (e.get("model_run_id") or "")[:12] or None,
             ]
             for e in status["ledger"]
         ]
         out.append(
             text_table(
-                ["time (UTC)", "action", "version", "before", "after", "diff", "CI", "reason"],
+                ["time (UTC)", "action", "version", "before", "after", "diff", "CI", "run"],
                 rows,
             )
         )
+        out += ["", "Reasons (first reason of each entry, newest last)"]
+        for e in status["ledger"]:
+            if e["reasons"]:
+                out += _wrapped(f"{e['timestamp'][:19]}  ", e["reasons"][0])
     for name, section in SECTIONS.items():
         body = section.format_text(status[name]) if section.format_text else None
         out += ["", name.capitalize(), body or json.dumps(status[name], indent=2, default=str)]

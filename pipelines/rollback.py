@@ -46,23 +46,34 @@ def rollback(
     """Move `champion` back; returns what happened. Raises Failure with a clear message."""
     from mlflow.exceptions import MlflowException
 
-    from driftloop.training.registry import set_alias, version_for_alias
+    from driftloop.evaluation.promotion import PromotionError, check_store
+    from driftloop.training.registry import aliased, set_alias, version_for_alias, version_of_run
 
     name = contract.name
-    current = version_for_alias(client, name, CHAMPION)
+    try:
+        store = check_store(paths, client, name)
+    except PromotionError as error:
+        raise Failure(str(error)) from error
+    current = aliased(client, name, CHAMPION)
     if current is None:
         raise Failure(f"{name} has no champion: there is nothing to roll back")
-    before = str(current.version)
-    target = config.to_version.strip().removeprefix("v") or ledger.previous_champion(paths)
+    before = current.version
+    target = config.to_version.strip().removeprefix("v") or None
+    if target is None:
+        previous = ledger.previous_champion_run(paths)
+        if previous is not None:
+            version, model_run = previous
+            found = version_of_run(client, name, model_run) if model_run else None
+            target = str(found.version) if found else (None if model_run else version)
     if target is None:
         raise Failure(
             f"nothing to roll back to: the ledger of {name} ({paths.ledger}) records no "
-            f"champion before v{before}. Pass to_version to choose a version explicitly."
+            f"champion before v{before} in this store. Pass to_version to choose a version."
         )
     if target == before:
         raise Failure(f"v{target} already is the champion of {name}: nothing to roll back")
     try:
-        client.get_model_version(name, target)
+        target_run = client.get_model_version(name, target).run_id
     except MlflowException as error:
         raise Failure(f"{name} has no model version {target!r}: {error.message}") from error
 
@@ -83,6 +94,10 @@ def rollback(
             champion_after=target,
             reasons=reasons,
             dagster_run_id=run_id,
+            model_run_id=target_run,
+            champion_before_run_id=current.run_id,
+            champion_after_run_id=target_run,
+            store_id=store,
         ),
     )
     client.set_model_version_tag(name, before, "driftloop.rolled_back_at", now)

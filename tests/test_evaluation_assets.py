@@ -26,6 +26,7 @@ from driftloop.training.registry import (
     experiment_id_for,
     make_client,
     set_alias,
+    store_id,
     using_tracking_uri,
     version_for_alias,
 )
@@ -178,12 +179,14 @@ def test_promote_reject_rollback_and_status(setup, capsys) -> None:
     assert "| roc_auc |" in eval_meta["overall_metrics"].value
     assert "carrier" in eval_meta["slices"].value and "calibration" in eval_meta
     report = Path(eval_meta["report_path"].value)
-    assert report == paths.reports / "eval" / f"v{v1}.html" and report.exists()
+    run_id = client.get_model_version("flights", v1).run_id
+    assert report == paths.reports / "eval" / f"v{v1}-{run_id[:12]}.html" and report.exists()
     decision_json = json.loads(report.with_suffix(".json").read_text())
     assert decision_json["decision"]["promote"] and decision_json["champion_version"] is None
-    run_id = client.get_model_version("flights", v1).run_id
+    assert decision_json["model_run_id"] == run_id
     logged = {a.path for a in client.list_artifacts(run_id, "eval_report")}
-    assert logged == {f"eval_report/v{v1}.html", f"eval_report/v{v1}.json"}
+    stem = f"eval_report/v{v1}-{run_id[:12]}"
+    assert logged == {f"{stem}.html", f"{stem}.json"}
     assert promo_meta["decision"].value == "promoted"
     assert str(version_for_alias(client, "flights", "champion").version) == v1
 
@@ -193,6 +196,7 @@ def test_promote_reject_rollback_and_status(setup, capsys) -> None:
     v2 = _register(contract, uri, root, LinearModel(1.5, 1.5))
     eval_asset, promotion_asset = evaluation.build(contract).assets
     assert materialize([eval_asset], instance=instance, resources=resources).success
+    run_v1, run_v2 = (client.get_model_version("flights", v).run_id for v in (v1, v2))
     ledger.append(
         paths,
         ledger.LedgerEntry(
@@ -202,8 +206,14 @@ def test_promote_reject_rollback_and_status(setup, capsys) -> None:
             champion_before=v1,
             champion_after=v2,
             reasons=["written by the crashed run"],
+            model_run_id=run_v2,
+            champion_before_run_id=run_v1,
+            champion_after_run_id=run_v2,
+            store_id=store_id(client, "flights"),
         ),
     )
+    # Until the next run, status says the two disagree.
+    assert not collect(client, paths, "flights")["consistency"]["agree"]
     assert str(version_for_alias(client, "flights", "champion").version) == v1
     run = materialize([promotion_asset], instance=instance, resources=resources)
     promo_meta = run.get_asset_materialization_events()[0].materialization.metadata
@@ -211,6 +221,7 @@ def test_promote_reject_rollback_and_status(setup, capsys) -> None:
     assert promo_meta["decision"].value == "promoted"
     assert promo_meta["champion_before"].value == v1
     assert str(version_for_alias(client, "flights", "champion").version) == v2
+    assert collect(client, paths, "flights")["consistency"]["agree"]
     tags = client.get_model_version("flights", v2).tags
     assert tags["driftloop.gate_decision"] == "promoted"
     assert float(tags["driftloop.gate_ci_low"]) > 0
@@ -231,7 +242,12 @@ def test_promote_reject_rollback_and_status(setup, capsys) -> None:
     reasons = json.loads(rejected["reasons"])
     assert reasons[0].startswith(f"worse than champion v{v2}: ROC AUC")
     assert rejected["ci_high"] < 0 and rejected["metric"] == "roc_auc"
-    assert rejected["report_path"].endswith(f"v{v3}.html")
+    assert rejected["report_path"].endswith(".html") and f"/v{v3}-" in rejected["report_path"]
+    # Keyed on the model's identity: each entry names the run that logged its model.
+    assert list(entries["model_run_id"]) == [
+        client.get_model_version("flights", v).run_id for v in (v1, v2, v3)
+    ]
+    assert entries["store_id"].nunique() == 1
 
     # Re-running the promotion repeats nothing in the ledger.
     files = ledger.entry_files(paths)

@@ -40,7 +40,19 @@ def test_cli_json_and_text_without_models(flights_paths, data_root, capsys) -> N
     _entries(flights_paths)
     assert status_cli.main(["--dataset", "flights", "--json"]) == 0
     printed = json.loads(capsys.readouterr().out)
-    assert list(printed) == ["dataset", "registry", "ledger", "monitoring", "triggers", "cost"]
+    assert list(printed) == [
+        "dataset",
+        "consistency",
+        "registry",
+        "ledger",
+        "monitoring",
+        "triggers",
+        "cost",
+    ]
+    # The ledger names champion v12, which this (empty) store does not hold: a warning.
+    consistency = printed["consistency"]
+    assert not consistency["agree"] and not consistency["repairable"]
+    assert "v12" in consistency["problems"][0] and "not in this store" in consistency["problems"][0]
     assert printed["monitoring"]["latest_drift"] is None
     assert printed["triggers"] == {"last_triggered": None, "recent_runs": []}
     assert printed["dataset"] == "flights"
@@ -55,6 +67,7 @@ def test_cli_json_and_text_without_models(flights_paths, data_root, capsys) -> N
     text = capsys.readouterr().out
     assert "champion    (none)" in text and "challenger  (none)" in text
     assert "Ledger (last 3)" in text and "reason 11" in text and "reason 8" not in text
+    assert text.splitlines()[2] == "WARNING: the ledger and the registry disagree"
 
 
 def test_extra_sections_plug_in(flights_paths, data_root, monkeypatch) -> None:
@@ -94,3 +107,16 @@ def test_module_runs_as_a_command() -> None:
         check=True,
     )
     assert "--dataset" in out.stdout and "--json" in out.stdout
+
+
+def test_long_reasons_are_wrapped_whole(flights_paths, data_root, capsys) -> None:
+    sentence = " ".join(f"word{i}" for i in range(60)) + " and the end."
+    ledger.append(
+        flights_paths, LedgerEntry(dataset="flights", action="rejected", reasons=[sentence])
+    )
+    assert status_cli.main(["--dataset", "flights"]) == 0
+    text = capsys.readouterr().out
+    block = text[text.index("Reasons") :].split("\n\n")[0]
+    lines = block.splitlines()[1:]
+    assert len(lines) > 1 and all(len(line) <= 100 for line in lines)
+    assert " ".join(" ".join(lines).split()[1:]) == sentence  # after the timestamp

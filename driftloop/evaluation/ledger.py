@@ -184,35 +184,136 @@ def read(paths: DatasetPaths, limit: int | None = None) -> pd.DataFrame:
     return frame
 
 
-def champion_history(paths: DatasetPaths) -> tuple[str | None, list[str]]:
-    """Replay the ledger: (current champion, stack of earlier champions, most recent last).
+# Actions after which the champion is the entry's champion_after (canary entries and
+# rejections leave it as it was).
+CHAMPION_ACTIONS = ("promoted", "rollback", "reconciled")
 
-    A promotion pushes the champion it replaced; a rollback to version X pops the stack back
-    to (and including) X, so rolling back twice walks further back instead of bouncing
-    between the last two versions. A rollback never pushes the version it rolled back from:
-    that one was judged bad. Rejections change nothing.
-    """
+
+def _text(value: Any) -> str | None:
     import pandas as pd
 
-    current: str | None = None
-    stack: list[str] = []
-    for row in read(paths).itertuples(index=False):
-        after = None if pd.isna(row.champion_after) else str(row.champion_after)
-        before = None if pd.isna(row.champion_before) else str(row.champion_before)
-        if row.action == "promoted" and after is not None:
-            if before is not None and before != after and (not stack or stack[-1] != before):
+    return None if value is None or pd.isna(value) or value == "" else str(value)
+
+
+@dataclass(frozen=True)
+class Champion:
+    """The champion as the ledger records it: the model's identity and where it was set."""
+
+    version: str | None
+    run_id: str | None
+    store_id: str | None
+    action: str
+    timestamp: Any
+
+
+def _identity(version: str | None, run_id: str | None) -> str | None:
+    # Entries keyed by run id compare by it; entries written without one fall back to the
+    # version number, which is all they recorded.
+    return run_id or (None if version is None else f"v{version}")
+
+
+def ledger_champion(paths: DatasetPaths) -> Champion | None:
+    """The champion the ledger's last champion-setting entry names (None: none recorded).
+
+    A champion_after of None (a store adopted with no champion in it) is returned as a
+    Champion whose version and run_id are None."""
+    frame = read(paths)
+    frame = frame[frame["action"].isin(CHAMPION_ACTIONS)]
+    if frame.empty:
+        return None
+    row = frame.iloc[-1]
+    return Champion(
+        version=_text(row["champion_after"]),
+        run_id=_text(row["champion_after_run_id"]),
+        store_id=_text(row["store_id"]),
+        action=str(row["action"]),
+        timestamp=row["timestamp"],
+    )
+
+
+def latest_store_id(paths: DatasetPaths) -> str | None:
+    """The MLflow store the ledger's latest entry that names one was written against."""
+    frame = read(paths)
+    named = frame["store_id"].dropna()
+    named = named[named != ""]
+    return None if named.empty else str(named.iloc[-1])
+
+
+def decision_for(paths: DatasetPaths, model_run_id: str, store_id: str | None) -> dict | None:
+    """The gate's recorded decision (promoted/rejected) on the model of `model_run_id` in
+    this store, newest first, as a dict; None if it was never decided."""
+    frame = read(paths)
+    same = (frame["model_run_id"] == model_run_id) & frame["action"].isin(["promoted", "rejected"])
+    if store_id is not None:
+        same &= frame["store_id"].isna() | (frame["store_id"] == store_id)
+    if not same.any():
+        return None
+    return frame[same].iloc[-1].to_dict()
+
+
+def champion_history(paths: DatasetPaths) -> tuple[str | None, list[str]]:
+    """Replay the ledger: (current champion, stack of earlier champions, most recent last),
+    as version numbers. See champion_run_history for the rules."""
+    current, stack = _replay(paths)
+    return (None if current is None else current[0]), [v for v, _ in stack if v is not None]
+
+
+def champion_run_history(
+    paths: DatasetPaths,
+) -> tuple[tuple[str | None, str | None] | None, list[tuple[str | None, str | None]]]:
+    """Replay the ledger: (current champion, stack of earlier champions, most recent last),
+    each as (version, model run id).
+
+    A promotion pushes the champion it replaced; a rollback to X pops the stack back to
+    (and including) X, so rolling back twice walks further back instead of bouncing
+    between the last two. A rollback never pushes the champion it rolled back from: that
+    one was judged bad. Rejections change nothing. A reconcile sets the champion without
+    pushing; one that adopts another store starts the history again, as the versions of
+    the store it replaced are gone.
+    """
+    return _replay(paths)
+
+
+def _replay(
+    paths: DatasetPaths,
+) -> tuple[tuple[str | None, str | None] | None, list[tuple[str | None, str | None]]]:
+    current: tuple[str | None, str | None] | None = None
+    stack: list[tuple[str | None, str | None]] = []
+
+    def same(a: tuple | None, b: tuple | None) -> bool:
+        return a is not None and b is not None and _identity(*a) == _identity(*b)
+
+    for row in read(paths).to_dict(orient="records"):
+        after = (_text(row["champion_after"]), _text(row["champion_after_run_id"]))
+        before = (_text(row["champion_before"]), _text(row["champion_before_run_id"]))
+        has_after = _identity(*after) is not None
+        has_before = _identity(*before) is not None
+        if row["action"] == "promoted" and has_after:
+            if has_before and not same(before, after) and not (stack and same(stack[-1], before)):
                 stack.append(before)
             current = after
-        elif row.action == "rollback" and after is not None:
-            if after in stack:
-                stack = stack[: len(stack) - 1 - stack[::-1].index(after)]
+        elif row["action"] == "rollback" and has_after:
+            keys = [_identity(*s) for s in stack]
+            if _identity(*after) in keys:
+                stack = stack[: len(keys) - 1 - keys[::-1].index(_identity(*after))]
             current = after
+        elif row["action"] == "reconciled":
+            details = json.loads(row["details"]) if _text(row["details"]) else {}
+            if details.get("adopted_store"):
+                stack = []
+            current = after if has_after else None
     return current, stack
 
 
 def previous_champion(paths: DatasetPaths) -> str | None:
     """The version a rollback should go back to, or None if the ledger knows none."""
-    current, stack = champion_history(paths)
-    while stack and stack[-1] == current:
+    previous = previous_champion_run(paths)
+    return None if previous is None else previous[0]
+
+
+def previous_champion_run(paths: DatasetPaths) -> tuple[str | None, str | None] | None:
+    """(version, model run id) a rollback should go back to, or None if there is none."""
+    current, stack = _replay(paths)
+    while stack and current is not None and _identity(*stack[-1]) == _identity(*current):
         stack.pop()
     return stack[-1] if stack else None

@@ -1,0 +1,108 @@
+"""The reconciler: dead runs end as failed, and the registry follows the ledger.
+
+Every tick, for its dataset:
+- a STARTED Dagster run whose process is gone is marked failed, with the reason. The
+  process is the one that executes the run's steps, whose pid Dagster records in the
+  run's engine events ("Started process for run", "Executing steps in process"); Dagster's
+  own run monitoring (instance setting ``run_monitoring``) covers launchers that can check
+  their workers, which the default launcher and runs started from the CLI cannot. The
+  processes are looked up on this machine, where this project runs its runs.
+- an MLflow run of the dataset left RUNNING by a process that is gone is ended (KILLED);
+- the registry's champion is put back in line with the ledger
+  (driftloop.evaluation.reconcile), unless a retrain holds the dataset's lock right now
+  (its promotion may be between its ledger entry and its alias move).
+"""
+
+from __future__ import annotations
+
+from dagster import (
+    DagsterEventType,
+    DagsterInstance,
+    DagsterRunStatus,
+    DefaultSensorStatus,
+    RunsFilter,
+    SensorDefinition,
+    SensorEvaluationContext,
+    SkipReason,
+    sensor,
+)
+
+from driftloop.data.contract import Contract
+from driftloop.processes import ran_since
+from resources.lake import LakeResource
+from resources.mlflow import MlflowResource
+from sensors.settings import seconds
+
+PID_EVENTS = ("Started process for run", "Executing steps")
+
+
+def run_pid(instance: DagsterInstance, run_id: str) -> int | None:
+    """The pid of the process executing a run's steps, from its engine events (the last one
+    that names a pid: a run worker's steps run in the worker itself)."""
+    pid = None
+    for entry in instance.all_logs(run_id, of_type=DagsterEventType.ENGINE_EVENT):
+        event = entry.dagster_event
+        data = getattr(event, "engine_event_data", None) if event else None
+        value = (data.metadata or {}).get("pid") if data is not None else None
+        text = str(getattr(value, "value", value) or "")
+        if text.isdigit() and (entry.user_message or "").startswith(PID_EVENTS):
+            pid = int(text)
+    return pid
+
+
+def fail_dead_runs(instance: DagsterInstance) -> list[str]:
+    """Mark STARTED runs whose process is gone as failed; returns their run ids."""
+    failed = []
+    records = instance.get_run_records(RunsFilter(statuses=[DagsterRunStatus.STARTED]))
+    for record in records:
+        run = record.dagster_run
+        pid = run_pid(instance, run.run_id)
+        started = record.start_time or record.create_timestamp.timestamp()
+        if pid is None or ran_since(pid, started):
+            continue
+        instance.report_run_failed(
+            run,
+            f"the process that executed this run (pid {pid}) is gone (killed or crashed) "
+            "while the run was STARTED; marked failed by the reconciler",
+        )
+        failed.append(run.run_id)
+    return failed
+
+
+def build_reconcile_sensor(contract: Contract) -> SensorDefinition:
+    name = contract.name
+
+    @sensor(
+        name=f"{name}_reconcile",
+        minimum_interval_seconds=seconds("DRIFTLOOP_RECONCILE_SENSOR_SECONDS", 60),
+        default_status=DefaultSensorStatus.RUNNING,
+        description=(
+            f"Ends dead runs as failed (Dagster runs whose process is gone, {name} MLflow runs "
+            f"left RUNNING) and puts the {name} champion alias back in line with the ledger."
+        ),
+    )
+    def reconcile(
+        context: SensorEvaluationContext, lake: LakeResource, mlflow: MlflowResource
+    ) -> SkipReason:
+        from assets.retrain_run import run_in_progress
+        from driftloop.evaluation.reconcile import end_dead_mlflow_runs, reconcile_registry
+        from driftloop.training.retrain_lock import holder
+
+        failed = fail_dead_runs(context.instance)
+        done = [f"Dagster run {run_id} failed: its process is gone" for run_id in failed]
+        client = mlflow.client()
+        done += [f"MLflow run {r} ended (KILLED)" for r in end_dead_mlflow_runs(client, name)]
+        paths = lake.paths(name)
+        busy = holder(paths)
+        if busy is not None and run_in_progress(context.instance, busy):
+            done.append(f"registry not checked: retrain run {busy.owner} holds the lock")
+        else:
+            repair = reconcile_registry(paths, client, name)
+            done += repair.actions
+            if not repair.consistency_before.repairable:
+                done += repair.consistency_before.problems
+        for line in done:
+            context.log.info(f"{name}: {line}")
+        return SkipReason("; ".join(done) or "nothing to reconcile")
+
+    return reconcile
