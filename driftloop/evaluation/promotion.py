@@ -85,11 +85,12 @@ def check_store(paths: DatasetPaths, client: MlflowClient, name: str) -> str | N
     """The current store id, after checking it is the one the ledger was written against."""
     now = store_id(client, name)
     recorded = ledger.latest_store_id(paths)
-    if recorded is not None and now is not None and recorded != now:
+    if recorded is not None and recorded != now:
         raise PromotionError(
             f"the MLflow store of {name} is not the one its ledger ({paths.ledger}) was "
-            f"written against: the ledger names store {recorded}, this store is {now} (lost "
-            "or replaced?). Nothing is promoted over it. If this store is meant to replace "
+            f"written against: the ledger names store {recorded}, this store "
+            f"{'has no registered model' if now is None else 'is ' + now} (lost or "
+            "replaced?). Nothing is trained or promoted over it. If this store is meant to replace "
             f"the old one, record that with `python -m pipelines.reconcile --dataset {name} "
             "--adopt-store` and run again."
         )
