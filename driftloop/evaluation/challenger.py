@@ -121,7 +121,8 @@ def evaluate_model(
         seed=gate_config.seed,
         explanation=explanation,
     )
-    decision = decide(result, gate_config, is_first=champion is None)
+    days = (date.fromisoformat(end) - date.fromisoformat(start)).days + 1
+    decision = decide(result, gate_config, is_first=champion is None, holdout_days=days)
     html_path, json_path = report_paths(paths, model)
     html = render_report(
         result,

@@ -61,6 +61,9 @@ class GateDecision:
     failed_slices: list[str] = field(default_factory=list)
     is_first: bool = False
     confidence: float = 0.95
+    # How many slice values the gate could judge, and in words why the others were not.
+    slices_gated: int = 0
+    slice_note: str = ""
 
     @property
     def action(self) -> str:
@@ -85,7 +88,41 @@ def _f(value: float) -> str:
     return "n/a" if math.isnan(value) else f"{value:+.4f}"
 
 
-def decide(result: EvalResult, config: GateConfig, is_first: bool) -> GateDecision:
+def slice_coverage(
+    slices: Any, n_rows: int, config: GateConfig, holdout_days: int | None = None
+) -> str:
+    """In words: which slice values the gate judges, and when none can be, why and what
+    holdout would be needed at this volume (empty when the contract has no slices)."""
+    if slices is None or len(slices) == 0:
+        return ""
+    rows = slices["rows"].astype(int)
+    need = config.min_slice_rows
+    gated = int((rows >= need).sum())
+    over = f" over {holdout_days} day(s)" if holdout_days else ""
+    if gated == len(rows):
+        return f"all {len(rows)} slice value(s) have >= {need:,} holdout rows and are gated"
+    largest, smallest = int(rows.max()), int(rows.min())
+    if gated:
+        return (
+            f"{gated} of {len(rows)} slice value(s) gated; {len(rows) - gated} with fewer than "
+            f"{need:,} holdout rows (smallest: {smallest:,}) are reported, not gated"
+        )
+    scale = math.ceil(need / max(largest, 1))
+    if holdout_days:
+        wanted = f"about {holdout_days * scale} days of holdout (training.holdout_days)"
+    else:
+        wanted = f"about {scale} times the holdout's days (training.holdout_days)"
+    return (
+        f"slices were not gated: the holdout has {n_rows:,} labelled rows{over} and its "
+        f"largest slice value {largest:,}, fewer than the {need:,} rows a slice needs before "
+        f"its difference can block a promotion (min_slice_rows); at this volume {wanted} "
+        "would let the largest slice value be gated"
+    )
+
+
+def decide(
+    result: EvalResult, config: GateConfig, is_first: bool, holdout_days: int | None = None
+) -> GateDecision:
     """Promote or not, with a plain-English reason for every rule (passed or failed)."""
     # On use: evaluation imports numpy and pandas, and loading the code location (which
     # reads GateConfig's defaults) should not.
@@ -164,6 +201,7 @@ def decide(result: EvalResult, config: GateConfig, is_first: bool) -> GateDecisi
         + (f", {n_small} smaller slice(s) not gated" if n_small else "")
         + (f", {n_unest} without both classes not gated" if n_unest else "")
     )
+    note = slice_coverage(slices, result.n_rows, config, holdout_days)
     if is_first:
         reasons.append(
             f"first model: no champion yet, so {against} is the floor and slice checks are "
@@ -179,6 +217,8 @@ def decide(result: EvalResult, config: GateConfig, is_first: bool) -> GateDecisi
             f"no slice is worse than {against} by more than {config.slice_tolerance:.4f} "
             f"at {pct} confidence ({scope})"
         )
+    if note and n_gated == 0:
+        reasons.append(note)
     if result.skipped_slices:
         reasons.append(
             f"slice column(s) {result.skipped_slices} are not in the features table and were "
@@ -195,4 +235,6 @@ def decide(result: EvalResult, config: GateConfig, is_first: bool) -> GateDecisi
         failed_slices=failed,
         is_first=is_first,
         confidence=config.confidence,
+        slices_gated=n_gated,
+        slice_note=note,
     )

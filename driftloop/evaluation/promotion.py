@@ -136,6 +136,7 @@ def _entry(
         store_id=model.store_id or None,
         trigger_reason=trigger_reason,
         details={"model_kind": model.model_kind, "reference": record.get("reference")}
+        | {"slices_gated": decision.slices_gated, "slices": decision.slice_note}
         | record.get("online_evidence", {}),
     )
 

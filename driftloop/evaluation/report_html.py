@@ -276,6 +276,8 @@ def render(result: EvalResult, decision: Any = None, context: dict[str, Any] | N
             f"<p class='small'>ci_low / ci_high: {pct} paired bootstrap interval of the slice "
             "difference, from the same resamples as the overall metric.</p>"
         )
+    if getattr(decision, "slice_note", ""):
+        out.append(f"<p class='slice-note'><b>Slice gating:</b> {escape(decision.slice_note)}</p>")
     if result.skipped_slices:
         out.append(f"<p>Not in the holdout, not checked: {escape(str(result.skipped_slices))}</p>")
 
