@@ -182,7 +182,8 @@ def test_fuzzed_requests_get_4xx_on_a_live_connection(replay_server) -> None:
     statuses: dict[int, int] = {}
     for i in range(600):
         body, headers = _bad_request(rng, i)
-        path = "/invocations" if i % 10 else "/events"
+        # An event may leave fields out (kind 2 is valid there): events get the others.
+        path = "/events" if i % 10 == 0 and i % 6 != 2 else "/invocations"
         try:
             connection.request("POST", path, body, headers)
             response = connection.getresponse()

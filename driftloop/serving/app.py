@@ -255,13 +255,12 @@ def create_app(
             fail(422, f"the {dataset} contract has no id_columns: events cannot name their rows")
         records = parse_events(payload, scorer.contract, scorer.schema.max_rows)
         state = scorer.state
-        ignored_before = state.events_ignored
+        ignored = sum(state.stored(state.row_id(r)) for r in records)
         if state.event_log is not None:
             state.event_log.append(records)
             state.catch_up()
         else:
             state.apply_events(records)
-        ignored = state.events_ignored - ignored_before
         metrics.events.labels(dataset, "applied").inc(len(records) - ignored)
         metrics.events.labels(dataset, "ignored").inc(ignored)
         body = {"accepted": len(records), "ignored_stored": ignored}

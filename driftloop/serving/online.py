@@ -235,6 +235,7 @@ class OnlineScorer:
         return Scored(body, model, rows.count, unseen)
 
     def version(self) -> dict[str, Any]:
+        self.state.catch_up()  # so the state described includes every accepted event
         model = self.watcher.model
         checked = self.watcher.checked_at
         return {

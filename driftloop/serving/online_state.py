@@ -312,6 +312,10 @@ class OnlineFeatureState:
     def row_id(self, record: dict[str, Any]) -> str:
         return _ID_SEPARATOR.join(str(record[i]) for i in self.contract.id_columns)
 
+    def stored(self, row_id: str) -> bool:
+        """Whether the lake holds this row (events about it are then ignored)."""
+        return row_id in self._lake_ids
+
     def catch_up(self) -> int:
         """Apply the events other workers (or this one) logged since the last call."""
         if self.event_log is None:
