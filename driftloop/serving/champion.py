@@ -16,16 +16,38 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    import pandas as pd
+from typing import Any
 
 from driftloop.names import CHAMPION
 
 log = logging.getLogger(__name__)
 
 DEFAULT_REFRESH_SECONDS = 5.0
+
+
+@dataclass
+class TreeInput:
+    """How our LightGBM model reads its input, for requests of a few rows: its matrix is
+    built straight from the columns (numbers as they are; a category as its position among
+    the training categories, NaN when unseen or NULL: `LightGBMModel.feature_matrix`'s
+    rule), skipping the pandas frame and MLflow's input checks a batch needs."""
+
+    features: list[str]
+    positions: dict[str, dict[str, float]]
+    booster: Any
+    iteration: int
+
+    def predict(self, columns: dict[str, Any], rows: int) -> Any:
+        import numpy as np
+
+        matrix = np.empty((rows, len(self.features)), dtype=np.float64)
+        for j, name in enumerate(self.features):
+            position = self.positions.get(name)
+            if position is None:
+                matrix[:, j] = columns[name]
+            else:
+                matrix[:, j] = [position.get(v, np.nan) for v in columns[name]]
+        return self.booster.predict(matrix, num_iteration=self.iteration, num_threads=1)
 
 
 @dataclass
@@ -39,20 +61,44 @@ class LoadedModel:
     # Training categories per categorical feature (our own models only), so a value the
     # model never saw is counted instead of passing silently as missing.
     categories: dict[str, frozenset[str]] = field(default_factory=dict)
+    tree_input: TreeInput | None = None
     loaded_at: float = field(default_factory=time.time)
 
-    def predict(self, features: pd.DataFrame) -> Any:
-        return self.score(features, threads=1)  # one request, one thread: workers scale
+    def predict(self, columns: dict[str, Any], rows: int) -> Any:
+        """Scores of rows given as feature columns (float64 arrays; categories as lists of
+        str or None). One request, one thread: the server's workers are the parallelism."""
+        if self.tree_input is not None:
+            return self.tree_input.predict(columns, rows)
+        import pandas as pd
+
+        return self.score(pd.DataFrame(columns), threads=1)
+
+
+def _tabular(score: Callable[..., Any]) -> Any:
+    pyfunc = getattr(score, "pyfunc", None)
+    try:
+        return pyfunc.unwrap_python_model().tabular  # type: ignore[union-attr]
+    except Exception:  # another flavor, or not a model of ours
+        return None
+
+
+def tree_input(score: Callable[..., Any]) -> TreeInput | None:
+    """The direct input path of our LightGBM model, else None (MLflow's predict is used)."""
+    from driftloop.training.models import LightGBMModel
+
+    tabular = _tabular(score)
+    if not isinstance(tabular, LightGBMModel) or tabular.booster is None:
+        return None
+    positions = {
+        name: {str(c): float(i) for i, c in enumerate(tabular.categories[name])}
+        for name in tabular.categorical
+    }
+    return TreeInput(list(tabular.features), positions, tabular.booster, tabular.best_iteration)
 
 
 def training_categories(score: Callable[..., Any]) -> dict[str, frozenset[str]]:
     """The categories a loaded pyfunc of ours was trained with, else {}."""
-    pyfunc = getattr(score, "pyfunc", None)
-    try:
-        tabular = pyfunc.unwrap_python_model().tabular  # type: ignore[union-attr]
-    except Exception:  # another flavor, or not a model of ours: nothing to compare with
-        return {}
-    categories = getattr(tabular, "categories", None) or {}
+    categories = getattr(_tabular(score), "categories", None) or {}
     return {name: frozenset(map(str, values)) for name, values in categories.items()}
 
 
@@ -112,6 +158,7 @@ class ChampionWatcher:
             before = self.model.version if self.model else None
             loaded = LoadedModel(number, str(version.run_id), uri, score)
             loaded.categories = training_categories(score)
+            loaded.tree_input = tree_input(score)
             self._swap(loaded)
             self.last_error = None
             log.info(
