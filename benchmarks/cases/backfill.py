@@ -38,6 +38,7 @@ HISTORY_DAYS = 30
 FIRST_DAY = date(2013, 1, 1)
 FULL = {"days": 335, "per_run": 28}  # 2013-01-31 to 2013-12-31: 12 runs
 QUICK = {"days": 24, "per_run": 6}  # 4 runs
+SUMMARY_KEYS = ("seconds", "days", "runs", "status", "performance_days")
 
 
 def prepare(root: Path, contracts: Path, history: int, days: int) -> None:
@@ -67,6 +68,15 @@ def _events(instance: Any, run_id: str) -> dict[str, list[Any]]:
     return by_kind
 
 
+def failed_runs(instance: Any, backfill_id: str) -> list[str]:
+    from dagster import DagsterRunStatus, RunsFilter
+
+    records = instance.get_run_records(RunsFilter.for_backfill(backfill_id))
+    return [
+        r.dagster_run.run_id for r in records if r.dagster_run.status != DagsterRunStatus.SUCCESS
+    ]
+
+
 def breakdown(instance: Any, backfill_id: str) -> dict[str, Any]:
     """Sums over the backfill's runs: queue, start, each asset's compute, the rest."""
     from dagster import RunsFilter
@@ -94,6 +104,8 @@ def measure(source: Path, contracts: Path, database: str, runs: int, spec: dict)
     sys.path.insert(0, str(PROJECT_ROOT / "tests"))
     from e2e_helpers import dagster_dev, free_port, wait_for
 
+    from driftloop.monitoring.signals import summary_path
+    from driftloop.paths import dataset_paths
     from pipelines import backfill
     from pipelines.instance import POSTGRES_URL_ENV, instance_at, write_instance
     from pipelines.jobs import DAILY_ASSETS
@@ -126,13 +138,25 @@ def measure(source: Path, contracts: Path, database: str, runs: int, spec: dict)
             backfill_id = backfill.launch(url, DATASET, days, DAILY_ASSETS)
             final = backfill.wait(url, backfill_id, timeout=4 * 3600, every=2)
             seconds = time.monotonic() - started
-        if final != "COMPLETED_SUCCESS":
-            log = (tmp / "dagster_dev.log").read_text(errors="replace")
-            raise RuntimeError(f"backfill with {runs} run(s) at once: {final}\n{log[-4000:]}")
         os.environ[POSTGRES_URL_ENV] = database
         with instance_at(home) as instance:
+            failed = failed_runs(instance, backfill_id)
             parts = breakdown(instance, backfill_id)
-        return {"seconds": seconds, "days": len(days), **parts}
+        if final not in ("COMPLETED_SUCCESS", "COMPLETED_FAILED") or failed:
+            log = (tmp / "dagster_dev.log").read_text(errors="replace")
+            raise RuntimeError(f"backfill with {runs} run(s): {final} {failed}\n{log[-4000:]}")
+        paths = dataset_paths(DATASET, root)
+        drift = [d for d in days if summary_path(paths, d).exists()]
+        if drift != days:
+            raise RuntimeError(f"no drift summary for {sorted(set(days) - set(drift))}")
+        performance = [d for d in days if paths.partition_file("performance", d).exists()]
+        return {
+            "seconds": seconds,
+            "days": len(days),
+            "status": final,
+            "performance_days": len(performance),
+            **parts,
+        }
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -173,7 +197,7 @@ def run(quick: bool) -> list[dict]:
     one, two = results[1]["seconds"], results[2]["seconds"]
     parts = "; ".join(
         f"{n} at once: {r['seconds']:.0f} s over {r['runs']} runs ("
-        + ", ".join(f"{k} {v}" for k, v in r.items() if k not in ("seconds", "days", "runs"))
+        + ", ".join(f"{k} {v}" for k, v in r.items() if k not in SUMMARY_KEYS)
         + " s)"
         for n, r in results.items()
     )
@@ -181,7 +205,11 @@ def run(quick: bool) -> list[dict]:
         f"{spec['days']} days of 2013 flights, landed and taken in, through raw_data, "
         f"features, predictions, drift_report and performance as one backfill of runs of "
         f"{spec['per_run']} days on PostgreSQL; wall time from the request to the final "
-        f"status. Where the time goes (sums over runs): {parts}."
+        f"status. Where the time goes (sums over runs): {parts}. Performance is measured "
+        f"for the days whose labels are due by the latest day each run sees "
+        f"({results[1]['performance_days']} of {spec['days']} with one run at a time); the "
+        "others stay requested, so Dagster ends the backfill COMPLETED_FAILED with every run "
+        "successful, which the case accepts."
     )
     return [
         row(
