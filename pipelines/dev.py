@@ -109,6 +109,21 @@ def _environment(args: argparse.Namespace) -> dict[str, str] | str:
     return env
 
 
+def prepare_storage(home: Path, env: dict[str, str]) -> None:
+    """Create the instance's tables here, once, before `dagster dev` starts: its webserver,
+    daemon and code server each open the instance, and three processes creating a new
+    SQLite storage at once can leave its schema-version table with two heads."""
+    from dagster import AssetKey
+
+    from pipelines.instance import instance_at
+
+    os.environ.update({k: v for k, v in env.items() if k == POSTGRES_URL_ENV})
+    with instance_at(home) as instance:
+        instance.get_runs(limit=1)
+        instance.all_instigator_state()
+        instance.fetch_materializations(AssetKey("driftloop"), limit=1)
+
+
 def main(argv: list[str] | None = None) -> int:
     args, rest = _parser().parse_known_args(sys.argv[1:] if argv is None else argv)
     if not port_is_free(args.host, args.port):
@@ -123,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     if isinstance(env, str):
         print(f"driftloop: {env}", file=sys.stderr)
         return 2
+    prepare_storage(Path(env["DAGSTER_HOME"]), env)
     dagster = Path(sys.executable).with_name("dagster")
     command = [str(dagster) if dagster.exists() else "dagster", "dev"]
     command += ["-w", str(PROJECT_ROOT / "workspace.yaml")]
