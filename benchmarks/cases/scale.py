@@ -1,6 +1,6 @@
 """scale: the full retraining path on 10M rows over 100 daily partitions vs the same on 1M.
 
-The path is `benchmarks.cases.orchestration.retrain_in_process` (features over the range,
+The path is `benchmarks.retrain_baseline.retrain_in_process` (features over the range,
 training on the whole 100-day window, MLflow logging, eval report with the paired
 bootstrap, promotion), each size in a fresh process on its own raw lake of replicated
 flights (`benchmarks.data.write_replicated_lake`: 100 days, 10k or 100k rows a day).
