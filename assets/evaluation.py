@@ -198,8 +198,10 @@ def _promotion(context: AssetExecutionContext, contract: Contract) -> Materializ
         context.log.info(f"{name}: {note}")
     before = done.champion_before.version if done.champion_before else None
     after = done.champion_after.version if done.champion_after else None
+    decided = done.model
     context.log.info(
-        f"{name}: {done.action} v{model.version} ({source}); champion {_v(before)} -> {_v(after)}"
+        f"{name}: {done.action} v{decided.version} ({decided.model_kind or 'model'}; trained by "
+        f"{source}); champion {_v(before)} -> {_v(after)}"
     )
     metadata: dict[str, Any] = {
         "decision": done.action,
