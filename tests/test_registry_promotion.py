@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from dagster import AssetKey, DagsterInstance, materialize
+from dagster import AssetKey, DagsterInstance, build_sensor_context, materialize
 
 from assets import evaluation, model
 from driftloop.data.contract import Contract
@@ -30,6 +30,7 @@ from driftloop.training.registry import (
 )
 from resources.lake import LakeResource
 from resources.mlflow import MlflowResource
+from sensors.reconcile import build_reconcile_sensor
 from tests.test_training import START, synthetic_contract
 
 # A LightGBM this small (two stumps at a tiny rate) is no match for the baseline's linear
@@ -153,11 +154,16 @@ def test_the_baseline_becomes_champion_when_it_wins_and_reconcile_repairs(
     set_alias(client, "synth", "champion", "1")
     state = check(paths, client, "synth")
     assert not state.agree and state.repairable and "v2" in state.problems[0]
-    repair = reconcile_registry(paths, client, "synth")
-    assert repair.actions == ["moved the champion alias from v1 to v2, the ledger's champion"]
+    # The reconcile sensor repairs it (and finds no dead run: every run here finished).
+    sensor = build_reconcile_sensor(contract)
+    resources = {"lake": LakeResource(), "mlflow": MlflowResource()}
+    with build_sensor_context(instance=dagster_instance, resources=resources) as context:
+        outcome = sensor(context)
+    assert outcome.skip_message == ("moved the champion alias from v1 to v2, the ledger's champion")
     assert str(version_for_alias(client, "synth", "champion").version) == "2"
     assert ledger.read(paths).iloc[-1]["action"] == "reconciled"
     assert check(paths, client, "synth").agree
+    assert not reconcile_registry(paths, client, "synth").actions
 
 
 @pytest.mark.slow
