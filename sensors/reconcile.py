@@ -6,7 +6,8 @@ Every tick, for its dataset:
   run's engine events ("Started process for run", "Executing steps in process"); Dagster's
   own run monitoring (instance setting ``run_monitoring``) covers launchers that can check
   their workers, which the default launcher and runs started from the CLI cannot. The
-  processes are looked up on this machine, where this project runs its runs.
+  processes are looked up on this machine, so only under the default launcher, whose
+  runs (like the CLI's) run here; other launchers are left to run monitoring.
 - an MLflow run of the dataset left RUNNING by a process that is gone is ended (KILLED);
 - the registry's champion is put back in line with the ledger
   (driftloop.evaluation.reconcile), unless a retrain holds the dataset's lock right now
@@ -51,7 +52,15 @@ def run_pid(instance: DagsterInstance, run_id: str) -> int | None:
 
 
 def fail_dead_runs(instance: DagsterInstance) -> list[str]:
-    """Mark STARTED runs whose process is gone as failed; returns their run ids."""
+    """Mark STARTED runs whose process is gone as failed; returns their run ids.
+
+    Only with the default run launcher, whose runs (and the CLI's) run on this machine:
+    another launcher's workers run elsewhere (a pod, a container), where a pid means
+    nothing here, and Dagster's run monitoring checks them through the launcher."""
+    from dagster import DefaultRunLauncher
+
+    if not isinstance(instance.run_launcher, DefaultRunLauncher):
+        return []
     failed = []
     records = instance.get_run_records(RunsFilter(statuses=[DagsterRunStatus.STARTED]))
     for record in records:
