@@ -20,6 +20,7 @@ import http.client
 import json
 import random
 import shutil
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -90,6 +91,15 @@ def test_a_replayed_day_is_scored_as_batch_scored_it(replay_server) -> None:
         online[payload["flight_id"]] = body["predictions"][0]
     scoring.close()
     assert len(online) == len(raw) > 500 and events == 2 * len(raw)
+    # The events went to both workers; a scrape of either counts them all (multiprocess).
+    for _ in range(4):
+        metrics = urllib.request.urlopen(url + "/metrics", timeout=30).read().decode()
+        applied = [
+            float(line.rsplit(" ", 1)[1])
+            for line in metrics.splitlines()
+            if line.startswith("driftloop_serving_events_total{") and 'outcome="applied"' in line
+        ]
+        assert applied == [events], applied
     wrong = {k: (v, batch[k]) for k, v in online.items() if v != batch[k]}
     assert wrong == {}, f"{len(wrong)} of {len(online)} differ, e.g. {list(wrong.items())[:3]}"
 

@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from bisect import bisect_left
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
@@ -36,122 +34,24 @@ from typing import Any
 
 from driftloop.data.contract import ColumnType, Contract
 from driftloop.data.lake import existing_partitions, is_blocked
-from driftloop.features.definition import (
-    _SQL_TYPES,
-    RAW_TABLE,
-    _q,
-    _sources,
-    lookback_days,
-)
+from driftloop.features.definition import lookback_days
+from driftloop.names import RAW_TABLE
 from driftloop.paths import DatasetPaths
 from driftloop.serving.event_log import EventLog
+from driftloop.serving.rolling import (
+    EMPTY,
+    ID_SEPARATOR,
+    Part,
+    Table,
+    connect,
+    contributions_sql,
+    rolling_sources,
+)
 
 log = logging.getLogger(__name__)
 
 DEFAULT_HISTORY_DAYS = 30
 _ROWS = "__driftloop_online_rows"
-_ID_SEPARATOR = "\x1f"
-
-
-@dataclass(frozen=True)
-class Window:
-    feature: str
-    window_us: int
-    count: bool  # the `count` statistic; else the mean of the values
-
-
-@dataclass(frozen=True)
-class Source:
-    """Rolling features that aggregate the same thing: one prefix-sum table per group."""
-
-    group_by: str
-    value_sql: str
-    known_sql: str
-    windows: tuple[Window, ...]
-
-
-def rolling_sources(contract: Contract) -> list[Source]:
-    """The definition's sources (group, value, known-at) with the windows read from each."""
-    out = []
-    for (group_by, value, known), members in _sources(contract).items():
-        windows = tuple(
-            Window(
-                contract.rolling_features[k].name,
-                contract.rolling_features[k].window // timedelta(microseconds=1),
-                contract.rolling_features[k].statistic == "count",
-            )
-            for k in members
-        )
-        out.append(Source(group_by, value, known, windows))
-    return out
-
-
-def contributions_sql(contract: Contract, sources: list[Source], relation: str) -> str:
-    """Per raw row of `relation`: its id, and per source its group, value and known-at key,
-    by the definition's own expressions (the row's label, its event time in microseconds)."""
-    event = _q(contract.event_time.column)
-    cast = {n: f"CAST({_q(n)} AS {_SQL_TYPES[c.type]})" for n, c in contract.columns.items()}
-    if contract.event_time.expression is not None:
-        # An event record carries the expression's inputs; a stored row, the stored time.
-        computed = f"TRY(CAST(({contract.event_time.expression}) AS TIMESTAMP))"
-        cast[contract.event_time.column] = f"COALESCE({event}, {computed})"
-    typed = ", ".join(
-        [
-            *(f"{sql} AS {_q(n)}" for n, sql in cast.items()),
-            # Contract SQL may say `event_time` for the row's event time, as in batch.
-            f"CAST({cast[contract.event_time.column]} AS TIMESTAMP) AS event_time",
-        ]
-    )
-    ids = [f"CAST({_q(i)} AS VARCHAR)" for i in contract.id_columns] or ["NULL"]
-    row_id = ids[0] if len(ids) == 1 else f"concat_ws('{_ID_SEPARATOR}', {', '.join(ids)})"
-    outputs = [f"{row_id} AS __id"]
-    for s, source in enumerate(sources):
-        outputs += [
-            f"{_q(source.group_by)} AS __g{s}",
-            f"{source.value_sql} AS __v{s}",
-            f"{source.known_sql} AS __k{s}",
-        ]
-    return f"""WITH source AS (SELECT {typed} FROM {_q(relation)}),
-numbered AS (
-    SELECT *, CAST({contract.target.sql} AS DOUBLE) AS __label, epoch_us({event}) AS __t_us
-    FROM source WHERE {event} IS NOT NULL
-)
-SELECT {", ".join(outputs)} FROM numbered"""
-
-
-# One row's part in one source: (group, key, value or None).
-Part = tuple[Any, int, float | None]
-
-
-@dataclass
-class Table:
-    """Sorted known-at keys of one group with prefix sums (index i: totals of keys[:i])."""
-
-    keys: list[int]
-    sums: list[float]
-    counts: list[int]  # values that are not NULL
-    rows: list[int]  # every row, NULL value or not (the `count` statistic)
-
-    @classmethod
-    def build(cls, parts: Iterable[tuple[int, float | None]]) -> Table:
-        keys, sums, counts, rows = [], [0.0], [0], [0]
-        s = c = 0
-        for n, (key, value) in enumerate(sorted(parts, key=lambda p: p[0]), start=1):
-            if value is not None:
-                s += value
-                c += 1
-            keys.append(key)
-            sums.append(s)
-            counts.append(c)
-            rows.append(n)
-        return cls(keys, sums, counts, rows)
-
-    def before(self, t: int) -> tuple[float, int, int]:
-        i = bisect_left(self.keys, t)
-        return self.sums[i], self.counts[i], self.rows[i]
-
-
-_EMPTY = Table([], [0.0], [0], [0])
 
 
 @dataclass
@@ -217,7 +117,7 @@ class OnlineFeatureState:
     def _connection(self) -> Any:
         """The event layer's connection (used under the lock)."""
         if self._con is None:
-            self._con = _connect()
+            self._con = connect()
         return self._con
 
     def _parts(self, table: Any, con: Any) -> tuple[list[str | None], list[list[Part]]]:
@@ -271,7 +171,7 @@ class OnlineFeatureState:
             return False
         old = self._day_signature
         loaded = {d: p for d, p in self._day_parts.items() if d in wanted and old[d] == wanted[d]}
-        con = _connect()  # the refresh's own: the event layer's may be in use meanwhile
+        con = connect()  # the refresh's own: the event layer's may be in use meanwhile
         try:
             for day in wanted:
                 if day not in loaded:
@@ -310,7 +210,7 @@ class OnlineFeatureState:
     # --- the event layer --------------------------------------------------------------
 
     def row_id(self, record: dict[str, Any]) -> str:
-        return _ID_SEPARATOR.join(str(record[i]) for i in self.contract.id_columns)
+        return ID_SEPARATOR.join(str(record[i]) for i in self.contract.id_columns)
 
     def stored(self, row_id: str) -> bool:
         """Whether the lake holds this row (events about it are then ignored)."""
@@ -416,7 +316,7 @@ class OnlineFeatureState:
                         for column in columns:
                             column.append(None)
                         continue
-                    table = tables.get(g, _EMPTY)
+                    table = tables.get(g, EMPTY)
                     overlay = overlays.get(g)
                     if overlay is not None and overlay.table is None:
                         overlay.table = Table.build(overlay.parts.values())
@@ -471,14 +371,6 @@ class OnlineFeatureState:
             "events_applied": self.events_applied,
             "events_ignored": self.events_ignored,
         }
-
-
-def _connect() -> Any:
-    import duckdb
-
-    # Contract SQL reads the rows it is given, never files or the network; one thread, as
-    # the queries are small and the server's workers are the parallelism.
-    return duckdb.connect(config={"enable_external_access": False, "threads": 1})
 
 
 def log_path(paths: DatasetPaths) -> Path:

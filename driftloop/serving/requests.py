@@ -34,76 +34,19 @@ from zoneinfo import ZoneInfo
 
 from driftloop.data.contract import ColumnType, Contract
 from driftloop.data.contract_sql import DERIVED_EVENT_TIME, event_time_inputs
+from driftloop.serving.errors import MAX_REPORTED_ERRORS, Problem, RequestError, fail, shown
+
+__all__ = ["Problem", "RequestError", "RequestSchema", "Rows", "fail", "parse_request"]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_ROWS = 1000
-MAX_REPORTED_ERRORS = 20
 # Outside these, a timestamp is a typo or an attack, and pandas' nanosecond range ends.
 EARLIEST = datetime(1900, 1, 1)
 LATEST = datetime(2200, 1, 1)
 _ISO = re.compile(
     r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?)?(Z|[+-]\d{2}:?\d{2})?$"
 )
-_SHOWN = 60  # characters of a client's value or field name quoted back in a message
-
-
-def shown(value: Any) -> str:
-    """A client's value as quoted in a message, cut short (a fuzzer sends megabytes)."""
-    text = repr(value)
-    return text if len(text) <= _SHOWN else text[: _SHOWN - 3] + "..."
-
-
-@dataclass
-class Problem:
-    field: str | None
-    row: int | None
-    message: str
-
-    def text(self) -> str:
-        where = []
-        if self.row is not None:
-            where.append(f"row {self.row}")
-        if self.field is not None:
-            where.append(f"field '{self.field[:_SHOWN]}'")
-        return (", ".join(where) + ": " if where else "") + self.message
-
-    def as_dict(self) -> dict[str, Any]:
-        name = None if self.field is None else self.field[:_SHOWN]
-        return {"row": self.row, "field": name, "message": self.message}
-
-
-class RequestError(ValueError):
-    """A request the server refuses; `status` is the HTTP status (400, 413, 422, 503)."""
-
-    def __init__(self, status: int, problems: list[Problem], error_code: str | None = None):
-        self.status = status
-        self.problems = problems
-        self.error_code = error_code or {
-            400: "BAD_REQUEST",
-            413: "REQUEST_TOO_LARGE",
-            422: "INVALID_PARAMETER_VALUE",
-            503: "NOT_READY",
-        }.get(status, "BAD_REQUEST")
-        super().__init__(self.message)
-
-    @property
-    def message(self) -> str:
-        shown_ = [p.text() for p in self.problems[:MAX_REPORTED_ERRORS]]
-        more = len(self.problems) - len(shown_)
-        return "; ".join(shown_) + (f"; and {more} more problem(s)" if more > 0 else "")
-
-    def body(self) -> dict[str, Any]:
-        """MLflow's error shape ({error_code, message}) plus the problems one by one."""
-        return {
-            "error_code": self.error_code,
-            "message": self.message,
-            "errors": [p.as_dict() for p in self.problems[:MAX_REPORTED_ERRORS]],
-        }
-
-
-def fail(status: int, message: str, field: str | None = None, row: int | None = None):
-    raise RequestError(status, [Problem(field, row, message)])
 
 
 def sql_columns(expression: str) -> set[str] | None:
