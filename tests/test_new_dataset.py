@@ -197,11 +197,14 @@ def _cli_path(tmp_path: Path, name: str, sample: Path, target: str, zone: str,
 
 
 def _holdout_metric(status: dict) -> tuple[str, float]:
-    champion = status["champion"]
-    assert champion is not None, "the drafted contract's first model was not promoted"
-    metric = champion["primary_metric"]
-    values = {k: v for k, v in champion["metrics"].items() if metric in k and "holdout" in k}
-    assert values, f"no holdout {metric} in {sorted(champion['metrics'])}"
+    """The first model's holdout metric; it must have been promoted over the baseline."""
+    registry = status["registry"]
+    model = registry["champion"]
+    ledger = json.dumps(status.get("ledger"), default=str)[:3000]
+    assert model is not None, f"the first model was not promoted: {ledger}"
+    metric = model["primary_metric"]
+    values = {k: v for k, v in model["metrics"].items() if metric in k and "holdout" in k}
+    assert values, f"no holdout {metric} in {sorted(model['metrics'])}"
     return metric, next(iter(values.values()))
 
 
