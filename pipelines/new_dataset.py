@@ -11,7 +11,8 @@ import sys
 from pathlib import Path
 
 from driftloop.data.contract import ContractError, load_contract
-from driftloop.data.drafting import draft_contract, render
+from driftloop.data.drafting import draft_contract
+from driftloop.data.drafting_render import check_sample, render
 from driftloop.paths import contracts_dir
 
 
@@ -58,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"wrote {target}: {len(contract.columns)} columns, {len(contract.features)} features")
     for note in draft.notes:
         print(f"  left out {note}")
+    print(check_sample(contract, args.sample))
     print("next:")
     print(f"  cp FILES data/landing/{args.name}/    # land files (or $DRIFTLOOP_DATA_DIR/landing)")
     print(f"  uv run python -m pipelines.dev       # see the {args.name} graph at 127.0.0.1:3000")

@@ -250,3 +250,52 @@ def test_event_time_expression_must_use_landed_columns(tmp_path: Path) -> None:
 
     with pytest.raises(ContractError, match="exactly one"):
         load_contract(_write_variant(tmp_path, both))
+
+
+# --- the contract reference -------------------------------------------------------------
+
+
+def _model_fields(model: type, prefix: str = "") -> dict[str, type | None]:
+    """Every field of the contract model, nested models included: dotted path -> sub-model."""
+    import typing
+
+    from pydantic import BaseModel
+
+    out: dict[str, type | None] = {}
+    for name, info in model.model_fields.items():
+        path = f"{prefix}{name}"
+        candidates = [info.annotation, *typing.get_args(info.annotation)]
+        nested = [c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)]
+        nested += [
+            a for c in candidates for a in typing.get_args(c)
+            if isinstance(a, type) and issubclass(a, BaseModel)
+        ]  # fmt: skip
+        out[path] = nested[0] if nested else None
+        if nested:
+            out |= _model_fields(nested[0], f"{path}.")
+    return out
+
+
+def test_every_contract_field_is_in_the_reference() -> None:
+    """docs/contracts.md has a section per top-level field and names every nested key."""
+    import re
+
+    from driftloop.data.contract import Column, Contract
+
+    page = (PROJECT_ROOT / "docs" / "contracts.md").read_text()
+    sections = {m.group(1): m.start() for m in re.finditer(r"^## (.+)$", page, re.M)}
+    fields = _model_fields(Contract) | {f"columns.*.{k}": None for k in Column.model_fields}
+    missing = []
+    for path in fields:
+        parts = path.split(".")
+        if len(parts) == 1:
+            start = sections.get(path)
+            ends = [s for s in sections.values() if start is not None and s > start]
+            body = page[start : min(ends, default=len(page))] if start is not None else ""
+            if len(body.strip().splitlines()) < 3:
+                missing.append(f"section '## {path}' (empty or absent)")
+        elif f"`{parts[-1]}`" not in page:
+            missing.append(f"`{parts[-1]}` ({path})")
+    assert not missing, f"docs/contracts.md lacks: {missing}"
+    for section in ("Reserved column names", "What contract SQL may do", "Baseline models"):
+        assert section in sections

@@ -39,6 +39,8 @@ from driftloop.data.drafting_profile import (
 if TYPE_CHECKING:
     import pandas as pd
 
+    from driftloop.data.contract import Contract
+
 MAX_SLICES = 2
 MAX_SLICE_VALUES = 12
 
@@ -378,44 +380,3 @@ def draft_contract(
         },
         notes=[f"{c}: {why}" for c, why in left_out.items()],
     )
-
-
-def _pad(text: str, why: str, width: int = 40) -> str:
-    return f"{text.ljust(width)} # {why}" if why else text
-
-
-def render(draft: Draft) -> str:
-    """The draft as contract YAML, a comment on every inferred value."""
-    out = [
-        f"# Drafted by `python -m pipelines.new_dataset {draft.name}` from {draft.rows} rows of",
-        f"# {draft.sample.name}. Each value says where it came from: check them, edit freely.",
-        "# Reference: docs/contracts.md",
-        f"name: {draft.name}",
-        f"description: {json.dumps('Drafted from ' + draft.sample.name)}",
-        "event_time:",
-        *(_pad(f"  {k}: {v.value}", v.why) for k, v in draft.event_time.items()),
-        _pad(f"id_columns: {draft.id_columns.value}", draft.id_columns.why),
-        "target:",
-        *(_pad(f"  {k}: {v.value}", v.why) for k, v in draft.target.items()),
-        _pad(f"task: {draft.task.value}", draft.task.why),
-        _pad(f"label_delay: {draft.label_delay.value}", draft.label_delay.why),
-        "partitions:",
-        _pad(f"  start: {draft.start.value}", draft.start.why),
-        _pad(f"slices: {draft.slices.value}", draft.slices.why),
-        _pad("max_bad_row_fraction: 0.2", "a file with more bad rows is quarantined whole"),
-        "",
-        "columns:",
-        *(_pad(f"  {yaml_key(c)}: {line.value}", line.why, 0) for c, line in draft.columns.items()),
-        "",
-        "extra_features:" + ("" if draft.extra_features else " {}"),
-        *(_pad(f"  {k}: {v.value}", v.why) for k, v in draft.extra_features.items()),
-        "",
-        "features:",
-        *(_pad(f"  - {yaml_key(f)}", why, 30) for f, why in draft.features.items()),
-        "  # Left out:",
-        *(f"  # - {yaml_key(c)}: {why}" for c, why in draft.left_out.items()),
-        "",
-        "training:",
-        *(_pad(f"  {k}: {v.value}", v.why, 24) for k, v in draft.training.items()),
-    ]
-    return "\n".join(out) + "\n"
