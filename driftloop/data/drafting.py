@@ -39,7 +39,6 @@ from driftloop.data.drafting_profile import (
 if TYPE_CHECKING:
     import pandas as pd
 
-    from driftloop.data.contract import Contract
 
 MAX_SLICES = 2
 MAX_SLICE_VALUES = 12
