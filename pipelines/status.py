@@ -1,7 +1,9 @@
 """python -m pipelines.status --dataset flights [--json]
 
-Champion and challenger (versions, key metrics, gate outcome), the last ledger entries,
-the latest drift verdict and realised performance, and the last triggered retrain.
+A warning first while the promotion ledger and the registry disagree (each problem in
+full, and what repairs it: python -m pipelines.reconcile), then champion and challenger
+(versions, key metrics, gate outcome), the last ledger entries with their whole first
+reasons, the latest drift verdict and realised performance, and the last triggered retrain.
 Reads the same stores as the Dagster code location: $DRIFTLOOP_DATA_DIR and
 $MLFLOW_TRACKING_URI (default: SQLite under the data root).
 """
