@@ -116,3 +116,65 @@ def test_previous_champion_across_promotions_and_rollbacks(flights_paths) -> Non
     _rollback(p, "4", "2")
     assert ledger.champion_history(p) == ("2", ["1"])
     assert ledger.previous_champion(p) == "1"
+
+
+def _entry(paths, action: str, after: tuple | None, before: tuple | None = None, **extra) -> None:
+    ledger.append(
+        paths,
+        LedgerEntry(
+            dataset="flights",
+            action=action,
+            challenger_version=after[0] if after else None,
+            champion_before=before[0] if before else None,
+            champion_after=after[0] if after else None,
+            model_run_id=after[1] if after else None,
+            champion_before_run_id=before[1] if before else None,
+            champion_after_run_id=after[1] if after else None,
+            **extra,
+        ),
+    )
+
+
+def test_identity_is_the_run_id_and_a_new_store_starts_history_again(flights_paths) -> None:
+    a, b, c = ("1", "run-a"), ("2", "run-b"), ("3", "run-c")
+    _entry(flights_paths, "promoted", a, store_id="s1")
+    _entry(flights_paths, "promoted", b, a, store_id="s1")
+    _entry(flights_paths, "rejected", b, b, store_id="s1")
+    assert ledger.decision_for(flights_paths, "run-b", "s1")["action"] == "rejected"
+    assert ledger.decision_for(flights_paths, "run-b", "other-store") is None
+    assert ledger.decision_for(flights_paths, "run-x", "s1") is None
+    champion = ledger.ledger_champion(flights_paths)
+    assert (champion.version, champion.run_id, champion.store_id) == ("2", "run-b", "s1")
+    assert ledger.previous_champion_run(flights_paths) == a
+    assert ledger.latest_store_id(flights_paths) == "s1"
+
+    # The store is replaced and adopted: the old versions are gone from history; a version
+    # number that comes back ("1") is a different model, told apart by its run id.
+    _entry(flights_paths, "reconciled", None, b, store_id="s2",
+           details={"adopted_store": "s2", "previous_store": "s1"})  # fmt: skip
+    assert ledger.latest_store_id(flights_paths) == "s2"
+    champion = ledger.ledger_champion(flights_paths)
+    assert (champion.version, champion.run_id) == (None, None)
+    assert ledger.previous_champion_run(flights_paths) is None
+    _entry(flights_paths, "promoted", ("1", "run-d"), None, store_id="s2")
+    _entry(flights_paths, "promoted", c, ("1", "run-d"), store_id="s2")
+    assert ledger.previous_champion_run(flights_paths) == ("1", "run-d")
+    assert ledger.champion_history(flights_paths) == ("3", ["1"])
+    assert ledger.decision_for(flights_paths, "run-a", "s2") is None
+
+
+def test_a_process_token_tells_a_live_process_from_a_dead_one() -> None:
+    import subprocess
+    import sys
+
+    from driftloop.processes import process_token, ran_since, token_alive
+
+    assert token_alive(process_token()) is True
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    token = process_token(child.pid)
+    assert token_alive(token) is True and ran_since(child.pid, since=9e12)
+    assert not ran_since(child.pid, since=0)  # started after that time: not the same process
+    child.kill()
+    child.wait()
+    assert token_alive(token) is False and not ran_since(child.pid, since=9e12)
+    assert token_alive("another-host:1:1") is None
