@@ -1,8 +1,9 @@
 """python -m pipelines.backtest --dataset NAME [--start D] [--end D] [policy options]
 
 Replays a dataset's history day by day through the production trigger and gate and
-compares the loop's retraining policy with never / every 30 days / every 7 days / every
-day retraining (see driftloop.backtest.engine). Prints the table, writes HTML, PNG and JSON under
+compares the loop's retraining policy with periodic schedules (never, every 60, 30, 14, 7,
+3 days, every day; see driftloop.backtest.engine), the frontier they draw, and the cost of
+each in retrains and CPU seconds. Prints the table, writes HTML, PNG and JSON under
 <data root>/backtest/<dataset>/reports/ and logs them to MLflow (experiment
 <dataset>-backtest).
 
@@ -12,9 +13,10 @@ the production lake's raw partitions. The contract is contracts/NAME.yaml, else
 examples/contracts/NAME.yaml, or `--contract PATH`.
 
 Compare settings side by side: `--policy NAME:key=value,...` adds a trigger policy (keys:
-n_breaches, window, cooldown_days, use_drift, use_performance, gate_margin,
-gate_confidence, drift_share_threshold, prediction_drift_breaches, tolerance,
-relative_tolerance, min_labelled_rows); the plain options set the `driftloop` policy.
+every field of the contract's `retraining:` block, e.g. n_breaches, window, cooldown_days,
+use_drift, use_estimated, use_performance, drift_threshold, performance_window_days,
+performance_confidence, and gate_margin, gate_confidence); the plain options set the
+`driftloop` policy.
 
 The issue's reference figures (never 0.634 / 30 days 0.652 / 7 days 0.663 / daily 0.670)
 were made with production's LightGBM defaults fitted on the whole trailing window up to
@@ -115,10 +117,12 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--cooldown-days", type=int, default=None)
     group.add_argument("--no-drift", action="store_true", help="drift does not count")
     group.add_argument("--no-performance", action="store_true", help="performance does not count")
+    group.add_argument(
+        "--no-estimated", action="store_true", help="estimated performance does not count"
+    )
     group.add_argument("--gate-margin", type=float, default=None)
     group.add_argument("--gate-confidence", type=float, default=None)
-    group.add_argument("--drift-share-threshold", type=float, default=None)
-    group.add_argument("--tolerance", type=float, default=None, help="performance tolerance")
+    group.add_argument("--drift-threshold", type=float, default=None)
     group.add_argument(
         "--policy",
         action="append",
@@ -151,7 +155,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--schedules",
         type=parse_pairs,
         default=None,
-        help="reference schedules, e.g. never=none,every_7_days=7 (default: the four)",
+        help="reference schedules, e.g. never=none,every_7_days=7 (default: never, every "
+        "60, 30, 14, 7, 3 days, every day)",
+    )
+    model.add_argument(
+        "--no-model-cache",
+        action="store_true",
+        help="fit every model again instead of reusing the fitted models kept on disk",
     )
     return parser
 
@@ -166,15 +176,16 @@ def config_from_args(contract, args, start: date, end: date):
         cooldown_days=args.cooldown_days,
         use_drift=False if args.no_drift else None,
         use_performance=False if args.no_performance else None,
+        use_estimated=False if args.no_estimated else None,
         gate_margin=args.gate_margin,
         gate_confidence=args.gate_confidence,
-        drift_share_threshold=args.drift_share_threshold,
-        tolerance=args.tolerance,
+        drift_threshold=args.drift_threshold,
     )
     triggers, params = policies_and_params(contract, main, args.policy, args.param)
     extra: dict[str, Any] = {"triggers": triggers, "model_params": params}
     extra["workers"] = args.workers
     extra["fit"] = args.fit
+    extra["model_cache"] = not args.no_model_cache
     if args.window_days:
         extra["window_days"] = args.window_days
     if args.schedules is not None:
@@ -186,7 +197,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     from driftloop.backtest import engine as backtest
-    from driftloop.backtest.report import log_to_mlflow, summary_markdown, write_report
+    from driftloop.backtest.report import (
+        log_to_mlflow,
+        signals_markdown,
+        summary_markdown,
+        write_report,
+    )
     from driftloop.data.contract import load_contract
 
     contract = load_contract(find_contract(args.dataset, args.contract))
@@ -221,6 +237,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(body, indent=2, default=str))
     else:
         print(summary_markdown(result))
+        print()
+        print(signals_markdown(result))
         print(f"timings (s): {result.timings}")
         for kind, path in files.items():
             print(f"{kind}: {path}")

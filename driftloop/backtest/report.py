@@ -1,4 +1,5 @@
-"""The backtest report: a summary table (Markdown), a daily plot (PNG), HTML and JSON files."""
+"""The backtest report: the summary table (Markdown), the daily and frontier plots (PNG), the
+signals' breach shares, each retrain's reason, the estimate's accuracy, as HTML and JSON."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from typing import Any
 
 import pandas as pd
 
-from driftloop.backtest.engine import DAILY, STATIC, BacktestResult
+from driftloop.backtest.policies import DAILY, STATIC
+from driftloop.backtest.result import BacktestResult, frontier_points
 from driftloop.data.lake import write_text_atomic
 
 METRIC_LABELS = {"roc_auc": "ROC AUC", "rmse": "RMSE", "mae": "MAE", "log_loss": "log loss"}
@@ -42,24 +44,101 @@ def summary_rows(result: BacktestResult) -> list[dict[str, Any]]:
                 "promotions": int(row["promotions"]) if row["kind"] == "trigger" else None,
                 "value_capture": None if anchor else row["value_capture"],
                 "retrain_cost": None if anchor else row["retrain_cost"],
+                "cpu_seconds": row["cpu_seconds"],
+                "periodic_line": row.get("frontier_capture") if row["kind"] == "trigger" else None,
             }
         )
     return rows
 
 
+def signal_rows(result: BacktestResult) -> list[dict[str, Any]]:
+    """Per trigger policy: the share of days each signal breached, and the estimate's mean
+    absolute error against the realised daily metric beside the constant guess's."""
+    rows = []
+    for row in result.summary().to_dict(orient="records"):
+        if row["kind"] != "trigger":
+            continue
+        rows.append(
+            {
+                "policy": row["policy"],
+                "drift breached": row.get("breach_share_drift"),
+                "estimated breached": row.get("breach_share_estimated"),
+                "realised breached": row.get("breach_share_performance"),
+                "any breached": row.get("breach_share_any"),
+                "estimate MAE": row.get("estimate_mae"),
+                "holdout-metric guess MAE": row.get("holdout_guess_mae"),
+                "days": row.get("estimate_days"),
+            }
+        )
+    return rows
+
+
+def signals_markdown(result: BacktestResult) -> str:
+    rows = signal_rows(result)
+    if not rows:
+        return ""
+    head = "| policy | " + " | ".join(k for k in rows[0] if k != "policy") + " |"
+    lines = [head, "|---|" + "---:|" * (len(rows[0]) - 1)]
+    for row in rows:
+        cells = [_fmt(v, 3) for k, v in row.items() if k != "policy"]
+        lines.append(f"| {row['policy']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def summary_markdown(result: BacktestResult) -> str:
     rows = summary_rows(result)
     label = METRIC_LABELS.get(result.metric, result.metric)
-    head = f"| policy | mean daily {label} | retrains | promotions | value capture | retrain cost |"
-    lines = [head, "|---|---:|---:|---:|---:|---:|"]
+    head = (
+        f"| policy | mean daily {label} | retrains | promotions | value capture | retrain cost "
+        "| periodic line at that cost | CPU seconds |"
+    )
+    lines = [head, "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for row in rows:
         digits = 4 if result.higher_is_better else 3
         lines.append(
             f"| {row['policy']} | {_fmt(row[f'mean_{result.metric}'], digits)} | "
             f"{row['retrains']} | {_fmt(row['promotions'])} | {_fmt(row['value_capture'], 2)} | "
-            f"{_fmt(row['retrain_cost'], 3)} |"
+            f"{_fmt(row['retrain_cost'], 3)} | {_fmt(row['periodic_line'], 2)} | "
+            f"{_fmt(row['cpu_seconds'], 0)} |"
         )
     return "\n".join(lines)
+
+
+def render_frontier(result: BacktestResult, path: Path) -> Path | None:
+    """Value capture against retrain cost: the periodic line (never at (0, 0), every day at
+    (1, 1), the schedules between) and every trigger policy's point. None without
+    matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    summary = result.summary()
+    line = frontier_points(summary)
+    fig, ax = plt.subplots(figsize=(7, 5), dpi=110)
+    ax.plot([c for c, _ in line], [v for _, v in line], "-", color="grey", label="periodic line")
+    for row in summary.to_dict(orient="records"):
+        cost = 0.0 if row["policy"] == STATIC else row["retrain_cost"]
+        capture = {STATIC: 0.0, DAILY: 1.0}.get(row["policy"], row["value_capture"])
+        if row["kind"] == "schedule":
+            ax.scatter([cost], [capture], color="grey", s=18, zorder=3)
+            ax.annotate(row["policy"], (cost, capture), fontsize=7, xytext=(4, -10),
+                        textcoords="offset points")  # fmt: skip
+        else:
+            ax.scatter([cost], [capture], s=70, marker="*", zorder=4, label=row["policy"])
+    ax.set_xscale("symlog", linthresh=0.02)
+    ax.set_xlabel("retrain cost (retrains / retrains of every_day)")
+    ax.set_ylabel("value capture")
+    ax.set_title(f"{result.dataset}: value capture against retrain cost", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
 
 
 def render_plot(result: BacktestResult, path: Path) -> Path | None:
@@ -127,12 +206,16 @@ def _table_html(rows: list[dict[str, Any]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def render_html(result: BacktestResult, plot: Path | None) -> str:
+def _image(path: Path | None, alt: str) -> str:
+    if path is None or not path.exists():
+        return ""
+    encoded = base64.b64encode(path.read_bytes()).decode()
+    return f'<img alt="{alt}" src="data:image/png;base64,{encoded}">'
+
+
+def render_html(result: BacktestResult, plot: Path | None, frontier: Path | None = None) -> str:
     label = METRIC_LABELS.get(result.metric, result.metric)
-    image = ""
-    if plot is not None and plot.exists():
-        encoded = base64.b64encode(plot.read_bytes()).decode()
-        image = f'<img alt="daily realised metric" src="data:image/png;base64,{encoded}">'
+    image = _image(plot, "daily realised metric") + _image(frontier, "periodic frontier")
     events = []
     for policy in result.policies:
         if policy.kind != "trigger":
@@ -165,7 +248,9 @@ every day as scored by each policy's model. Value capture = (policy - {STATIC}) 
 ({DAILY} - {STATIC}), sign-adjusted; retrain cost = retrains / retrains of {DAILY}.</p>
 {_table_html(summary_rows(result))}
 {image}
-<h2>Trigger retrains</h2>
+<h2>Signals: share of days breached; performance estimate against realised</h2>
+{_table_html(signal_rows(result))}
+<h2>Trigger retrains (the cooldown counts from every retrain launched, promoted or not)</h2>
 {_table_html(events)}
 <h2>First model (shared by every policy)</h2>
 <pre>{html.escape(first)}</pre>
@@ -189,8 +274,12 @@ def write_report(result: BacktestResult, folder: Path) -> dict[str, Path]:
     plot = render_plot(result, folder / f"{stem}.png")
     if plot is not None:
         paths["png"] = plot
-    paths["html"] = write_text_atomic(render_html(result, plot), folder / f"{stem}.html")
-    body = {**result.to_dict(), "table": summary_rows(result)}
+    frontier = render_frontier(result, folder / f"{stem}_frontier.png")
+    if frontier is not None:
+        paths["frontier_png"] = frontier
+    html_text = render_html(result, plot, frontier)
+    paths["html"] = write_text_atomic(html_text, folder / f"{stem}.html")
+    body = {**result.to_dict(), "table": summary_rows(result), "signals": signal_rows(result)}
     paths["json"] = write_text_atomic(
         json.dumps(body, indent=2, default=str) + "\n", folder / f"{stem}.json"
     )
@@ -226,8 +315,9 @@ def log_to_mlflow(
         text = json.dumps(value, default=str) if isinstance(value, dict | list) else str(value)
         client.log_param(run_id, key[:250], text[:6000])
     for row in result.summary().to_dict(orient="records"):
-        for key in (f"mean_{result.metric}", "retrains", "value_capture", "retrain_cost"):
-            value = float(row[key])
+        keys = (f"mean_{result.metric}", "retrains", "value_capture", "retrain_cost")
+        for key in (*keys, "cpu_seconds", "breach_share_any", "estimate_mae"):
+            value = float(row.get(key, math.nan))
             if math.isfinite(value):
                 client.log_metric(run_id, f"{row['policy']}.{key}", value)
     for key, value in result.timings.items():

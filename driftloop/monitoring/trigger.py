@@ -1,7 +1,12 @@
-"""The retraining trigger policy: debounced (N of the last M days) with a cooldown. Pure.
+"""The retraining trigger: its policy (the contract's ``retraining:`` block) and the decision.
 
-A single noisy day never retrains; a breach that persists does, but not again within
-``cooldown_days`` of the last retrain, so a drifting week cannot set off a retrain storm.
+Three daily signals can breach: calibrated importance-weighted drift
+(``driftloop.monitoring.calibrated_drift``), performance estimated before labels arrive and
+realised performance once they have (both pooled over a trailing window,
+``driftloop.monitoring.performance``). A single noisy day never retrains; a breach on
+``n_breaches`` of the last ``window`` days does, but not within ``cooldown_days`` of the
+last retrain launched, whether the gate promoted its challenger or refused it (a refused
+challenger says retraining did not pay yet; trying again the next day would not either).
 The sensor gathers one ``WindowSignal`` per daily partition and asks ``decide_retrain``;
 the backtest replays history through the same function.
 """
@@ -17,32 +22,55 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class TriggerPolicy(BaseModel):
-    """Retrain when at least ``n_breaches`` of the last ``window`` days breached."""
+    """Retrain when at least ``n_breaches`` of the last ``window`` days breached (see
+    docs/contracts.md, sections retraining and Monitoring, for every setting)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    n_breaches: int = Field(default=3, ge=1)
-    window: int = Field(default=5, ge=1, description="daily windows looked at, today included")
-    cooldown_days: int = Field(default=7, ge=0, description="no retrain this soon after one")
+    n_breaches: int = Field(default=2, ge=1)
+    window: int = Field(default=3, ge=1, description="daily windows looked at, today included")
+    cooldown_days: int = Field(
+        default=7, ge=0, description="no retrain this soon after one was launched"
+    )
     use_drift: bool = True
     use_performance: bool = True
+    use_estimated: bool = Field(
+        default=True, description="performance estimated before labels arrive counts"
+    )
+    drift_threshold: float = Field(
+        default=0.5, gt=0, description="calibrated importance-weighted drift score that breaches"
+    )
+    calibration_quantile: float = Field(
+        default=0.95, gt=0, le=1, description="quantile of in-window daily distances: the bound"
+    )
+    performance_window_days: int = Field(
+        default=7, ge=1, description="trailing days pooled for realised and estimated metrics"
+    )
+    performance_confidence: float = Field(
+        default=0.95, gt=0.5, lt=1, description="bootstrap confidence of the performance floor"
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
         if self.n_breaches > self.window:
             raise ValueError(f"n_breaches ({self.n_breaches}) exceeds window ({self.window})")
-        if not (self.use_drift or self.use_performance):
-            raise ValueError("at least one of use_drift / use_performance must count")
+        if not (self.use_drift or self.use_performance or self.use_estimated):
+            raise ValueError(
+                "at least one of use_drift / use_performance / use_estimated must count"
+            )
         return self
 
 
 @dataclass(frozen=True)
 class WindowSignal:
-    """One daily window's verdicts. ``performance_breached`` is None until labels arrive."""
+    """One daily window's verdicts. ``performance_breached`` is None until labels arrive,
+    ``estimated_breached`` None when the day has no estimate."""
 
     day: date
     drift_breached: bool
     performance_breached: bool | None = None
+    estimated_breached: bool | None = None
+    detail: str = ""  # the day's inputs in words, quoted in the decision when it breached
 
 
 @dataclass(frozen=True)
@@ -60,6 +88,8 @@ def _kinds(signals: list[WindowSignal], policy: TriggerPolicy) -> set[str]:
             kinds.add("drift")
         if policy.use_performance and signal.performance_breached is True:
             kinds.add("performance")
+        if policy.use_estimated and signal.estimated_breached is True:
+            kinds.add("estimated performance")
     return kinds
 
 
@@ -75,10 +105,12 @@ def decide_retrain(
       no signal counts as not breached, signals after ``today`` are ignored, several
       signals for one day count once (breached if any breached).
     - Days on or before ``last_retrain_day`` do not count: they judged the previous model
-      and reference, so they must not re-trigger (with the defaults, cooldown 7 > window
-      5, this never changes the outcome).
-    - Within ``cooldown_days`` of the last retrain it never fires; ``cooldown_until`` is the
-      first day it may fire again (last retrain + cooldown_days).
+      and reference, so they must not re-trigger.
+    - Within ``cooldown_days`` of the last retrain launched (promoted or refused by the
+      gate) it never fires; ``cooldown_until`` is the first day it may fire again (last
+      retrain + cooldown_days).
+    - The reason depends only on these inputs, so two ticks that see the same signals say
+      the same sentence.
     """
     policy = policy or TriggerPolicy()
     first_day = today - timedelta(days=policy.window - 1)
@@ -97,10 +129,13 @@ def decide_retrain(
     breached_days = list(breached)
 
     what = _describe(breached, policy, first_day, today)
+    details = [s.detail for d in breached for s in by_day[d] if s.detail]
+    if details:
+        what += f"; latest: {details[-1]}"
     if last_retrain_day is None:
         history = "never retrained"
     else:
-        history = f"last retrain {last_retrain_day.isoformat()}"
+        history = f"last retrain launched {last_retrain_day.isoformat()}"
     if counted_from > first_day:
         history += " (earlier days judged the previous model and do not count)"
 
@@ -110,8 +145,8 @@ def decide_retrain(
             return TriggerDecision(
                 fire=False,
                 reason=f"no retrain: cooldown until {cooldown_until.isoformat()} "
-                f"({policy.cooldown_days} days after the last retrain on "
-                f"{last_retrain_day.isoformat()}); {what}",
+                f"({policy.cooldown_days} days after the retrain launched on "
+                f"{last_retrain_day.isoformat()}, whether or not the gate promoted it); {what}",
                 breached_days=breached_days,
                 cooldown_until=cooldown_until,
             )
@@ -134,7 +169,11 @@ def _describe(
     if not breached:
         watched = " or ".join(
             k
-            for k, on in (("drift", policy.use_drift), ("performance", policy.use_performance))
+            for k, on in (
+                ("drift", policy.use_drift),
+                ("estimated performance", policy.use_estimated),
+                ("performance", policy.use_performance),
+            )
             if on
         )
         return f"no {watched} breach in {span} ({first_day.isoformat()} to {today.isoformat()})"
@@ -143,7 +182,7 @@ def _describe(
         label = next(iter(all_kinds))
         days = ", ".join(day.isoformat() for day in breached)
     else:
-        label = "drift or performance breach"
+        label = "breaches"
         days = ", ".join(f"{day.isoformat()} {'+'.join(sorted(k))}" for day, k in breached.items())
     return f"{label} on {len(breached)} of {span} ({days})"
 
