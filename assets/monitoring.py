@@ -64,6 +64,14 @@ from assets.raw_data import _target_materialization
 from driftloop.data.contract import Contract
 from driftloop.data.lake import write_parquet_atomic
 from driftloop.evaluation.metrics import HIGHER_IS_BETTER, PRIMARY_METRIC, metric_names
+from driftloop.monitoring.champion import (
+    ChampionMonitor,
+    champion_monitor,
+    holdout_days,
+    importance_of,
+    signal_summary,
+)
+from driftloop.monitoring.performance import PooledPerformance
 from driftloop.monitoring.signals import (
     DRIFT_SHARE_THRESHOLD,
     FEATURES_TABLE,
@@ -79,6 +87,7 @@ from driftloop.monitoring.signals import (
     feature_kinds,
     holdout_reference,
     html_report_path,
+    labelled_predictions,
     labels_due,
     labels_due_at,
     realised_performance,
@@ -168,7 +177,8 @@ def build_monitoring(contract: Contract) -> Definitions:
                 _spec(
                     drift_key,
                     DRIFT_CHECK,
-                    "Share of drifted features below the threshold and no prediction drift",
+                    "Calibrated importance-weighted drift score below the retraining "
+                    "policy's drift_threshold",
                     contract,
                 )
             ],
@@ -190,8 +200,8 @@ def build_monitoring(contract: Contract) -> Definitions:
                 _spec(
                     performance_key,
                     PERFORMANCE_CHECK,
-                    "The champion's realised primary metric stays within tolerance of its "
-                    "holdout value",
+                    "The champion's realised primary metric, pooled over the trailing days, "
+                    "stays above the floor its holdout's bootstrap sets at that row count",
                     contract,
                 )
             ],
@@ -246,22 +256,33 @@ def _drift_table_metadata(table: "pd.DataFrame") -> MetadataValue:
 
 def _drift_description(outcome: DriftOutcome) -> str:
     s = outcome.summary
-    verdict = "drift" if outcome.breached else "no drift"
-    return (
-        f"{s['day']}: {verdict}: {s['share_drifted']:.0%} of features drifted (threshold "
-        f"{s['thresholds']['drift_share']:.0%}), prediction drifted: {s['prediction_drifted']}"
-        + (f"; top {', '.join(s['top_columns'])}" if s["top_columns"] else "")
+    verdict = "drift that matters" if outcome.breached else "no drift that matters"
+    ranked = [r["column"] for r in s.get("ranked_features", [])[:3]]
+    text = (
+        f"{s['day']}: {verdict}: calibrated drift score {s['drift_score']:.2f} (breaches at "
+        f"{s['drift_threshold']:.2f})" + (f", most: {', '.join(ranked)}" if ranked else "")
+    )
+    estimated = s.get("estimated") or {}
+    if isinstance(estimated.get("value"), float) and math.isfinite(estimated["value"]):
+        text += (
+            f"; estimated {estimated['metric']} {estimated['value']:.4f} over "
+            f"{estimated['days']} days (floor {estimated['floor']:.4f})"
+        )
+    return text + (
+        f"; per-column tests: {s['share_drifted']:.0%} of features drifted, prediction "
+        f"drifted: {s['prediction_drifted']}"
     )
 
 
 def _drift_check_metadata(outcome: DriftOutcome) -> dict[str, Any]:
     s = outcome.summary
     return {
+        "drift_score": float(s["drift_score"]),
         "share_drifted": float(s["share_drifted"]),
         "dataset_drifted": bool(s["dataset_drifted"]),
         "prediction_drifted": bool(s["prediction_drifted"]),
         "prediction_drift_score": float(s["prediction_drift_score"] or 0.0),
-        "top_columns": MetadataValue.json(s["top_columns"]),
+        "top_columns": MetadataValue.json([r["column"] for r in s["ranked_features"]]),
     }
 
 
@@ -296,6 +317,8 @@ def _drift_compute(contract: Contract, key: AssetKey) -> Callable[..., Iterator[
             max_rows=config.reference_max_rows,
         )
         columns = {**feature_kinds(contract), PREDICTION: "numeric"}
+        monitor = _champion_monitor(contract, paths, champion, mlflow, reference)
+        frames: dict[str, pd.DataFrame] = {}
         outcomes: dict[str, DriftOutcome] = {}
         # Rendering Evidently's page costs seconds a day; a 60-day backfill needs the
         # verdicts of every day but a person reads the pages of the latest few.
@@ -321,6 +344,7 @@ def _drift_compute(contract: Contract, key: AssetKey) -> Callable[..., Iterator[
                 drift_share_threshold=config.drift_share_threshold,
                 prediction_drift_breaches=config.prediction_drift_breaches,
             )
+            _calibrate_outcome(contract, paths, champion, monitor, outcome, day, frames)
             report = None
             if day in html_days and (len(current) == 0 or len(reference) == 0):
                 # Evidently refuses a side without values; the statistics above say "skipped".
@@ -340,7 +364,8 @@ def _drift_compute(contract: Contract, key: AssetKey) -> Callable[..., Iterator[
             table_path, summary_file = write_drift(paths, outcome)
             outcomes[day] = outcome
             s = outcome.summary
-            meta: dict[str, Any] = {
+            meta: dict[str, Any] = _calibrated_metadata(s)
+            meta |= {
                 "share_drifted": float(s["share_drifted"]),
                 "dataset_drifted": bool(s["dataset_drifted"]),
                 "prediction_drifted": bool(s["prediction_drifted"]),
@@ -350,7 +375,7 @@ def _drift_compute(contract: Contract, key: AssetKey) -> Callable[..., Iterator[
                 "reference_rows": len(reference),
                 "current_rows": len(current),
                 "columns": _drift_table_metadata(outcome.table),
-                "top_drifted_features": MetadataValue.json(s["top_columns"]),
+                "top_drifted_features": MetadataValue.json(s["ranked_features"]),
                 "table_path": MetadataValue.path(str(table_path)),
                 "summary_path": MetadataValue.path(str(summary_file)),
             }
@@ -380,6 +405,95 @@ def _drift_compute(contract: Contract, key: AssetKey) -> Callable[..., Iterator[
         )
 
     return drift_report
+
+
+def _champion_monitor(
+    contract: Contract,
+    paths: DatasetPaths,
+    champion: Champion,
+    mlflow: MlflowResource,
+    reference: "pd.DataFrame | None",
+) -> ChampionMonitor:
+    """The champion's calibration (given its reference), estimator and holdout (cached per
+    version)."""
+    days = holdout_days(champion.tags)
+    holdout, _ = window_frame(
+        contract, paths, days, champion.number, champion.score, with_label=True
+    )
+    client = mlflow.client()
+    return champion_monitor(
+        contract,
+        paths,
+        champion.number,
+        champion.tags,
+        reference,
+        importance_of(client, champion.version.run_id),
+        holdout,
+        holdout[PREDICTION].to_numpy(dtype="float64") if len(holdout) else [],
+        contract.retraining,
+    )
+
+
+def _calibrate_outcome(
+    contract: Contract,
+    paths: DatasetPaths,
+    champion: Champion,
+    monitor: ChampionMonitor,
+    outcome: DriftOutcome,
+    day: str,
+    frames: dict[str, "pd.DataFrame"],
+) -> None:
+    """The day's calibrated drift and the estimate over the trailing pool, into the summary:
+    the day breaches on the calibrated score (the Evidently-style share stays beside it)."""
+    import pandas as pd
+
+    policy = contract.retraining
+    after = max(holdout_days(champion.tags) or [""])
+    pool_days = [d for d in trailing_days(day, policy.performance_window_days) if d > after]
+    for d in [*pool_days, day]:
+        if d not in frames:
+            frames[d] = window_frame(contract, paths, [d], champion.number, champion.score)[0]
+    pool = [frames[d] for d in pool_days if len(frames[d])]
+    pooled = pd.concat(pool, ignore_index=True) if pool else frames[day].iloc[0:0]
+    scores = pooled[PREDICTION].to_numpy(dtype="float64")
+    estimated = monitor.estimated(pooled, scores, len(pool), policy.performance_confidence)
+    calibrated = signal_summary(monitor.drift(frames[day]), estimated, policy)
+    outcome.summary["evidently_breached"] = outcome.summary["breached"]
+    outcome.summary.update(calibrated)
+    outcome.summary["breached"] = calibrated["drift_breached"]
+
+
+def _calibrated_metadata(summary: dict[str, Any]) -> dict[str, Any]:
+    estimated = summary["estimated"]
+    meta: dict[str, Any] = {
+        "drift_score": float(summary["drift_score"]),
+        "drift_threshold": float(summary["drift_threshold"]),
+        "prediction_excess": float(summary["prediction_excess"]),
+        "estimated_breached": bool(summary["estimated_breached"]),
+        "estimated_pool_rows": int(estimated["rows"]),
+        "ranked_features": _ranked_table(summary["ranked_features"]),
+    }
+    for key in ("value", "floor", "reference"):
+        value = estimated[key]
+        if isinstance(value, float) and math.isfinite(value):
+            meta[f"estimated_{estimated['metric']}_{key}".replace("_value", "")] = value
+    return meta
+
+
+def _ranked_table(rows: list[dict[str, Any]]) -> MetadataValue:
+    schema = TableSchema(
+        columns=[
+            TableColumn("column", "string"),
+            TableColumn("weight", "float", description="the champion's importance share"),
+            TableColumn("excess", "float", description="distance / calibrated bound - 1"),
+            TableColumn("contribution", "float", description="weight x excess"),
+        ]
+    )
+    records = [
+        TableRecord({k: (round(float(v), 6) if k != "column" else str(v)) for k, v in r.items()})
+        for r in rows
+    ]
+    return MetadataValue.table(records, schema=schema)
 
 
 def _span(days: list[str]) -> list[str]:
@@ -426,17 +540,21 @@ def _check_results(
 
 
 def _performance_description(row: dict[str, Any]) -> str:
-    metric, value, floor = row["primary_metric"], row["value"], row["floor"]
-    if not row["enough_labels"]:
-        return f"{row['day']}: only {row['labelled_rows']} labelled rows: not judged"
-    if math.isnan(value):
-        return f"{row['day']}: {metric} undefined on this day's labels: not judged"
+    metric, value = row["primary_metric"], row["value"]
+    day = f"{row['day']}: the day's {metric} " + (
+        "undefined" if math.isnan(value) else f"{value:.4f}"
+    )
+    day += f" on {row['labelled_rows']} labels (v{row['model_version']})"
+    pooled = row["pooled_value"]
+    if math.isnan(pooled):
+        return f"{day}; champion v{row['champion_version']}: no labelled pool yet: not judged"
     relation = "below" if HIGHER_IS_BETTER[metric] else "above"
-    state = f"{relation} the floor" if row["breached"] else "within tolerance"
+    state = f"{relation} the floor" if row["breached"] else "within the floor"
     return (
-        f"{row['day']}: realised {metric} {value:.4f} {state} {floor:.4f} "
-        f"(holdout {row['reference']:.4f}, v{row['model_version']}, "
-        f"{row['labelled_rows']} labels)"
+        f"{day}; champion v{row['champion_version']} over the last {row['pooled_days']} "
+        f"labelled days ({row['pooled_rows']} rows): {metric} {pooled:.4f} {state} "
+        f"{row['pooled_floor']:.4f} (holdout {row['pooled_reference']:.4f}, floor from its "
+        "bootstrap at that row count)"
     )
 
 
@@ -462,6 +580,36 @@ def _model_that_scored(
         version = client.get_model_version(champion.name, number)
         models[number] = Champion(champion.name, version, mlflow)
     return models[number]
+
+
+def _pooled_realised(
+    contract: Contract,
+    paths: DatasetPaths,
+    champion: Champion,
+    monitor: ChampionMonitor,
+    day: str,
+    clock: Any,
+) -> PooledPerformance:
+    """The champion's realised metric over the trailing days whose labels are due (after
+    its holdout), against the floor at the pool's size."""
+    import numpy as np
+
+    policy = contract.retraining
+    after = max(holdout_days(champion.tags) or [""])
+    days = [
+        d
+        for d in trailing_days(day, policy.performance_window_days)
+        if d > after and labels_due(contract, d, clock)
+    ]
+    frames = [
+        labelled_predictions(contract, paths, d, champion.number, champion.score) for d in days
+    ]
+    frames = [f for f in frames if len(f)]
+    labels = np.concatenate(
+        [f["label"].to_numpy("float64", na_value=np.nan) for f in frames] or [[]]
+    )
+    scores = np.concatenate([f[PREDICTION].to_numpy("float64") for f in frames] or [[]])
+    return monitor.realised(labels, scores, len(frames), policy.performance_confidence)
 
 
 def _performance_compute(contract: Contract, key: AssetKey) -> Callable[..., Iterator[Any]]:
@@ -504,6 +652,7 @@ def _performance_compute(contract: Contract, key: AssetKey) -> Callable[..., Ite
         client = mlflow.client()
         models: dict[str, Champion] = {champion.number: champion}
         rows: dict[str, dict[str, Any]] = {}
+        monitor = _champion_monitor(contract, paths, champion, mlflow, None)
         for day in due:
             # Realised performance is that of the model that scored the day, judged
             # against its own holdout: a later champion may have trained on this day.
@@ -530,7 +679,12 @@ def _performance_compute(contract: Contract, key: AssetKey) -> Callable[..., Ite
                 min_labelled_rows=config.min_labelled_rows,
                 threshold=config.threshold,
             )
+            pooled = _pooled_realised(contract, paths, champion, monitor, day, clock)
             row |= {
+                "daily_breached": bool(row["breached"]),
+                "breached": bool(pooled.breached),
+                "champion_version": champion.number,
+                **{f"pooled_{k}": v for k, v in pooled.to_dict().items() if k != "breached"},
                 "scored_from": sources.get(day, "scored"),
                 "in_training_window": day in trained_on,
                 "data_clock": clock.isoformat(sep=" ") if clock else None,
@@ -550,6 +704,10 @@ def _performance_compute(contract: Contract, key: AssetKey) -> Callable[..., Ite
                 "reference": float(row["reference"]),
                 "floor": float(row["floor"]),
                 "breached": bool(row["breached"]),
+                "pooled_value": float(row["pooled_value"]),
+                "pooled_floor": float(row["pooled_floor"]),
+                "pooled_rows": int(row["pooled_rows"]),
+                "pooled_days": int(row["pooled_days"]),
                 "primary_metric": primary,
                 "path": MetadataValue.path(str(path)),
             }
@@ -565,10 +723,11 @@ def _performance_compute(contract: Contract, key: AssetKey) -> Callable[..., Ite
                     not row["breached"],
                     _performance_description(row),
                     {
-                        "value": float(row["value"]),
-                        "floor": float(row["floor"]),
-                        "reference": float(row["reference"]),
-                        "labelled_rows": int(row["labelled_rows"]),
+                        "value": float(row["pooled_value"]),
+                        "floor": float(row["pooled_floor"]),
+                        "reference": float(row["pooled_reference"]),
+                        "pooled_rows": int(row["pooled_rows"]),
+                        "daily_value": float(row["value"]),
                     },
                 )
                 for day, row in rows.items()

@@ -1,9 +1,13 @@
 """The retraining trigger: a persistent breach (N of the last M days), never within the cooldown.
 
-Signals are the per-day drift and realised-performance verdicts the monitoring assets
-write to the lake; the decision is `driftloop.monitoring.trigger.decide_retrain`, the same function
-the backtest replays history through. With no champion yet, enough days of features start
-the first training. Time is the data's clock: "today" is the latest day with features.
+Signals are the per-day verdicts the monitoring assets write to the lake (calibrated drift,
+estimated and pooled realised performance, `driftloop.monitoring.status_section.read_signals`);
+the decision is `driftloop.monitoring.trigger.decide_retrain`, the same function the
+backtest replays history through. Its sentence goes to the sensor's log (when it changes),
+to the run's tags and to `pipelines.status`. The cooldown counts from the last retrain
+launched, whether the gate promoted its challenger or not. With no champion yet, enough
+days of features start the first training. Time is the data's clock: "today" is the
+latest day with features.
 """
 
 from __future__ import annotations
@@ -47,15 +51,16 @@ def build_retrain_sensor(contract: Contract, job_name: str) -> SensorDefinition:
         minimum_interval_seconds=seconds("DRIFTLOOP_RETRAIN_SENSOR_SECONDS", 30),
         default_status=DefaultSensorStatus.RUNNING,
         description=(
-            f"Retrains {contract.name} when drift or performance breached on "
-            f"{policy.n_breaches} of the last {policy.window} days (cooldown "
-            f"{policy.cooldown_days} days), or when there is no champion yet."
+            f"Retrains {contract.name} when calibrated drift, estimated or realised "
+            f"performance breached on {policy.n_breaches} of the last {policy.window} days "
+            f"(cooldown {policy.cooldown_days} days from the last retrain launched), or when "
+            "there is no champion yet."
         ),
     )
     def retrain_trigger(
         context: SensorEvaluationContext, lake: LakeResource, mlflow: MlflowResource
     ) -> SensorResult | SkipReason:
-        from driftloop.monitoring.signals import read_signals
+        from driftloop.monitoring.status_section import read_signals, write_decision
 
         paths = lake.paths(contract.name)
         days = existing_partitions(paths.table("features"))
@@ -78,11 +83,12 @@ def build_retrain_sensor(contract: Contract, job_name: str) -> SensorDefinition:
         else:
             window_days = days[-policy.window :]
             decision = decide_retrain(read_signals(paths, window_days), today, last, policy)
+            record = {"today": today.isoformat(), "fire": decision.fire, "reason": decision.reason}
+            if write_decision(paths, record):
+                context.log.info(f"{contract.name} trigger on {today}: {decision.reason}")
             if not decision.fire:
                 return SkipReason(decision.reason)
             kind, reason = "monitoring", decision.reason
-
-        context.log.info(f"retraining {contract.name}: {reason}")
         request = RunRequest(
             run_key=f"retrain:{content_key(contract.name, today.isoformat(), reason)}",
             job_name=job_name,
@@ -90,6 +96,10 @@ def build_retrain_sensor(contract: Contract, job_name: str) -> SensorDefinition:
                 "driftloop/trigger": kind,
                 "driftloop/trigger_reason": reason[:480],
                 "driftloop/data_day": today.isoformat(),
+                "driftloop/trigger_policy": (
+                    f"{policy.n_breaches} of {policy.window} days, drift >= "
+                    f"{policy.drift_threshold}, cooldown {policy.cooldown_days} days"
+                ),
             },
         )
         cursor = json.dumps({"last_retrain_day": today.isoformat(), "last_reason": reason})

@@ -1,4 +1,6 @@
-"""Monitoring without Dagster: scoring tables, the champion's reference, drift, labels, signals.
+"""Monitoring's lake tables and their readers: predictions, windows of features with a
+model's predictions, labelled predictions, the data clock. The reference, the drift
+outcome, realised rows and the trigger's reading of them live in the modules named below.
 
 Tables (``paths.partition_file(table, day)``):
 
@@ -7,16 +9,14 @@ Tables (``paths.partition_file(table, day)``):
   ``model_version`` and, while a challenger other than the champion exists,
   ``shadow_prediction`` / ``shadow_model_version`` (shadow scoring).
 - ``drift``: one row per feature and one for the prediction
-  (``driftloop.monitoring.drift``'s result),
-  with ``summary.json`` beside it (the day's verdict; ``read_signals`` reads it).
-- ``performance``: one row per day: the champion's realised metrics on the day's labelled
-  rows against its own holdout metric.
+  (``driftloop.monitoring.drift_outcome``), with ``summary.json`` beside it (the day's
+  verdicts, calibrated drift and estimated performance included;
+  ``driftloop.monitoring.status_section.read_signals`` reads it).
+- ``performance``: one row per day: the day's realised metrics
+  (``driftloop.monitoring.realised``) and the champion's pooled verdict
+  (``driftloop.monitoring.performance``).
 
-The reference of a champion is its training window (the features partitions of the days
-in its ``driftloop.train_days`` tag) plus the champion's own predictions on it, sampled to
-at most ``REFERENCE_MAX_ROWS`` rows with a fixed seed and cached per version under
-``<data root>/reports/<dataset>/reference/v<version>.parquet`` (a version's window never
-changes, so the cache never goes stale).
+The reference of a champion: ``driftloop.monitoring.reference``.
 
 Memory (the 2 GB budget at 1M rows in the current window): the drift statistics run on the
 full window (``drift_table`` sorts one column at a time) against the <= 200k-row reference;
@@ -34,9 +34,7 @@ has delivered the data that would, in real life, have come with its labels.
 
 from __future__ import annotations
 
-import json
 import math
-from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -50,13 +48,9 @@ from driftloop.data.contract import ColumnType, Contract
 from driftloop.data.lake import (
     days_between,
     existing_partitions,
-    write_parquet_atomic,
-    write_text_atomic,
 )
-from driftloop.evaluation.metrics import HIGHER_IS_BETTER, PRIMARY_METRIC, compute_metrics
-from driftloop.monitoring.drift import Kind, column_drift, drift_table
-from driftloop.monitoring.trigger import WindowSignal, performance_breached
-from driftloop.names import (
+from driftloop.monitoring.drift import Kind
+from driftloop.names import (  # noqa: F401 - the monitoring tables, importable from here too
     DRIFT_TABLE,
     FEATURES_TABLE,
     LABEL,
@@ -73,6 +67,7 @@ PREDICTION = "prediction"
 MODEL_VERSION = "model_version"
 SHADOW_PREDICTION = "shadow_prediction"
 SHADOW_MODEL_VERSION = "shadow_model_version"
+DAY = "partition_date"
 
 REFERENCE_MAX_ROWS = 200_000
 REFERENCE_SEED = 20130101
@@ -237,7 +232,7 @@ def read_partition(
     return pq.read_table(path, columns=columns).to_pandas()
 
 
-def _columns_in(path: Path, wanted: list[str]) -> list[str]:
+def columns_in(path: Path, wanted: list[str]) -> list[str]:
     import pyarrow.parquet as pq
 
     names = set(pq.ParquetFile(path).schema_arrow.names)
@@ -270,7 +265,7 @@ def window_frame(
         path = paths.partition_file(FEATURES_TABLE, day)
         if not path.exists():
             continue
-        frame = pq.read_table(path, columns=_columns_in(path, columns)).to_pandas()
+        frame = pq.read_table(path, columns=columns_in(path, columns)).to_pandas()
         predictions = paths.partition_file(PREDICTIONS_TABLE, day)
         stored = None
         if predictions.exists():
@@ -294,172 +289,34 @@ def window_frame(
     return pd.concat(frames, ignore_index=True), sources
 
 
-# ----------------------------------------------------------------------- reference
-
-
-def reference_path(paths: DatasetPaths, version: str) -> Path:
-    return paths.reports / "reference" / f"v{version}.parquet"
-
-
-def sample_features(
-    paths: DatasetPaths,
-    days: list[str],
-    columns: list[str],
-    max_rows: int = REFERENCE_MAX_ROWS,
-    seed: int = REFERENCE_SEED,
+def labelled_predictions(
+    contract: Contract, paths: DatasetPaths, day: str, version: str, scorer: ScoreFn
 ) -> pd.DataFrame:
-    """At most ``max_rows`` rows of the days' features partitions, a seeded uniform sample
-    over all their rows, read one file at a time (memory: one partition, not the window)."""
+    """``label`` and ``prediction`` of a day by model ``version``: the predictions partition
+    beside the features' label column alone when ``version`` scored the day, else the day
+    scored now (``window_frame``)."""
     import numpy as np
     import pandas as pd
     import pyarrow.parquet as pq
 
-    files = [paths.partition_file(FEATURES_TABLE, d) for d in days]
-    files = [f for f in files if f.exists()]
-    counts = np.array([pq.ParquetFile(f).metadata.num_rows for f in files], dtype="int64")
-    total = int(counts.sum())
-    if total == 0:
-        return pd.DataFrame(columns=columns)
-    chosen = None
-    if total > max_rows:
-        chosen = np.sort(np.random.default_rng(seed).choice(total, size=max_rows, replace=False))
-    starts = np.concatenate([[0], np.cumsum(counts)])
-    frames = []
-    for i, path in enumerate(files):
-        if counts[i] == 0:
-            continue
-        frame = pq.read_table(path, columns=_columns_in(path, columns)).to_pandas()
-        if chosen is not None:
-            lo, hi = np.searchsorted(chosen, [starts[i], starts[i + 1]])
-            frame = frame.iloc[chosen[lo:hi] - starts[i]]
-        frames.append(frame)
-    return pd.concat(frames, ignore_index=True)
-
-
-def reference_data(
-    contract: Contract,
-    paths: DatasetPaths,
-    version: str,
-    tags: dict[str, str],
-    scorer: ScoreFn,
-    max_rows: int = REFERENCE_MAX_ROWS,
-    seed: int = REFERENCE_SEED,
-) -> pd.DataFrame:
-    """A champion's training window (sampled) with its own predictions; cached per version.
-
-    ``scorer`` must be that version's model; it is only called when the cache is built.
-    """
-    import pyarrow.parquet as pq
-
-    cache = reference_path(paths, version)
-    if cache.exists():
-        return pq.read_table(cache).to_pandas()
-    days = training_days(tags)
-    if not days:
-        raise ValueError(
-            f"{contract.name} v{version}: no training window in its tags "
-            "(driftloop.train_days / dagster.partitions)"
-        )
-    frame = sample_features(paths, days, list(contract.features), max_rows, seed)
-    if frame.empty:
-        raise FileNotFoundError(
-            f"{contract.name} v{version}: none of its training days {days[0]}..{days[-1]} "
-            f"has a features partition under {paths.table(FEATURES_TABLE)}"
-        )
-    frame[PREDICTION] = score_frame(scorer, frame)
-    write_parquet_atomic(frame, cache)
-    return frame
-
-
-# --------------------------------------------------------------------------- drift
-
-
-@dataclass(frozen=True)
-class DriftOutcome:
-    """One day's drift: the per-column table, the summary written beside it, the verdict."""
-
-    table: pd.DataFrame
-    summary: dict[str, Any]
-
-    @property
-    def breached(self) -> bool:
-        return bool(self.summary["breached"])
-
-
-def compute_drift(
-    contract: Contract,
-    reference: pd.DataFrame,
-    current: pd.DataFrame,
-    *,
-    day: str,
-    version: str,
-    window: list[str],
-    drift_share_threshold: float = DRIFT_SHARE_THRESHOLD,
-    prediction_drift_breaches: bool = True,
-) -> DriftOutcome:
-    """Drift of every feature (Evidently's rules, all rows) and of the prediction.
-
-    Breached when the share of drifted features reaches ``drift_share_threshold``
-    (Evidently's dataset drift), or - with ``prediction_drift_breaches`` - when the
-    prediction itself drifted.
-    """
-    import pandas as pd
-
-    kinds = feature_kinds(contract)
-    features = drift_table(reference, current, kinds, drift_share_threshold)
-    prediction = column_drift(reference[PREDICTION], current[PREDICTION], "numeric", PREDICTION)
-    rows = [{**c.to_dict(), "is_prediction": False} for c in features.columns]
-    rows.append({**prediction.to_dict(), "is_prediction": True})
-    table = pd.DataFrame(rows)
-    table["strength"] = [c.strength for c in [*features.columns, prediction]]
-    table.insert(0, "day", day)
-    breached = features.dataset_drifted or (prediction_drift_breaches and prediction.drifted)
-    summary = {
-        "day": day,
-        "champion_version": str(version),
-        "window": [window[0], window[-1]] if window else [],
-        "share_drifted": float(features.share_drifted),
-        "dataset_drifted": bool(features.dataset_drifted),
-        "prediction_drifted": bool(prediction.drifted),
-        "prediction_drift_score": _json_float(prediction.score),
-        "prediction_drift_method": prediction.method,
-        "breached": bool(breached),
-        "drifted_features": [c.column for c in features.columns if c.drifted],
-        "top_columns": features.top[:TOP_COLUMNS],
-        "thresholds": {
-            "drift_share": drift_share_threshold,
-            "prediction_drift_breaches": prediction_drift_breaches,
-        },
-        "reference_rows": len(reference),
-        "current_rows": len(current),
-        "report_path": None,
-    }
-    return DriftOutcome(table=table, summary=summary)
-
-
-def summary_path(paths: DatasetPaths, day: str) -> Path:
-    return paths.partition_file(DRIFT_TABLE, day).parent / SUMMARY_FILE
-
-
-def html_report_path(paths: DatasetPaths, day: str) -> Path:
-    return paths.reports / "drift" / f"{day}.html"
-
-
-def write_drift(paths: DatasetPaths, outcome: DriftOutcome) -> tuple[Path, Path]:
-    """The per-column table, then the summary (its presence means the day is complete)."""
-    day = outcome.summary["day"]
-    table = write_parquet_atomic(outcome.table, paths.partition_file(DRIFT_TABLE, day))
-    summary = write_text_atomic(
-        json.dumps(outcome.summary, indent=2, default=str) + "\n", summary_path(paths, day)
-    )
-    return table, summary
-
-
-def read_drift_summary(paths: DatasetPaths, day: str) -> dict[str, Any] | None:
-    path = summary_path(paths, day)
-    if not path.exists():
-        return None
-    return json.loads(path.read_text())
+    features = paths.partition_file(FEATURES_TABLE, day)
+    predictions = paths.partition_file(PREDICTIONS_TABLE, day)
+    if not features.exists():
+        return pd.DataFrame(columns=[LABEL, PREDICTION])
+    if predictions.exists():
+        stored = pq.read_table(predictions, columns=[ROW, PREDICTION, MODEL_VERSION]).to_pandas()
+        labels = pq.read_table(features, columns=[LABEL]).column(0).to_numpy(zero_copy_only=False)
+        stored = stored.sort_values(ROW)
+        if (
+            len(stored) == len(labels)
+            and (stored[MODEL_VERSION].astype(str) == str(version)).all()
+            and np.array_equal(stored[ROW].to_numpy(), np.arange(len(labels)))
+        ):
+            return pd.DataFrame(
+                {LABEL: labels.astype("float64"), PREDICTION: stored[PREDICTION].to_numpy()}
+            )
+    frame, _ = window_frame(contract, paths, [day], version, scorer, with_label=True)
+    return frame[[LABEL, PREDICTION]]
 
 
 # ---------------------------------------------------------------------- data clock
@@ -496,131 +353,8 @@ def labels_due(contract: Contract, day: str, clock: datetime | None) -> bool:
     return clock is not None and clock >= labels_due_at(contract, day)
 
 
-# --------------------------------------------------------------------- performance
-
-
-def default_tolerance(metric: str) -> tuple[float, bool]:
-    """(tolerance, relative) for a primary metric.
-
-    Bounded higher-is-better scores (ROC AUC, R2, precision): an absolute drop of 0.05.
-    Error metrics (RMSE, MAE, log loss, Brier) have the target's scale, so an absolute
-    tolerance means nothing across datasets: they may rise 10% above the holdout value.
-    """
-    if HIGHER_IS_BETTER.get(metric, True):
-        return ABSOLUTE_TOLERANCE, False
-    return RELATIVE_TOLERANCE, True
-
-
-def performance_floor(reference: float, higher_is_better: bool, tolerance: float, relative: bool):
-    if math.isnan(reference):
-        return math.nan
-    margin = tolerance * abs(reference) if relative else tolerance
-    return reference - margin if higher_is_better else reference + margin
-
-
-def holdout_reference(client: Any, version: Any, metric: str) -> float:
-    """The champion's own holdout value of ``metric``: its run's ``holdout_<metric>``,
-    else the ``driftloop.holdout_primary`` tag; NaN when neither is there."""
-    tags = dict(version.tags or {})
-    if version.run_id:
-        try:
-            metrics = client.get_run(version.run_id).data.metrics
-        except Exception:  # a deleted run: fall back to the tag
-            metrics = {}
-        if f"holdout_{metric}" in metrics:
-            return float(metrics[f"holdout_{metric}"])
-    if tags.get("driftloop.primary_metric", metric) == metric:
-        try:
-            return float(tags.get("driftloop.holdout_primary", "nan"))
-        except ValueError:
-            return math.nan
-    return math.nan
-
-
-def realised_performance(
-    contract: Contract,
-    day: str,
-    labels: np.ndarray,
-    scores: np.ndarray,
-    *,
-    version: str,
-    reference: float,
-    tolerance: float | None = None,
-    relative: bool | None = None,
-    min_labelled_rows: int = MIN_LABELLED_ROWS,
-    threshold: float = 0.5,
-) -> dict[str, Any]:
-    """One performance row: the metrics on the labelled rows and the breach verdict.
-
-    A day with fewer than ``min_labelled_rows`` labels is recorded but never breaches:
-    a handful of labels says nothing about the model.
-    """
-    import numpy as np
-
-    primary = PRIMARY_METRIC[contract.task]
-    default_value, default_relative = default_tolerance(primary)
-    tolerance = default_value if tolerance is None else tolerance
-    relative = default_relative if relative is None else relative
-    labels = np.asarray(labels, dtype="float64")
-    scores = np.asarray(scores, dtype="float64")
-    known = ~np.isnan(labels)
-    metrics = compute_metrics(contract.task, labels[known], scores[known], threshold)
-    higher = HIGHER_IS_BETTER[primary]
-    value = metrics[primary]
-    enough = int(known.sum()) >= min_labelled_rows
-    breached = (
-        enough
-        and not math.isnan(reference)
-        and performance_breached(value, reference, higher, tolerance, relative=relative)
-    )
-    return {
-        "day": day,
-        "model_version": str(version),
-        "rows": len(labels),
-        "labelled_rows": int(known.sum()),
-        **{name: float(v) for name, v in metrics.items()},
-        "primary_metric": primary,
-        "value": float(value),
-        "reference": float(reference),
-        "tolerance": float(tolerance),
-        "relative_tolerance": bool(relative),
-        "floor": float(performance_floor(reference, higher, tolerance, relative)),
-        "enough_labels": bool(enough),
-        "breached": bool(breached),
-    }
-
-
-# ------------------------------------------------------------------------- signals
-
-
-def _performance_row(paths: DatasetPaths, day: str) -> dict[str, Any] | None:
-    import pyarrow.parquet as pq
-
-    path = paths.partition_file(PERFORMANCE_TABLE, day)
-    if not path.exists():
-        return None
-    records = pq.read_table(path).to_pandas().to_dict(orient="records")
-    return records[0] if records else None
-
-
-def read_signals(paths: DatasetPaths, days: list[str]) -> list[WindowSignal]:
-    """One ``WindowSignal`` per day: drift from the drift summary (not breached when the
-    day has none), performance from the performance partition (None until labels came)."""
-    signals = []
-    for day in days:
-        summary = read_drift_summary(paths, day)
-        performance = _performance_row(paths, day)
-        signals.append(
-            WindowSignal(
-                day=date.fromisoformat(day),
-                drift_breached=bool(summary and summary.get("breached")),
-                performance_breached=None if performance is None else bool(performance["breached"]),
-            )
-        )
-    return signals
-
-
-def _json_float(value: Any) -> float | None:
+def json_float(value: Any) -> float | None:
+    """A float for JSON: None for NaN, infinity or what is not a number."""
     try:
         value = float(value)
     except (TypeError, ValueError):
@@ -628,86 +362,26 @@ def _json_float(value: Any) -> float | None:
     return None if math.isnan(value) or math.isinf(value) else value
 
 
-def latest_monitoring(paths: DatasetPaths, n: int = 7) -> dict[str, Any]:
-    """For the status CLI: the latest drift verdict, the last n drift days and the last n
-    days of realised performance, and the latest scored day."""
-    import pyarrow.parquet as pq
-
-    drift_days = [d for d in existing_partitions(paths.table(DRIFT_TABLE))][-n:]
-    summaries = [s for d in drift_days if (s := read_drift_summary(paths, d)) is not None]
-    performance = []
-    for day in existing_partitions(paths.table(PERFORMANCE_TABLE))[-n:]:
-        row = _performance_row(paths, day)
-        if row is None:
-            continue
-        performance.append(
-            {
-                "day": day,
-                "model_version": str(row.get("model_version")),
-                "metric": row.get("primary_metric"),
-                "value": _json_float(row.get("value")),
-                "reference": _json_float(row.get("reference")),
-                "floor": _json_float(row.get("floor")),
-                "labelled_rows": int(row.get("labelled_rows", 0)),
-                "breached": bool(row.get("breached")),
-            }
-        )
-    scored = existing_partitions(paths.table(PREDICTIONS_TABLE))
-    latest_scored = None
-    if scored:
-        path = paths.partition_file(PREDICTIONS_TABLE, scored[-1])
-        versions = pq.read_table(path, columns=[MODEL_VERSION]).column(0).unique().to_pylist()
-        latest_scored = {"day": scored[-1], "model_versions": [str(v) for v in versions]}
-    keys = ("day", "champion_version", "share_drifted", "dataset_drifted", "prediction_drifted")
-    keys += ("breached", "top_columns", "report_path")
-    return {
-        "latest_drift": {k: summaries[-1].get(k) for k in keys} if summaries else None,
-        "drift": [
-            {k: s.get(k) for k in ("day", "share_drifted", "prediction_drifted", "breached")}
-            for s in summaries
-        ],
-        "performance": performance,
-        "latest_predictions": latest_scored,
-    }
+# Names that moved to modules of their own stay importable from here.
+_MOVED = {
+    "driftloop.monitoring.reference": ("reference_path", "sample_features", "reference_data"),
+    "driftloop.monitoring.drift_outcome": (
+        "DriftOutcome", "compute_drift", "summary_path", "html_report_path", "write_drift",
+        "read_drift_summary",
+    ),
+    "driftloop.monitoring.realised": (
+        "default_tolerance", "performance_floor", "holdout_reference", "realised_performance",
+    ),
+    "driftloop.monitoring.status_section": (
+        "read_signals", "latest_monitoring", "format_monitoring_text", "register_status_section",
+    ),
+}  # fmt: skip
 
 
-def format_monitoring_text(data: dict[str, Any]) -> str:
-    """Plain-text block of ``latest_monitoring`` for ``pipelines.status``."""
-    lines = []
-    scored = data.get("latest_predictions")
-    lines.append(
-        f"latest scored day: {scored['day']} by v{', v'.join(scored['model_versions'])}"
-        if scored
-        else "latest scored day: (none)"
-    )
-    drift = data.get("latest_drift")
-    if drift:
-        lines.append(
-            f"drift {drift['day']} (champion v{drift['champion_version']}): "
-            f"{'BREACHED' if drift['breached'] else 'ok'}, share drifted "
-            f"{drift['share_drifted']:.2f}, prediction drifted {drift['prediction_drifted']}, "
-            f"top {', '.join(drift['top_columns']) or '-'}"
-        )
-    else:
-        lines.append("drift: (no report yet)")
-    if data.get("performance"):
-        for row in data["performance"]:
-            value = "-" if row["value"] is None else f"{row['value']:.4f}"
-            floor = "-" if row["floor"] is None else f"{row['floor']:.4f}"
-            lines.append(
-                f"performance {row['day']} v{row['model_version']}: {row['metric']}={value} "
-                f"(floor {floor}, {row['labelled_rows']} labels)"
-                + (" BREACHED" if row["breached"] else "")
-            )
-    else:
-        lines.append("performance: (no labelled day yet)")
-    return "\n".join(lines)
+def __getattr__(name: str) -> Any:
+    import importlib
 
-
-def register_status_section() -> None:
-    """Add "monitoring" to ``driftloop.status`` (call once, e.g. from pipelines.status)."""
-    from driftloop import status
-
-    status.register_section(
-        "monitoring", lambda ctx: latest_monitoring(ctx.paths), format_monitoring_text
-    )
+    for module, names in _MOVED.items():
+        if name in names:
+            return getattr(importlib.import_module(module), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
