@@ -36,7 +36,9 @@ from pydantic import Field
 
 from driftloop.data.contract import Contract
 from driftloop.evaluation.gate import GateConfig
-from driftloop.monitoring.signals import DRIFT_SHARE_THRESHOLD, MIN_LABELLED_ROWS
+from driftloop.monitoring.trigger import TriggerPolicy
+
+_POLICY = TriggerPolicy()
 
 FLIGHTS_RANGE = ("2013-03-01", "2013-12-31")
 
@@ -49,18 +51,19 @@ class BacktestJobConfig(Config):
     source: str = Field(
         default="", description="History file (CSV/Parquet); empty = embedded / lake"
     )
-    n_breaches: int = Field(default=3, ge=1, description="N of N-of-M breached days")
-    window: int = Field(default=5, ge=1, description="M of N-of-M (days)")
-    cooldown_days: int = Field(default=7, ge=0, description="No retrain this soon after one")
-    use_drift: bool = True
-    use_performance: bool = True
+    n_breaches: int = Field(default=_POLICY.n_breaches, ge=1, description="N of N-of-M days")
+    window: int = Field(default=_POLICY.window, ge=1, description="M of N-of-M (days)")
+    cooldown_days: int = Field(
+        default=_POLICY.cooldown_days, ge=0, description="No retrain this soon after one launched"
+    )
+    use_drift: bool = _POLICY.use_drift
+    use_performance: bool = _POLICY.use_performance
+    use_estimated: bool = _POLICY.use_estimated
+    drift_threshold: float = Field(default=_POLICY.drift_threshold, gt=0)
+    performance_window_days: int = Field(default=_POLICY.performance_window_days, ge=1)
+    performance_confidence: float = Field(default=_POLICY.performance_confidence, gt=0.5, lt=1)
     gate_margin: float = Field(default=GateConfig().margin, description="Gate: CI low > margin")
     gate_confidence: float = Field(default=GateConfig().confidence)
-    drift_share_threshold: float = Field(default=DRIFT_SHARE_THRESHOLD, gt=0, le=1)
-    prediction_drift_breaches: bool = True
-    tolerance: float | None = Field(default=None, description="Performance tolerance")
-    relative_tolerance: bool | None = None
-    min_labelled_rows: int = Field(default=MIN_LABELLED_ROWS, ge=1)
     extra_policies: list[str] = Field(
         default=[], description="More trigger policies: 'name:key=value,...' each"
     )
@@ -84,6 +87,10 @@ def backtest_config_class(contract: Contract) -> type[BacktestJobConfig]:
         cooldown_days: int = Field(default=policy.cooldown_days, ge=0)
         use_drift: bool = policy.use_drift
         use_performance: bool = policy.use_performance
+        use_estimated: bool = policy.use_estimated
+        drift_threshold: float = Field(default=policy.drift_threshold, gt=0)
+        performance_window_days: int = Field(default=policy.performance_window_days, ge=1)
+        performance_confidence: float = Field(default=policy.performance_confidence, gt=0.5, lt=1)
         window_days: int = Field(default=contract.training.window_days, ge=2)
 
     DatasetBacktestConfig.__name__ = DatasetBacktestConfig.__qualname__ = (
@@ -103,13 +110,12 @@ def _settings(contract: Contract, config: BacktestJobConfig) -> Any:
         cooldown_days=config.cooldown_days,
         use_drift=config.use_drift,
         use_performance=config.use_performance,
+        use_estimated=config.use_estimated,
+        drift_threshold=config.drift_threshold,
+        performance_window_days=config.performance_window_days,
+        performance_confidence=config.performance_confidence,
         gate_margin=config.gate_margin,
         gate_confidence=config.gate_confidence,
-        drift_share_threshold=config.drift_share_threshold,
-        prediction_drift_breaches=config.prediction_drift_breaches,
-        tolerance=config.tolerance,
-        relative_tolerance=config.relative_tolerance,
-        min_labelled_rows=config.min_labelled_rows,
     )
     triggers, params = policies_and_params(
         contract, main, config.extra_policies, config.model_params
@@ -142,13 +148,14 @@ def build_backtest_job(contract: Contract) -> JobDefinition:
         required_resource_keys={"lake", "mlflow"},
         description=(
             f"Replays {name}'s history day by day through the production trigger and gate, "
-            "against never / every 30 days / every 7 days / every day retraining."
+            "against retraining every 60, 30, 14, 7, 3 days, every day and never."
         ),
     )
     def backtest_op(context: OpExecutionContext, config: config_class) -> Output:
         from driftloop.backtest import engine as backtest
         from driftloop.backtest.report import (
             log_to_mlflow,
+            signal_rows,
             summary_markdown,
             summary_rows,
             write_report,
@@ -178,6 +185,7 @@ def build_backtest_job(contract: Contract) -> JobDefinition:
         metadata: dict[str, Any] = {
             "summary": _table(summary_rows(result)),
             "summary_md": MetadataValue.md(table),
+            "signals": _table(signal_rows(result)) if signal_rows(result) else None,
             "html_report": MetadataValue.path(str(files["html"])),
             "json_report": MetadataValue.path(str(files["json"])),
             "timings": MetadataValue.json(result.timings),
@@ -187,9 +195,13 @@ def build_backtest_job(contract: Contract) -> JobDefinition:
             encoded = base64.b64encode(files["png"].read_bytes()).decode()
             metadata["plot"] = MetadataValue.md(f"![daily metric](data:image/png;base64,{encoded})")
             metadata["plot_path"] = MetadataValue.path(str(files["png"]))
+        if "frontier_png" in files:
+            encoded = base64.b64encode(files["frontier_png"].read_bytes()).decode()
+            metadata["frontier"] = MetadataValue.md(f"![frontier](data:image/png;base64,{encoded})")
+        metadata = {k: v for k, v in metadata.items() if v is not None}
         summary = result.summary().set_index("policy")
         for policy in (t.name for t in run_config.triggers):
-            for key in ("value_capture", "retrain_cost"):
+            for key in ("value_capture", "retrain_cost", "frontier_capture", "cpu_seconds"):
                 value = float(summary.loc[policy, key])
                 if math.isfinite(value):
                     metadata[f"{policy}_{key}"] = value

@@ -1,26 +1,21 @@
-"""`<dataset>/drift_report` and `<dataset>/performance`: is the champion still right?
+"""`<dataset>/drift_report` (here) and `<dataset>/performance` (`assets.monitoring_performance`):
+is the champion still right?
 
-drift_report (per day D): the current window is the `window_days` days ending with D
-(features + the champion's predictions; a day scored by another version is re-scored by
-the champion, so both sides are the same model's). The reference is the champion's
-training window with its own predictions (`driftloop.monitoring.signals.reference_data`, sampled
-to 200k rows and cached per version). The per-column statistics run on every row of the
-window (`driftloop.monitoring.drift.drift_table`, Evidently's rules, fast); Evidently's own HTML
-page runs on a seeded sample (`evidently_sample_rows` a side). That keeps a 1M-row window well
-inside 2 GB. The window reads the earlier days' partitions directly, not as a Dagster
-dependency, so the partition mapping stays one to one.
+drift_report (per day D): the day breaches on the calibrated, importance-weighted drift
+score of D against the champion's own day-to-day variation inside its training window
+(`driftloop.monitoring.calibrated_drift`, judged by the contract's `retraining:` block);
+the drifted features are ranked by their weight in that score. Beside it, the
+performance of the trailing days estimated before labels arrive (CBPE / DLE,
+`driftloop.monitoring.estimation`) against the champion's floor. The predictions are read
+from what the predictions asset wrote (a day scored by another version is re-scored by
+the champion, so both sides are the same model's). The Evidently-compatible per-column
+tests (`driftloop.monitoring.drift`) run on every row of the `window_days` window against
+the champion's reference (`driftloop.monitoring.reference`, sampled to 200k rows, cached
+per version) and Evidently's own HTML page on a seeded sample, for people to read.
 
-performance (per day D): once the labels of D are due by the data clock (the latest event
-time the lake holds, see `driftloop.monitoring.signals`) the champion's realised metrics on D's
-labelled rows are compared with its holdout metric: floor = holdout - 0.05 for AUC-like
-metrics, holdout + 10% for error metrics (`default_tolerance`; run config overrides).
-A day whose labels are not due is skipped (no materialization) with a log line saying
-when it will be; a range run materializes exactly the days that are due, one
-`AssetMaterialization` each, so earlier days whose labels have just arrived are caught up.
-
-Checks `drift` and `performance_floor` are warnings (never blocking), one result per day:
-in a range run each day gets an `AssetCheckEvaluation` with its partition (the approach of
-`assets/raw_data.py`). Both assets skip, like predictions, while there is no champion.
+Check `drift` is a warning (never blocking), one result per day: in a range run each day
+gets an `AssetCheckEvaluation` with its partition (the approach of `assets/raw_data.py`).
+Both assets skip, like predictions, while there is no champion.
 """
 
 # No `from __future__ import annotations`: Dagster reads the context/config annotations.
@@ -34,15 +29,9 @@ if TYPE_CHECKING:
     import pandas as pd
 
 from dagster import (
-    AssetCheckEvaluation,
-    AssetCheckKey,
-    AssetCheckResult,
-    AssetCheckSeverity,
-    AssetCheckSpec,
     AssetDep,
     AssetExecutionContext,
     AssetKey,
-    AssetMaterialization,
     BetaWarning,
     Config,
     Definitions,
@@ -50,47 +39,40 @@ from dagster import (
     IdentityPartitionMapping,
     MaterializeResult,
     MetadataValue,
-    PreviewWarning,
-    TableColumn,
-    TableRecord,
-    TableSchema,
     asset,
 )
 from pydantic import Field
 
+from assets.monitoring_checks import (
+    _calibrated_metadata,
+    _champion_monitor,
+    _check_results,
+    _drift_table_metadata,
+    _span,
+    _spec,
+)
+from assets.monitoring_performance import (
+    PERFORMANCE_CHECK,
+    PerformanceConfig,
+    _performance_compute,
+)
 from assets.partitions import daily_partitions, range_policy
 from assets.predictions import Champion, resolve_champion, skip_outputs
-from assets.raw_data import _target_materialization
 from driftloop.data.contract import Contract
-from driftloop.data.lake import write_parquet_atomic
-from driftloop.evaluation.metrics import HIGHER_IS_BETTER, PRIMARY_METRIC, metric_names
 from driftloop.monitoring.champion import (
     ChampionMonitor,
-    champion_monitor,
     holdout_days,
-    importance_of,
     signal_summary,
 )
-from driftloop.monitoring.performance import PooledPerformance
 from driftloop.monitoring.signals import (
     DRIFT_SHARE_THRESHOLD,
     FEATURES_TABLE,
-    MIN_LABELLED_ROWS,
-    MODEL_VERSION,
-    PERFORMANCE_TABLE,
     PREDICTION,
-    PREDICTIONS_TABLE,
     REFERENCE_MAX_ROWS,
     DriftOutcome,
     compute_drift,
-    data_clock,
     feature_kinds,
-    holdout_reference,
     html_report_path,
-    labelled_predictions,
-    labels_due,
-    labels_due_at,
-    realised_performance,
     reference_data,
     trailing_days,
     training_days,
@@ -102,7 +84,6 @@ from resources.lake import LakeResource
 from resources.mlflow import MlflowResource
 
 DRIFT_CHECK = "drift"
-PERFORMANCE_CHECK = "performance_floor"
 
 
 class DriftReportConfig(Config):
@@ -126,35 +107,6 @@ class DriftReportConfig(Config):
     evidently_sample_rows: int = Field(default=20_000, ge=100, description="Rows a side")
     reference_max_rows: int = Field(default=REFERENCE_MAX_ROWS, ge=1000)
     seed: int = 0
-
-
-class PerformanceConfig(Config):
-    tolerance: float | None = Field(
-        default=None,
-        ge=0,
-        description="Allowed loss vs the holdout metric; default 0.05 absolute for "
-        "higher-is-better metrics, 10% relative for error metrics",
-    )
-    relative_tolerance: bool | None = Field(
-        default=None, description="Tolerance as a fraction of the holdout value"
-    )
-    min_labelled_rows: int = Field(
-        default=MIN_LABELLED_ROWS, ge=1, description="Fewer labels than this never breach"
-    )
-    threshold: float = Field(default=0.5, description="Decision threshold (binary)")
-
-
-def _spec(key: AssetKey, name: str, description: str, contract: Contract) -> AssetCheckSpec:
-    with warnings.catch_warnings():
-        # partitions_def on a check spec is a preview in 1.13: one result per day.
-        warnings.simplefilter("ignore", PreviewWarning)
-        return AssetCheckSpec(
-            name,
-            asset=key,
-            blocking=False,
-            description=description,
-            partitions_def=daily_partitions(contract),
-        )
 
 
 def build_monitoring(contract: Contract) -> Definitions:
@@ -221,39 +173,6 @@ build = build_monitoring
 # ---------------------------------------------------------------------------- drift
 
 
-def _nan_to_none(value: Any) -> Any:
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    return value
-
-
-def _drift_table_metadata(table: "pd.DataFrame") -> MetadataValue:
-    schema = TableSchema(
-        columns=[
-            TableColumn("column", "string"),
-            TableColumn("kind", "string"),
-            TableColumn("method", "string"),
-            TableColumn("score", "float"),
-            TableColumn("threshold", "float"),
-            TableColumn("drifted", "bool"),
-        ]
-    )
-    records = [
-        TableRecord(
-            {
-                "column": str(row.column),
-                "kind": str(row.kind),
-                "method": str(row.method),
-                "score": _nan_to_none(round(float(row.score), 6)),
-                "threshold": _nan_to_none(float(row.threshold)),
-                "drifted": bool(row.drifted),
-            }
-        )
-        for row in table.sort_values("strength", ascending=False, na_position="last").itertuples()
-    ]
-    return MetadataValue.table(records, schema=schema)
-
-
 def _drift_description(outcome: DriftOutcome) -> str:
     s = outcome.summary
     verdict = "drift that matters" if outcome.breached else "no drift that matters"
@@ -316,7 +235,6 @@ def _drift_compute(contract: Contract, key: AssetKey) -> Callable[..., Iterator[
             champion.score,
             max_rows=config.reference_max_rows,
         )
-        columns = {**feature_kinds(contract), PREDICTION: "numeric"}
         monitor = _champion_monitor(contract, paths, champion, mlflow, reference)
         frames: dict[str, pd.DataFrame] = {}
         outcomes: dict[str, DriftOutcome] = {}
@@ -324,66 +242,10 @@ def _drift_compute(contract: Contract, key: AssetKey) -> Callable[..., Iterator[
         # verdicts of every day but a person reads the pages of the latest few.
         html_days = set(sorted(days)[-config.html_latest_days :]) if config.html else set()
         for day in days:
-            window = trailing_days(day, config.window_days)
-            current, sources = window_frame(
-                contract, paths, window, champion.number, champion.score
-            )
-            rescored = [d for d, source in sources.items() if source == "scored"]
-            if rescored:
-                context.log.warning(
-                    f"{name} {day}: predictions of {rescored} were not by champion "
-                    f"v{champion.number} (or absent): scored them now for the drift window"
-                )
-            outcome = compute_drift(
-                contract,
-                reference,
-                current,
-                day=day,
-                version=champion.number,
-                window=[d for d in window if d in sources],
-                drift_share_threshold=config.drift_share_threshold,
-                prediction_drift_breaches=config.prediction_drift_breaches,
-            )
-            _calibrate_outcome(contract, paths, champion, monitor, outcome, day, frames)
-            report = None
-            if day in html_days and (len(current) == 0 or len(reference) == 0):
-                # Evidently refuses a side without values; the statistics above say "skipped".
-                context.log.warning(f"{name} {day}: no rows in the window: no HTML report")
-            elif day in html_days:
-                from driftloop.monitoring.drift_report import evidently_html
-
-                report = evidently_html(
-                    reference,
-                    current,
-                    columns,
-                    html_report_path(paths, day),
-                    sample_rows=config.evidently_sample_rows,
-                    seed=config.seed,
-                )
-                outcome.summary["report_path"] = str(report)
-            table_path, summary_file = write_drift(paths, outcome)
-            outcomes[day] = outcome
-            s = outcome.summary
-            meta: dict[str, Any] = _calibrated_metadata(s)
-            meta |= {
-                "share_drifted": float(s["share_drifted"]),
-                "dataset_drifted": bool(s["dataset_drifted"]),
-                "prediction_drifted": bool(s["prediction_drifted"]),
-                "prediction_drift_score": float(s["prediction_drift_score"] or 0.0),
-                "breached": bool(s["breached"]),
-                "champion_version": champion.number,
-                "reference_rows": len(reference),
-                "current_rows": len(current),
-                "columns": _drift_table_metadata(outcome.table),
-                "top_drifted_features": MetadataValue.json(s["ranked_features"]),
-                "table_path": MetadataValue.path(str(table_path)),
-                "summary_path": MetadataValue.path(str(summary_file)),
-            }
-            if report is not None:
-                meta["report_path"] = MetadataValue.path(str(report))
-                meta["report_url"] = MetadataValue.url(report.resolve().as_uri())
-            context.add_asset_metadata(meta, partition_key=day)
-            context.log.info(_drift_description(outcome))
+            outcomes[day] = _drift_day(
+                context, contract, paths, champion, config, reference, monitor, frames, day,
+                html=day in html_days,
+            )  # fmt: skip
 
         yield MaterializeResult(
             metadata={
@@ -407,30 +269,88 @@ def _drift_compute(contract: Contract, key: AssetKey) -> Callable[..., Iterator[
     return drift_report
 
 
-def _champion_monitor(
+def _drift_day(
+    context: AssetExecutionContext,
     contract: Contract,
     paths: DatasetPaths,
     champion: Champion,
-    mlflow: MlflowResource,
-    reference: "pd.DataFrame | None",
-) -> ChampionMonitor:
-    """The champion's calibration (given its reference), estimator and holdout (cached per
-    version)."""
-    days = holdout_days(champion.tags)
-    holdout, _ = window_frame(
-        contract, paths, days, champion.number, champion.score, with_label=True
-    )
-    client = mlflow.client()
-    return champion_monitor(
-        contract,
-        paths,
-        champion.number,
-        champion.tags,
+    config: DriftReportConfig,
+    reference: "pd.DataFrame",
+    monitor: ChampionMonitor,
+    frames: dict[str, "pd.DataFrame"],
+    day: str,
+    html: bool,
+) -> DriftOutcome:
+    """One day's drift: the per-column tests, the calibrated verdict, the HTML page, the
+    files and the day's metadata."""
+    name = contract.name
+    window = trailing_days(day, config.window_days)
+    current, sources = window_frame(contract, paths, window, champion.number, champion.score)
+    rescored = [d for d, source in sources.items() if source == "scored"]
+    if rescored:
+        context.log.warning(
+            f"{name} {day}: predictions of {rescored} were not by champion "
+            f"v{champion.number} (or absent): scored them now for the drift window"
+        )
+    outcome = compute_drift(
+        contract, reference, current, day=day, version=champion.number,
+        window=[d for d in window if d in sources],
+        drift_share_threshold=config.drift_share_threshold,
+        prediction_drift_breaches=config.prediction_drift_breaches,
+    )  # fmt: skip
+    _calibrate_outcome(contract, paths, champion, monitor, outcome, day, frames)
+    report = _html_page(context, contract, paths, config, reference, current, day) if html else None
+    if report is not None:
+        outcome.summary["report_path"] = str(report)
+    table_path, summary_file = write_drift(paths, outcome)
+    s = outcome.summary
+    meta: dict[str, Any] = _calibrated_metadata(s)
+    meta |= {
+        "share_drifted": float(s["share_drifted"]),
+        "dataset_drifted": bool(s["dataset_drifted"]),
+        "prediction_drifted": bool(s["prediction_drifted"]),
+        "prediction_drift_score": float(s["prediction_drift_score"] or 0.0),
+        "breached": bool(s["breached"]),
+        "champion_version": champion.number,
+        "reference_rows": len(reference),
+        "current_rows": len(current),
+        "columns": _drift_table_metadata(outcome.table),
+        "top_drifted_features": MetadataValue.json(s["ranked_features"]),
+        "table_path": MetadataValue.path(str(table_path)),
+        "summary_path": MetadataValue.path(str(summary_file)),
+    }
+    if report is not None:
+        meta["report_path"] = MetadataValue.path(str(report))
+        meta["report_url"] = MetadataValue.url(report.resolve().as_uri())
+    context.add_asset_metadata(meta, partition_key=day)
+    context.log.info(_drift_description(outcome))
+    return outcome
+
+
+def _html_page(
+    context: AssetExecutionContext,
+    contract: Contract,
+    paths: DatasetPaths,
+    config: DriftReportConfig,
+    reference: "pd.DataFrame",
+    current: "pd.DataFrame",
+    day: str,
+) -> Any:
+    """Evidently's page of the day (on a seeded sample), or None without rows."""
+    if len(current) == 0 or len(reference) == 0:
+        # Evidently refuses a side without values; the statistics say "skipped".
+        context.log.warning(f"{contract.name} {day}: no rows in the window: no HTML report")
+        return None
+    from driftloop.monitoring.drift_report import evidently_html
+
+    columns = {**feature_kinds(contract), PREDICTION: "numeric"}
+    return evidently_html(
         reference,
-        importance_of(client, champion.version.run_id),
-        holdout,
-        holdout[PREDICTION].to_numpy(dtype="float64") if len(holdout) else [],
-        contract.retraining,
+        current,
+        columns,
+        html_report_path(paths, day),
+        sample_rows=config.evidently_sample_rows,
+        seed=config.seed,
     )
 
 
@@ -461,281 +381,6 @@ def _calibrate_outcome(
     outcome.summary["evidently_breached"] = outcome.summary["breached"]
     outcome.summary.update(calibrated)
     outcome.summary["breached"] = calibrated["drift_breached"]
-
-
-def _calibrated_metadata(summary: dict[str, Any]) -> dict[str, Any]:
-    estimated = summary["estimated"]
-    meta: dict[str, Any] = {
-        "drift_score": float(summary["drift_score"]),
-        "drift_threshold": float(summary["drift_threshold"]),
-        "prediction_excess": float(summary["prediction_excess"]),
-        "estimated_breached": bool(summary["estimated_breached"]),
-        "estimated_pool_rows": int(estimated["rows"]),
-        "ranked_features": _ranked_table(summary["ranked_features"]),
-    }
-    for key in ("value", "floor", "reference"):
-        value = estimated[key]
-        if isinstance(value, float) and math.isfinite(value):
-            meta[f"estimated_{estimated['metric']}_{key}".replace("_value", "")] = value
-    return meta
-
-
-def _ranked_table(rows: list[dict[str, Any]]) -> MetadataValue:
-    schema = TableSchema(
-        columns=[
-            TableColumn("column", "string"),
-            TableColumn("weight", "float", description="the champion's importance share"),
-            TableColumn("excess", "float", description="distance / calibrated bound - 1"),
-            TableColumn("contribution", "float", description="weight x excess"),
-        ]
-    )
-    records = [
-        TableRecord({k: (round(float(v), 6) if k != "column" else str(v)) for k, v in r.items()})
-        for r in rows
-    ]
-    return MetadataValue.table(records, schema=schema)
-
-
-def _span(days: list[str]) -> list[str]:
-    return [days[0], days[-1]] if days else []
-
-
-def _check_results(
-    context: AssetExecutionContext,
-    key: AssetKey,
-    check: str,
-    results: dict[str, tuple[bool, str, dict[str, Any]]],
-    asset_output_yielded: bool = True,
-) -> Iterator[Any]:
-    """One WARN result per day: AssetCheckResult in a one-day run (the run's partition);
-    else the check output once and an AssetCheckEvaluation per day with its partition."""
-    if AssetCheckKey(key, check) not in context.selected_asset_check_keys:
-        return
-    if context.has_partition_key and asset_output_yielded and len(results) == 1:
-        passed, description, metadata = next(iter(results.values()))
-        yield AssetCheckResult(
-            check_name=check,
-            passed=passed,
-            severity=AssetCheckSeverity.WARN,
-            description=description,
-            metadata=metadata,
-        )
-        return
-    yield from skip_outputs(context)
-    for day, (passed, description, metadata) in results.items():
-        yield AssetCheckEvaluation(
-            asset_key=key,
-            check_name=check,
-            passed=passed,
-            metadata=metadata,
-            target_materialization_data=_target_materialization(context, key, day),
-            severity=AssetCheckSeverity.WARN,
-            description=description,
-            blocking=False,
-            partition=day,
-        )
-
-
-# ---------------------------------------------------------------------- performance
-
-
-def _performance_description(row: dict[str, Any]) -> str:
-    metric, value = row["primary_metric"], row["value"]
-    day = f"{row['day']}: the day's {metric} " + (
-        "undefined" if math.isnan(value) else f"{value:.4f}"
-    )
-    day += f" on {row['labelled_rows']} labels (v{row['model_version']})"
-    pooled = row["pooled_value"]
-    if math.isnan(pooled):
-        return f"{day}; champion v{row['champion_version']}: no labelled pool yet: not judged"
-    relation = "below" if HIGHER_IS_BETTER[metric] else "above"
-    state = f"{relation} the floor" if row["breached"] else "within the floor"
-    return (
-        f"{day}; champion v{row['champion_version']} over the last {row['pooled_days']} "
-        f"labelled days ({row['pooled_rows']} rows): {metric} {pooled:.4f} {state} "
-        f"{row['pooled_floor']:.4f} (holdout {row['pooled_reference']:.4f}, floor from its "
-        "bootstrap at that row count)"
-    )
-
-
-def _model_that_scored(
-    paths: DatasetPaths,
-    day: str,
-    champion: Champion,
-    models: dict[str, Champion],
-    client: Any,
-    mlflow: MlflowResource,
-) -> Champion:
-    """The version whose predictions are stored for ``day`` (the champion when unscored)."""
-    import pyarrow.parquet as pq
-
-    path = paths.partition_file(PREDICTIONS_TABLE, day)
-    if not path.exists():
-        return champion
-    versions = set(pq.read_table(path, columns=[MODEL_VERSION]).column(0).to_pylist())
-    if len(versions) != 1:
-        return champion
-    number = str(versions.pop())
-    if number not in models:
-        version = client.get_model_version(champion.name, number)
-        models[number] = Champion(champion.name, version, mlflow)
-    return models[number]
-
-
-def _pooled_realised(
-    contract: Contract,
-    paths: DatasetPaths,
-    champion: Champion,
-    monitor: ChampionMonitor,
-    day: str,
-    clock: Any,
-) -> PooledPerformance:
-    """The champion's realised metric over the trailing days whose labels are due (after
-    its holdout), against the floor at the pool's size."""
-    import numpy as np
-
-    policy = contract.retraining
-    after = max(holdout_days(champion.tags) or [""])
-    days = [
-        d
-        for d in trailing_days(day, policy.performance_window_days)
-        if d > after and labels_due(contract, d, clock)
-    ]
-    frames = [
-        labelled_predictions(contract, paths, d, champion.number, champion.score) for d in days
-    ]
-    frames = [f for f in frames if len(f)]
-    labels = np.concatenate(
-        [f["label"].to_numpy("float64", na_value=np.nan) for f in frames] or [[]]
-    )
-    scores = np.concatenate([f[PREDICTION].to_numpy("float64") for f in frames] or [[]])
-    return monitor.realised(labels, scores, len(frames), policy.performance_confidence)
-
-
-def _performance_compute(contract: Contract, key: AssetKey) -> Callable[..., Iterator[Any]]:
-    name = contract.name
-    primary = PRIMARY_METRIC[contract.task]
-
-    def performance(
-        context: AssetExecutionContext,
-        config: PerformanceConfig,
-        lake: LakeResource,
-        mlflow: MlflowResource,
-    ) -> Iterator[Any]:
-        import pandas as pd  # on use: loading the code location must not import pandas
-
-        paths = lake.paths(name)
-        days = sorted(context.partition_keys)
-        champion = resolve_champion(context, name, mlflow)
-        if champion is None:
-            yield from skip_outputs(context)
-            return
-        clock = data_clock(contract, paths)
-        due = [d for d in days if labels_due(contract, d, clock)]
-        for day in days:
-            if day not in due:
-                context.log.info(
-                    f"{name} {day}: labels not due yet: due at "
-                    f"{labels_due_at(contract, day).isoformat(sep=' ')} (end of day + label "
-                    f"delay {contract.label_delay}); the lake's data clock is at "
-                    f"{clock.isoformat(sep=' ') if clock else '(no raw data)'}: skipped"
-                )
-        if not due:
-            yield from skip_outputs(context)
-            return
-        absent = [d for d in due if not paths.partition_file(FEATURES_TABLE, d).exists()]
-        if absent:
-            raise Failure(
-                description=f"{name}: no features partition for {', '.join(absent)}; "
-                f"materialize {name}/features and {name}/predictions first"
-            )
-        client = mlflow.client()
-        models: dict[str, Champion] = {champion.number: champion}
-        rows: dict[str, dict[str, Any]] = {}
-        monitor = _champion_monitor(contract, paths, champion, mlflow, None)
-        for day in due:
-            # Realised performance is that of the model that scored the day, judged
-            # against its own holdout: a later champion may have trained on this day.
-            model = _model_that_scored(paths, day, champion, models, client, mlflow)
-            reference = holdout_reference(client, model.version, primary)
-            if math.isnan(reference):
-                context.log.warning(
-                    f"{name} v{model.number}: no holdout_{primary} on its run or tags: "
-                    "metrics are recorded but nothing can breach"
-                )
-            trained_on = set(training_days(model.tags))
-            frame, sources = window_frame(
-                contract, paths, [day], model.number, model.score, with_label=True
-            )
-            row = realised_performance(
-                contract,
-                day,
-                frame["label"].to_numpy(dtype="float64", na_value=math.nan),
-                frame[PREDICTION].to_numpy(dtype="float64"),
-                version=model.number,
-                reference=reference,
-                tolerance=config.tolerance,
-                relative=config.relative_tolerance,
-                min_labelled_rows=config.min_labelled_rows,
-                threshold=config.threshold,
-            )
-            pooled = _pooled_realised(contract, paths, champion, monitor, day, clock)
-            row |= {
-                "daily_breached": bool(row["breached"]),
-                "breached": bool(pooled.breached),
-                "champion_version": champion.number,
-                **{f"pooled_{k}": v for k, v in pooled.to_dict().items() if k != "breached"},
-                "scored_from": sources.get(day, "scored"),
-                "in_training_window": day in trained_on,
-                "data_clock": clock.isoformat(sep=" ") if clock else None,
-                "labels_due_at": labels_due_at(contract, day).isoformat(sep=" "),
-            }
-            path = write_parquet_atomic(
-                pd.DataFrame([row]), paths.partition_file(PERFORMANCE_TABLE, day)
-            )
-            rows[day] = row
-            metadata: dict[str, Any] = {
-                name_: float(row[name_]) for name_ in metric_names(contract.task)
-            }
-            metadata |= {
-                "model_version": model.number,
-                "rows": int(row["rows"]),
-                "labelled_rows": int(row["labelled_rows"]),
-                "reference": float(row["reference"]),
-                "floor": float(row["floor"]),
-                "breached": bool(row["breached"]),
-                "pooled_value": float(row["pooled_value"]),
-                "pooled_floor": float(row["pooled_floor"]),
-                "pooled_rows": int(row["pooled_rows"]),
-                "pooled_days": int(row["pooled_days"]),
-                "primary_metric": primary,
-                "path": MetadataValue.path(str(path)),
-            }
-            context.log.info(_performance_description(row))
-            yield AssetMaterialization(asset_key=key, partition=day, metadata=metadata)
-
-        yield from _check_results(
-            context,
-            key,
-            PERFORMANCE_CHECK,
-            {
-                day: (
-                    not row["breached"],
-                    _performance_description(row),
-                    {
-                        "value": float(row["pooled_value"]),
-                        "floor": float(row["pooled_floor"]),
-                        "reference": float(row["pooled_reference"]),
-                        "pooled_rows": int(row["pooled_rows"]),
-                        "daily_value": float(row["value"]),
-                    },
-                )
-                for day, row in rows.items()
-            },
-            asset_output_yielded=False,
-        )
-
-    return performance
 
 
 __all__ = ["Champion", "DriftReportConfig", "PerformanceConfig", "build_monitoring"]

@@ -21,6 +21,7 @@ from dagster import DagsterInstance, SensorResult, SkipReason, build_sensor_cont
 
 from driftloop.backtest.engine import (
     DAILY,
+    REFERENCE_SCHEDULES,
     STATIC,
     Backtest,
     BacktestConfig,
@@ -75,8 +76,8 @@ def slice_run(slice_root: Path) -> tuple[Contract, BacktestResult]:
         END,
         triggers=[
             trigger_settings(contract),
-            # The same policy with a stricter threshold: 5 breached days of 5, not 3.
-            trigger_settings(contract, name="strict", n_breaches=5),
+            # A stricter policy: 5 breached days of 5.
+            trigger_settings(contract, name="strict", n_breaches=5, window=5),
         ],
         model_params=FAST_MODEL,
         reference_rows=5_000,
@@ -115,12 +116,14 @@ def _sensor_fires(
         frame = pd.DataFrame({"x": [1.0]})
         write_parquet_atomic(frame, paths.partition_file("features", day.isoformat()))
         day += timedelta(days=1)
-    for signal_day, drift, performance in decision["signals"]:
-        body = {"day": signal_day, "breached": drift}
+    for signal_day, drift, estimated, performance in decision["signals"]:
+        body = {"day": signal_day, "breached": drift, "estimated_breached": estimated}
         write_text_atomic(json.dumps(body), summary_path(paths, signal_day))
         if performance is not None:
-            row = pd.DataFrame([{"day": signal_day, "breached": performance}])
-            write_parquet_atomic(row, paths.partition_file("performance", signal_day))
+            row = {"day": signal_day, "breached": performance, "pooled_value": 0.5}
+            write_parquet_atomic(
+                pd.DataFrame([row]), paths.partition_file("performance", signal_day)
+            )
     last = decision["last_retrain_day"]
     cursor = json.dumps({"last_retrain_day": last}) if last else None
     sensor = build_retrain_sensor(contract, f"{contract.name}_retrain")
@@ -250,8 +253,8 @@ def test_dagster_job_runs_in_process_with_metadata_and_files(
     metadata = output.event_specific_data.metadata
     assert {"summary", "summary_md", "plot", "html_report", "json_report"} <= set(metadata)
     policies = [r.data["policy"] for r in metadata["summary"].records]
-    assert policies == ["never", "every_30_days", "every_7_days", "every_day", "driftloop",
-                        "perf_only"]  # fmt: skip
+    assert policies == [*REFERENCE_SCHEDULES, "driftloop", "perf_only"]
+    assert metadata["frontier"].md_str.startswith("![frontier](data:image/png;base64,")
     for key in ("html_report", "json_report", "plot_path"):
         assert Path(metadata[key].path).exists()
     assert metadata["plot"].md_str.startswith("![daily metric](data:image/png;base64,")
@@ -281,9 +284,9 @@ def test_a_retrain_is_production_train_without_the_baseline(slice_run, slice_fea
     contract, result = slice_run
     backtest = Backtest(contract, slice_features, result.config)
     day = START + timedelta(days=5)
-    trained = backtest.fit_day(day)
+    trained = backtest.fitter.fit_day(day)
     frame = backtest.history.training_frame(_cutoff(day), result.config.window_days)
-    config = backtest._training_config()
+    config = backtest.fitter.training_config()
     full = train(contract, frame, config)
     lean = train(contract, frame, config, with_baseline=False)
     assert full.baseline is not None and full.baseline_holdout_metrics
@@ -311,7 +314,7 @@ def test_window_fit_serves_a_refit_on_the_whole_window_and_keeps_the_honest_hold
     split = Backtest(contract, slice_features, config)
     window = Backtest(contract, slice_features, replace(config, fit="window"))
     day = START + timedelta(days=5)
-    a, b = split.fit_day(day), window.fit_day(day)
+    a, b = split.fitter.fit_day(day), window.fitter.fit_day(day)
     # The gate and the performance reference still see the held-out days honestly.
     np.testing.assert_array_equal(a.holdout_scores, b.holdout_scores)
     assert a.holdout_metric == b.holdout_metric and a.window == b.window
@@ -341,8 +344,8 @@ def test_label_delay_what_if_lets_a_model_learn_from_yesterday(slice_run, slice_
     zero = with_label_delay(contract, "0h")
     assert zero.label_delay == timedelta(0) and contract.label_delay == timedelta(days=1)
     day = START + timedelta(days=5)
-    honest = Backtest(contract, slice_features, result.config).fit_day(day)
-    what_if = Backtest(zero, slice_features, result.config).fit_day(day)
+    honest = Backtest(contract, slice_features, result.config).fitter.fit_day(day)
+    what_if = Backtest(zero, slice_features, result.config).fitter.fit_day(day)
     assert honest.window[-1] == (day - timedelta(days=2)).isoformat()
     assert what_if.window[-1] == (day - timedelta(days=1)).isoformat()
     assert what_if.latest_label_due <= _cutoff(day) < what_if.latest_label_due + timedelta(days=1)

@@ -82,6 +82,9 @@ def read_signals(paths: DatasetPaths, days: list[str]) -> list[WindowSignal]:
         pooled = None
         if performance is not None and json_float(performance.get("pooled_value")) is not None:
             pooled = bool(performance["breached"])
+            judged, serving = performance.get("champion_version"), summary.get("champion_version")
+            if judged is not None and serving is not None and str(judged) != str(serving):
+                pooled = None  # a verdict on an earlier champion says nothing of this one
         signals.append(
             WindowSignal(
                 day=date.fromisoformat(day),
