@@ -31,6 +31,7 @@ from driftloop.monitoring.champion import (
     ChampionMonitor,
     holdout_days,
 )
+from driftloop.monitoring.drift_outcome import read_drift_summary
 from driftloop.monitoring.performance import PooledPerformance
 from driftloop.monitoring.signals import (
     FEATURES_TABLE,
@@ -148,9 +149,82 @@ def _pooled_realised(
     return monitor.realised(labels, scores, len(frames), policy.performance_confidence)
 
 
+def _estimated_before(paths: DatasetPaths, day: str) -> float:
+    """The estimate the drift report of ``day`` made before its labels (NaN if none)."""
+    summary = read_drift_summary(paths, day) or {}
+    value = (summary.get("estimated") or {}).get("value")
+    return float(value) if isinstance(value, int | float) else math.nan
+
+
+def _performance_day(
+    context: AssetExecutionContext,
+    contract: Contract,
+    paths: DatasetPaths,
+    config: PerformanceConfig,
+    client: Any,
+    model: Champion,
+    champion: Champion,
+    monitor: ChampionMonitor,
+    day: str,
+    clock: Any,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """One due day: the day's metrics by the model that scored it against its own holdout
+    (a later champion may have trained on the day), the champion's pooled verdict; the
+    row written to the lake and the day's metadata."""
+    import pandas as pd  # on use: loading the code location must not import pandas
+
+    primary = PRIMARY_METRIC[contract.task]
+    reference = holdout_reference(client, model.version, primary)
+    if math.isnan(reference):
+        context.log.warning(
+            f"{contract.name} v{model.number}: no holdout_{primary} on its run or tags: "
+            "the day's metrics are recorded without a floor"
+        )
+    frame, sources = window_frame(
+        contract, paths, [day], model.number, model.score, with_label=True
+    )
+    row = realised_performance(
+        contract, day, frame["label"].to_numpy(dtype="float64", na_value=math.nan),
+        frame[PREDICTION].to_numpy(dtype="float64"), version=model.number,
+        reference=reference, tolerance=config.tolerance, relative=config.relative_tolerance,
+        min_labelled_rows=config.min_labelled_rows, threshold=config.threshold,
+    )  # fmt: skip
+    pooled = _pooled_realised(contract, paths, champion, monitor, day, clock)
+    row |= {
+        "daily_breached": bool(row["breached"]),
+        "breached": bool(pooled.breached),
+        "champion_version": champion.number,
+        **{f"pooled_{k}": v for k, v in pooled.to_dict().items() if k != "breached"},
+        "scored_from": sources.get(day, "scored"),
+        "in_training_window": day in set(training_days(model.tags)),
+        "data_clock": clock.isoformat(sep=" ") if clock else None,
+        "labels_due_at": labels_due_at(contract, day).isoformat(sep=" "),
+        "estimated_before_labels": _estimated_before(paths, day),
+    }
+    path = write_parquet_atomic(pd.DataFrame([row]), paths.partition_file(PERFORMANCE_TABLE, day))
+    metadata: dict[str, Any] = {m: float(row[m]) for m in metric_names(contract.task)}
+    metadata |= {
+        "model_version": model.number,
+        "rows": int(row["rows"]),
+        "labelled_rows": int(row["labelled_rows"]),
+        "reference": float(row["reference"]),
+        "floor": float(row["floor"]),
+        "breached": bool(row["breached"]),
+        "pooled_value": float(row["pooled_value"]),
+        "pooled_floor": float(row["pooled_floor"]),
+        "pooled_rows": int(row["pooled_rows"]),
+        "pooled_days": int(row["pooled_days"]),
+        "primary_metric": primary,
+        # What the drift report estimated for the same trailing days, before labels.
+        f"estimated_{primary}": float(row["estimated_before_labels"]),
+        "path": MetadataValue.path(str(path)),
+    }
+    context.log.info(_performance_description(row))
+    return row, metadata
+
+
 def _performance_compute(contract: Contract, key: AssetKey) -> Callable[..., Iterator[Any]]:
     name = contract.name
-    primary = PRIMARY_METRIC[contract.task]
 
     def performance(
         context: AssetExecutionContext,
@@ -158,7 +232,6 @@ def _performance_compute(contract: Contract, key: AssetKey) -> Callable[..., Ite
         lake: LakeResource,
         mlflow: MlflowResource,
     ) -> Iterator[Any]:
-        import pandas as pd  # on use: loading the code location must not import pandas
 
         paths = lake.paths(name)
         days = sorted(context.partition_keys)
@@ -190,64 +263,11 @@ def _performance_compute(contract: Contract, key: AssetKey) -> Callable[..., Ite
         rows: dict[str, dict[str, Any]] = {}
         monitor = _champion_monitor(contract, paths, champion, mlflow, None)
         for day in due:
-            # Realised performance is that of the model that scored the day, judged
-            # against its own holdout: a later champion may have trained on this day.
             model = _model_that_scored(paths, day, champion, models, client, mlflow)
-            reference = holdout_reference(client, model.version, primary)
-            if math.isnan(reference):
-                context.log.warning(
-                    f"{name} v{model.number}: no holdout_{primary} on its run or tags: "
-                    "metrics are recorded but nothing can breach"
-                )
-            trained_on = set(training_days(model.tags))
-            frame, sources = window_frame(
-                contract, paths, [day], model.number, model.score, with_label=True
-            )
-            row = realised_performance(
-                contract,
-                day,
-                frame["label"].to_numpy(dtype="float64", na_value=math.nan),
-                frame[PREDICTION].to_numpy(dtype="float64"),
-                version=model.number,
-                reference=reference,
-                tolerance=config.tolerance,
-                relative=config.relative_tolerance,
-                min_labelled_rows=config.min_labelled_rows,
-                threshold=config.threshold,
-            )
-            pooled = _pooled_realised(contract, paths, champion, monitor, day, clock)
-            row |= {
-                "daily_breached": bool(row["breached"]),
-                "breached": bool(pooled.breached),
-                "champion_version": champion.number,
-                **{f"pooled_{k}": v for k, v in pooled.to_dict().items() if k != "breached"},
-                "scored_from": sources.get(day, "scored"),
-                "in_training_window": day in trained_on,
-                "data_clock": clock.isoformat(sep=" ") if clock else None,
-                "labels_due_at": labels_due_at(contract, day).isoformat(sep=" "),
-            }
-            path = write_parquet_atomic(
-                pd.DataFrame([row]), paths.partition_file(PERFORMANCE_TABLE, day)
+            row, metadata = _performance_day(
+                context, contract, paths, config, client, model, champion, monitor, day, clock
             )
             rows[day] = row
-            metadata: dict[str, Any] = {
-                name_: float(row[name_]) for name_ in metric_names(contract.task)
-            }
-            metadata |= {
-                "model_version": model.number,
-                "rows": int(row["rows"]),
-                "labelled_rows": int(row["labelled_rows"]),
-                "reference": float(row["reference"]),
-                "floor": float(row["floor"]),
-                "breached": bool(row["breached"]),
-                "pooled_value": float(row["pooled_value"]),
-                "pooled_floor": float(row["pooled_floor"]),
-                "pooled_rows": int(row["pooled_rows"]),
-                "pooled_days": int(row["pooled_days"]),
-                "primary_metric": primary,
-                "path": MetadataValue.path(str(path)),
-            }
-            context.log.info(_performance_description(row))
             yield AssetMaterialization(asset_key=key, partition=day, metadata=metadata)
 
         yield from _check_results(

@@ -78,6 +78,16 @@ def slice_run(slice_root: Path) -> tuple[Contract, BacktestResult]:
             trigger_settings(contract),
             # A stricter policy: 5 breached days of 5.
             trigger_settings(contract, name="strict", n_breaches=5, window=5),
+            # Realised performance alone, one day of one: the window=1 case.
+            trigger_settings(
+                contract,
+                name="perf1",
+                n_breaches=1,
+                window=1,
+                cooldown_days=0,
+                use_drift=False,
+                use_estimated=False,
+            ),
         ],
         model_params=FAST_MODEL,
         reference_rows=5_000,
@@ -170,6 +180,34 @@ def test_backtest_and_sensor_take_the_same_decisions_and_a_threshold_moves_both(
 
 
 @pytest.mark.slow
+def test_a_window_of_one_day_fires_on_realised_performance(slice_run) -> None:
+    _, result = slice_run
+    policy = _policy(result, "perf1")
+    breached = [r["day"] for r in policy.daily if r.get("performance_breached")]
+    assert breached, "no day's pooled realised performance breached in the slice"
+    fired = [d for d, x in sorted(policy.decisions.items()) if x["fire"]]
+    # A breach known on day D (labels pooled up to D - 1) fires the retrain of D + 1.
+    first = date.fromisoformat(breached[0]) + timedelta(days=1)
+    assert fired and fired[0] == first.isoformat()
+    assert "performance on 1 of today" in policy.events[0]["reason"]
+
+
+@pytest.mark.slow
+def test_the_first_model_is_the_baseline_when_the_gate_prefers_it(slice_run, slice_features):
+    contract, result = slice_run
+    weak = {"n_estimators": 1, "learning_rate": 0.001, "num_leaves": 2}
+    backtest = Backtest(contract, slice_features, replace(result.config, model_params=weak))
+    first = backtest.fitter.fit_first(START)
+    assert first.kind == "baseline" and first.first_gate["served"] == "baseline"
+    assert not first.first_gate["promote"]
+    rows = backtest.history.day_rows(START.isoformat())
+    assert len(first.model.predict(rows)) == len(rows)
+    assert first.importance and abs(sum(first.importance.values()) - 1) < 1e-9
+    # The default model wins its first gate and serves.
+    assert result.first_model["kind"] == "lightgbm"
+
+
+@pytest.mark.slow
 def test_no_day_is_scored_by_a_model_that_saw_its_labels(slice_run) -> None:
     _, result = slice_run
     checked = 0
@@ -201,6 +239,7 @@ def test_value_capture_and_retrain_cost_as_specified(slice_run) -> None:
     assert summary.loc[DAILY, "retrains"] == days
     assert summary.loc[STATIC, "retrains"] == 0
     assert summary.loc["every_7_days", "retrains"] == math.ceil(days / 7)
+    assert set(REFERENCE_SCHEDULES) <= set(summary.index)
     for name in ("driftloop", "strict", "every_7_days"):
         metric = wide[name].mean()
         assert summary.loc[name, "mean_roc_auc"] == pytest.approx(metric)

@@ -65,10 +65,13 @@ class Monitor:
         self._estimators: dict[str, Any] = {}
         self._floors: dict[tuple[str, float], FloorCache] = {}
         self._daily_estimate: dict[tuple[str, str], float] = {}
+        # Policies that share a champion share its signals (only their thresholds differ).
+        self._drift: dict[tuple[str, str, float], Any] = {}
+        self._pools: dict[tuple, tuple[PooledPerformance, PooledPerformance]] = {}
 
     def forget(self, model_id: str) -> None:
         """Drop what is cached about a model no policy serves any more."""
-        for cache in (self._calibrations, self._floors):
+        for cache in (self._calibrations, self._floors, self._drift, self._pools):
             for key in [k for k in cache if k[0] == model_id]:
                 del cache[key]
         self._reference.pop(model_id, None)
@@ -168,17 +171,24 @@ class Monitor:
     ) -> DaySignal:
         """The signal of ``day`` as production holds it at ``cutoff`` (the next midnight)."""
         day_text = day.isoformat()
-        rows = self.history.day_rows(day_text)
-        current = rows[list(self.kinds)].reset_index(drop=True)
-        current[PREDICTION_COLUMN] = self.scores(model, day_text)
-        drift = score_day(self.calibration(model, policy.calibration_quantile), current)
+        key = (model.id, day_text, policy.calibration_quantile)
+        if key not in self._drift:
+            rows = self.history.day_rows(day_text)
+            current = rows[list(self.kinds)].reset_index(drop=True)
+            current[PREDICTION_COLUMN] = self.scores(model, day_text)
+            calibration = self.calibration(model, policy.calibration_quantile)
+            self._drift[key] = score_day(calibration, current)
+        drift = self._drift[key]
         first = max(serving_since, day - timedelta(days=policy.performance_window_days - 1))
         pool_days = [
             d.isoformat()
             for d in (first + timedelta(days=k) for k in range((day - first).days + 1))
             if d.isoformat() in self.history.span
         ]
-        estimated, realised = self._pooled(model, pool_days, cutoff, policy)
+        pool_key = (model.id, tuple(pool_days), cutoff, policy.performance_confidence)
+        if pool_key not in self._pools:
+            self._pools[pool_key] = self._pooled(model, pool_days, cutoff, policy)
+        estimated, realised = self._pools[pool_key]
         breached_drift = drift.score >= policy.drift_threshold
         top = [c["column"] for c in drift.ranked()[:3]]
         detail = describe_day(day, drift.score, policy.drift_threshold, top, estimated, realised)

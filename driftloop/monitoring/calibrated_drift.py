@@ -70,7 +70,10 @@ def _numeric_values(values: Any) -> tuple[np.ndarray, float]:
     import numpy as np
     import pandas as pd
 
-    array = pd.to_numeric(pd.Series(values), errors="coerce").to_numpy(dtype="float64")
+    if isinstance(values, pd.Series) and values.dtype == "float64":
+        array = values.to_numpy()
+    else:
+        array = pd.to_numeric(pd.Series(values), errors="coerce").to_numpy(dtype="float64")
     finite = array[np.isfinite(array)]
     missing = 1.0 - finite.size / array.size if array.size else 0.0
     return finite, missing

@@ -63,10 +63,12 @@ def describe_day(day: str, summary: dict[str, Any] | None, performance: dict | N
                 f"{estimated['days']} days (floor {json_float(estimated.get('floor')) or 0:.4f})"
             )
     if performance and json_float(performance.get("pooled_value")) is not None:
+        metric = performance.get("primary_metric", "metric")
+        floor = json_float(performance.get("pooled_floor"))
         parts.append(
-            f"realised {performance['primary_metric']} {performance['pooled_value']:.4f} over "
-            f"{performance['pooled_days']} labelled days to {performance['day']} (floor "
-            f"{json_float(performance.get('pooled_floor')) or 0:.4f})"
+            f"realised {metric} {performance['pooled_value']:.4f} over "
+            f"{performance.get('pooled_days', '?')} labelled days to {performance['day']}"
+            + ("" if floor is None else f" (floor {floor:.4f})")
         )
     return f"{day}: " + ", ".join(parts) if parts else ""
 
