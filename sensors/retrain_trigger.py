@@ -29,6 +29,7 @@ from dagster import (
 from driftloop.data.contract import Contract
 from driftloop.data.lake import existing_partitions
 from driftloop.monitoring.trigger import decide_retrain
+from driftloop.names import DATA_DAY_TAG, TRIGGER_REASON_TAG, TRIGGER_TAG
 from resources.lake import LakeResource
 from resources.mlflow import MlflowResource
 from sensors.run_requests import ACTIVE, content_key
@@ -89,13 +90,15 @@ def build_retrain_sensor(contract: Contract, job_name: str) -> SensorDefinition:
             if not decision.fire:
                 return SkipReason(decision.reason)
             kind, reason = "monitoring", decision.reason
+
+        context.log.info(f"retraining {contract.name}: {reason}")
         request = RunRequest(
             run_key=f"retrain:{content_key(contract.name, today.isoformat(), reason)}",
             job_name=job_name,
             tags={
-                "driftloop/trigger": kind,
-                "driftloop/trigger_reason": reason[:480],
-                "driftloop/data_day": today.isoformat(),
+                TRIGGER_TAG: kind,
+                TRIGGER_REASON_TAG: reason[:480],
+                DATA_DAY_TAG: today.isoformat(),
                 "driftloop/trigger_policy": (
                     f"{policy.n_breaches} of {policy.window} days, drift >= "
                     f"{policy.drift_threshold}, cooldown {policy.cooldown_days} days"
