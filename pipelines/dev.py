@@ -90,6 +90,17 @@ def _relay(child: subprocess.Popen, verbose: bool) -> None:
             sys.stdout.flush()
 
 
+def _without_password(url: str) -> str:
+    """`url` fit for the console: the password, if any, replaced by ***."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+
+
 def _environment(args: argparse.Namespace) -> dict[str, str] | str:
     """The child's environment, or the message to stop with."""
     env = dict(os.environ)
@@ -99,12 +110,14 @@ def _environment(args: argparse.Namespace) -> dict[str, str] | str:
             return f"--postgres needs a URL (or ${POSTGRES_URL_ENV})"
         problem = check_postgres(url)
         if problem:
-            return f"cannot connect to PostgreSQL at {url}: {problem}"
+            return f"cannot connect to PostgreSQL at {_without_password(url)}: {problem}"
         env[POSTGRES_URL_ENV] = sqlalchemy_url(url)
     home = project_dagster_home(postgres=args.postgres is not None)
     env["DAGSTER_HOME"] = str(home)
     mlflow = env.get("MLFLOW_TRACKING_URI") or default_mlflow_uri(data_root())
-    where = f"PostgreSQL ({env[POSTGRES_URL_ENV]})" if args.postgres is not None else "SQLite"
+    where = "SQLite"
+    if args.postgres is not None:
+        where = f"PostgreSQL ({_without_password(env[POSTGRES_URL_ENV])})"
     print(f"driftloop: Dagster instance at {home} on {where}; MLflow at {mlflow}", flush=True)
     return env
 
@@ -159,8 +172,13 @@ def main(argv: list[str] | None = None) -> int:
     threading.Thread(
         target=_announce_when_up, args=(args.host, args.port, child), daemon=True
     ).start()
-    _relay(child, args.verbose)
-    return child.wait()
+    # The relay ends with dagster dev, not with the pipe: a code server it leaves to stop on
+    # its own heartbeat timeout keeps the pipe open for a while.
+    relay = threading.Thread(target=_relay, args=(child, args.verbose), daemon=True)
+    relay.start()
+    code = child.wait()
+    relay.join(timeout=2)
+    return code
 
 
 if __name__ == "__main__":

@@ -49,3 +49,14 @@ def test_an_unreachable_postgres_stops_it_before_dagster_starts(tmp_path: Path) 
     assert done.returncode == 2
     assert f"cannot connect to PostgreSQL at {url}" in done.stderr
     assert "dagster_home_postgres" not in done.stdout
+
+
+def test_the_console_never_shows_the_database_password() -> None:
+    from pipelines.dev import _without_password
+
+    url = "postgresql+psycopg2://driftloop:s3cret@127.0.0.1:5432/dagster"
+    assert _without_password(url) == "postgresql+psycopg2://driftloop:***@127.0.0.1:5432/dagster"
+    assert (
+        _without_password("postgresql://postgres@127.0.0.1/x")
+        == "postgresql://postgres@127.0.0.1/x"
+    )
