@@ -18,18 +18,16 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import subprocess
 import tempfile
 import warnings
-from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from driftloop.data.contract import Contract
 from driftloop.faults import fault_point
-from driftloop.paths import PROJECT_ROOT
 from driftloop.processes import process_token
 from driftloop.training.model_loading import quiet_pyfunc
+from driftloop.training.provenance import PACKAGE_DIR, code_version, requirements, source_hash
 from driftloop.training.registry import (
     CHALLENGER,
     MODEL_NAME,
@@ -46,51 +44,6 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from driftloop.training.train import TrainingResult
-
-
-PACKAGE_DIR = Path(__file__).resolve().parent.parent
-
-# Distributions the pyfunc needs at load time. Listing them skips MLflow's requirement
-# inference, which loads the model again in a subprocess (seconds per log_model).
-_REQUIREMENTS = ("mlflow", "lightgbm", "scikit-learn", "pandas", "numpy", "pydantic")
-_REQUIREMENTS += ("PyYAML", "cloudpickle")
-
-
-def source_hash() -> str:
-    """sha256 of the driftloop package's Python sources (path + content, sorted)."""
-    digest = hashlib.sha256()
-    for path in sorted(PACKAGE_DIR.rglob("*.py")):
-        digest.update(path.relative_to(PACKAGE_DIR).as_posix().encode())
-        digest.update(path.read_bytes())
-    return digest.hexdigest()
-
-
-def code_version() -> str:
-    """The git commit of the project if it is a repository, else src-<hash of the sources>."""
-    try:
-        out = subprocess.run(
-            ["git", "-C", str(PROJECT_ROOT), "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        )
-        commit = out.stdout.strip()
-        if commit:
-            return commit
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return "src-" + source_hash()[:16]
-
-
-def _requirements() -> list[str]:
-    pins = []
-    for name in _REQUIREMENTS:
-        try:
-            pins.append(f"{name}=={metadata.version(name)}")
-        except metadata.PackageNotFoundError:
-            pins.append(name)
-    return pins
 
 
 def _pyfunc_wrapper(model: Any) -> Any:
@@ -374,7 +327,7 @@ def log_training(
         "signature": infer_signature(sample, result.model.predict(sample)),
         "input_example": sample.head(5),
         "code_paths": [str(PACKAGE_DIR)],  # the pickled model refers to driftloop.training
-        "pip_requirements": _requirements(),
+        "pip_requirements": requirements(),
     }
 
     with (

@@ -221,8 +221,8 @@ def register_run_model(
 _ELSEWHERE = {
     "log_training": "mlflow_logging",
     "training_tags": "mlflow_logging",
-    "code_version": "mlflow_logging",
-    "source_hash": "mlflow_logging",
+    "code_version": "provenance",
+    "source_hash": "provenance",
     "dataset_schema": "mlflow_logging",
     "split_digest": "mlflow_logging",
     "_pyfunc_wrapper": "mlflow_logging",
