@@ -83,6 +83,7 @@ def results() -> dict[str, tuple[DriftSummary, dict]]:
     return out
 
 
+@pytest.mark.slow
 def test_verdicts_agree_with_evidently(results) -> None:
     agree = total = 0
     disagreements = []
@@ -98,6 +99,7 @@ def test_verdicts_agree_with_evidently(results) -> None:
     assert agree / total >= 0.95, disagreements
 
 
+@pytest.mark.slow
 def test_methods_and_scores_match_evidently(results) -> None:
     for name, (ours, snapshot) in results.items():
         theirs = evidently_verdicts(snapshot)
@@ -109,6 +111,7 @@ def test_methods_and_scores_match_evidently(results) -> None:
             assert col.score == pytest.approx(ev.score, rel=1e-5, abs=1e-12), (name, col.column)
 
 
+@pytest.mark.slow
 def test_evidently_picks_the_tests_we_expect(results) -> None:
     large, _ = results["no_drift"]
     assert large.column("num_0").method == "wasserstein"
@@ -122,6 +125,7 @@ def test_evidently_picks_the_tests_we_expect(results) -> None:
     assert small.column("origin").method == "z"  # two values
 
 
+@pytest.mark.slow
 def test_scenarios_detect_what_they_should(results) -> None:
     assert results["no_drift"][0].drifted_columns == []
     assert not results["no_drift"][0].dataset_drifted
@@ -137,6 +141,7 @@ def test_scenarios_detect_what_they_should(results) -> None:
     )
 
 
+@pytest.mark.slow
 def test_dataset_share_follows_evidently(results) -> None:
     for name, (ours, snapshot) in results.items():
         verdicts = evidently_verdicts(snapshot)

@@ -157,6 +157,7 @@ def setup(flights_contract, flights_paths, data_root, dagster_instance):
     return flights_contract, flights_paths, data_root, uri, resources, dagster_instance
 
 
+@pytest.mark.slow
 def test_promote_reject_rollback_and_status(setup, capsys) -> None:
     contract, paths, root, uri, resources, instance = setup
     client = make_client(uri)

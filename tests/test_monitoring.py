@@ -84,6 +84,7 @@ def test_reference_sample_is_seeded_and_bounded(flights_contract, flights_paths)
 # -------------------------------------------------------------------------------- drift
 
 
+@pytest.mark.slow
 def test_drift_report_flags_a_shifted_day_and_passes_an_unshifted_one(
     flights_contract, flights_paths, data_root, dagster_instance
 ):

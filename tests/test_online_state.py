@@ -89,6 +89,7 @@ def _records(raw: pd.DataFrame, schema: RequestSchema) -> list[dict]:
     return [raw_record(row, schema) for _, row in raw.iterrows()]
 
 
+@pytest.mark.slow
 def test_replayed_day_equals_batch_before_it_lands(
     flights_contract: Contract, flights_paths: DatasetPaths, lake: list[str], tmp_path: Path
 ) -> None:
