@@ -26,9 +26,9 @@ from driftloop.data.contract import ColumnType, Contract
 from driftloop.data.lake import write_parquet_atomic
 from driftloop.monitoring.signals import predictions_table
 from driftloop.paths import DatasetPaths
+from driftloop.training.mlflow_logging import pyfunc_wrapper
 from driftloop.training.models import make_model
 from driftloop.training.registry import (
-    _pyfunc_wrapper,
     experiment_id_for,
     make_client,
     set_alias,
@@ -283,8 +283,8 @@ def test_our_models_score_arrow_and_write_what_the_pandas_path_wrote(
     lightgbm.fit(history, history.iloc[:0])
     baseline = make_model("baseline", contract)
     baseline.fit(history, history.iloc[:0])
-    champion = register(contract, data_root, _pyfunc_wrapper(lightgbm), "champion")
-    challenger = register(contract, data_root, _pyfunc_wrapper(baseline), "challenger")
+    champion = register(contract, data_root, pyfunc_wrapper(lightgbm), "champion")
+    challenger = register(contract, data_root, pyfunc_wrapper(baseline), "challenger")
     scored = frames[day]
     scored.loc[:4, "carrier"] = "ZZ"  # unseen in training
     scored.loc[5:9, "origin"] = None

@@ -46,7 +46,7 @@ if TYPE_CHECKING:
     from driftloop.training.train import TrainingResult
 
 
-def _pyfunc_wrapper(model: Any) -> Any:
+def pyfunc_wrapper(model: Any) -> Any:
     """A PythonModel around a TabularModel: predict(DataFrame) -> 1-D float scores."""
     import mlflow.pyfunc
     import pandas as pd
@@ -227,7 +227,7 @@ def _log_baseline(
         mlflow.log_metrics({k: float(v) for k, v in metrics.items() if _finite(v)})
         with quiet_pyfunc():
             mlflow.pyfunc.log_model(
-                name=MODEL_NAME, python_model=_pyfunc_wrapper(result.baseline), **model_args
+                name=MODEL_NAME, python_model=pyfunc_wrapper(result.baseline), **model_args
             )
         return run.info.run_id
 
@@ -346,7 +346,7 @@ def log_training(
         fault_point("mlflow_logging")
         with quiet_pyfunc():
             logged = mlflow.pyfunc.log_model(
-                name=MODEL_NAME, python_model=_pyfunc_wrapper(result.model), **model_args
+                name=MODEL_NAME, python_model=pyfunc_wrapper(result.model), **model_args
             )
         baseline_run_id = ""
         if result.baseline is not None:

@@ -188,7 +188,7 @@ def _installed_version(name: str) -> str | None:
 
 
 def _tabular_of(loaded: Any) -> Any:
-    """Our TabularModel inside a loaded pyfunc (see `_pyfunc_wrapper`), else None."""
+    """Our TabularModel inside a loaded pyfunc (see `pyfunc_wrapper`), else None."""
     from driftloop.training.models import TabularModel
 
     try:
@@ -237,7 +237,7 @@ def load_scoring_model(
 
     The frame may carry extra columns; the signature's columns must be present (KeyError
     naming the missing ones) and hold types that cast to the logged ones (TypeError).
-    Our own models (a TabularModel in `_pyfunc_wrapper`) are unwrapped and score the
+    Our own models (a TabularModel in `pyfunc_wrapper`) are unwrapped and score the
     frame directly: they select their columns and cast them once, column by column
     (numeric -> float64, categorical -> training category codes), which is what MLflow's
     per-row schema enforcement and two string casts per categorical cost several times

@@ -225,7 +225,7 @@ _ELSEWHERE = {
     "source_hash": "provenance",
     "dataset_schema": "mlflow_logging",
     "split_digest": "mlflow_logging",
-    "_pyfunc_wrapper": "mlflow_logging",
+    "pyfunc_wrapper": "mlflow_logging",
     "load_scoring_model": "model_loading",
     "cached_pyfunc": "model_loading",
     "LOADED_MODELS_KEPT": "model_loading",
