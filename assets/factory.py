@@ -16,6 +16,7 @@ def build_dataset_definitions(contract: Contract) -> Definitions:
     from assets.backtest import build_backtest_job
     from assets.cost import with_costs
     from pipelines import jobs
+    from pipelines.ingest_job import build_ingest_job
     from pipelines.rollback import build_rollback_job
     from sensors.alerts import build_alert_sensor
     from sensors.catch_up import CatchUpJobs, build_catch_up_sensor, build_daily_scoring_schedule
@@ -23,15 +24,18 @@ def build_dataset_definitions(contract: Contract) -> Definitions:
     from sensors.replay_feed import build_replay_sensor
     from sensors.retrain_trigger import build_retrain_sensor
     from sensors.schedules import build_weekly_retrain_schedule
+    from sensors.stale_days import build_stale_days_sensor
 
     daily = jobs.build_daily_job(contract)
+    ingest = build_ingest_job(contract)
     retrain = jobs.build_retrain_job(contract)
     catch_up = jobs.build_catch_up_job(contract)
     performance = jobs.build_performance_job(contract)
     behind = CatchUpJobs(score=catch_up, performance=performance, daily_name=daily.name)
     replay = build_replay_sensor(contract)
     sensors = [
-        build_new_data_sensor(contract, daily.name),
+        build_new_data_sensor(contract, ingest.name),
+        build_stale_days_sensor(contract, daily.name),
         build_retrain_sensor(contract, retrain.name),
         build_catch_up_sensor(contract, behind),
         build_alert_sensor(contract, retrain.name),
@@ -39,6 +43,7 @@ def build_dataset_definitions(contract: Contract) -> Definitions:
     ]
     orchestration = Definitions(
         jobs=[
+            ingest,
             daily,
             retrain,
             catch_up,

@@ -61,7 +61,8 @@ class DatasetPaths:
 
     @property
     def staged(self) -> Path:
-        """Per-file, per-day pieces of ingested rows: staged/date=D/<file hash>.parquet."""
+        """Per-file, per-day pieces of ingested rows (staged/date=D/<file key>.parquet) and a
+        manifest per landed file name (staged/_files/<file key>.json)."""
         return self.lake / "staged"
 
     def table(self, name: str) -> Path:

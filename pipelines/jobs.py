@@ -1,4 +1,7 @@
-"""The jobs of one dataset: the daily path (ingest to monitoring) and the retraining path.
+"""The jobs of one dataset: the daily path (features to monitoring) and the retraining path.
+
+Ingestion is its own job (pipelines/ingest_job.py): it writes the raw days a batch of files
+fills, and the downstream sensor launches the daily job for the days whose inputs changed.
 
 Every job uses the code location's executor (in-process unless $DRIFTLOOP_EXECUTOR says
 otherwise: pipelines/executors.py).
@@ -23,7 +26,7 @@ if TYPE_CHECKING:  # the type define_asset_job returns; Dagster exports no publi
 # datasets and runs (deploy/dagster.yaml; `dagster instance concurrency set training N`).
 TRAINING_POOL = "training"
 
-DAILY_ASSETS = ("raw_data", "features", "predictions", "drift_report", "performance")
+DAILY_ASSETS = ("features", "predictions", "drift_report", "performance")
 CATCH_UP_ASSETS = ("predictions", "drift_report", "performance")
 PERFORMANCE_ASSETS = ("performance",)
 RETRAIN_ASSETS = ("model", "eval_report", "promotion")
@@ -61,12 +64,12 @@ def _partitioned_job(
 
 
 def build_daily_job(contract: Contract) -> UnresolvedAssetJobDefinition:
-    """New days: ingest, validate, featurize, score with the champion, watch drift."""
+    """Days whose raw data is new or changed: featurize, score with the champion, watch drift."""
     return _partitioned_job(
         contract,
         daily_job_name(contract),
         DAILY_ASSETS,
-        "ingest landed files and score and monitor their days.",
+        "featurize, score and monitor days whose raw data is new or changed.",
     )
 
 

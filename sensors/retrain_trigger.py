@@ -32,6 +32,7 @@ from driftloop.monitoring.trigger import decide_retrain
 from driftloop.names import DATA_DAY_TAG, TRIGGER_REASON_TAG, TRIGGER_TAG
 from resources.lake import LakeResource
 from resources.mlflow import MlflowResource
+from sensors.recompute import latest_signal_is_recompute
 from sensors.run_requests import ACTIVE, content_key
 from sensors.settings import seconds
 
@@ -82,6 +83,8 @@ def build_retrain_sensor(contract: Contract, job_name: str) -> SensorDefinition:
                 return SkipReason(f"no champion yet; last attempt on {last}, cooling down")
             kind, reason = "bootstrap", f"no champion yet: {len(days)} days of features"
         else:
+            if latest_signal_is_recompute(contract, context.instance):
+                return SkipReason("only recomputed history since the last news: nothing to decide")
             window_days = days[-policy.window :]
             decision = decide_retrain(read_signals(paths, window_days), today, last, policy)
             record = {"today": today.isoformat(), "fire": decision.fire, "reason": decision.reason}

@@ -1,104 +1,145 @@
-"""The new-data sensor on a real instance: one run per batch, nothing for re-landed content."""
+"""The new-data sensor on a real instance: it lists files, launches one ingest run per batch,
+and the ingest run (a real job run in process) writes the days the files fill."""
 
 from __future__ import annotations
 
 import json
-import shutil
+import time
 from datetime import date
 from pathlib import Path
 
-from dagster import DagsterInstance, SensorResult, SkipReason, build_sensor_context
-from dagster._core.storage.tags import (
-    ASSET_PARTITION_RANGE_END_TAG,
-    ASSET_PARTITION_RANGE_START_TAG,
+import pyarrow.parquet as pq
+from dagster import (
+    AssetKey,
+    DagsterInstance,
+    DagsterRunStatus,
+    RunRequest,
+    SensorResult,
+    SkipReason,
+    build_sensor_context,
 )
 
 from driftloop.data.contract import Contract
 from driftloop.data.replay import replay_days
 from driftloop.paths import DatasetPaths
+from pipelines.ingest_job import build_ingest_job
 from resources.lake import LakeResource
 from sensors.new_data import build_new_data_sensor
+
+RAW = AssetKey(["flights", "raw_data"])
 
 
 def _evaluate(sensor, instance: DagsterInstance, root: Path, cursor: str | None = None):
     context = build_sensor_context(
         instance=instance, cursor=cursor, resources={"lake": LakeResource(data_dir=str(root))}
     )
-    return sensor(context), context
+    return sensor(context)
 
 
-def test_a_batch_of_new_files_gives_exactly_one_run(
+def _execute(contract: Contract, request: RunRequest, instance: DagsterInstance, root: Path):
+    job = build_ingest_job(contract)
+    return job.execute_in_process(
+        run_config=request.run_config,
+        instance=instance,
+        resources={"lake": LakeResource(data_dir=str(root))},
+        tags=request.tags,
+        raise_on_error=False,
+    )
+
+
+def test_a_batch_gives_one_ingest_run_and_the_run_writes_its_days(
     flights_contract: Contract, flights_paths: DatasetPaths, dagster_instance: DagsterInstance
 ) -> None:
-    sensor = build_new_data_sensor(flights_contract, "flights_daily")
+    sensor = build_new_data_sensor(flights_contract, "flights_ingest")
     replay_days(flights_paths, date(2013, 1, 1), 3)
 
-    result, _ = _evaluate(sensor, dagster_instance, flights_paths.root)
+    result = _evaluate(sensor, dagster_instance, flights_paths.root)
 
     assert isinstance(result, SensorResult)
-    assert len(result.run_requests) == 1
-    request = result.run_requests[0]
-    assert request.job_name == "flights_daily"
-    assert request.tags[ASSET_PARTITION_RANGE_START_TAG] == "2013-01-01"
-    assert request.tags[ASSET_PARTITION_RANGE_END_TAG] == "2013-01-03"
+    [request] = result.run_requests
+    assert request.job_name == "flights_ingest"
     assert request.tags["driftloop/trigger"] == "new_data"
+    files = request.run_config["ops"]["flights_ingest_files"]["config"]["files"]
+    assert files == [f"flights_2013-01-0{d}.csv" for d in (1, 2, 3)]
     assert json.loads(result.cursor)["batches"] == 1
-    archived = sorted(p.name.split("__")[1] for p in flights_paths.archive.iterdir())
-    assert archived == [f"flights_2013-01-0{d}.csv" for d in (1, 2, 3)]
+    # The tick read nothing: the files wait in landing for the run.
+    assert sorted(p.name for p in flights_paths.landing.iterdir()) == files
+
+    run = _execute(flights_contract, request, dagster_instance, flights_paths.root)
+
+    assert run.success
+    days = ["2013-01-01", "2013-01-02", "2013-01-03"]
+    assert sorted(m.partition for m in run.get_asset_materialization_events()) == days
+    for day in days:
+        assert pq.ParquetFile(flights_paths.partition_file("raw", day)).metadata.num_rows > 500
+    evaluations = run.get_asset_check_evaluations()
+    assert {(e.check_name, e.partition) for e in evaluations if e.check_name == "schema"} == {
+        ("schema", d) for d in days
+    }
+    meta = run.get_asset_materialization_events()[0].materialization.metadata
+    assert meta["rows_landed"].value == meta["rows_stored"].value > 500
+    assert list(flights_paths.landing.iterdir()) == []
 
 
-def test_relanded_file_gives_no_run_and_the_cursor_moves_on(
+def test_relanded_content_launches_a_run_that_changes_nothing(
     flights_contract: Contract, flights_paths: DatasetPaths, dagster_instance: DagsterInstance
 ) -> None:
-    sensor = build_new_data_sensor(flights_contract, "flights_daily")
+    sensor = build_new_data_sensor(flights_contract, "flights_ingest")
     [landed] = replay_days(flights_paths, date(2013, 1, 5), 1)
-    copy = flights_paths.root / "copy.csv"
-    shutil.copy(landed.path, copy)
-    first, _ = _evaluate(sensor, dagster_instance, flights_paths.root)
-    assert len(first.run_requests) == 1
+    content = landed.path.read_bytes()
+    first = _evaluate(sensor, dagster_instance, flights_paths.root)
+    assert _execute(flights_contract, first.run_requests[0], dagster_instance, flights_paths.root)
+    written = flights_paths.partition_file("raw", "2013-01-05").stat().st_mtime_ns
 
-    shutil.copy(copy, flights_paths.landing / "same_content_new_name.csv")
-    second, _ = _evaluate(sensor, dagster_instance, flights_paths.root, first.cursor)
+    (flights_paths.landing / "same_content_new_name.csv").write_bytes(content)
+    second = _evaluate(sensor, dagster_instance, flights_paths.root, first.cursor)
+    run = _execute(flights_contract, second.run_requests[0], dagster_instance, flights_paths.root)
 
-    assert isinstance(second, SensorResult)
-    assert second.run_requests == []
-    assert "1 already ingested" in second.skip_reason.skip_message
+    assert run.success and run.get_asset_materialization_events() == []
     assert not (flights_paths.landing / "same_content_new_name.csv").exists()
+    assert flights_paths.partition_file("raw", "2013-01-05").stat().st_mtime_ns == written
 
 
-def test_empty_landing_zone_skips(
+def test_empty_landing_zone_skips_and_an_active_ingest_run_waits(
     flights_contract: Contract, flights_paths: DatasetPaths, dagster_instance: DagsterInstance
 ) -> None:
-    sensor = build_new_data_sensor(flights_contract, "flights_daily")
-    result, _ = _evaluate(sensor, dagster_instance, flights_paths.root)
-    assert isinstance(result, SkipReason)
+    sensor = build_new_data_sensor(flights_contract, "flights_ingest")
+    assert isinstance(_evaluate(sensor, dagster_instance, flights_paths.root), SkipReason)
+
+    replay_days(flights_paths, date(2013, 2, 1), 1)
+    job = build_ingest_job(flights_contract)
+    dagster_instance.create_run_for_job(job, status=DagsterRunStatus.STARTED)
+    waiting = _evaluate(sensor, dagster_instance, flights_paths.root)
+    assert isinstance(waiting, SkipReason) and "in flight" in waiting.skip_message
 
 
-def test_days_with_a_gap_give_one_run_per_block(
+def test_a_huge_one_line_csv_beside_a_good_file(
     flights_contract: Contract, flights_paths: DatasetPaths, dagster_instance: DagsterInstance
 ) -> None:
-    sensor = build_new_data_sensor(flights_contract, "flights_daily")
-    replay_days(flights_paths, date(2013, 2, 1), 2)
-    replay_days(flights_paths, date(2013, 2, 10), 1)
+    """16 MB on one line (1.6M columns): the tick takes milliseconds, the run quarantines the
+    file after reading its first bytes, and the good day is written."""
+    sensor = build_new_data_sensor(flights_contract, "flights_ingest")
+    replay_days(flights_paths, date(2013, 3, 1), 1)
+    huge = flights_paths.landing / "huge.csv"
+    huge.write_bytes(b"c," * (8 * 1024 * 1024))
 
-    result, _ = _evaluate(sensor, dagster_instance, flights_paths.root)
+    started = time.perf_counter()
+    result = _evaluate(sensor, dagster_instance, flights_paths.root)
+    tick_seconds = time.perf_counter() - started
+    assert tick_seconds < 2.0, tick_seconds
+    [request] = result.run_requests
 
-    ranges = [
-        (r.tags[ASSET_PARTITION_RANGE_START_TAG], r.tags[ASSET_PARTITION_RANGE_END_TAG])
-        for r in result.run_requests
-    ]
-    assert ranges == [("2013-02-01", "2013-02-02"), ("2013-02-10", "2013-02-10")]
-    assert len({r.run_key for r in result.run_requests}) == 2
+    started = time.perf_counter()
+    run = _execute(flights_contract, request, dagster_instance, flights_paths.root)
+    run_seconds = time.perf_counter() - started
 
-
-def test_a_corrupt_file_is_quarantined_and_launches_nothing(
-    flights_contract: Contract, flights_paths: DatasetPaths, dagster_instance: DagsterInstance
-) -> None:
-    sensor = build_new_data_sensor(flights_contract, "flights_daily")
-    flights_paths.landing.mkdir(parents=True)
-    (flights_paths.landing / "broken.parquet").write_bytes(b"PAR1 this is not parquet")
-
-    result, _ = _evaluate(sensor, dagster_instance, flights_paths.root)
-
-    assert result.run_requests == []
-    assert [p.name for p in flights_paths.quarantine.glob("*.reason.txt")]
+    assert run.success
+    assert run_seconds < 30, run_seconds
+    assert [m.partition for m in run.get_asset_materialization_events()] == ["2013-03-01"]
+    assert flights_paths.partition_file("raw", "2013-03-01").exists()
+    [reason_file] = flights_paths.quarantine.glob("huge.*.reason.txt")
+    reason = reason_file.read_text()
+    assert reason_file.stat().st_size < 1024, reason
+    assert "landed file: huge.csv" in reason
+    assert "header line longer than" in reason and "not read" in reason
+    assert len(list(flights_paths.quarantine.glob("huge.*.csv"))) == 1

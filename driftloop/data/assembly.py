@@ -1,44 +1,161 @@
-"""A raw day assembled from the staged pieces of every file that landed rows in it."""
+"""A raw day assembled from the staged pieces of every file that landed rows in it.
+
+The duplicate rule, within one day across every file that fills it (id columns from the
+contract; without id columns no row is a duplicate):
+
+- exact duplicates (same values in every contract column) are kept once, the copy from
+  the earliest landed file; the others are dropped and counted;
+- conflicting duplicates (same id, different values) are all set aside, none is stored:
+  `AssembledDay.conflicts` holds them with a reason, and the `duplicate_ids` check fails.
+
+Row accounting: rows landed on the day (over the current version of every file) equal
+rows stored + rows quarantined (row rules and conflicts) + exact duplicates dropped.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import contextlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import pandas as pd
 
-from pathlib import Path
-
 from driftloop.data.contract import Contract
-from driftloop.data.raw_table import conform, raw_schema
+from driftloop.data.raw_table import REASON, SOURCE_FILE, conform, raw_schema
 from driftloop.paths import DatasetPaths
+
+MANIFESTS = "_files"
+
+
+@dataclass
+class AssembledDay:
+    """One day's stored rows, what was set aside, and the counts that must add up."""
+
+    day: str
+    frame: pd.DataFrame
+    conflicts: pd.DataFrame  # every row of an id seen with different values, with `_reason`
+    rows_landed: int
+    rows_rule_quarantined: int
+    exact_duplicates: int
+    files: dict[str, int] = field(default_factory=dict)  # landed rows on this day per file
+
+    @property
+    def rows_stored(self) -> int:
+        return len(self.frame)
+
+    @property
+    def rows_quarantined(self) -> int:
+        return self.rows_rule_quarantined + len(self.conflicts)
+
+    @property
+    def balanced(self) -> bool:
+        stored = self.rows_stored + self.rows_quarantined + self.exact_duplicates
+        return self.rows_landed == stored
+
+    def accounting(self) -> dict[str, Any]:
+        return {
+            "rows_landed": self.rows_landed,
+            "rows_stored": self.rows_stored,
+            "rows_quarantined": self.rows_quarantined,
+            "rows_quarantined_by_row_rules": self.rows_rule_quarantined,
+            "rows_quarantined_as_conflicting_duplicates": len(self.conflicts),
+            "exact_duplicates_dropped": self.exact_duplicates,
+            "balanced": self.balanced,
+        }
+
+
+def _day_manifests(paths: DatasetPaths, day: str) -> list[dict[str, Any]]:
+    """Manifests of the files with rows on `day`, earliest landed first."""
+    folder = paths.staged / MANIFESTS
+    found = []
+    if folder.is_dir():
+        for path in folder.glob("*.json"):
+            with contextlib.suppress(FileNotFoundError):
+                manifest = json.loads(path.read_text())
+                if day in manifest.get("days", {}):
+                    manifest["key"] = path.stem
+                    found.append(manifest)
+    return sorted(found, key=lambda m: (m["landed_at"], m["name"]))
 
 
 def staged_pieces(paths: DatasetPaths, day: str) -> list[Path]:
+    """The day's staged pieces, earliest landed file first."""
     folder = paths.staged / f"date={day}"
-    if not folder.is_dir():
-        return []
-    pieces = [p for p in folder.glob("*.parquet") if not p.name.startswith(".")]
-    # Oldest first, so that on duplicate ids the most recently landed version wins.
-    return sorted(pieces, key=lambda p: (p.stat().st_mtime_ns, p.name))
+    return [
+        folder / f"{m['key']}.parquet"
+        for m in _day_manifests(paths, day)
+        if (folder / f"{m['key']}.parquet").exists()
+    ]
 
 
-def assemble_partition(contract: Contract, paths: DatasetPaths, day: str) -> pd.DataFrame:
-    """All staged rows of one local day, de-duplicated on the id columns, in event-time order."""
+def _conflict_reasons(contract: Contract, rows: pd.DataFrame) -> pd.Series:
+    """Per conflicting row: the id, the columns whose values differ, and the files."""
+    ids = contract.id_columns
+    columns = list(contract.columns)
+    key = rows[ids].astype(str).agg("|".join, axis=1)
+    reasons = {}
+    for value, group in rows.groupby(key, sort=False):
+        differ = [c for c in columns if group[c].astype(object).nunique(dropna=False) > 1]
+        files = sorted(group[SOURCE_FILE].dropna().astype(str).unique())
+        reasons[value] = (
+            f"id {ids}={value} appears {len(group)} times with different values in "
+            f"column(s) {differ[:10]} (files {files[:5]}): rule duplicate_ids, "
+            "conflicting duplicates are quarantined"
+        )
+    return key.map(reasons)
+
+
+def assemble_day(contract: Contract, paths: DatasetPaths, day: str) -> AssembledDay:
+    """The day's rows under the duplicate rule (module docstring), in event-time order."""
+    import pandas as pd
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     schema = raw_schema(contract)
+    manifests = _day_manifests(paths, day)
     tables = []
-    for piece in staged_pieces(paths, day):
+    landed = quarantined = 0
+    files: dict[str, int] = {}
+    for manifest in manifests:
+        piece = paths.staged / f"date={day}" / f"{manifest['key']}.parquet"
+        counts = manifest["days"][day]
         try:
-            tables.append(pq.read_table(piece, schema=schema))
+            if counts["staged"]:
+                tables.append(pq.read_table(piece, schema=schema))
         except FileNotFoundError:
             continue
+        landed += counts["staged"] + counts["quarantined"]
+        quarantined += counts["quarantined"]
+        files[manifest["name"]] = counts["staged"] + counts["quarantined"]
     table = pa.concat_tables(tables) if tables else schema.empty_table()
     frame = conform(contract, table.to_pandas())
+    exact = 0
+    conflicts = frame.iloc[0:0].assign(**{REASON: pd.Series(dtype=object)})
     if contract.id_columns and len(frame):
-        frame = frame.drop_duplicates(subset=contract.id_columns, keep="last")
+        repeated = frame.duplicated(subset=list(contract.columns), keep="first")
+        exact = int(repeated.sum())
+        frame = frame[~repeated]
+        clashing = frame.duplicated(subset=contract.id_columns, keep=False)
+        if clashing.any():
+            conflicts = frame[clashing].copy()
+            conflicts[REASON] = _conflict_reasons(contract, conflicts)
+            frame = frame[~clashing]
     order = [contract.event_time.column, *contract.id_columns]
-    frame = frame.sort_values(order, kind="stable", na_position="last")
-    return frame.reset_index(drop=True)
+    frame = frame.sort_values(order, kind="stable", na_position="last").reset_index(drop=True)
+    return AssembledDay(
+        day=day,
+        frame=frame,
+        conflicts=conflicts.reset_index(drop=True),
+        rows_landed=landed,
+        rows_rule_quarantined=quarantined,
+        exact_duplicates=exact,
+        files=files,
+    )
+
+
+def assemble_partition(contract: Contract, paths: DatasetPaths, day: str) -> pd.DataFrame:
+    """The rows one raw day stores (see `assemble_day`)."""
+    return assemble_day(contract, paths, day).frame

@@ -23,6 +23,10 @@ CHECKS: dict[str, tuple[bool, str]] = {
     "duplicate_ids": (True, "The id columns identify each row once."),
     "event_time_in_partition": (True, "Every event time falls on the partition's local day."),
     "row_count": (False, "Row count within 0.3x-3x of the trailing partitions' mean (warning)."),
+    "unseen_categories": (
+        False,
+        "Values of free categorical features that no earlier partition held (warning).",
+    ),
 }
 CHECK_NAMES = list(CHECKS)
 BLOCKING_CHECKS = [name for name, (blocking, _) in CHECKS.items() if blocking]

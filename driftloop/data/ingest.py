@@ -3,16 +3,23 @@
 Every landed file ends in exactly one of three places, and nothing is ever lost:
 
 - `archive/<hash>__<name>` after its good rows were staged as
-  `lake/<dataset>/staged/date=D/<hash>.parquet` (one piece per local day it touches);
+  `lake/<dataset>/staged/date=D/<file key>.parquet` (one piece per local day it fills; the
+  key comes from the landed file's name) beside a manifest `staged/_files/<file key>.json`
+  that counts its rows per day;
 - `quarantine/<stem>.<hash><suffix>` (moved whole) when it cannot be used at all, beside a
-  `.reason.txt` a person can read;
-- deleted from landing when the archive already holds the same content (a re-landing).
+  `.reason.txt` a person can read (bounded in size);
+- deleted from landing when it repeats content already ingested (a re-landing).
 
 Rows that break a row-level rule of the contract go to `quarantine/<stem>.<hash>.rows.parquet`
 (original values plus `_reason`) while the rest of the file is ingested, unless the bad
 share exceeds `contract.max_bad_row_fraction`, in which case the whole file is quarantined.
 
-Safe to run in two processes at once: every output name is derived from the content hash,
+Corrections: a file landed again under the same name with other content replaces that
+file's rows, in every day the old or the new version fills (the old pieces are removed,
+the new ones written). A correction that is itself quarantined leaves the old rows as
+they were. Files over the size or width limits (`IngestLimits`) are quarantined unread.
+
+Safe to run in two processes at once: outputs are named by file name and content hash,
 every write is a temp file plus rename, and a file another process already moved away is
 skipped (FileNotFoundError).
 """
@@ -21,20 +28,31 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import pandas as pd
 
-from driftloop.data.assembly import assemble_partition, staged_pieces
+from driftloop.data.assembly import MANIFESTS, assemble_partition, staged_pieces
 from driftloop.data.contract import Contract
 from driftloop.data.lake import write_parquet_atomic, write_text_atomic
+from driftloop.data.limits import IngestLimits, check_limits, file_digest
 from driftloop.data.raw_table import REASON, SOURCE_FILE, conform, raw_schema, to_arrow
-from driftloop.data.reading import CSV_SUFFIXES, PARQUET_SUFFIXES, Reject, read_landed
+from driftloop.data.reading import (
+    CSV_SUFFIXES,
+    MAX_DETAILS,
+    MAX_REASON_CHARS,
+    PARQUET_SUFFIXES,
+    Reject,
+    bounded,
+    read_landed,
+)
 from driftloop.data.rules import cast_and_check
 from driftloop.paths import DatasetPaths
 
@@ -42,11 +60,13 @@ from driftloop.paths import DatasetPaths
 __all__ = [
     "REASON",
     "SOURCE_FILE",
+    "IngestLimits",
     "IngestReport",
     "archived_digests",
     "assemble_partition",
     "conform",
     "file_digest",
+    "file_key",
     "ingest_landing",
     "landing_files",
     "raw_schema",
@@ -54,8 +74,6 @@ __all__ = [
     "to_arrow",
 ]
 
-
-# --------------------------------------------------------------------------- report
 
 
 @dataclass
@@ -68,6 +86,8 @@ class IngestReport:
     quarantined: dict[str, str] = field(default_factory=dict)
     quarantined_rows: dict[str, int] = field(default_factory=dict)
     rows_ingested: dict[str, int] = field(default_factory=dict)
+    rows_landed: dict[str, int] = field(default_factory=dict)
+    corrected: dict[str, str] = field(default_factory=dict)  # name -> content hash replaced
     reason_files: list[str] = field(default_factory=list)
 
     @property
@@ -81,12 +101,11 @@ class IngestReport:
             f"{len(self.quarantined)} quarantined",
             f"{sum(self.quarantined_rows.values())} row(s) quarantined",
         ]
+        if self.corrected:
+            parts.append(f"{len(self.corrected)} correction(s) replaced earlier rows")
         if self.days:
             parts.append(f"days touched: {', '.join(self.days)}")
         return "; ".join(parts)
-
-
-# --------------------------------------------------------------------------- helpers
 
 
 def landing_files(paths: DatasetPaths) -> list[Path]:
@@ -103,19 +122,28 @@ def landing_files(paths: DatasetPaths) -> list[Path]:
     return sorted(files)
 
 
-def file_digest(path: Path) -> str:
-    """First 16 hex characters of the file's sha256: its identity in archive and lake."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:16]
-
-
 def archived_digests(paths: DatasetPaths) -> set[str]:
     if not paths.archive.is_dir():
         return set()
     return {p.name.split("__", 1)[0] for p in paths.archive.iterdir() if "__" in p.name}
+
+
+def file_key(name: str) -> str:
+    """The staged name of a landed file: readable stem plus a hash of the exact name."""
+    stem = re.sub(r"[^A-Za-z0-9_.-]", "_", name)[:60]
+    return f"{stem}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
+
+
+def manifest_path(paths: DatasetPaths, name: str) -> Path:
+    return paths.staged / MANIFESTS / f"{file_key(name)}.json"
+
+
+def read_manifest(paths: DatasetPaths, name: str) -> dict[str, Any] | None:
+    """What the current version of a landed file name contributed, or None if nothing."""
+    try:
+        return json.loads(manifest_path(paths, name).read_text())
+    except FileNotFoundError:
+        return None
 
 
 # --------------------------------------------------------------------------- outcomes
@@ -129,12 +157,14 @@ def _reason_text(
         f"content hash: {digest} ({size} bytes)",
         f"quarantined at: {datetime.now(UTC).isoformat(timespec='seconds')}",
         f"outcome: {outcome}",
-        f"reason: {reason}",
+        f"reason: {bounded(reason)}",
     ]
     if details:
         lines.append("details:")
-        lines.extend(f"  - {d}" for d in details)
-    return "\n".join(lines) + "\n"
+        lines.extend(f"  - {bounded(d)}" for d in details[:MAX_DETAILS])
+        if len(details) > MAX_DETAILS:
+            lines.append(f"  - ... and {len(details) - MAX_DETAILS} more")
+    return bounded("\n".join(lines), MAX_REASON_CHARS) + "\n"
 
 
 def _quarantine_file(
@@ -143,10 +173,10 @@ def _quarantine_file(
     """Move the whole file into quarantine beside its reason; None if another process did."""
     target = paths.quarantine / f"{landed.stem}.{digest}{landed.suffix}"
     reason_file = target.with_name(target.name + ".reason.txt")
-    text = _reason_text(
-        landed, digest, size, "whole file quarantined, nothing ingested", reason, details
-    )
-    write_text_atomic(text, reason_file)
+    outcome = "whole file quarantined, nothing ingested"
+    if read_manifest(paths, landed.name) is not None:
+        outcome += "; the rows of the earlier version of this file name stay"
+    write_text_atomic(_reason_text(landed, digest, size, outcome, reason, details), reason_file)
     try:
         os.replace(landed, target)
     except FileNotFoundError:
@@ -157,33 +187,72 @@ def _quarantine_file(
     return reason_file
 
 
-def _stage(contract: Contract, paths: DatasetPaths, good: pd.DataFrame, digest: str) -> list[str]:
-    """Write one piece per local day; the piece name is the file hash, so reruns overwrite."""
+def _day_counts(days: pd.Series) -> dict[str, int]:
+    counts = days.dropna().value_counts()
+    return {str(k): int(v) for k, v in counts.items()}
+
+
+def _stage(
+    contract: Contract,
+    paths: DatasetPaths,
+    landed: Path,
+    digest: str,
+    good: pd.DataFrame,
+    bad_days: pd.Series,
+    rows: int,
+) -> list[str]:
+    """Replace this file name's pieces and manifest; the days the old or new version fills."""
     event_days = good[contract.event_time.column].dt.strftime("%Y-%m-%d")
-    days = sorted(event_days.unique())
-    for day in days:
+    key = file_key(landed.name)
+    staged = _day_counts(event_days)
+    for day in staged:
         piece = good[event_days == day]
-        write_parquet_atomic(
-            to_arrow(contract, piece), paths.staged / f"date={day}" / f"{digest}.parquet"
-        )
-    return days
+        write_parquet_atomic(to_arrow(contract, piece), paths.staged / f"date={day}" / f"{key}.parquet")
+    old = read_manifest(paths, landed.name) or {"days": {}}
+    quarantined = _day_counts(bad_days)
+    days = sorted(set(staged) | set(quarantined))
+    for day in set(old["days"]) - set(staged):
+        (paths.staged / f"date={day}" / f"{key}.parquet").unlink(missing_ok=True)
+    manifest = {
+        "name": landed.name,
+        "digest": digest,
+        "landed_at": datetime.now(UTC).isoformat(timespec="microseconds"),
+        "rows": rows,
+        "rows_quarantined_without_day": int(bad_days.isna().sum()),
+        "days": {d: {"staged": staged.get(d, 0), "quarantined": quarantined.get(d, 0)} for d in days},
+    }
+    write_text_atomic(json.dumps(manifest, indent=1) + "\n", manifest_path(paths, landed.name))
+    return sorted(set(days) | set(old["days"]))
+
+
+def _is_relanding(paths: DatasetPaths, name: str, digest: str, archived: set[str]) -> bool:
+    """The same bytes again: unchanged under this name, or already ingested under another."""
+    current = read_manifest(paths, name)
+    if current is not None:
+        return current["digest"] == digest
+    return digest in archived or any(paths.archive.glob(f"{digest}__*"))
 
 
 def _ingest_one(
-    contract: Contract, paths: DatasetPaths, landed: Path, report: IngestReport, archived: set
+    contract: Contract,
+    paths: DatasetPaths,
+    landed: Path,
+    report: IngestReport,
+    archived: set,
+    limits: IngestLimits,
 ) -> None:
     try:
-        digest = file_digest(landed)
         size = landed.stat().st_size
+        digest = file_digest(landed, limits.max_file_bytes)
     except FileNotFoundError:
         return  # another process took it
-    if digest in archived or any(paths.archive.glob(f"{digest}__*")):
-        # The same bytes were ingested before (maybe under another name): a copy is archived.
+    if _is_relanding(paths, landed.name, digest, archived):
         landed.unlink(missing_ok=True)
         report.skipped.append(landed.name)
         return
 
     try:
+        check_limits(landed, limits)
         raw = read_landed(landed, contract).reset_index(drop=True)
         cast, violations = cast_and_check(contract, raw)
         bad = violations.bad
@@ -220,20 +289,37 @@ def _ingest_one(
 
     good = cast[~bad].copy()
     good[SOURCE_FILE] = landed.name
-    days = _stage(contract, paths, good, digest)
+    # Quarantined rows still count towards the day they are dated on, where one can be read.
+    bad_days = cast.loc[bad, contract.event_time.column].dt.strftime("%Y-%m-%d")
+    start, end = contract.partitions.start.isoformat(), contract.partitions.end
+    outside = (bad_days < start) | (bad_days >= end.isoformat() if end else False)
+    bad_days = bad_days.where(~outside, None)
+    previous = read_manifest(paths, landed.name)
+    days = _stage(contract, paths, landed, digest, good, bad_days, n_rows)
     paths.archive.mkdir(parents=True, exist_ok=True)
     # FileNotFoundError: another process archived the same file after staging the same pieces.
     with contextlib.suppress(FileNotFoundError):
         os.replace(landed, paths.archive / f"{digest}__{landed.name}")
+    if previous is not None and previous["digest"] != digest:
+        report.corrected[landed.name] = previous["digest"]
     report.ingested.append(landed.name)
     report.rows_ingested[landed.name] = len(good)
+    report.rows_landed[landed.name] = n_rows
     report.days = sorted(set(report.days) | set(days))
 
 
-def ingest_landing(contract: Contract, paths: DatasetPaths) -> IngestReport:
-    """Ingest every file waiting in the landing zone (see the module docstring)."""
+def ingest_landing(
+    contract: Contract,
+    paths: DatasetPaths,
+    names: list[str] | None = None,
+    limits: IngestLimits | None = None,
+) -> IngestReport:
+    """Ingest the files waiting in the landing zone, or only those `names` (module docstring)."""
     report = IngestReport()
     archived = archived_digests(paths)
+    limits = limits or IngestLimits.from_env()
+    wanted = None if names is None else set(names)
     for landed in landing_files(paths):
-        _ingest_one(contract, paths, landed, report, archived)
+        if wanted is None or landed.name in wanted:
+            _ingest_one(contract, paths, landed, report, archived, limits)
     return report

@@ -15,6 +15,11 @@ CSV_SUFFIXES = {".csv"}
 PARQUET_SUFFIXES = {".parquet", ".pq"}
 NA_STRINGS = ["NA", ""]
 MAX_EXAMPLES = 5
+# A reason file holds at most this much text, whatever the file looked like.
+MAX_REASON_CHARS = 4000
+MAX_DETAIL_CHARS = 300
+MAX_DETAILS = 20
+MAX_NAMES_SHOWN = 30
 
 # Ends with 'Z' or a UTC offset after a time part: '2013-01-01T10:15:00Z', '... 05:15-05:00'.
 _TZ_SUFFIX = re.compile(r"\d[T ]\d.*(?:Z|[+-]\d{2}:?\d{2})$")
@@ -50,6 +55,17 @@ def fmt_rule_value(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else str(value)
 
 
+def shown_names(names: list[str]) -> str:
+    """A list of column names for a reason, cut to the first few."""
+    shown = [n if len(n) <= 40 else n[:37] + "..." for n in names[:MAX_NAMES_SHOWN]]
+    more = f" and {len(names) - MAX_NAMES_SHOWN} more" if len(names) > MAX_NAMES_SHOWN else ""
+    return f"{shown}{more}"
+
+
+def bounded(text: str, limit: int = MAX_DETAIL_CHARS) -> str:
+    return text if len(text) <= limit else text[: limit - 20] + f"... ({len(text)} chars)"
+
+
 def read_landed(path: Path, contract: Contract) -> pd.DataFrame:
     """The landed file as a frame of the contract's columns (CSV as strings, Parquet typed)."""
     import pandas as pd
@@ -71,17 +87,17 @@ def read_landed(path: Path, contract: Contract) -> pd.DataFrame:
         raise Reject("empty file: no header and no rows") from error
     except Exception as error:  # corrupt Parquet, binary CSV, bad encoding...
         first = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise Reject(f"unreadable {suffix.lstrip('.')} file: {first}") from error
+        raise Reject(f"unreadable {suffix.lstrip('.')} file: {bounded(first)}") from error
     frame.columns = [str(c).strip() for c in frame.columns]
     if len(frame) == 0:
-        raise Reject("empty file: no rows", [f"columns found: {list(frame.columns)}"])
+        raise Reject("empty file: no rows", [f"columns found: {shown_names(list(frame.columns))}"])
     missing = [c for c in contract.required_columns if c not in frame.columns]
     if missing:
         raise Reject(
             f"missing required column(s) {missing}",
             [
                 f"required by the contract: {missing}",
-                f"columns found in the file: {list(frame.columns)}",
+                f"columns found in the file: {shown_names(list(frame.columns))}",
             ],
         )
     return frame

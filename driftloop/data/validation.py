@@ -9,10 +9,12 @@ results; the names below are the check names and must stay stable.
 from __future__ import annotations
 
 from datetime import date
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from driftloop.data.assembly import AssembledDay
 
 from driftloop.data.check_outcome import (
     BLOCKING_CHECKS,
@@ -32,6 +34,7 @@ from driftloop.data.column_checks import (
     check_value_ranges,
 )
 from driftloop.data.contract import Contract
+from driftloop.data.unseen import check_unseen_categories
 
 __all__ = [
     "BLOCKING_CHECKS",
@@ -44,13 +47,22 @@ __all__ = [
     "check_null_fractions",
     "check_row_count",
     "check_schema",
+    "check_unseen_categories",
     "check_value_ranges",
     "failed_blocking",
     "validate_partition",
 ]
 
 
-def check_duplicate_ids(contract: Contract, frame: pd.DataFrame) -> CheckOutcome:
+def check_duplicate_ids(
+    contract: Contract,
+    frame: pd.DataFrame,
+    conflicts: pd.DataFrame | None = None,
+    exact_duplicates: int = 0,
+) -> CheckOutcome:
+    """Ids unique over the stored rows and the conflicting duplicates set aside from them."""
+    import pandas as pd
+
     ids = contract.id_columns
     if not ids:
         return outcome("duplicate_ids", True, "no id columns in the contract: nothing to check")
@@ -64,27 +76,35 @@ def check_duplicate_ids(contract: Contract, frame: pd.DataFrame) -> CheckOutcome
             rule="unique ids",
             failing_rows=len(frame),
         )
-    duplicated = frame.duplicated(subset=ids, keep=False)
+    seen = frame
+    if conflicts is not None and len(conflicts):
+        seen = pd.concat([frame, conflicts[frame.columns]], ignore_index=True)
+    duplicated = seen.duplicated(subset=ids, keep=False)
     count = int(duplicated.sum())
+    dropped = f"; {exact_duplicates} exact duplicate row(s) dropped" if exact_duplicates else ""
     if not count:
         return outcome(
             "duplicate_ids",
             True,
-            f"{len(frame)} rows, ids {ids} unique",
+            f"{len(frame)} rows, ids {ids} unique{dropped}",
             columns=ids,
             rule="unique",
+            exact_duplicates_dropped=exact_duplicates,
         )
-    keys = frame.loc[duplicated, ids].astype(str).agg("|".join, axis=1)
+    keys = seen.loc[duplicated, ids].astype(str).agg("|".join, axis=1)
     distinct = keys.nunique()
+    set_aside = " (quarantined, not stored)" if conflicts is not None and len(conflicts) else ""
     return outcome(
         "duplicate_ids",
         False,
-        f"{count} row(s) share {distinct} id value(s) of {ids}, e.g. {example_values(keys)}",
+        f"{count} row(s) share {distinct} id value(s) of {ids} with different values"
+        f"{set_aside}, e.g. {example_values(keys)}{dropped}",
         columns=ids,
-        rule="unique ids",
+        rule="unique ids (conflicting duplicates)",
         failing_rows=count,
         examples=example_values(keys),
-        source_files=sources(frame, duplicated),
+        source_files=sources(seen, duplicated),
+        exact_duplicates_dropped=exact_duplicates,
     )
 
 
@@ -153,17 +173,29 @@ def check_row_count(frame: pd.DataFrame, trailing_row_counts: list[int]) -> Chec
 
 
 def validate_partition(
-    contract: Contract, frame: pd.DataFrame, day: str, trailing_row_counts: list[int]
+    contract: Contract,
+    frame: pd.DataFrame,
+    day: str,
+    trailing_row_counts: list[int],
+    assembled: AssembledDay | None = None,
+    unseen: dict[str, dict[str, Any]] | None = None,
 ) -> list[CheckOutcome]:
-    """Every check of CHECK_NAMES, in that order, for one raw day."""
+    """Every check of CHECK_NAMES, in that order, for one raw day.
+
+    `assembled` brings the conflicting duplicates set aside from `frame` (and the exact
+    ones dropped); `unseen` the day's unseen categories (`driftloop.data.unseen`).
+    """
+    conflicts = assembled.conflicts if assembled is not None else None
+    exact = assembled.exact_duplicates if assembled is not None else 0
     return [
         check_schema(contract, frame),
         check_null_fractions(contract, frame),
         check_value_ranges(contract, frame),
         check_allowed_values(contract, frame),
-        check_duplicate_ids(contract, frame),
+        check_duplicate_ids(contract, frame, conflicts, exact),
         check_event_time_in_partition(contract, frame, day),
         check_row_count(frame, trailing_row_counts),
+        check_unseen_categories(unseen or {}),
     ]
 
 

@@ -1,0 +1,136 @@
+"""Raw days as Dagster metadata and check evaluations, shared by the raw_data asset and the
+ingest job (which records raw_data materializations for the days its files filled)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from dagster import (
+    AssetCheckEvaluation,
+    AssetCheckSeverity,
+    AssetExecutionContext,
+    AssetKey,
+    AssetRecordsFilter,
+    MetadataValue,
+    TableColumn,
+    TableRecord,
+    TableSchema,
+)
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+from driftloop.data.raw_days import RawDay, RawDaysResult
+from driftloop.data.validation import CheckOutcome
+
+PREVIEW_ROWS = 10
+ACCOUNTING_COLUMNS = {
+    "day": "string",
+    "rows_landed": "int",
+    "rows_stored": "int",
+    "rows_quarantined": "int",
+    "exact_duplicates_dropped": "int",
+    "balanced": "bool",
+    "blocked": "bool",
+}
+
+
+def markdown_table(frame: pd.DataFrame) -> str:
+    import pandas as pd
+
+    def cell(value: Any) -> str:
+        return "" if pd.isna(value) else str(value).replace("|", "\\|")
+
+    header = "| " + " | ".join(frame.columns) + " |"
+    rule = "| " + " | ".join("---" for _ in frame.columns) + " |"
+    rows = ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(False)]
+    return "\n".join([header, rule, *rows])
+
+
+def check_metadata(outcome: CheckOutcome) -> dict[str, Any]:
+    import pandas as pd
+
+    metadata: dict[str, Any] = {}
+    for key, value in outcome.metadata.items():
+        if key == "table" and isinstance(value, list):
+            metadata[key] = MetadataValue.md(markdown_table(pd.DataFrame(value)) if value else "")
+        elif isinstance(value, list | dict):
+            metadata[key] = MetadataValue.json(value)
+        else:
+            metadata[key] = value
+    return metadata
+
+
+def severity(outcome: CheckOutcome) -> AssetCheckSeverity:
+    return AssetCheckSeverity.ERROR if outcome.blocking else AssetCheckSeverity.WARN
+
+
+def accounting_table(result: RawDaysResult) -> MetadataValue:
+    """Rows landed = stored + quarantined + exact duplicates dropped, per day."""
+    records = []
+    for raw in result.written:
+        row = raw.accounting()
+        records.append(TableRecord({k: row[k] for k in ACCOUNTING_COLUMNS}))
+    schema = TableSchema(columns=[TableColumn(k, t) for k, t in ACCOUNTING_COLUMNS.items()])
+    return MetadataValue.table(records, schema=schema)
+
+
+def day_metadata(raw: RawDay) -> dict[str, Any]:
+    """One day's materialization metadata: its rows, accounting, unseen categories, path."""
+    accounting = raw.assembled.accounting()
+    metadata: dict[str, Any] = {
+        "dagster/row_count": raw.assembled.rows_stored,
+        **{k: v for k, v in accounting.items() if k != "balanced"},
+        "accounting_balanced": accounting["balanced"],
+        "files": MetadataValue.json(raw.assembled.files),
+        "unseen_categories": MetadataValue.json(
+            {c: u["unseen_values"] for c, u in raw.unseen.items()}
+        ),
+        "blocked_by": MetadataValue.json(raw.failing),
+        "path": MetadataValue.path(str(raw.path)),
+        "preview": MetadataValue.md(markdown_table(raw.frame.head(PREVIEW_ROWS))),
+    }
+    if raw.conflicts_file is not None:
+        metadata["conflicts_file"] = MetadataValue.path(str(raw.conflicts_file))
+    return metadata
+
+
+def evaluations(
+    key: AssetKey, raw: RawDay, selected: set[str], target: Any = None
+) -> list[AssetCheckEvaluation]:
+    """One evaluation per selected check of a day, stored against that day's partition."""
+    return [
+        AssetCheckEvaluation(
+            target_materialization_data=target,
+            asset_key=key,
+            check_name=outcome.name,
+            passed=outcome.passed,
+            metadata=check_metadata(outcome),
+            severity=severity(outcome),
+            description=f"{raw.day}: {outcome.description}",
+            blocking=outcome.blocking,
+            partition=raw.day,
+        )
+        for outcome in raw.outcomes
+        if outcome.name in selected
+    ]
+
+
+def target_materialization(context: AssetExecutionContext, key: AssetKey, day: str) -> Any:
+    """The materialization of `day` just recorded, so each evaluation links to it."""
+    try:
+        from dagster._core.definitions.asset_checks.asset_check_evaluation import (
+            AssetCheckEvaluationTargetMaterializationData,
+        )
+    except ImportError:  # private in 1.13; the link is a nicety, the result stands without it
+        return None
+    records = context.instance.fetch_materializations(
+        AssetRecordsFilter(asset_key=key, asset_partitions=[day]), limit=1
+    ).records
+    if not records:
+        return None
+    return AssetCheckEvaluationTargetMaterializationData(
+        run_id=records[0].event_log_entry.run_id,
+        storage_id=records[0].storage_id,
+        timestamp=records[0].timestamp,
+    )

@@ -1,0 +1,192 @@
+"""Raw days written from the staged pieces: assembled, checked, stored, and accounted for.
+
+One core call per Dagster step: `build_raw_days` (the `raw_data` asset, for the days it is
+asked for) and `ingest_batch` (the ingest run: the landed files of one batch, then every
+day they touched). Each returns a typed result the Dagster layer turns into metadata.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+from driftloop.data.assembly import AssembledDay, assemble_day
+from driftloop.data.contract import Contract
+from driftloop.data.ingest import IngestReport, ingest_landing
+from driftloop.data.lake import (
+    blocked_marker,
+    existing_partitions,
+    write_parquet_atomic,
+    write_text_atomic,
+)
+from driftloop.data.limits import IngestLimits
+from driftloop.data.raw_table import source_file_counts, to_arrow
+from driftloop.data.unseen import unseen_categories, write_sidecar
+from driftloop.data.validation import CheckOutcome, failed_blocking, validate_partition
+from driftloop.paths import DatasetPaths
+
+RAW_TABLE = "raw"
+TRAILING_PARTITIONS = 7
+
+
+@dataclass
+class RawDay:
+    """One written raw day: its rows, the checks' outcomes and where things went."""
+
+    day: str
+    assembled: AssembledDay
+    outcomes: list[CheckOutcome]
+    unseen: dict[str, dict[str, Any]]
+    path: Path
+    conflicts_file: Path | None = None
+
+    @property
+    def frame(self) -> pd.DataFrame:
+        return self.assembled.frame
+
+    @property
+    def failing(self) -> list[str]:
+        return [o.name for o in failed_blocking(self.outcomes)]
+
+    @property
+    def blocked(self) -> bool:
+        return bool(self.failing)
+
+    def accounting(self) -> dict[str, Any]:
+        return {"day": self.day, **self.assembled.accounting(), "blocked": self.blocked}
+
+
+@dataclass
+class RawDaysResult:
+    written: list[RawDay] = field(default_factory=list)
+    empty: list[str] = field(default_factory=list)  # no staged rows at all: nothing written
+
+    @property
+    def blocked(self) -> list[str]:
+        return [d.day for d in self.written if d.blocked]
+
+    def source_files(self) -> dict[str, int]:
+        totals: dict[str, int] = {}
+        for raw in self.written:
+            for name, count in source_file_counts(raw.frame).items():
+                totals[name] = totals.get(name, 0) + count
+        return totals
+
+
+@dataclass
+class IngestRun:
+    """One batch of landed files ingested, and the raw days it touched rewritten."""
+
+    report: IngestReport
+    days: RawDaysResult
+
+
+def trailing_row_counts(paths: DatasetPaths, day: str, n: int = TRAILING_PARTITIONS) -> list[int]:
+    """Row counts of the last n existing raw partitions before `day`, from Parquet footers."""
+    import pyarrow.parquet as pq
+
+    earlier = [d for d in existing_partitions(paths.table(RAW_TABLE)) if d < day][-n:]
+    counts = []
+    for d in earlier:
+        try:
+            counts.append(pq.ParquetFile(paths.partition_file(RAW_TABLE, d)).metadata.num_rows)
+        except FileNotFoundError:
+            continue
+    return counts
+
+
+def _write_conflicts(paths: DatasetPaths, assembled: AssembledDay) -> Path | None:
+    """The day's conflicting duplicates in quarantine (replaced on every rebuild of the day)."""
+    target = paths.quarantine / "conflicts" / f"date={assembled.day}.rows.parquet"
+    reason = target.with_name(target.name + ".reason.txt")
+    if assembled.conflicts.empty:
+        target.unlink(missing_ok=True)
+        reason.unlink(missing_ok=True)
+        return None
+    rows = assembled.conflicts
+    write_parquet_atomic(rows.astype(object).where(rows.notna(), None), target)
+    lines = [
+        f"day: {assembled.day}",
+        f"outcome: {len(rows)} row(s) quarantined in {target.name}, not stored",
+        "reason: rule duplicate_ids: the same id with different values; to correct a file, "
+        "land it again under the same name",
+        "details:",
+        *[f"  - {text}" for text in rows["_reason"].drop_duplicates().head(10)],
+    ]
+    write_text_atomic("\n".join(lines) + "\n", reason)
+    return target
+
+
+def _write_partition(
+    contract: Contract, paths: DatasetPaths, raw: RawDay, failing: list[CheckOutcome]
+) -> None:
+    """Data file and BLOCKED marker, ordered so a reader never sees failing data unmarked."""
+    marker = blocked_marker(paths.table(RAW_TABLE), raw.day)
+    if failing:
+        body = {
+            "dataset": contract.name,
+            "partition": raw.day,
+            "written_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "failed_checks": [
+                {
+                    "name": o.name,
+                    "description": o.description,
+                    "failing_rows": o.metadata.get("failing_rows"),
+                    "source_files": o.metadata.get("source_files"),
+                }
+                for o in failing
+            ],
+        }
+        write_text_atomic(json.dumps(body, indent=2, default=str) + "\n", marker)
+    write_parquet_atomic(to_arrow(contract, raw.frame), raw.path)
+    if not failing:
+        marker.unlink(missing_ok=True)
+    write_sidecar(paths, raw.day, raw.unseen)
+
+
+def build_raw_days(
+    contract: Contract, paths: DatasetPaths, days: list[str], write_empty: bool = False
+) -> RawDaysResult:
+    """Assemble, check and write each day in order (each day's history has the days before).
+
+    A day without any staged rows is written (empty) only with `write_empty`, as when a
+    correction moved every row away; otherwise such days are listed in `empty` and
+    nothing at all is written.
+    """
+    result = RawDaysResult()
+    present = {day: assemble_day(contract, paths, day) for day in sorted(days)}
+    result.empty = [d for d, a in present.items() if not a.rows_landed and not write_empty]
+    if result.empty:
+        return result
+    unseen = unseen_categories(contract, paths, {d: a.frame for d, a in present.items()})
+    for day, day_rows in present.items():
+        outcomes = validate_partition(
+            contract,
+            day_rows.frame,
+            day,
+            trailing_row_counts(paths, day),
+            assembled=day_rows,
+            unseen=unseen[day],
+        )
+        raw = RawDay(day, day_rows, outcomes, unseen[day], paths.partition_file(RAW_TABLE, day))
+        raw.conflicts_file = _write_conflicts(paths, day_rows)
+        _write_partition(contract, paths, raw, failed_blocking(outcomes))
+        result.written.append(raw)
+    return result
+
+
+def ingest_batch(
+    contract: Contract,
+    paths: DatasetPaths,
+    names: list[str] | None = None,
+    limits: IngestLimits | None = None,
+) -> IngestRun:
+    """Ingest the batch's landed files, then rewrite every raw day they touched."""
+    report = ingest_landing(contract, paths, names, limits)
+    return IngestRun(report, build_raw_days(contract, paths, report.days, write_empty=True))

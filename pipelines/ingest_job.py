@@ -1,0 +1,85 @@
+"""The ingest job of one dataset: a batch of landed files becomes the raw days it fills.
+
+The new-data sensor only lists the landing zone and launches this job with the batch's
+file names; the run hashes, reads, validates and stages the files, rewrites every raw day
+they touched (corrections included) and records a `<dataset>/raw_data` materialization
+and its check evaluations per day. The downstream sensor (sensors/stale_days.py) then
+requests features, predictions and monitoring for the days whose inputs changed.
+"""
+
+# No `from __future__ import annotations`: Dagster reads the context/config annotations.
+from dagster import (
+    AssetKey,
+    AssetMaterialization,
+    Config,
+    Failure,
+    JobDefinition,
+    OpExecutionContext,
+    job,
+    op,
+)
+
+from assets.raw_checks import day_metadata, evaluations
+from driftloop.data.contract import Contract
+from driftloop.data.raw_days import IngestRun, ingest_batch
+from driftloop.data.validation import CHECKS
+from resources.lake import LakeResource
+
+
+class IngestConfig(Config):
+    """The landed file names of the batch; empty means every file waiting."""
+
+    files: list[str] = []
+
+
+def ingest_job_name(contract: Contract) -> str:
+    return f"{contract.name}_ingest"
+
+
+def ingest_op_name(contract: Contract) -> str:
+    return f"{contract.name}_ingest_files"
+
+
+def _log_report(context: OpExecutionContext, run: IngestRun) -> None:
+    report = run.report
+    context.log.info(f"landing zone: {report.summary()}")
+    for name, reason in report.quarantined.items():
+        context.log.warning(f"quarantined landed file {name}: {reason}")
+    for name, rows in report.quarantined_rows.items():
+        context.log.warning(f"quarantined {rows} row(s) of {name}; the rest was ingested")
+    for name, digest in report.corrected.items():
+        context.log.info(f"{name} landed again with new content: replaced the rows of {digest}")
+
+
+def build_ingest_job(contract: Contract) -> JobDefinition:
+    key = AssetKey([contract.name, "raw_data"])
+
+    @op(
+        name=ingest_op_name(contract),
+        description=f"Ingest a batch of landed {contract.name} files and rewrite their raw days.",
+    )
+    def ingest_files(context: OpExecutionContext, config: IngestConfig, lake: LakeResource) -> None:
+        run = ingest_batch(contract, lake.paths(contract.name), config.files or None)
+        _log_report(context, run)
+        for raw in run.days.written:
+            context.log_event(
+                AssetMaterialization(asset_key=key, partition=raw.day, metadata=day_metadata(raw))
+            )
+            for evaluation in evaluations(key, raw, set(CHECKS)):
+                context.log_event(evaluation)
+        if run.days.blocked:
+            # The other days stand; the run fails so that a blocked day is seen.
+            raise Failure(
+                description=f"{contract.name}: raw day(s) blocked by failed checks: "
+                + ", ".join(f"{r.day} {r.failing}" for r in run.days.written if r.blocked)
+            )
+
+    @job(
+        name=ingest_job_name(contract),
+        description=f"{contract.name}: ingest landed files into the raw days they fill.",
+        tags={"driftloop/dataset": contract.name},
+    )
+    def ingest() -> None:
+        ingest_files()
+
+    return ingest

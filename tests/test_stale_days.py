@@ -1,0 +1,154 @@
+"""Corrections through the loop: a file landed again under its name replaces its rows, and
+the downstream sensor finds every day whose rolling windows read the corrected day; the
+rebuilt features equal those of a lake that held the corrected file from the start."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from dagster import (
+    AssetKey,
+    DagsterInstance,
+    MaterializeResult,
+    SensorResult,
+    SkipReason,
+    asset,
+    build_sensor_context,
+    materialize,
+)
+
+from assets.features import build as build_features_asset
+from driftloop.data.contract import Contract
+from driftloop.data.flights_source import flights_between
+from driftloop.data.raw_days import ingest_batch
+from driftloop.features.definition import lookback_days
+from driftloop.paths import DatasetPaths, dataset_paths
+from pipelines.ingest_job import build_ingest_job
+from resources.lake import LakeResource
+from sensors.recompute import RECOMPUTE_TAG, latest_signal_is_recompute
+from sensors.stale_days import build_stale_days_sensor, stale_days
+
+DAYS = [f"2013-01-{d:02d}" for d in range(1, 13)]
+pytestmark = pytest.mark.filterwarnings("ignore::dagster.BetaWarning")
+
+
+@pytest.fixture(scope="module")
+def flights12() -> pd.DataFrame:
+    return flights_between(date(2013, 1, 1), 12)
+
+
+def _land_days(paths: DatasetPaths, frame: pd.DataFrame) -> None:
+    paths.landing.mkdir(parents=True, exist_ok=True)
+    day = frame["scheduled_departure"].dt.strftime("%Y-%m-%d")
+    for value, rows in frame.groupby(day):
+        rows.to_csv(paths.landing / f"flights_{value}.csv", index=False)
+
+
+def _ingest(contract: Contract, paths: DatasetPaths, instance: DagsterInstance) -> None:
+    result = build_ingest_job(contract).execute_in_process(
+        instance=instance, resources={"lake": LakeResource(data_dir=str(paths.root))}
+    )
+    assert result.success
+
+
+def _features(contract: Contract, root: Path, instance: DagsterInstance, days: list[str]) -> None:
+    (features,) = build_features_asset(contract).assets
+    tags = {
+        "dagster/asset_partition_range_start": days[0],
+        "dagster/asset_partition_range_end": days[-1],
+    }
+    result = materialize(
+        [features],
+        instance=instance,
+        resources={"lake": LakeResource(data_dir=str(root))},
+        tags=tags,
+    )
+    assert result.success
+
+
+def _corrected(frame: pd.DataFrame) -> pd.DataFrame:
+    """Day 3 again: every arrival delay changed, a tenth of the rows left out."""
+    fixed = frame.copy()
+    fixed["arr_delay"] = fixed["arr_delay"] + 40
+    return fixed.iloc[: len(fixed) * 9 // 10]
+
+
+def _read_features(paths: DatasetPaths, day: str) -> pd.DataFrame:
+    frame = pd.read_parquet(paths.partition_file("features", day))
+    return frame.sort_values("flight_id").reset_index(drop=True)
+
+
+@pytest.mark.slow
+def test_a_correction_rebuilds_every_day_its_windows_reach(
+    flights_contract: Contract,
+    flights_paths: DatasetPaths,
+    dagster_instance: DagsterInstance,
+    flights12: pd.DataFrame,
+    tmp_path: Path,
+) -> None:
+    lake = LakeResource(data_dir=str(flights_paths.root))
+    _land_days(flights_paths, flights12)
+    _ingest(flights_contract, flights_paths, dagster_instance)
+    first = stale_days(flights_contract, dagster_instance, lake)
+    assert first.new == DAYS and first.recompute == []
+    _features(flights_contract, flights_paths.root, dagster_instance, DAYS)
+    sensor = build_stale_days_sensor(flights_contract, "flights_daily")
+    context = build_sensor_context(instance=dagster_instance, resources={"lake": lake})
+    assert isinstance(sensor(context), SkipReason)
+
+    day3 = flights12[flights12["scheduled_departure"].dt.strftime("%Y-%m-%d") == DAYS[2]]
+    _land_days(flights_paths, _corrected(day3))
+    _ingest(flights_contract, flights_paths, dagster_instance)
+
+    result = sensor(build_sensor_context(instance=dagster_instance, resources={"lake": lake}))
+    assert isinstance(result, SensorResult)
+    reach = lookback_days(flights_contract)
+    expected = DAYS[2 : 2 + reach + 1]
+    [request] = result.run_requests
+    assert request.tags[RECOMPUTE_TAG] == "true"
+    assert request.tags["dagster/asset_partition_range_start"] == expected[0]
+    assert request.tags["dagster/asset_partition_range_end"] == expected[-1]
+    raw3 = pd.read_parquet(flights_paths.partition_file("raw", DAYS[2]))
+    assert len(raw3) == len(day3) * 9 // 10  # replaced, not a union
+
+    _features(flights_contract, flights_paths.root, dagster_instance, expected)
+    assert stale_days(flights_contract, dagster_instance, lake).recompute == []
+
+    # The same features as a lake that held the corrected day from the start.
+    fresh = dataset_paths("flights", tmp_path / "fresh")
+    clean = pd.concat([flights12[~flights12.index.isin(day3.index)], _corrected(day3)])
+    _land_days(fresh, clean)
+    ingest_batch(flights_contract, fresh, None)
+    with DagsterInstance.ephemeral() as other:
+        _features(flights_contract, fresh.root, other, DAYS)
+    for day in DAYS:
+        pd.testing.assert_frame_equal(
+            _read_features(flights_paths, day), _read_features(fresh, day)
+        )
+    # And not the features the uncorrected lake had: the later days' windows changed.
+    stale = dataset_paths("flights", tmp_path / "stale")
+    _land_days(stale, flights12)
+    ingest_batch(flights_contract, stale, None)
+    with DagsterInstance.ephemeral() as other:
+        _features(flights_contract, stale.root, other, DAYS[5:6])
+    late_rate = "carrier_late_rate_7d"
+    assert not _read_features(stale, DAYS[5])[late_rate].equals(
+        _read_features(flights_paths, DAYS[5])[late_rate]
+    )
+
+
+def test_the_trigger_reads_recomputed_signals_as_no_news(
+    flights_contract: Contract, dagster_instance: DagsterInstance
+) -> None:
+    @asset(key=AssetKey(["flights", "drift_report"]))
+    def drift_report() -> MaterializeResult:
+        return MaterializeResult()
+
+    assert not latest_signal_is_recompute(flights_contract, dagster_instance)
+    materialize([drift_report], instance=dagster_instance, tags={RECOMPUTE_TAG: "true"})
+    assert latest_signal_is_recompute(flights_contract, dagster_instance)
+    materialize([drift_report], instance=dagster_instance)
+    assert not latest_signal_is_recompute(flights_contract, dagster_instance)
