@@ -10,6 +10,7 @@ from dagster import (
     AssetCheckSeverity,
     AssetExecutionContext,
     AssetKey,
+    AssetMaterialization,
     AssetRecordsFilter,
     MetadataValue,
     TableColumn,
@@ -20,7 +21,7 @@ from dagster import (
 if TYPE_CHECKING:
     import pandas as pd
 
-from driftloop.data.raw_days import RawDay, RawDaysResult
+from driftloop.data.raw_days import IngestRun, RawDay, RawDaysResult
 from driftloop.data.validation import CheckOutcome
 
 PREVIEW_ROWS = 10
@@ -134,3 +135,25 @@ def target_materialization(context: AssetExecutionContext, key: AssetKey, day: s
         storage_id=records[0].storage_id,
         timestamp=records[0].timestamp,
     )
+
+
+def log_ingest(context: Any, run: IngestRun) -> None:
+    """What the landing zone gave: files ingested, quarantined, corrected."""
+    report = run.report
+    context.log.info(f"landing zone: {report.summary()}")
+    for name, reason in report.quarantined.items():
+        context.log.warning(f"quarantined landed file {name}: {reason}")
+    for name, rows in report.quarantined_rows.items():
+        context.log.warning(f"quarantined {rows} row(s) of {name}; the rest was ingested")
+    for name, digest in report.corrected.items():
+        context.log.info(f"{name} landed again with new content: replaced the rows of {digest}")
+
+
+def record_days(context: Any, key: AssetKey, result: RawDaysResult, checks: set[str]) -> None:
+    """A raw_data materialization and its check evaluations per written day, as events."""
+    for raw in result.written:
+        context.log_event(
+            AssetMaterialization(asset_key=key, partition=raw.day, metadata=day_metadata(raw))
+        )
+        for evaluation in evaluations(key, raw, checks):
+            context.log_event(evaluation)

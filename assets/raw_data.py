@@ -1,8 +1,9 @@
 """`<dataset>/raw_data`: one raw Parquet file per day, assembled from the staged pieces and checked.
 
 The ingest job (pipelines/ingest_job.py) records this asset's materializations for the days
-a batch of landed files filled; materializing the asset itself rebuilds the days asked for
-from what is staged (after a contract change, say), through the same core call.
+a batch of landed files filled. Materializing the asset itself (`dagster asset materialize`)
+ingests whatever waits in landing too, rebuilds the days asked for, and records the other
+days the files touched as materializations of their own, so no staged day is left behind.
 
 Blocking in Dagster 1.13 (verified in tests/test_raw_data_asset.py): an asset check result
 yielded from the asset body with passed=False, severity ERROR and a blocking spec makes
@@ -43,11 +44,13 @@ from assets.raw_checks import (
     check_metadata,
     day_metadata,
     evaluations,
+    log_ingest,
+    record_days,
     severity,
     target_materialization,
 )
 from driftloop.data.contract import Contract
-from driftloop.data.raw_days import RawDaysResult, build_raw_days
+from driftloop.data.raw_days import RawDaysResult, ingest_and_build
 from driftloop.data.validation import CHECKS, failed_blocking
 from resources.lake import LakeResource
 
@@ -110,7 +113,10 @@ def _make_compute(contract: Contract, key: AssetKey) -> Callable[..., Iterator[A
 
     def raw_data(context: AssetExecutionContext, lake: LakeResource) -> Iterator[Any]:
         paths = lake.paths(contract.name)
-        result = build_raw_days(contract, paths, list(context.partition_keys))
+        run = ingest_and_build(contract, paths, list(context.partition_keys))
+        log_ingest(context, run)
+        record_days(context, key, run.extra, set(CHECKS))
+        result = run.days
         if result.empty:
             # Nothing is written: an empty day is almost always a missing delivery.
             raise Failure(

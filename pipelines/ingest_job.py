@@ -10,7 +10,6 @@ requests features, predictions and monitoring for the days whose inputs changed.
 # No `from __future__ import annotations`: Dagster reads the context/config annotations.
 from dagster import (
     AssetKey,
-    AssetMaterialization,
     Config,
     Failure,
     JobDefinition,
@@ -19,9 +18,9 @@ from dagster import (
     op,
 )
 
-from assets.raw_checks import day_metadata, evaluations
+from assets.raw_checks import log_ingest, record_days
 from driftloop.data.contract import Contract
-from driftloop.data.raw_days import IngestRun, ingest_batch
+from driftloop.data.raw_days import ingest_batch
 from driftloop.data.validation import CHECKS
 from resources.lake import LakeResource
 
@@ -40,17 +39,6 @@ def ingest_op_name(contract: Contract) -> str:
     return f"{contract.name}_ingest_files"
 
 
-def _log_report(context: OpExecutionContext, run: IngestRun) -> None:
-    report = run.report
-    context.log.info(f"landing zone: {report.summary()}")
-    for name, reason in report.quarantined.items():
-        context.log.warning(f"quarantined landed file {name}: {reason}")
-    for name, rows in report.quarantined_rows.items():
-        context.log.warning(f"quarantined {rows} row(s) of {name}; the rest was ingested")
-    for name, digest in report.corrected.items():
-        context.log.info(f"{name} landed again with new content: replaced the rows of {digest}")
-
-
 def build_ingest_job(contract: Contract) -> JobDefinition:
     key = AssetKey([contract.name, "raw_data"])
 
@@ -60,13 +48,8 @@ def build_ingest_job(contract: Contract) -> JobDefinition:
     )
     def ingest_files(context: OpExecutionContext, config: IngestConfig, lake: LakeResource) -> None:
         run = ingest_batch(contract, lake.paths(contract.name), config.files or None)
-        _log_report(context, run)
-        for raw in run.days.written:
-            context.log_event(
-                AssetMaterialization(asset_key=key, partition=raw.day, metadata=day_metadata(raw))
-            )
-            for evaluation in evaluations(key, raw, set(CHECKS)):
-                context.log_event(evaluation)
+        log_ingest(context, run)
+        record_days(context, key, run.days, set(CHECKS))
         if run.days.blocked:
             # The other days stand; the run fails so that a blocked day is seen.
             raise Failure(

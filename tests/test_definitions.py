@@ -115,8 +115,6 @@ def test_a_cli_materialization_runs_checks_and_captures_logs_in_one_process(
 
     from dagster import DagsterEventType
 
-    from driftloop.data.contract import load_contract
-    from driftloop.data.ingest import ingest_landing
     from driftloop.data.replay import replay_days
     from driftloop.data.validation import CHECK_NAMES
     from driftloop.paths import dataset_paths
@@ -126,10 +124,6 @@ def test_a_cli_materialization_runs_checks_and_captures_logs_in_one_process(
     home.mkdir()
     (home / "dagster.yaml").write_text(DAGSTER_YAML)
     replay_days(dataset_paths("flights", root), date(2013, 1, 1), 1)
-    # The ingest job stages landed files; the asset rebuilds a day from what is staged.
-    ingest_landing(
-        load_contract(PROJECT_ROOT / "contracts" / "flights.yaml"), dataset_paths("flights", root)
-    )
     env = {
         **os.environ,
         "DRIFTLOOP_DATA_DIR": str(root),

@@ -1,7 +1,4 @@
-"""The `flights/raw_data` asset on a real Dagster instance, with real landed flights files.
-
-The asset rebuilds days from what is staged; files are ingested first, as the ingest run
-does (tests/test_ingest_job.py runs that job itself)."""
+"""The `flights/raw_data` asset on a real Dagster instance, with real landed flights files."""
 
 from __future__ import annotations
 
@@ -26,11 +23,10 @@ from dagster import (
 
 from assets import raw_data
 from assets.partitions import daily_partitions
-from driftloop.data.contract import Contract, load_contract
-from driftloop.data.ingest import ingest_landing
+from driftloop.data.contract import Contract
 from driftloop.data.lake import blocked_marker
 from driftloop.data.validation import BLOCKING_CHECKS, CHECK_NAMES
-from driftloop.paths import PROJECT_ROOT, DatasetPaths
+from driftloop.paths import DatasetPaths
 from resources.lake import LakeResource
 
 DAYS = ["2013-01-01", "2013-01-02", "2013-01-03"]
@@ -79,7 +75,6 @@ def _land(paths: DatasetPaths, frame: pd.DataFrame, name: str) -> None:
         frame.to_csv(paths.landing / name, index=False)
     else:
         frame.to_parquet(paths.landing / name, index=False)
-    ingest_landing(load_contract(PROJECT_ROOT / "contracts" / "flights.yaml"), paths)
 
 
 def _run(
@@ -139,9 +134,15 @@ def test_days_materialize_and_pass_their_checks(
 
     first = _run(assets, dagster_instance, data_root, DAYS[:1])
     assert first.success
-    assert _materialized(first) == {(RAW, DAYS[0]), (PROBE, DAYS[0])}
-    assert _checks(first) == {(name, DAYS[0]): True for name in CHECK_NAMES}
-    meta = first.asset_materializations_for_node("flights__raw_data")[0].metadata
+    # The days the landed files also filled are written and recorded too, not left staged.
+    assert _materialized(first) == {(RAW, d) for d in DAYS} | {(PROBE, DAYS[0])}
+    checks = {k: v for k, v in _checks(first).items() if k[1] == DAYS[0]}
+    assert checks == {(name, DAYS[0]): True for name in CHECK_NAMES}
+    [meta] = [
+        e.materialization.metadata
+        for e in first.get_asset_materialization_events()
+        if e.asset_key == RAW and e.partition == DAYS[0]
+    ]
     rows = len(_day(flights3, DAYS[0]))
     assert meta["dagster/row_count"].value == rows
     assert meta["source_files"].value == {"day1.csv": rows}
@@ -167,7 +168,7 @@ def test_days_materialize_and_pass_their_checks(
     history = dagster_instance.event_log_storage.get_asset_check_execution_history(
         AssetCheckKey(RAW, "row_count"), limit=10
     )
-    assert sorted(r.partition for r in history) == DAYS
+    assert {r.partition for r in history} == set(DAYS)
 
     # Re-running a day with nothing new landed rewrites the same rows.
     again = _run(assets, dagster_instance, data_root, DAYS[:1])
@@ -186,7 +187,7 @@ def test_blocking_check_failure_blocks_the_day_and_stops_downstream(
     result = _run(assets, dagster_instance, data_root, DAYS[:1])
 
     assert not result.success
-    assert (RAW, DAYS[0]) in _materialized(result)
+    assert dagster_instance.get_materialized_partitions(RAW) == {DAYS[0]}
     assert (PROBE, DAYS[0]) not in _materialized(result)
     checks = _checks(result)
     assert checks[("null_fractions", DAYS[0])] is False
@@ -243,5 +244,6 @@ def test_a_day_without_data_fails_clearly(
     assert not result.success
     assert "no data landed for 2013-01-05" in _failure_messages(result)
     assert not flights_paths.partition_file("raw", "2013-01-05").exists()
-    # Nothing at all is written when a day of the run is empty.
-    assert not flights_paths.partition_file("raw", DAYS[0]).exists()
+    # The landed file was still ingested, and its own day written and recorded.
+    assert flights_paths.partition_file("raw", DAYS[0]).exists()
+    assert dagster_instance.get_materialized_partitions(RAW) == {DAYS[0]}

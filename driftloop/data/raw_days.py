@@ -1,8 +1,10 @@
 """Raw days written from the staged pieces: assembled, checked, stored, and accounted for.
 
-One core call per Dagster step: `build_raw_days` (the `raw_data` asset, for the days it is
-asked for) and `ingest_batch` (the ingest run: the landed files of one batch, then every
-day they touched). Each returns a typed result the Dagster layer turns into metadata.
+One core call per Dagster step: `ingest_batch` (the ingest run: the landed files of one
+batch, then every day they touched) and `ingest_and_build` (the `raw_data` asset: whatever
+waits in landing, then the days asked for and any other day the files touched, so that no
+staged day is left unwritten). Each returns a typed result the Dagster layer turns into
+metadata.
 """
 
 from __future__ import annotations
@@ -81,10 +83,12 @@ class RawDaysResult:
 
 @dataclass
 class IngestRun:
-    """One batch of landed files ingested, and the raw days it touched rewritten."""
+    """Landed files ingested, and raw days rewritten: `days` those asked for (or, for a
+    batch, those touched), `extra` the other days the files touched."""
 
     report: IngestReport
     days: RawDaysResult
+    extra: RawDaysResult = field(default_factory=RawDaysResult)
 
 
 def trailing_row_counts(paths: DatasetPaths, day: str, n: int = TRAILING_PARTITIONS) -> list[int]:
@@ -190,3 +194,27 @@ def ingest_batch(
     """Ingest the batch's landed files, then rewrite every raw day they touched."""
     report = ingest_landing(contract, paths, names, limits)
     return IngestRun(report, build_raw_days(contract, paths, report.days, write_empty=True))
+
+
+def ingest_and_build(
+    contract: Contract,
+    paths: DatasetPaths,
+    days: list[str],
+    limits: IngestLimits | None = None,
+) -> IngestRun:
+    """Ingest what waits in landing, then write the days asked for and the others it touched.
+
+    All are written in day order, so each day's history holds the days before it. The days
+    asked for follow `build_raw_days` without `write_empty`: if one of them has no rows at
+    all, none of them is written (`days.empty` says which), the others still are.
+    """
+    report = ingest_landing(contract, paths, None, limits)
+    wanted = set(days)
+    others = [d for d in report.days if d not in wanted]
+    probe = RawDaysResult(empty=[d for d in sorted(wanted) if not assemble_day(contract, paths, d).rows_landed])
+    if probe.empty:
+        return IngestRun(report, probe, build_raw_days(contract, paths, others, write_empty=True))
+    built = build_raw_days(contract, paths, sorted(wanted | set(others)), write_empty=True)
+    asked = RawDaysResult(written=[r for r in built.written if r.day in wanted])
+    extra = RawDaysResult(written=[r for r in built.written if r.day not in wanted])
+    return IngestRun(report, asked, extra)
