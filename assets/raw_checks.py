@@ -149,11 +149,26 @@ def log_ingest(context: Any, run: IngestRun) -> None:
         context.log.info(f"{name} landed again with new content: replaced the rows of {digest}")
 
 
-def record_days(context: Any, key: AssetKey, result: RawDaysResult, checks: set[str]) -> None:
-    """A raw_data materialization and its check evaluations per written day, as events."""
+def record_days(context: Any, key: AssetKey, result: RawDaysResult, checks: set[str]) -> list:
+    """A raw_data materialization per written day, logged; its check evaluations, returned
+    for the caller to log (an op) or yield (an asset body, where log_event refuses them)."""
+    out = []
     for raw in result.written:
         context.log_event(
             AssetMaterialization(asset_key=key, partition=raw.day, metadata=day_metadata(raw))
         )
-        for evaluation in evaluations(key, raw, checks):
-            context.log_event(evaluation)
+        out.extend(evaluations(key, raw, checks))
+    return out
+
+
+def ingest_metadata(run: IngestRun) -> dict[str, Any]:
+    """What the landing zone gave, for a run's materialization."""
+    report = run.report
+    return {
+        "ingested_files": MetadataValue.json(report.ingested),
+        "quarantined_files": MetadataValue.json(report.quarantined),
+        "quarantined_rows": MetadataValue.json(report.quarantined_rows),
+        "corrected_files": MetadataValue.json(report.corrected),
+        "other_days_written": MetadataValue.json([r.day for r in run.extra.written]),
+        "ingest": report.summary(),
+    }

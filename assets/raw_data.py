@@ -44,6 +44,7 @@ from assets.raw_checks import (
     check_metadata,
     day_metadata,
     evaluations,
+    ingest_metadata,
     log_ingest,
     record_days,
     severity,
@@ -115,7 +116,10 @@ def _make_compute(contract: Contract, key: AssetKey) -> Callable[..., Iterator[A
         paths = lake.paths(contract.name)
         run = ingest_and_build(contract, paths, list(context.partition_keys))
         log_ingest(context, run)
-        record_days(context, key, run.extra, set(CHECKS))
+        # The other days' evaluations go to the instance directly: an asset body may yield
+        # check results only for its own partitions.
+        for evaluation in record_days(context, key, run.extra, set(CHECKS)):
+            context.instance.report_runless_asset_event(evaluation)
         result = run.days
         if result.empty:
             # Nothing is written: an empty day is almost always a missing delivery.
@@ -134,7 +138,7 @@ def _make_compute(contract: Contract, key: AssetKey) -> Callable[..., Iterator[A
                 )
             if not context.has_partition_key:
                 context.add_asset_metadata(day_metadata(raw), partition_key=raw.day)
-        metadata = _metadata(result, str(paths.table("raw")))
+        metadata = {**_metadata(result, str(paths.table("raw"))), **ingest_metadata(run)}
         if context.has_partition_key:
             metadata.update(day_metadata(result.written[0]))
         yield MaterializeResult(metadata=metadata)

@@ -49,7 +49,8 @@ def build_ingest_job(contract: Contract) -> JobDefinition:
     def ingest_files(context: OpExecutionContext, config: IngestConfig, lake: LakeResource) -> None:
         run = ingest_batch(contract, lake.paths(contract.name), config.files or None)
         log_ingest(context, run)
-        record_days(context, key, run.days, set(CHECKS))
+        for evaluation in record_days(context, key, run.days, set(CHECKS)):
+            context.log_event(evaluation)
         if run.days.blocked:
             # The other days stand; the run fails so that a blocked day is seen.
             raise Failure(

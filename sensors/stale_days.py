@@ -34,6 +34,7 @@ from dagster import (
 from driftloop.data.contract import Contract
 from driftloop.data.lake import is_blocked
 from driftloop.features.definition import lookback_days
+from driftloop.names import RAW_TABLE
 from resources.lake import LakeResource
 from sensors.recompute import RECOMPUTE_TAG
 from sensors.run_requests import ACTIVE, content_key, range_run_requests
@@ -59,7 +60,7 @@ def stale_days(contract: Contract, instance: DagsterInstance, lake: LakeResource
     raw = _latest_ids(instance, AssetKey([contract.name, "raw_data"]))
     features = _latest_ids(instance, AssetKey([contract.name, "features"]))
     reach = lookback_days(contract)
-    raw_table = lake.paths(contract.name).table("raw")
+    raw_table = lake.paths(contract.name).table(RAW_TABLE)
     new, recompute, blocked = [], [], []
     for day in sorted(raw):
         first = date.fromisoformat(day) - timedelta(days=reach)

@@ -157,9 +157,7 @@ def test_days_materialize_and_pass_their_checks(
     rest = _run(assets, dagster_instance, data_root, DAYS[1:])
     assert rest.success, _failure_messages(rest)
     assert _materialized(rest) == {(k, d) for k in (RAW, PROBE) for d in DAYS[1:]}
-    # Every check passes but the warning about destinations the first day did not have.
-    passed = {(n, d): True for n in CHECK_NAMES for d in DAYS[1:] if n != "unseen_categories"}
-    assert {k: v for k, v in _checks(rest).items() if k[0] != "unseen_categories"} == passed
+    assert _checks(rest) == {(n, d): True for n in CHECK_NAMES for d in DAYS[1:]}
     for day in DAYS[1:]:
         assert pq.ParquetFile(flights_paths.partition_file("raw", day)).metadata.num_rows == len(
             _day(flights3, day)

@@ -31,9 +31,9 @@ from driftloop.data.limits import IngestLimits
 from driftloop.data.raw_table import source_file_counts, to_arrow
 from driftloop.data.unseen import unseen_categories, write_sidecar
 from driftloop.data.validation import CheckOutcome, failed_blocking, validate_partition
+from driftloop.names import RAW_TABLE
 from driftloop.paths import DatasetPaths
 
-RAW_TABLE = "raw"
 TRAILING_PARTITIONS = 7
 
 

@@ -4,8 +4,12 @@ A free categorical feature is a categorical contract column used as a feature wi
 `allowed` list (flights: `dest`). A model scores a value it never saw as missing, so each
 raw day counts, per such column, the distinct values absent from every earlier raw
 partition in the lake (days before it, point in time), and how many rows carry them. The
-counts go into the raw day's metadata, the `unseen_categories` warning check and a
-sidecar `unseen_categories.json` beside the partition, which the drift report can show.
+counts go into the raw day's metadata, the `unseen_categories` check and a sidecar
+`unseen_categories.json` beside the partition, which the drift report can show.
+
+The check warns (it never blocks) when rows with unseen values exceed `WARN_SHARE` of the
+day's rows once at least `MIN_HISTORY_DAYS` earlier days exist; with less history most
+values are new and the counts alone are reported.
 """
 
 from __future__ import annotations
@@ -19,11 +23,13 @@ if TYPE_CHECKING:
 from driftloop.data.check_outcome import CheckOutcome, outcome
 from driftloop.data.contract import ColumnType, Contract
 from driftloop.data.lake import existing_partitions, sql_file_list, write_text_atomic
+from driftloop.names import RAW_TABLE
 from driftloop.paths import DatasetPaths
 
-RAW_TABLE = "raw"
 SIDECAR = "unseen_categories.json"
 MAX_SHOWN = 10
+WARN_SHARE = 0.01
+MIN_HISTORY_DAYS = 7
 
 
 def free_categorical_features(contract: Contract) -> list[str]:
@@ -36,14 +42,13 @@ def free_categorical_features(contract: Contract) -> list[str]:
     ]
 
 
-def _first_seen(paths: DatasetPaths, column: str, exclude: set[str]) -> dict[str, str]:
-    """Per value of `column`: the earliest stored raw day (outside `exclude`) holding it."""
+def _first_seen(paths: DatasetPaths, column: str, stored: list[str]) -> dict[str, str]:
+    """Per value of `column`: the earliest of the `stored` raw days holding it."""
     import duckdb
 
-    days = [d for d in existing_partitions(paths.table(RAW_TABLE)) if d not in exclude]
-    if not days:
+    if not stored:
         return {}
-    files = [paths.partition_file(RAW_TABLE, d) for d in days]
+    files = [paths.partition_file(RAW_TABLE, d) for d in stored]
     quoted = '"' + column.replace('"', '""') + '"'
     sql = (
         f"SELECT {quoted} AS v, min(regexp_extract(filename, 'date=([0-9-]+)', 1)) AS d "
@@ -58,20 +63,22 @@ def unseen_categories(
     contract: Contract, paths: DatasetPaths, frames: dict[str, pd.DataFrame]
 ) -> dict[str, dict[str, dict[str, Any]]]:
     """Per day of `frames` (being written now) and free categorical column: what is new."""
+    stored = [d for d in existing_partitions(paths.table(RAW_TABLE)) if d not in frames]
+    all_days = sorted(set(stored) | set(frames))
     result: dict[str, dict[str, dict[str, Any]]] = {day: {} for day in frames}
     for column in free_categorical_features(contract):
-        first = _first_seen(paths, column, set(frames))
+        first = _first_seen(paths, column, stored)
         for day in sorted(frames):
             values = frames[day][column].dropna().astype(str)
             seen_before = {v for v, d in first.items() if d < day}
             new = values[~values.isin(seen_before)]
-            history = bool(seen_before) or any(d < day for d in first.values())
             distinct = sorted(new.unique())
             result[day][column] = {
-                "unseen_values": len(distinct) if history else 0,
-                "rows": int(len(new)) if history else 0,
-                "examples": distinct[:MAX_SHOWN] if history else [],
-                "history": history,
+                "unseen_values": len(distinct),
+                "rows": int(len(new)),
+                "share": round(len(new) / len(values), 4) if len(values) else 0.0,
+                "examples": distinct[:MAX_SHOWN],
+                "history_days": sum(1 for d in all_days if d < day),
             }
             for value in distinct:
                 first[value] = min(first.get(value, day), day)
@@ -79,31 +86,46 @@ def unseen_categories(
 
 
 def check_unseen_categories(unseen: dict[str, dict[str, Any]]) -> CheckOutcome:
-    """Warning: values of free categorical features that no earlier day held."""
-    new = {c: u for c, u in unseen.items() if u["unseen_values"]}
+    """Warning: many rows carry values of free categorical features no earlier day held."""
     table = [
-        {"column": c, "unseen_values": u["unseen_values"], "rows": u["rows"]}
+        {
+            "column": c,
+            "unseen_values": u["unseen_values"],
+            "rows": u["rows"],
+            "share": u["share"],
+            "history_days": u["history_days"],
+        }
         for c, u in unseen.items()
     ]
     if not unseen:
         return outcome("unseen_categories", True, "no free categorical features to watch")
-    if not new:
-        history = any(u["history"] for u in unseen.values())
-        text = "no unseen values" if history else "no earlier partitions to compare with"
-        return outcome("unseen_categories", True, text, table=table, columns=list(unseen))
+    history = min(u["history_days"] for u in unseen.values())
+    rule = f"rows with unseen values <= {WARN_SHARE:.0%} after {MIN_HISTORY_DAYS} days of history"
     parts = [
-        f"column '{c}': {u['unseen_values']} value(s) never seen before ({u['rows']} rows), "
-        f"e.g. {u['examples'][:5]}"
-        for c, u in new.items()
+        f"column '{c}': {u['unseen_values']} value(s) never seen before ({u['rows']} rows, "
+        f"{u['share']:.1%}), e.g. {u['examples'][:5]}"
+        for c, u in unseen.items()
+        if u["unseen_values"]
     ]
+    failing = [
+        c for c, u in unseen.items() if u["share"] > WARN_SHARE and history >= MIN_HISTORY_DAYS
+    ]
+    if not failing:
+        if history < MIN_HISTORY_DAYS:
+            text = f"{history} earlier day(s), fewer than {MIN_HISTORY_DAYS}: counted only"
+        else:
+            text = "unseen values within the rule"
+        text += f"; {'; '.join(parts)}" if parts else "; no unseen values"
+        return outcome("unseen_categories", True, text, table=table, rule=rule)
     return outcome(
         "unseen_categories",
         False,
-        "; ".join(parts) + " (a model scores them as missing)",
-        columns=list(new),
-        rule="values seen in earlier partitions",
-        failing_rows=sum(u["rows"] for u in new.values()),
-        examples={c: u["examples"] for c, u in new.items()},
+        "; ".join(p for p in parts if p.split("'")[1] in failing)
+        + " (a model scores them as missing)",
+        columns=failing,
+        rule=rule,
+        failing_rows=sum(unseen[c]["rows"] for c in failing),
+        examples={c: unseen[c]["examples"] for c in failing},
         table=table,
     )
 
