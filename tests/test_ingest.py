@@ -315,3 +315,63 @@ def test_rows_outside_the_contracts_partitions_are_quarantined(flights_contract,
     reason = next(flights_paths.quarantine.glob("*.reason.txt")).read_text()
     assert "mixed.parquet" in reason and "scheduled_departure" in reason
     assert "partitions" in reason and "2008" in reason
+
+
+def test_a_correction_replaces_the_files_rows_in_every_day_it_filled(
+    flights_contract: Contract, flights_paths: DatasetPaths, flights3
+) -> None:
+    from driftloop.data.assembly import assemble_day
+
+    two_days = flights3[flights3["scheduled_departure"] < DAYS[2]]
+    _land(flights_paths, two_days, "batch.csv")
+    _land(flights_paths, _day(flights3, DAYS[1]).head(5), "other.csv")  # exact duplicates
+    ingest_landing(flights_contract, flights_paths)
+    day2 = assemble_day(flights_contract, flights_paths, DAYS[1])
+    assert day2.exact_duplicates == 5 and day2.balanced and day2.conflicts.empty
+
+    # Corrected: only day 2 now, delays changed. Day 1 loses the file's rows entirely.
+    fixed = _day(flights3, DAYS[1]).assign(arr_delay=7.0)
+    _land(flights_paths, fixed, "batch.csv")
+    report = ingest_landing(flights_contract, flights_paths)
+
+    assert list(report.corrected) == ["batch.csv"]
+    assert report.days == DAYS[:2]
+    assert assemble_partition(flights_contract, flights_paths, DAYS[0]).empty
+    day2 = assemble_day(flights_contract, flights_paths, DAYS[1])
+    assert (day2.frame["arr_delay"] == 7.0).all()
+    # other.csv's five rows now differ from batch.csv's: conflicts, all versions set aside.
+    assert len(day2.conflicts) == 10 and day2.rows_stored == len(fixed) - 5
+    assert day2.rows_landed == len(fixed) + 5 and day2.balanced
+
+    # A correction that is itself unusable leaves the rows as they were.
+    (flights_paths.landing / "batch.csv").write_text("")
+    report = ingest_landing(flights_contract, flights_paths)
+    assert "batch.csv" in report.quarantined
+    assert any(
+        "earlier version of this file name stay" in text
+        for text in (_reason_files(flights_paths).values())
+    )
+    assert len(assemble_partition(flights_contract, flights_paths, DAYS[1])) == len(fixed) - 5
+
+
+def test_limits_quarantine_without_reading_and_bound_the_reason(
+    flights_contract: Contract, flights_paths: DatasetPaths, flights3
+) -> None:
+    from driftloop.data.limits import IngestLimits
+
+    limits = IngestLimits(max_file_bytes=200_000, max_header_bytes=4096, max_columns=50)
+    _land(flights_paths, pd.concat([_day(flights3, DAYS[0])] * 3), "big.csv")
+    flights_paths.landing.joinpath("long.csv").write_text("x" * 10_000 + "\n1\n")
+    flights_paths.landing.joinpath("wide.csv").write_text(",".join("c" * 5 for _ in range(60)))
+    wide = pd.DataFrame({f"c{i}": [1.0] for i in range(60)})
+    wide.to_parquet(flights_paths.landing / "wide.parquet")
+    _land(flights_paths, _day(flights3, DAYS[1]), "fine.csv")
+
+    report = ingest_landing(flights_contract, flights_paths, limits=limits)
+
+    assert report.ingested == ["fine.csv"]
+    assert "file too large" in report.quarantined["big.csv"]
+    assert "header line longer than 4096 bytes" in report.quarantined["long.csv"]
+    assert "too wide: 60 columns" in report.quarantined["wide.csv"]
+    assert "too wide: 60 columns" in report.quarantined["wide.parquet"]
+    assert all(len(text) < 1500 for text in _reason_files(flights_paths).values())
