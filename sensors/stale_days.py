@@ -35,6 +35,7 @@ from driftloop.data.contract import Contract
 from driftloop.data.lake import is_blocked
 from driftloop.features.definition import lookback_days
 from driftloop.names import RAW_TABLE
+from pipelines.ingest_job import ingest_job_name
 from resources.lake import LakeResource
 from sensors.recompute import RECOMPUTE_TAG
 from sensors.run_requests import ACTIVE, content_key, range_run_requests
@@ -89,9 +90,10 @@ def build_stale_days_sensor(contract: Contract, job_name: str) -> SensorDefiniti
         ),
     )
     def stale(context: SensorEvaluationContext, lake: LakeResource) -> SensorResult | SkipReason:
-        active = RunsFilter(job_name=job_name, statuses=ACTIVE)
-        if context.instance.get_runs(active, limit=1):
-            return SkipReason("a daily run is in flight: its days may change what is stale")
+        for running in (job_name, ingest_job_name(contract)):
+            # An ingest run writes its days one by one: wait for all of them.
+            if context.instance.get_runs(RunsFilter(job_name=running, statuses=ACTIVE), limit=1):
+                return SkipReason(f"a {running} run is in flight: what is stale may change")
         days = stale_days(contract, context.instance, lake)
         if days.blocked:
             context.log.warning(f"raw days blocked by failed checks, not rebuilt: {days.blocked}")
