@@ -37,6 +37,7 @@ from pydantic import Field
 from driftloop.data.contract import Contract
 from driftloop.evaluation.gate import GateConfig
 from driftloop.monitoring.trigger import TriggerPolicy
+from driftloop.names import DATASET_TAG
 
 _POLICY = TriggerPolicy()
 
@@ -223,7 +224,7 @@ def build_backtest_job(contract: Contract) -> JobDefinition:
             f"Retraining-policy backtest of {name}: value capture and retrain cost of the "
             "loop's trigger and gate over history (op config = the policy under test)."
         ),
-        tags={"driftloop/dataset": name},
+        tags={DATASET_TAG: name},
     )
     def backtest_job() -> None:
         backtest_op()

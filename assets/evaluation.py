@@ -40,6 +40,7 @@ from assets.partitions import ONE_RUN
 from assets.retrain_run import fail, trained_model
 from driftloop.data.contract import Contract
 from driftloop.evaluation.promotion import PromotionError
+from driftloop.names import TRIGGER_REASON_TAG
 from sensors.reconcile import build_reconcile_sensor
 
 
@@ -180,7 +181,7 @@ def _promotion(context: AssetExecutionContext, contract: Contract) -> Materializ
             f"is missing): materialize {name}/eval_report first"
         )
     record = json.loads(json_path.read_text())
-    trigger = context.run.tags.get("driftloop/trigger_reason")
+    trigger = context.run.tags.get(TRIGGER_REASON_TAG)
     try:
         done = promote(
             contract,

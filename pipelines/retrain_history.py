@@ -11,6 +11,8 @@ import os
 from datetime import UTC, datetime
 from typing import Any
 
+from driftloop.names import DATA_DAY_TAG, TRIGGER_REASON_TAG, TRIGGER_TAG
+
 RECENT_RUNS = 5
 
 
@@ -28,9 +30,9 @@ def retrain_history(dataset: str, limit: int = RECENT_RUNS) -> dict[str, Any]:
             {
                 "run_id": record.dagster_run.run_id,
                 "status": record.dagster_run.status.value,
-                "trigger": record.dagster_run.tags.get("driftloop/trigger", "manual"),
-                "reason": record.dagster_run.tags.get("driftloop/trigger_reason", ""),
-                "data_day": record.dagster_run.tags.get("driftloop/data_day"),
+                "trigger": record.dagster_run.tags.get(TRIGGER_TAG, "manual"),
+                "reason": record.dagster_run.tags.get(TRIGGER_REASON_TAG, ""),
+                "data_day": record.dagster_run.tags.get(DATA_DAY_TAG),
                 "created": datetime.fromtimestamp(
                     record.create_timestamp.timestamp(), UTC
                 ).isoformat(timespec="seconds"),

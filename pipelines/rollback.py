@@ -29,7 +29,7 @@ from pydantic import Field
 
 from driftloop.data.contract import Contract
 from driftloop.evaluation import ledger
-from driftloop.names import CHALLENGER, CHAMPION
+from driftloop.names import CHALLENGER, CHAMPION, DATASET_TAG
 
 
 class RollbackConfig(Config):
@@ -152,7 +152,7 @@ def build_rollback_job(contract: Contract) -> JobDefinition:
             f"Roll the {name} champion back to the previous champion (from the promotion "
             "ledger) or to op config to_version."
         ),
-        tags={"driftloop/dataset": name},
+        tags={DATASET_TAG: name},
     )
     def rollback_job() -> None:
         rollback_champion()

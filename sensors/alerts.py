@@ -26,6 +26,7 @@ from dagster import (
 from driftloop.alerts import events
 from driftloop.alerts.notify import Alert, PostReport
 from driftloop.data.contract import Contract
+from driftloop.names import TRIGGER_REASON_TAG, TRIGGER_TAG
 from resources.alerts import AlertsResource
 from resources.lake import LakeResource
 from sensors.settings import seconds
@@ -61,8 +62,8 @@ def _retrain_alerts(
     found = []
     for record in records:
         run = record.dagster_run
-        trigger = run.tags.get("driftloop/trigger", "manual")
-        reason = run.tags.get("driftloop/trigger_reason", "")
+        trigger = run.tags.get(TRIGGER_TAG, "manual")
+        reason = run.tags.get(TRIGGER_REASON_TAG, "")
         found.append(events.retrain_alert(dataset, run.run_id, trigger, reason, base_url))
         state["runs"] = max(state["runs"], record.create_timestamp.timestamp())
     return found

@@ -35,6 +35,7 @@ from dagster._core.definitions.unresolved_asset_job_definition import (
 
 from driftloop.data.contract import Contract
 from driftloop.data.lake import existing_partitions
+from driftloop.names import CHAMPION_TAG, TRIGGER_TAG
 from resources.lake import LakeResource
 from resources.mlflow import MlflowResource
 from sensors.run_requests import ACTIVE, content_key, range_run_requests
@@ -93,7 +94,7 @@ def behind(
         unscored,
         unmeasured,
         key=content_key(trigger, str(champion.version), str(clock)),
-        tags={"driftloop/trigger": trigger, "driftloop/champion": str(champion.version)},
+        tags={TRIGGER_TAG: trigger, CHAMPION_TAG: str(champion.version)},
     )
 
 
