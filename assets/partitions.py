@@ -42,7 +42,7 @@ def range_policy() -> BackfillPolicy:
 # The retrain assets are not partitioned but carry the single-run policy: `dagster asset
 # materialize --partition-range` runs a selection in one run only if every selected asset has
 # it, and that is how the whole retraining path (features over a range, then model,
-# eval_report and promotion, once) is one command (README, "Step by step with the CLI"). For
+# eval_report and promotion, once) is one command (docs/cli.md, "Land, ingest, train, promote"). For
 # an unpartitioned asset the policy changes nothing else: a backfill materializes it once.
 ONE_RUN = BackfillPolicy.single_run()
 

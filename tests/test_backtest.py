@@ -275,7 +275,7 @@ def test_dagster_job_runs_in_process_with_metadata_and_files(
         "cooldown_days": 2,
         "extra_policies": ["perf_only:use_drift=false,cooldown_days=1"],
         "model_params": ["n_estimators=60", "learning_rate=0.2"],
-        # The reference-figure options (see the README) reach the run.
+        # The reference-figure options (see docs/backtest.md) reach the run.
         "fit": "window",
         "label_delay": "0h",
     }

