@@ -13,9 +13,9 @@ def build_dataset_definitions(contract: Contract) -> Definitions:
     Adding a contract file adds a whole graph: nothing here is specific to a dataset.
     """
     from assets import evaluation, features, model, monitoring, predictions, raw_data
-    from assets.backtest import build_backtest_job
     from assets.cost import with_costs
     from pipelines import jobs
+    from pipelines.backtest_job import build_backtest_job
     from pipelines.ingest_job import build_ingest_job
     from pipelines.rollback import build_rollback_job
     from sensors.alerts import build_alert_sensor

@@ -260,7 +260,7 @@ def test_value_capture_and_retrain_cost_as_specified(slice_run) -> None:
 def test_dagster_job_runs_in_process_with_metadata_and_files(
     flights_contract, data_root, dagster_instance, tmp_path
 ) -> None:
-    from assets.backtest import build_backtest_job
+    from pipelines.backtest_job import build_backtest_job
 
     contract = _small(flights_contract)
     source = tmp_path / "flights_slice.csv"
