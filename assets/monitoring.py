@@ -59,6 +59,7 @@ from assets.monitoring_performance import (
 from assets.partitions import daily_partitions, range_policy
 from assets.predictions import Champion, resolve_champion, skip_outputs
 from driftloop.data.contract import Contract
+from driftloop.data.unseen import read_unseen_categories
 from driftloop.monitoring.champion import (
     ChampionMonitor,
     holdout_days,
@@ -316,6 +317,8 @@ def _drift_day(
         "current_rows": len(current),
         "columns": _drift_table_metadata(outcome.table),
         "top_drifted_features": MetadataValue.json(s["ranked_features"]),
+        # Values of free categorical features no earlier raw day held (scored as missing).
+        "unseen_categories": MetadataValue.json(read_unseen_categories(paths, day)),
         "table_path": MetadataValue.path(str(table_path)),
         "summary_path": MetadataValue.path(str(summary_file)),
     }
