@@ -22,7 +22,7 @@ import pytest
 
 from driftloop.data.contract import Task, load_contract
 from driftloop.data.drafting import draft_contract
-from driftloop.data.flights_source import _package_files
+from driftloop.data.flights_source import package_files
 from driftloop.paths import PROJECT_ROOT
 from pipelines.new_dataset import main
 
@@ -36,7 +36,7 @@ TAXI_OUTCOMES = {"fare_amount", "total_amount", "tip_amount", "tolls_amount", "d
 def raw_flights(first_months: int = 2) -> pd.DataFrame:
     """The package's flights table as published (no weather, no planes), first months."""
     with (
-        zipfile.ZipFile(_package_files() / "flights.csv.zip") as archive,
+        zipfile.ZipFile(package_files() / "flights.csv.zip") as archive,
         archive.open("flights.csv") as handle,
     ):
         frame = pd.read_csv(handle, dtype=str, keep_default_na=False)

