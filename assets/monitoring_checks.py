@@ -28,7 +28,7 @@ from dagster import (
 
 from assets.partitions import daily_partitions
 from assets.predictions import Champion, skip_outputs
-from assets.raw_data import _target_materialization
+from assets.raw_checks import target_materialization
 from driftloop.data.contract import Contract
 from driftloop.monitoring.champion import (
     ChampionMonitor,
@@ -122,7 +122,7 @@ def _check_results(
             check_name=check,
             passed=passed,
             metadata=metadata,
-            target_materialization_data=_target_materialization(context, key, day),
+            target_materialization_data=target_materialization(context, key, day),
             severity=AssetCheckSeverity.WARN,
             description=description,
             blocking=False,

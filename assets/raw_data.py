@@ -55,9 +55,6 @@ from driftloop.data.raw_days import RawDaysResult, ingest_and_build
 from driftloop.data.validation import CHECKS, failed_blocking
 from resources.lake import LakeResource
 
-# assets/monitoring.py links its check evaluations the same way.
-_target_materialization = target_materialization
-
 
 def build(contract: Contract) -> Definitions:
     key = AssetKey([contract.name, "raw_data"])

@@ -22,6 +22,7 @@ from assets.raw_checks import log_ingest, record_days
 from driftloop.data.contract import Contract
 from driftloop.data.raw_days import ingest_batch
 from driftloop.data.validation import CHECKS
+from driftloop.names import DATASET_TAG
 from resources.lake import LakeResource
 
 
@@ -61,7 +62,7 @@ def build_ingest_job(contract: Contract) -> JobDefinition:
     @job(
         name=ingest_job_name(contract),
         description=f"{contract.name}: ingest landed files into the raw days they fill.",
-        tags={"driftloop/dataset": contract.name},
+        tags={DATASET_TAG: contract.name},
     )
     def ingest() -> None:
         ingest_files()

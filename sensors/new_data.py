@@ -22,6 +22,7 @@ from dagster import (
 
 from driftloop.data.contract import Contract
 from driftloop.data.ingest import landing_files
+from driftloop.names import TRIGGER_TAG
 from pipelines.ingest_job import ingest_op_name
 from resources.lake import LakeResource
 from sensors.run_requests import ACTIVE, content_key
@@ -76,7 +77,7 @@ def build_new_data_sensor(contract: Contract, job_name: str) -> SensorDefinition
             job_name=job_name,
             run_config={"ops": {ingest_op_name(contract): {"config": {"files": names}}}},
             tags={
-                "driftloop/trigger": "new_data",
+                TRIGGER_TAG: "new_data",
                 "driftloop/batch": batch,
                 "driftloop/files": ",".join(names)[:1000],
             },

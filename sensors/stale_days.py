@@ -34,7 +34,7 @@ from dagster import (
 from driftloop.data.contract import Contract
 from driftloop.data.lake import is_blocked
 from driftloop.features.definition import lookback_days
-from driftloop.names import RAW_TABLE
+from driftloop.names import RAW_TABLE, TRIGGER_TAG
 from pipelines.ingest_job import ingest_job_name
 from resources.lake import LakeResource
 from sensors.recompute import RECOMPUTE_TAG
@@ -102,14 +102,12 @@ def build_stale_days_sensor(contract: Contract, job_name: str) -> SensorDefiniti
         context.log.info(f"new days {days.new}; days to recompute {days.recompute}")
         key = content_key(days.key, *days.new, "|", *days.recompute)
         requests = [
-            *range_run_requests(
-                job_name, days.new, f"new:{key}", {"driftloop/trigger": "new_data"}
-            ),
+            *range_run_requests(job_name, days.new, f"new:{key}", {TRIGGER_TAG: "new_data"}),
             *range_run_requests(
                 job_name,
                 days.recompute,
                 f"recompute:{key}",
-                {"driftloop/trigger": "recompute", RECOMPUTE_TAG: "true"},
+                {TRIGGER_TAG: "recompute", RECOMPUTE_TAG: "true"},
             ),
         ]
         return SensorResult(run_requests=requests)
