@@ -13,9 +13,11 @@ this shared machine hits both alike.
 Scenarios: 1-row and 100-row requests, from 1 and from 4 concurrent clients (threads of
 this process, each on its own keep-alive connection, closed loop, bounded by a request
 count and seconds). Figures per scenario and server: p50 / p99 latency as the client sees
-it, requests per second, errors; peak memory is the sum of each server's process tree's
-peak RSS. Bare predict: the champion's `TabularModel.predict` in a child of its own, on
-precomputed features (median of repeats): the model's own cost.
+it, requests per second, errors, and the server's CPU time per request (its processes'
+user + system time over the run, divided by the requests: the figure that holds when the
+machine is shared); peak memory is the sum of each server's process tree's peak RSS.
+Bare predict: the champion's `TabularModel.predict` in a child of its own, on precomputed
+features (median of repeats): the model's own cost.
 
 Targets (issue 20): 1 row, 1 client: p50 <= 10 ms, p99 <= 30 ms, p50 within 2x of MLflow's;
 1 row, 4 clients: >= 150 requests/s, no errors; 100 rows, 1 client: p50 <= 50 ms.
@@ -139,20 +141,35 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def _tree_high_water_mb(pid: int) -> float:
-    """Sum of the peak RSS of a process and its descendants (uvicorn's workers)."""
+def _tree(pid: int) -> list[int]:
+    """A process and its descendants (uvicorn's workers)."""
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             with suppress(OSError), open(f"/proc/{entry}/stat") as stat:
                 parent = int(stat.read().rsplit(")", 1)[1].split()[1])
                 children.setdefault(parent, []).append(int(entry))
-    total, todo = 0, [pid]
+    found, todo = [], [pid]
     while todo:
         current = todo.pop()
-        total += high_water_kb_of(current)
+        found.append(current)
         todo += children.get(current, [])
-    return total / 1024
+    return found
+
+
+def _tree_high_water_mb(pid: int) -> float:
+    """Sum of the peak RSS of a process and its descendants."""
+    return sum(high_water_kb_of(p) for p in _tree(pid)) / 1024
+
+
+def _tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system) a process and its descendants have used so far."""
+    ticks = 0
+    for process in _tree(pid):
+        with suppress(OSError), open(f"/proc/{process}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+            ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 @contextmanager
@@ -189,8 +206,11 @@ def server(command: list[str], env: dict[str, str], ready: str, log_path: Path):
             process.wait(timeout=10)
 
 
-def load(port: int, payloads: list[bytes], clients: int, seconds: float) -> dict[str, Any]:
-    """Closed loop: `clients` threads, one keep-alive connection each, sharing `payloads`."""
+def load(
+    port: int, payloads: list[bytes], clients: int, seconds: float, pid: int | None = None
+) -> dict[str, Any]:
+    """Closed loop: `clients` threads, one keep-alive connection each, sharing `payloads`;
+    with `pid`, also the CPU seconds that server's processes spent meanwhile."""
     latencies: list[float] = []
     errors = [0]
     lock = threading.Lock()
@@ -218,13 +238,16 @@ def load(port: int, payloads: list[bytes], clients: int, seconds: float) -> dict
                 break
         connection.close()
 
+    cpu_before = _tree_cpu_seconds(pid) if pid else 0.0
     started = time.perf_counter()
     threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    return {"latencies": latencies, "errors": errors[0], "seconds": time.perf_counter() - started}
+    elapsed = time.perf_counter() - started
+    cpu = _tree_cpu_seconds(pid) - cpu_before if pid else float("nan")
+    return {"latencies": latencies, "errors": errors[0], "seconds": elapsed, "cpu": cpu}
 
 
 def summary(runs: list[dict[str, Any]]) -> dict[str, float]:
@@ -239,6 +262,8 @@ def summary(runs: list[dict[str, Any]]) -> dict[str, float]:
         "p50": pct(0.5),
         "p99": pct(0.99),
         "rps": statistics.median(len(r["latencies"]) / r["seconds"] for r in runs),
+        # Server CPU per request: what a request costs whatever else the machine is doing.
+        "cpu_ms": 1000 * sum(r["cpu"] for r in runs) / max(1, len(latencies)),
     }
 
 
@@ -285,8 +310,10 @@ def measure(quick: bool) -> dict[str, Any]:
             load(theirs_port, other[:20], 1, 10)
             runs: dict[str, list] = {"ours": [], "mlflow": []}
             for _ in range(ROUNDS):
-                runs["ours"].append(load(ours_port, mine, clients, size["seconds"]))
-                runs["mlflow"].append(load(theirs_port, other, clients, size["seconds"]))
+                runs["ours"].append(load(ours_port, mine, clients, size["seconds"], ours.pid))
+                runs["mlflow"].append(
+                    load(theirs_port, other, clients, size["seconds"], theirs.pid)
+                )
             key = f"{rows_per_request}x{clients}"
             results["scenarios"][key] = {side: summary(r) for side, r in runs.items()}
         results["peak_mb"] = {
@@ -320,9 +347,11 @@ def run(quick: bool) -> list[dict]:
         label = f"{n} row{'s' if n > 1 else ''} x {clients} client{'s' if clients > 1 else ''}"
         note = (
             f"ours: p50 {ours['p50']:.1f} ms, p99 {ours['p99']:.1f} ms, {ours['rps']:.0f} req/s, "
-            f"{ours['errors']} errors over {ours['requests']} requests; MLflow's (precomputed "
-            f"features): p50 {theirs['p50']:.1f} ms, p99 {theirs['p99']:.1f} ms, "
-            f"{theirs['rps']:.0f} req/s, {theirs['errors']} errors; bare predict {bare_ms:.2f} ms"
+            f"server CPU {ours['cpu_ms']:.2f} ms/request, {ours['errors']} errors over "
+            f"{ours['requests']} requests; MLflow's (precomputed features): p50 "
+            f"{theirs['p50']:.1f} ms, p99 {theirs['p99']:.1f} ms, {theirs['rps']:.0f} req/s, "
+            f"server CPU {theirs['cpu_ms']:.2f} ms/request, {theirs['errors']} errors; "
+            f"bare predict {bare_ms:.2f} ms"
         )
         rows.append(
             row(
