@@ -44,17 +44,17 @@ from dagster import (
 from pydantic import Field
 
 from assets.monitoring_checks import (
-    _calibrated_metadata,
-    _champion_monitor,
-    _check_results,
-    _drift_table_metadata,
-    _span,
-    _spec,
+    calibrated_metadata,
+    champion_monitor_for,
+    check_results,
+    check_spec,
+    day_span,
+    drift_table_metadata,
 )
 from assets.monitoring_performance import (
     PERFORMANCE_CHECK,
     PerformanceConfig,
-    _performance_compute,
+    performance_compute,
 )
 from assets.partitions import daily_partitions, range_policy
 from assets.predictions import Champion, resolve_champion, skip_outputs
@@ -127,7 +127,7 @@ def build_monitoring(contract: Contract) -> Definitions:
             backfill_policy=range_policy(),
             output_required=False,
             check_specs=[
-                _spec(
+                check_spec(
                     drift_key,
                     DRIFT_CHECK,
                     "Calibrated importance-weighted drift score below the retraining "
@@ -150,7 +150,7 @@ def build_monitoring(contract: Contract) -> Definitions:
             backfill_policy=range_policy(),
             output_required=False,
             check_specs=[
-                _spec(
+                check_spec(
                     performance_key,
                     PERFORMANCE_CHECK,
                     "The champion's realised primary metric, pooled over the trailing days, "
@@ -164,7 +164,7 @@ def build_monitoring(contract: Contract) -> Definitions:
                 "clock), against its holdout metric."
             ),
             kinds={"parquet"},
-        )(_performance_compute(contract, performance_key))
+        )(performance_compute(contract, performance_key))
     return Definitions(assets=[drift_report, performance])
 
 
@@ -236,7 +236,7 @@ def _drift_compute(contract: Contract, key: AssetKey) -> Callable[..., Iterator[
             champion.score,
             max_rows=config.reference_max_rows,
         )
-        monitor = _champion_monitor(contract, paths, champion, mlflow, reference)
+        monitor = champion_monitor_for(contract, paths, champion, mlflow, reference)
         frames: dict[str, pd.DataFrame] = {}
         outcomes: dict[str, DriftOutcome] = {}
         # Rendering Evidently's page costs seconds a day; a 60-day backfill needs the
@@ -252,12 +252,12 @@ def _drift_compute(contract: Contract, key: AssetKey) -> Callable[..., Iterator[
             metadata={
                 "champion_version": champion.number,
                 "window_days": config.window_days,
-                "reference_days": MetadataValue.json(_span(training_days(champion.tags))),
+                "reference_days": MetadataValue.json(day_span(training_days(champion.tags))),
                 "breached_days": MetadataValue.json([d for d, o in outcomes.items() if o.breached]),
                 "seconds": round(time.perf_counter() - started, 3),
             }
         )
-        yield from _check_results(
+        yield from check_results(
             context,
             key,
             DRIFT_CHECK,
@@ -305,7 +305,7 @@ def _drift_day(
         outcome.summary["report_path"] = str(report)
     table_path, summary_file = write_drift(paths, outcome)
     s = outcome.summary
-    meta: dict[str, Any] = _calibrated_metadata(s)
+    meta: dict[str, Any] = calibrated_metadata(s)
     meta |= {
         "share_drifted": float(s["share_drifted"]),
         "dataset_drifted": bool(s["dataset_drifted"]),
@@ -315,7 +315,7 @@ def _drift_day(
         "champion_version": champion.number,
         "reference_rows": len(reference),
         "current_rows": len(current),
-        "columns": _drift_table_metadata(outcome.table),
+        "columns": drift_table_metadata(outcome.table),
         "top_drifted_features": MetadataValue.json(s["ranked_features"]),
         # Values of free categorical features no earlier raw day held (scored as missing).
         "unseen_categories": MetadataValue.json(read_unseen_categories(paths, day)),

@@ -44,7 +44,7 @@ from driftloop.paths import DatasetPaths
 from resources.mlflow import MlflowResource
 
 
-def _spec(key: AssetKey, name: str, description: str, contract: Contract) -> AssetCheckSpec:
+def check_spec(key: AssetKey, name: str, description: str, contract: Contract) -> AssetCheckSpec:
     with warnings.catch_warnings():
         # partitions_def on a check spec is a preview in 1.13: one result per day.
         warnings.simplefilter("ignore", PreviewWarning)
@@ -57,7 +57,7 @@ def _spec(key: AssetKey, name: str, description: str, contract: Contract) -> Ass
         )
 
 
-def _champion_monitor(
+def champion_monitor_for(
     contract: Contract,
     paths: DatasetPaths,
     champion: Champion,
@@ -90,11 +90,11 @@ def _nan_to_none(value: Any) -> Any:
     return value
 
 
-def _span(days: list[str]) -> list[str]:
+def day_span(days: list[str]) -> list[str]:
     return [days[0], days[-1]] if days else []
 
 
-def _check_results(
+def check_results(
     context: AssetExecutionContext,
     key: AssetKey,
     check: str,
@@ -130,7 +130,7 @@ def _check_results(
         )
 
 
-def _drift_table_metadata(table: "pd.DataFrame") -> MetadataValue:
+def drift_table_metadata(table: "pd.DataFrame") -> MetadataValue:
     schema = TableSchema(
         columns=[
             TableColumn("column", "string"),
@@ -157,7 +157,7 @@ def _drift_table_metadata(table: "pd.DataFrame") -> MetadataValue:
     return MetadataValue.table(records, schema=schema)
 
 
-def _calibrated_metadata(summary: dict[str, Any]) -> dict[str, Any]:
+def calibrated_metadata(summary: dict[str, Any]) -> dict[str, Any]:
     estimated = summary["estimated"]
     meta: dict[str, Any] = {
         "drift_score": float(summary["drift_score"]),

@@ -22,7 +22,7 @@ from dagster import (
 )
 from pydantic import Field
 
-from assets.monitoring_checks import _champion_monitor, _check_results
+from assets.monitoring_checks import champion_monitor_for, check_results
 from assets.predictions import Champion, resolve_champion, skip_outputs
 from driftloop.data.contract import Contract
 from driftloop.data.lake import write_parquet_atomic
@@ -223,7 +223,7 @@ def _performance_day(
     return row, metadata
 
 
-def _performance_compute(contract: Contract, key: AssetKey) -> Callable[..., Iterator[Any]]:
+def performance_compute(contract: Contract, key: AssetKey) -> Callable[..., Iterator[Any]]:
     name = contract.name
 
     def performance(
@@ -261,7 +261,7 @@ def _performance_compute(contract: Contract, key: AssetKey) -> Callable[..., Ite
         client = mlflow.client()
         models: dict[str, Champion] = {champion.number: champion}
         rows: dict[str, dict[str, Any]] = {}
-        monitor = _champion_monitor(contract, paths, champion, mlflow, None)
+        monitor = champion_monitor_for(contract, paths, champion, mlflow, None)
         for day in due:
             model = _model_that_scored(paths, day, champion, models, client, mlflow)
             row, metadata = _performance_day(
@@ -270,7 +270,7 @@ def _performance_compute(contract: Contract, key: AssetKey) -> Callable[..., Ite
             rows[day] = row
             yield AssetMaterialization(asset_key=key, partition=day, metadata=metadata)
 
-        yield from _check_results(
+        yield from check_results(
             context,
             key,
             PERFORMANCE_CHECK,

@@ -90,7 +90,7 @@ def _relay(child: subprocess.Popen, verbose: bool) -> None:
             sys.stdout.flush()
 
 
-def _without_password(url: str) -> str:
+def without_password(url: str) -> str:
     """`url` fit for the console: the password, if any, replaced by ***."""
     from urllib.parse import urlsplit, urlunsplit
 
@@ -110,14 +110,14 @@ def _environment(args: argparse.Namespace) -> dict[str, str] | str:
             return f"--postgres needs a URL (or ${POSTGRES_URL_ENV})"
         problem = check_postgres(url)
         if problem:
-            return f"cannot connect to PostgreSQL at {_without_password(url)}: {problem}"
+            return f"cannot connect to PostgreSQL at {without_password(url)}: {problem}"
         env[POSTGRES_URL_ENV] = sqlalchemy_url(url)
     home = project_dagster_home(postgres=args.postgres is not None)
     env["DAGSTER_HOME"] = str(home)
     mlflow = env.get("MLFLOW_TRACKING_URI") or default_mlflow_uri(data_root())
     where = "SQLite"
     if args.postgres is not None:
-        where = f"PostgreSQL ({_without_password(env[POSTGRES_URL_ENV])})"
+        where = f"PostgreSQL ({without_password(env[POSTGRES_URL_ENV])})"
     print(f"driftloop: Dagster instance at {home} on {where}; MLflow at {mlflow}", flush=True)
     return env
 

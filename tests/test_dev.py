@@ -52,11 +52,10 @@ def test_an_unreachable_postgres_stops_it_before_dagster_starts(tmp_path: Path) 
 
 
 def test_the_console_never_shows_the_database_password() -> None:
-    from pipelines.dev import _without_password
+    from pipelines.dev import without_password
 
     url = "postgresql+psycopg2://driftloop:s3cret@127.0.0.1:5432/dagster"
-    assert _without_password(url) == "postgresql+psycopg2://driftloop:***@127.0.0.1:5432/dagster"
+    assert without_password(url) == "postgresql+psycopg2://driftloop:***@127.0.0.1:5432/dagster"
     assert (
-        _without_password("postgresql://postgres@127.0.0.1/x")
-        == "postgresql://postgres@127.0.0.1/x"
+        without_password("postgresql://postgres@127.0.0.1/x") == "postgresql://postgres@127.0.0.1/x"
     )

@@ -119,3 +119,23 @@ def test_the_core_imports_no_dagster() -> None:
         if name == "dagster" or name.startswith(("dagster.", "dagster_"))
     ]
     assert offenders == []
+
+
+def private_imports(path: Path) -> list[str]:
+    """`from <project module> import _name` statements in one file."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            if node.module.split(".")[0] not in PACKAGES:
+                continue
+            found += [
+                f"{path.relative_to(PROJECT_ROOT)}: {node.module}.{alias.name}"
+                for alias in node.names
+                if alias.name.startswith("_") and not alias.name.startswith("__")
+            ]
+    return found
+
+
+def test_no_module_or_test_imports_a_private_helper_of_another() -> None:
+    files = [*project_modules().values(), *sorted((PROJECT_ROOT / "tests").glob("*.py"))]
+    assert [hit for path in files for hit in private_imports(path)] == []

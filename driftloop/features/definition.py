@@ -59,7 +59,7 @@ log = logging.getLogger(__name__)
 # Name under which build_features registers `extra_rows` on the DuckDB connection.
 EXTRA_RELATION = "__driftloop_extra_rows"
 
-_SQL_TYPES = {
+SQL_TYPES = {
     ColumnType.numeric: "DOUBLE",
     ColumnType.categorical: "VARCHAR",
     ColumnType.boolean: "BOOLEAN",
@@ -68,7 +68,7 @@ _SQL_TYPES = {
 _MICROSECOND = timedelta(microseconds=1)
 
 
-def _q(name: str) -> str:
+def ident(name: str) -> str:
     """A quoted SQL identifier."""
     return '"' + name.replace('"', '""') + '"'
 
@@ -113,7 +113,7 @@ def _known_sql(contract: Contract, rolling: RollingFeature) -> str:
 Sources = dict[tuple[str, str, str], list[int]]
 
 
-def _sources(contract: Contract) -> Sources:
+def group_rolling_sources(contract: Contract) -> Sources:
     """Rolling features grouped by what they aggregate: (group_by, value SQL, known-at SQL)
     -> indexes into contract.rolling_features. One prefix-sum table serves each source."""
     sources: Sources = {}
@@ -177,16 +177,16 @@ __roll{s} AS (
     return ctes
 
 
-def _feature_sql(contract: Contract, name: str) -> str:
+def plain_feature_sql(contract: Contract, name: str) -> str:
     """A plain or extra feature as SQL over raw columns (rolling features are windows)."""
     if name in contract.extra_features:
         return f"CAST(({contract.extra_features[name]}) AS DOUBLE)"
     kind = contract.columns[name].type
     if kind == ColumnType.categorical:
-        return f"CAST({_q(name)} AS VARCHAR)"
+        return f"CAST({ident(name)} AS VARCHAR)"
     if kind == ColumnType.timestamp:
-        return f"CAST(epoch({_q(name)}) AS DOUBLE)"
-    return f"CAST({_q(name)} AS DOUBLE)"  # numeric, and boolean as 0.0 / 1.0
+        return f"CAST(epoch({ident(name)}) AS DOUBLE)"
+    return f"CAST({ident(name)} AS DOUBLE)"  # numeric, and boolean as 0.0 / 1.0
 
 
 def feature_sql(
@@ -208,8 +208,8 @@ def feature_sql(
     # Contract SQL may say `event_time` for the row's event time, whatever column holds it.
     typed = ", ".join(
         [
-            *(f"CAST({_q(n)} AS {_SQL_TYPES[c.type]}) AS {_q(n)}" for n, c in columns.items()),
-            f"CAST({_q(contract.event_time.column)} AS TIMESTAMP) AS event_time",
+            *(f"CAST({ident(n)} AS {SQL_TYPES[c.type]}) AS {ident(n)}" for n, c in columns.items()),
+            f"CAST({ident(contract.event_time.column)} AS TIMESTAMP) AS event_time",
         ]
     )
     sources = []
@@ -217,21 +217,21 @@ def feature_sql(
         reader = f"read_parquet({sql_file_list(raw_files)}, union_by_name = true)"
         sources.append(f"SELECT {typed}, FALSE AS __extra FROM {reader}")
     if extra_relation:
-        sources.append(f"SELECT {typed}, TRUE AS __extra FROM {_q(extra_relation)}")
+        sources.append(f"SELECT {typed}, TRUE AS __extra FROM {ident(extra_relation)}")
     if not sources:
         empty = ", ".join(
             [
-                *(f"CAST(NULL AS {_SQL_TYPES[c.type]}) AS {_q(n)}" for n, c in columns.items()),
+                *(f"CAST(NULL AS {SQL_TYPES[c.type]}) AS {ident(n)}" for n, c in columns.items()),
                 "CAST(NULL AS TIMESTAMP) AS event_time",
             ]
         )
         sources.append(f"SELECT {empty}, FALSE AS __extra WHERE FALSE")
     source = "\n    UNION ALL\n    ".join(sources)
 
-    event = _q(contract.event_time.column)
-    ids = [_q(i) for i in contract.id_columns]
+    event = ident(contract.event_time.column)
+    ids = [ident(i) for i in contract.id_columns]
     rolling = {r.name for r in contract.rolling_features}
-    rolling_sources = _sources(contract)
+    rolling_sources = group_rolling_sources(contract)
     groups = {
         g: f"__group_{k}"
         for k, g in enumerate(dict.fromkeys(r.group_by for r in contract.rolling_features))
@@ -243,7 +243,7 @@ def feature_sql(
         [
             "__rid",
             "__t_us",
-            *(f"{_q(g)} AS {alias}" for g, alias in groups.items()),
+            *(f"{ident(g)} AS {alias}" for g, alias in groups.items()),
             *_source_inputs(rolling_sources),
             # Only the rows returned need their windows looked up; lookback rows only feed
             # the sums. (The day filter cannot go in a WHERE before the sums.)
@@ -259,9 +259,9 @@ def feature_sql(
             f"{event} AS event_time",
             f"strftime(CAST({event} AS DATE), '%Y-%m-%d') AS partition_date",
             *(
-                f"__roll{source_of[rolling_index[f]]}.__r{rolling_index[f]} AS {_q(f)}"
+                f"__roll{source_of[rolling_index[f]]}.__r{rolling_index[f]} AS {ident(f)}"
                 if f in rolling
-                else f"{_feature_sql(contract, f)} AS {_q(f)}"
+                else f"{plain_feature_sql(contract, f)} AS {ident(f)}"
                 for f in contract.features
             ),
             "__label AS label",
@@ -270,7 +270,7 @@ def feature_sql(
     joins = "".join(f"\nLEFT JOIN __roll{s} USING (__rid)" for s in range(len(rolling_sources)))
     rolling_ctes = "".join(f",\n{cte}" for cte in _rolling_ctes(contract, rolling_sources, groups))
     # Without ids, every output column breaks ties so the order stays deterministic.
-    order = ["event_time", *ids] if ids else ["event_time", *map(_q, contract.features), "label"]
+    order = ["event_time", *ids] if ids else ["event_time", *map(ident, contract.features), "label"]
     return f"""WITH source AS (
     {source}
 ),

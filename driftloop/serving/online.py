@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from driftloop.data.contract import ColumnType, Contract
-from driftloop.features.definition import _SQL_TYPES, _feature_sql, _q
+from driftloop.features.definition import SQL_TYPES, ident, plain_feature_sql
 from driftloop.paths import DatasetPaths
 from driftloop.serving.champion import ChampionWatcher, LoadedModel
 from driftloop.serving.online_state import OnlineFeatureState
@@ -97,10 +97,12 @@ class OnlineScorer:
         ]
         self._expression_inputs = self._inputs_of(self._expressions)
         inputs = ", ".join(
-            f"unnest(${j + 2}::{self._sql_type(n)}[]) AS {_q(n)}"
+            f"unnest(${j + 2}::{self._sql_type(n)}[]) AS {ident(n)}"
             for j, n in enumerate(self._expression_inputs)
         )
-        outputs = ", ".join(f"{_feature_sql(contract, f)} AS {_q(f)}" for f in self._expressions)
+        outputs = ", ".join(
+            f"{plain_feature_sql(contract, f)} AS {ident(f)}" for f in self._expressions
+        )
         self._expression_sql = (
             f"SELECT {outputs} FROM (SELECT unnest($1::BIGINT[]) AS __i"
             f"{', ' + inputs if inputs else ''}) ORDER BY __i"
@@ -108,7 +110,7 @@ class OnlineScorer:
         # One row (the common request) binds plain values: a fifth cheaper than lists.
         scalars = ", ".join(
             [
-                f"${j + 1}::{self._sql_type(n)} AS {_q(n)}"
+                f"${j + 1}::{self._sql_type(n)} AS {ident(n)}"
                 for j, n in enumerate(self._expression_inputs)
             ]
             or ["1 AS __one"]
@@ -128,7 +130,7 @@ class OnlineScorer:
     def _sql_type(self, name: str) -> str:
         if name == EVENT_TIME_NAME:
             return "TIMESTAMP"
-        return _SQL_TYPES[self.contract.columns[name].type]
+        return SQL_TYPES[self.contract.columns[name].type]
 
     def _inputs_of(self, features: list[str]) -> list[str]:
         """The columns (and `event_time`) the row expressions of these features read."""

@@ -16,7 +16,7 @@ from datetime import timedelta
 from typing import Any
 
 from driftloop.data.contract import Contract
-from driftloop.features.definition import _SQL_TYPES, _q, _sources
+from driftloop.features.definition import SQL_TYPES, group_rolling_sources, ident
 
 ID_SEPARATOR = "\x1f"  # between the id columns of a row with several
 
@@ -41,7 +41,7 @@ class Source:
 def rolling_sources(contract: Contract) -> list[Source]:
     """The definition's sources (group, value, known-at) with the windows read from each."""
     out = []
-    for (group_by, value, known), members in _sources(contract).items():
+    for (group_by, value, known), members in group_rolling_sources(contract).items():
         windows = tuple(
             Window(
                 contract.rolling_features[k].name,
@@ -57,29 +57,29 @@ def rolling_sources(contract: Contract) -> list[Source]:
 def contributions_sql(contract: Contract, sources: list[Source], relation: str) -> str:
     """Per raw row of `relation`: its id, and per source its group, value and known-at key,
     by the definition's own expressions (the row's label, its event time in microseconds)."""
-    event = _q(contract.event_time.column)
-    cast = {n: f"CAST({_q(n)} AS {_SQL_TYPES[c.type]})" for n, c in contract.columns.items()}
+    event = ident(contract.event_time.column)
+    cast = {n: f"CAST({ident(n)} AS {SQL_TYPES[c.type]})" for n, c in contract.columns.items()}
     if contract.event_time.expression is not None:
         # An event record carries the expression's inputs; a stored row, the stored time.
         computed = f"TRY(CAST(({contract.event_time.expression}) AS TIMESTAMP))"
         cast[contract.event_time.column] = f"COALESCE({event}, {computed})"
     typed = ", ".join(
         [
-            *(f"{sql} AS {_q(n)}" for n, sql in cast.items()),
+            *(f"{sql} AS {ident(n)}" for n, sql in cast.items()),
             # Contract SQL may say `event_time` for the row's event time, as in batch.
             f"CAST({cast[contract.event_time.column]} AS TIMESTAMP) AS event_time",
         ]
     )
-    ids = [f"CAST({_q(i)} AS VARCHAR)" for i in contract.id_columns] or ["NULL"]
+    ids = [f"CAST({ident(i)} AS VARCHAR)" for i in contract.id_columns] or ["NULL"]
     row_id = ids[0] if len(ids) == 1 else f"concat_ws('{ID_SEPARATOR}', {', '.join(ids)})"
     outputs = [f"{row_id} AS __id"]
     for s, source in enumerate(sources):
         outputs += [
-            f"{_q(source.group_by)} AS __g{s}",
+            f"{ident(source.group_by)} AS __g{s}",
             f"{source.value_sql} AS __v{s}",
             f"{source.known_sql} AS __k{s}",
         ]
-    return f"""WITH source AS (SELECT {typed} FROM {_q(relation)}),
+    return f"""WITH source AS (SELECT {typed} FROM {ident(relation)}),
 numbered AS (
     SELECT *, CAST({contract.target.sql} AS DOUBLE) AS __label, epoch_us({event}) AS __t_us
     FROM source WHERE {event} IS NOT NULL
