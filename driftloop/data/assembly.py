@@ -67,17 +67,24 @@ class AssembledDay:
         }
 
 
-def _day_manifests(paths: DatasetPaths, day: str) -> list[dict[str, Any]]:
-    """Manifests of the files with rows on `day`, earliest landed first."""
+def load_manifests(paths: DatasetPaths) -> list[dict[str, Any]]:
+    """Every landed file name's manifest (what its current version staged, per day)."""
     folder = paths.staged / MANIFESTS
     found = []
     if folder.is_dir():
         for path in folder.glob("*.json"):
             with contextlib.suppress(FileNotFoundError):
                 manifest = json.loads(path.read_text())
-                if day in manifest.get("days", {}):
-                    manifest["key"] = path.stem
-                    found.append(manifest)
+                manifest["key"] = path.stem
+                found.append(manifest)
+    return found
+
+
+def _day_manifests(
+    paths: DatasetPaths, day: str, loaded: list[dict[str, Any]] | None = None
+) -> list[dict[str, Any]]:
+    """Manifests of the files with rows on `day`, earliest landed first."""
+    found = [m for m in (loaded if loaded is not None else load_manifests(paths)) if day in m["days"]]
     return sorted(found, key=lambda m: (m["landed_at"], m["name"]))
 
 
@@ -108,14 +115,21 @@ def _conflict_reasons(contract: Contract, rows: pd.DataFrame) -> pd.Series:
     return key.map(reasons)
 
 
-def assemble_day(contract: Contract, paths: DatasetPaths, day: str) -> AssembledDay:
-    """The day's rows under the duplicate rule (module docstring), in event-time order."""
+def assemble_day(
+    contract: Contract,
+    paths: DatasetPaths,
+    day: str,
+    manifests: list[dict[str, Any]] | None = None,
+) -> AssembledDay:
+    """The day's rows under the duplicate rule (module docstring), in event-time order.
+
+    `manifests` (`load_manifests`) saves reading them again for each of many days."""
     import pandas as pd
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     schema = raw_schema(contract)
-    manifests = _day_manifests(paths, day)
+    manifests = _day_manifests(paths, day, manifests)
     tables = []
     landed = quarantined = 0
     files: dict[str, int] = {}

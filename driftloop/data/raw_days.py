@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import pandas as pd
 
-from driftloop.data.assembly import AssembledDay, assemble_day
+from driftloop.data.assembly import AssembledDay, assemble_day, load_manifests
 from driftloop.data.contract import Contract
 from driftloop.data.ingest import IngestReport, ingest_landing
 from driftloop.data.lake import (
@@ -164,7 +164,8 @@ def build_raw_days(
     nothing at all is written.
     """
     result = RawDaysResult()
-    present = {day: assemble_day(contract, paths, day) for day in sorted(days)}
+    manifests = load_manifests(paths)
+    present = {day: assemble_day(contract, paths, day, manifests) for day in sorted(days)}
     result.empty = [d for d, a in present.items() if not a.rows_landed and not write_empty]
     if result.empty:
         return result
@@ -211,7 +212,10 @@ def ingest_and_build(
     report = ingest_landing(contract, paths, None, limits)
     wanted = set(days)
     others = [d for d in report.days if d not in wanted]
-    probe = RawDaysResult(empty=[d for d in sorted(wanted) if not assemble_day(contract, paths, d).rows_landed])
+    manifests = load_manifests(paths)
+    probe = RawDaysResult(
+        empty=[d for d in sorted(wanted) if not any(d in m["days"] for m in manifests)]
+    )
     if probe.empty:
         return IngestRun(report, probe, build_raw_days(contract, paths, others, write_empty=True))
     built = build_raw_days(contract, paths, sorted(wanted | set(others)), write_empty=True)
