@@ -15,8 +15,9 @@ import pytest
 
 from driftloop.monitoring.calibrated_drift import calibrate, normalised_weights, score_day
 from driftloop.monitoring.performance import metric_value
+from driftloop.monitoring.trigger import TriggerPolicy
 
-THRESHOLD = 0.5  # the trigger's default drift_threshold
+THRESHOLD = TriggerPolicy().drift_threshold
 KINDS = {"signal": "numeric", "other": "numeric", "noise": "numeric", "weather": "numeric"}
 KINDS |= {"weekday": "categorical"}
 DAYS, ROWS = 60, 300

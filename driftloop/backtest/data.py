@@ -147,6 +147,21 @@ def warmup_start(contract: Contract, start: date, window_days: int) -> date:
     return start - timedelta(days=window_days + delay_days + 1)
 
 
+# The contract fields that decide the features table (and so the models trained on it);
+# the retraining policy, descriptions and settings added for other work do not.
+FEATURE_FIELDS = frozenset(
+    {
+        "name", "event_time", "id_columns", "target", "task", "label_delay", "partitions",
+        "columns", "features", "extra_features", "rolling_features",
+    }
+)  # fmt: skip
+
+
+def features_identity(contract: Contract) -> str:
+    """The JSON of the contract fields that decide the features, for cache keys."""
+    return contract.model_dump_json(include=set(FEATURE_FIELDS))
+
+
 def load_features(
     contract: Contract, paths: DatasetPaths, first: date, last: date, cache_dir: Path | None
 ) -> pd.DataFrame:
@@ -156,7 +171,7 @@ def load_features(
     raw_dir = paths.table(RAW_TABLE)
     source = raw_source_id(paths) if isinstance(paths, BacktestPaths) else str(raw_dir)
     key = hashlib.sha256(
-        f"{contract.model_dump_json()}|{first}|{last}|{source}".encode()
+        f"{features_identity(contract)}|{first}|{last}|{source}".encode()
     ).hexdigest()[:12]
     cache = None if cache_dir is None else cache_dir / f"{first}_{last}_{key}.parquet"
     if cache is not None and cache.exists():

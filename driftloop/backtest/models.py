@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from driftloop.backtest.data import features_identity
 from driftloop.backtest.policies import FIT_MODES, BacktestConfig
 from driftloop.data.contract import Contract
 from driftloop.evaluation.gate import GateConfig
@@ -112,7 +113,7 @@ class ModelFitter:
         self._key = ""
         if cache_dir is not None:
             fields = {
-                "contract": contract.model_dump_json(),
+                "contract": features_identity(contract),
                 "config": {
                     k: v
                     for k, v in config.to_dict().items()

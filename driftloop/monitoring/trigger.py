@@ -38,7 +38,7 @@ class TriggerPolicy(BaseModel):
         default=True, description="performance estimated before labels arrive counts"
     )
     drift_threshold: float = Field(
-        default=0.5, gt=0, description="calibrated importance-weighted drift score that breaches"
+        default=0.2, gt=0, description="calibrated importance-weighted drift score that breaches"
     )
     calibration_quantile: float = Field(
         default=0.95, gt=0, le=1, description="quantile of in-window daily distances: the bound"
