@@ -45,7 +45,7 @@ Deliberate deviations:
 - Numeric values are centred on the reference mean and sorted as float32 for the
   Wasserstein distance (half the memory, faster sorting); the distance itself is exact
   for the sorted samples (no binning, no grid; ``wasserstein_sorted``), so the normed
-  score differs from scipy's by about 1e-7 (bound in ``_sorted_centred``). The
+  score differs from scipy's by about 1e-7 (bound in ``sorted_centred``). The
   distinct-value counts that pick the test are exact (float64).
 - A column with no usable value on one side is reported with ``method="skipped"``,
   score NaN, not drifted, and left out of the share, instead of failing the whole table
@@ -63,6 +63,14 @@ if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
+
+from driftloop.monitoring.wasserstein import (
+    as_float_array,
+    distinct_sorted,
+    finite_values,
+    sorted_centred,
+    wasserstein_sorted,
+)
 
 Kind = Literal["numeric", "categorical"]
 
@@ -153,105 +161,6 @@ class DriftSummary:
 # ---------------------------------------------------------------------------- numeric
 
 
-def _as_float_array(values: pd.Series | np.ndarray) -> np.ndarray:
-    """A float64 view of the values when possible (no copy for float64 input)."""
-    import numpy as np
-    import pandas as pd
-
-    if isinstance(values, pd.Series):
-        if values.dtype == np.float64:
-            return values.to_numpy()
-        return values.to_numpy(dtype=np.float64, na_value=np.nan)
-    array = np.asarray(values)
-    if array.dtype != np.float64:
-        array = array.astype(np.float64)
-    return array
-
-
-def _finite(values: np.ndarray) -> np.ndarray:
-    """The finite values (Evidently turns +-inf into NaN and drops NaN)."""
-    import numpy as np
-
-    mask = np.isfinite(values)
-    if mask.all():
-        return values
-    return values[mask]
-
-
-def _sorted_centred(values: np.ndarray, centre: float) -> np.ndarray:
-    """values - centre, computed in float64, stored and sorted as float32.
-
-    Rounding each centred value to float32 moves it by at most 2**-24 of its distance to
-    the centre, so the normed distance moves by at most 2**-24 * (E|ref - mean| +
-    E|cur - mean|) / std: about 1e-7 for the reference side. Values too far out for
-    float32 stay float64.
-    """
-    import numpy as np
-
-    centred = np.empty(values.shape, dtype=np.float32)
-    with np.errstate(over="ignore"):
-        np.subtract(values, centre, out=centred, dtype=np.float64, casting="unsafe")
-    centred.sort()
-    if centred.size and not (np.isfinite(centred[0]) and np.isfinite(centred[-1])):
-        centred = np.subtract(values, centre, dtype=np.float64)
-        centred.sort()
-    return centred
-
-
-def _distinct_sorted(sorted_values: np.ndarray) -> int:
-    import numpy as np
-
-    if sorted_values.size == 0:
-        return 0
-    return int(np.count_nonzero(sorted_values[1:] != sorted_values[:-1])) + 1
-
-
-def wasserstein_sorted(u: np.ndarray, v: np.ndarray) -> float:
-    """Exact first Wasserstein distance between two sorted 1-D samples, in O(n + m).
-
-    W1 is the integral over t in (0, 1] of |Qu(t) - Qv(t)|, the quantile functions being
-    step functions with steps at i/n and j/m. Merging both sets of steps (in units of
-    1/(n*m): i*m and j*n) gives the pieces on which both are constant. The merge order is
-    known in closed form, so no sort is needed: u-step i lands at position
-    (i - 1) + ceil(i*m/n) - 1 (u first on ties; tied pieces have zero width).
-    """
-    import numpy as np
-
-    n, m = len(u), len(v)
-    if n == 0 or m == 0:
-        raise ValueError("both samples need at least one value")
-    if n == m:
-        return float(np.mean(np.abs(u - v), dtype=np.float64))
-    # ceil(i*m/n) in float64 is exact while n*m < 2**53 (n, m below ~9e7 each).
-    if n * m >= 2**53:
-        raise ValueError("samples too large for the exact merge; sample them first")
-    index_dtype = np.int64 if n + m >= 2**31 else np.int32
-    steps = np.arange(1, n + 1, dtype=np.float64)
-    positions = steps * m
-    positions /= n
-    np.ceil(positions, out=positions)
-    positions += steps
-    positions -= 2
-    del steps
-    is_u = np.zeros(n + m, dtype=bool)
-    is_u[positions.astype(index_dtype)] = True
-    del positions
-    # On merged piece k, the u-step in force is the number of u-breaks before k.
-    u_step = np.cumsum(is_u, dtype=index_dtype)
-    u_step -= is_u
-    v_step = np.arange(n + m, dtype=index_dtype)
-    v_step -= u_step
-    # The very last piece follows the tied final u-break: zero width, keep the index valid.
-    np.minimum(u_step, n - 1, out=u_step)
-    # Right end of each piece, in units of 1/(n*m); widths are the differences.
-    ends = np.where(is_u, (u_step + 1).astype(np.float64) * m, (v_step + 1).astype(np.float64) * n)
-    del is_u
-    widths = np.diff(ends, prepend=0.0)
-    del ends
-    gaps = np.abs(u[u_step] - v[v_step], dtype=np.float64)
-    return float(np.dot(widths, gaps)) / (n * m)
-
-
 def _small_sample_counts(
     reference: np.ndarray, current: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -274,10 +183,10 @@ def _numeric_drift(
     import numpy as np
     import pandas as pd
 
-    ref_all = _as_float_array(reference)
-    cur_all = _as_float_array(current)
-    ref = _finite(ref_all)
-    cur = _finite(cur_all)
+    ref_all = as_float_array(reference)
+    cur_all = as_float_array(current)
+    ref = finite_values(ref_all)
+    cur = finite_values(cur_all)
     base = {
         "column": column,
         "kind": "numeric",
@@ -302,11 +211,11 @@ def _numeric_drift(
 
     mean = float(np.mean(ref))
     norm = max(float(np.std(ref)), 0.001)
-    u = _sorted_centred(ref, mean)
-    v = _sorted_centred(cur, mean)
+    u = sorted_centred(ref, mean)
+    v = sorted_centred(cur, mean)
     # Rounding to float32 can only merge values, never split them: a side with more than 5
     # distinct float32 values has more than 5 distinct values. Else count in float64.
-    if _distinct_sorted(u) <= FEW_VALUES_MAX and _distinct_sorted(v) <= FEW_VALUES_MAX:
+    if distinct_sorted(u) <= FEW_VALUES_MAX and distinct_sorted(v) <= FEW_VALUES_MAX:
         ref_counts = pd.Series(ref, copy=False).value_counts(sort=False)
         cur_counts = pd.Series(cur, copy=False).value_counts(sort=False)
         keys = ref_counts.index.union(cur_counts.index)
