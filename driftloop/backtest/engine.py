@@ -104,6 +104,7 @@ class Backtest:
         self.performance: dict[tuple[str, str], dict] = {}
         self.provenance: dict[str, dict] = {}
         self.timings = {"train": 0.0, "score": 0.0, "monitor": 0.0, "gate": 0.0}
+        self.timings["models_from_cache"] = 0  # a count, not seconds
         self.trainings = 0
         self.prefetch: Prefetch | None = None
         self.monitor = Monitor(
@@ -122,7 +123,11 @@ class Backtest:
             trained = self.prefetch.get(key)
         else:
             trained = self.fitter.load_or_fit(day, first=first)
-        self.timings["train"] += trained.seconds
+        # A cached model's fit cost is its policies' (CPU seconds), not this run's time.
+        if trained.from_cache:
+            self.timings["models_from_cache"] += 1
+        else:
+            self.timings["train"] += trained.seconds
         self.trainings += 1
         self.models[key] = trained
         self.provenance[trained.id] = {

@@ -51,6 +51,7 @@ class TrainedModel:
     kind: str = "lightgbm"  # the served model's kind (the first may be the baseline)
     cpu_seconds: float = 0.0  # CPU time of the fit (all its threads)
     importance: dict[str, float] | None = None
+    from_cache: bool = False  # loaded from the model cache rather than fitted by this run
 
 
 class History:
@@ -141,7 +142,9 @@ class ModelFitter:
         path = self._cache_file(day, first)
         if path is not None and path.exists():
             with path.open("rb") as handle:
-                return pickle.load(handle)
+                cached = pickle.load(handle)
+            cached.from_cache = True
+            return cached
         trained = self.fit_first(day) if first else self.fit_day(day)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
