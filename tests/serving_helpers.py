@@ -4,11 +4,14 @@ day of flights replayed as the requests and events a live client would send."""
 from __future__ import annotations
 
 import atexit
+import http.client
 import json
 import os
 import shutil
+import signal
 import sys
 import tempfile
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -56,8 +59,14 @@ def prepared_flights(days: int = 35) -> tuple[Prepared, dict[str, str]]:
 
 
 @contextmanager
-def served(env: dict[str, str], log_path: Path, port: int, *args: str) -> Iterator[str]:
-    """`python -m pipelines.serve --dataset flights` on a loopback port, until ready."""
+def served(
+    env: dict[str, str], log_path: Path, port: int, *args: str, drain: bool = False
+) -> Iterator[str]:
+    """`python -m pipelines.serve --dataset flights` on a loopback port, until ready.
+
+    With `drain`, the server is stopped at the end as an operator stops it (SIGTERM) while
+    a 1,000-row request is in flight: that request must still be answered, and the server
+    must exit cleanly."""
     command = [sys.executable, "-m", "pipelines.serve", "--dataset", "flights"]
     command += ["--port", str(port), *args]
     with process_group(command, {**os.environ, **env}, log_path) as process:
@@ -65,6 +74,16 @@ def served(env: dict[str, str], log_path: Path, port: int, *args: str) -> Iterat
         wait_http(f"{url}/ready", process, log_path, timeout=180)
         yield url
         assert process.poll() is None, "the server died during the tests"
+        if drain:
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+            body = json.dumps({"dataframe_records": [FLIGHT] * 1000})
+            connection.request("POST", "/invocations", body, {"Content-Type": "application/json"})
+            time.sleep(0.05)  # the request is being scored
+            os.kill(process.pid, signal.SIGTERM)
+            response = connection.getresponse()
+            answer = json.loads(response.read())
+            assert response.status == 200 and len(answer["predictions"]) == 1000, answer
+            assert process.wait(timeout=60) == 0, log_path.read_text()[-2000:]
 
 
 def call(url: str, body: Any = None, raw: bytes | None = None) -> tuple[int, dict[str, Any]]:

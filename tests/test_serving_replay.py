@@ -12,6 +12,9 @@ rows replace the events and the predictions stay the same.
 
 Fuzz: 600 generated malformed requests (seeded): each gets a 4xx with a message, on a
 connection that stays open; /ping is healthy after, and nothing was a 5xx.
+
+Shutdown: the server is stopped with SIGTERM while a 1,000-row request is in flight; the
+request is answered and the server exits with 0 (`served(..., drain=True)`).
 """
 
 from __future__ import annotations
@@ -50,7 +53,7 @@ def replay_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[st
         shutil.copy(source.partition_file("raw", day), target)
     env = {**env, "DRIFTLOOP_DATA_DIR": str(root)}
     args = ("--workers", "2", "--refresh-seconds", "1", "--quiet")
-    with served(env, tmp / "serve.log", free_port(), *args) as url:
+    with served(env, tmp / "serve.log", free_port(), *args, drain=True) as url:
         yield url, prepared, root
 
 

@@ -89,11 +89,15 @@ def tree_input(score: Callable[..., Any]) -> TreeInput | None:
     tabular = _tabular(score)
     if not isinstance(tabular, LightGBMModel) or tabular.booster is None:
         return None
-    positions = {
-        name: {str(c): float(i) for i, c in enumerate(tabular.categories[name])}
-        for name in tabular.categorical
-    }
-    return TreeInput(list(tabular.features), positions, tabular.booster, tabular.best_iteration)
+    try:
+        positions = {
+            name: {str(c): float(i) for i, c in enumerate(tabular.categories[name])}
+            for name in tabular.categorical
+        }
+        return TreeInput(list(tabular.features), positions, tabular.booster, tabular.best_iteration)
+    except (AttributeError, KeyError):  # a model saved by another version: MLflow's path
+        log.warning("%s: scoring through MLflow's predict", getattr(score, "model_uri", "model"))
+        return None
 
 
 def training_categories(score: Callable[..., Any]) -> dict[str, frozenset[str]]:
