@@ -57,9 +57,10 @@ class ServeConfig:
 def build_app(config: ServeConfig) -> Any:
     """The app of one worker: contract, champion watcher, online state, scorer."""
     from driftloop.serving.app import AppSettings, create_app
+    from driftloop.serving.canary_log import RequestLog
+    from driftloop.serving.canary_online import CanaryRouter, CanaryScorer
     from driftloop.serving.champion import ChampionWatcher
     from driftloop.serving.event_log import EventLog
-    from driftloop.serving.online import OnlineScorer
     from driftloop.serving.online_state import OnlineFeatureState, log_path
 
     contracts = load_contracts(contracts_dir())
@@ -75,7 +76,12 @@ def build_app(config: ServeConfig) -> Any:
     watcher = ChampionWatcher(config.dataset, uri, refresh_seconds=config.refresh_seconds)
     event_log = EventLog(log_path(paths)) if contract.id_columns else None
     state = OnlineFeatureState(contract, paths, config.history_days, event_log)
-    scorer = OnlineScorer(contract, paths, watcher, state, config.max_rows)
+    # The canary (if one runs) and the request log ride along with the champion.
+    router = CanaryRouter(paths, uri, config.refresh_seconds)
+    requests = RequestLog(paths)
+    scorer = CanaryScorer(
+        contract, paths, watcher, state, config.max_rows, router=router, request_log=requests
+    )
     settings = AppSettings(
         max_body_bytes=config.max_body_bytes,
         refresh_seconds=config.refresh_seconds,

@@ -168,12 +168,14 @@ def create_app(
         if start:
             scorer.watcher.start()
             scorer.state.start(settings.refresh_seconds)
+            scorer.start_background()
         try:
             yield
         finally:
             if start:
                 scorer.watcher.stop()
                 scorer.state.stop()
+                scorer.stop_background()
 
     app = FastAPI(
         title=f"driftloop serving: {dataset}",
@@ -231,11 +233,13 @@ def create_app(
         return _json(200, scorer.schema.describe())
 
     def score(request: Request, payload: Any) -> Response:
-        scored = scorer.score(payload, {"request_id": request.state.request_id})
+        explain = request.query_params.get("explain", "").lower() in ("true", "1", "yes")
+        asked = {"request_id": request.state.request_id, "explain": explain}
+        scored = scorer.score(payload, asked)
         version = scored.model.version
         request.state.model_version = version
         metrics.rows.labels(dataset, version).inc(scored.rows)
-        headers = {"X-Model-Version": version}
+        headers = {"X-Model-Version": version, **scored.headers}
         if scored.unseen:
             for column, count in scored.unseen.items():
                 metrics.unseen.labels(dataset, column, version).inc(count)

@@ -69,6 +69,7 @@ class Scored:
     model: LoadedModel
     rows: int
     unseen: dict[str, int] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)  # e.g. a canary's arms
 
 
 class OnlineScorer:
@@ -162,6 +163,13 @@ class OnlineScorer:
     @property
     def ready(self) -> bool:
         return self.watcher.model is not None
+
+    def start_background(self) -> None:
+        """Background work beside the champion watcher (a canary's router, see
+        driftloop.serving.canary_online); none here."""
+
+    def stop_background(self) -> None:
+        """Stop what `start_background` started."""
 
     def resolve_model(self, request: dict[str, Any] | None = None) -> LoadedModel:
         """The version that answers this request (read once: the whole request uses it)."""

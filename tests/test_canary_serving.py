@@ -1,0 +1,120 @@
+"""The canary served: 20% of 1,000 distinct flights go to the challenger, the same flights
+again go to the same arms, every request is in the log, the performance of both arms is
+reported once labels are in, and `?explain=true` returns the batch scorer's contributions."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from browser_helpers import flights_env, prepare_flights
+from e2e_helpers import free_port, wait_for
+from serving_helpers import served
+
+from driftloop.data.contract import load_contract
+from driftloop.evaluation.explain import explain, tabular_model, top_contributions
+from driftloop.monitoring.signals import read_partition
+from driftloop.paths import PROJECT_ROOT, dataset_paths
+from driftloop.serving import canary_log
+from driftloop.serving.batch import TOP_CONTRIBUTIONS, Explainer, Scorer, score_day
+from driftloop.serving.requests import RequestSchema, raw_record
+from pipelines import canary as command
+
+
+def _post(url: str, records: list[dict]) -> tuple[dict[str, Any], dict[str, str]]:
+    data = json.dumps({"dataframe_records": records}).encode()
+    request = urllib.request.Request(url, data=data, method="POST")
+    request.add_header("Content-Type", "application/json")
+    with urllib.request.urlopen(request, timeout=120) as response:
+        # Header names arrive lower-cased (ASGI); compare them so.
+        return json.loads(response.read()), {k.lower(): v for k, v in response.headers.items()}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_a_canary_served_sticky_logged_measured_and_explained(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = flights_env(tmp_path)
+    prepared = prepare_flights(env, days=35, drift_days=0)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    contract = load_contract(PROJECT_ROOT / "contracts" / "flights.yaml")
+    paths = dataset_paths("flights", prepared.root)
+    # A challenger: the champion's model registered again as the next version.
+    from driftloop.training.registry import make_client
+
+    client = make_client(prepared.tracking_uri)
+    champion = client.get_model_version("flights", prepared.champion_version)
+    challenger = client.create_model_version("flights", champion.source, champion.run_id)
+    client.set_registered_model_alias("flights", "challenger", challenger.version)
+    assert command.main(["start", "--dataset", "flights", "--share", "0.2"]) == 0
+
+    schema = RequestSchema.from_contract(contract)
+    days = prepared.days[-2:]
+    raw = pd.concat([read_partition(paths, "raw", d) for d in days]).head(1000)
+    assert raw["flight_id"].nunique() == 1000
+    records = [raw_record(row, schema) for _, row in raw.iterrows()]
+
+    with served(
+        {**os.environ, **env}, tmp_path / "serve.log", free_port(), "--refresh-seconds", "1"
+    ) as url:
+        invocations = f"{url}/invocations"
+        wait_for(
+            "the canary to be routed",
+            lambda: "canary" in _post(invocations, records[:50])[1].get("x-canary-arm", ""),
+            timeout=60,
+            every=1,
+        )
+        arms, again = [], []
+        for start in range(0, 1000, 100):
+            body, headers = _post(invocations, records[start : start + 100])
+            assert len(body["predictions"]) == 100
+            arms += headers["x-canary-arm"].split(",")
+            versions = headers["x-model-version"].split(",")
+            expected = {"canary": str(challenger.version), "champion": champion.version}
+            assert all(v == expected[a] for a, v in zip(arms[-100:], versions, strict=True))
+        for start in range(0, 1000, 250):
+            again += _post(invocations, records[start : start + 250])[1]["x-canary-arm"].split(",")
+        explained, _ = _post(f"{invocations}?explain=true", records[:3])
+
+    share = arms.count("canary") / len(arms)
+    assert abs(share - 0.2) < 4 * math.sqrt(0.2 * 0.8 / 1000), share
+    assert again == arms  # sticky: the same flights, the same arms
+
+    # Every request row is in the log (the server flushes it when it stops).
+    logged = pd.concat([canary_log.read_day(paths, d) for d in canary_log.online_days(paths)])
+    counted = logged["row_id"].value_counts()
+    assert set(counted.index) == set(raw["flight_id"])
+    assert (counted >= 2).all()  # each flight was asked at least twice
+    # Labels of those days are in the features table: both arms have realised performance.
+    table = canary_log.write_arm_performance(contract, paths, days[-1])
+    assert set(table["arm"]) == {"canary", "champion"}
+    assert (table["labelled_rows"] > 0).all() and table["value"].notna().all()
+
+    # ?explain=true: the same top contributions as the batch scorer's for the same rows.
+    model = tabular_model(f"models:/flights/{champion.version}", prepared.tracking_uri)
+    elsewhere = dataset_paths("flights", tmp_path / "batch")
+    day = records[0]["scheduled_departure"][:10]
+    source = paths.partition_file("features", day)
+    target = elsewhere.partition_file("features", day)
+    target.parent.mkdir(parents=True)
+    target.write_bytes(source.read_bytes())
+    scorer = Scorer(lambda table, threads=0: model.predict(table, threads), champion.version)
+    written = score_day(contract, elsewhere, day, scorer, explainer=Explainer(model, top=5))
+    batch = pd.read_parquet(written.path).set_index("flight_id")
+    for record, online in zip(records[:3], explained["explanations"], strict=True):
+        offline = json.loads(batch.loc[record["flight_id"], TOP_CONTRIBUTIONS])
+        assert [c["feature"] for c in online] == list(offline)
+        assert [c["contribution"] for c in online] == pytest.approx(
+            list(offline.values()), abs=1e-6
+        )
+    features = pd.read_parquet(source)
+    direct = top_contributions(explain(model, features), 5)
+    assert len(direct) == len(features)
