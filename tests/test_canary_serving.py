@@ -78,7 +78,7 @@ def test_a_canary_served_sticky_logged_measured_and_explained(
             assert len(body["predictions"]) == 100
             arms += headers["x-canary-arm"].split(",")
             versions = headers["x-model-version"].split(",")
-            expected = {"canary": str(challenger.version), "champion": champion.version}
+            expected = {"canary": str(challenger.version), "champion": str(champion.version)}
             assert all(v == expected[a] for a, v in zip(arms[-100:], versions, strict=True))
         for start in range(0, 1000, 250):
             again += _post(invocations, records[start : start + 250])[1]["x-canary-arm"].split(",")
@@ -106,7 +106,7 @@ def test_a_canary_served_sticky_logged_measured_and_explained(
     target = elsewhere.partition_file("features", day)
     target.parent.mkdir(parents=True)
     target.write_bytes(source.read_bytes())
-    scorer = Scorer(lambda table, threads=0: model.predict(table, threads), champion.version)
+    scorer = Scorer(lambda table, threads=0: model.predict(table, threads), str(champion.version))
     written = score_day(contract, elsewhere, day, scorer, explainer=Explainer(model, top=5))
     batch = pd.read_parquet(written.path).set_index("flight_id")
     for record, online in zip(records[:3], explained["explanations"], strict=True):
