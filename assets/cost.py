@@ -1,4 +1,4 @@
-"""Every asset step's cost as its metadata: a wrapper applied once, in assets/factory.py.
+"""Every asset step's cost as its metadata: `measured_step`, under each asset's `@asset`.
 
 The wrapper measures the step's body (`driftloop.cost.measure`) and adds
 ``cost_cpu_seconds``, ``cost_wall_seconds``, ``cost_peak_memory_mb`` and ``cost_rows`` to
@@ -12,18 +12,12 @@ from __future__ import annotations
 
 import functools
 import inspect
-import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from dagster import (
     AssetMaterialization,
-    AssetsDefinition,
-    Definitions,
-    In,
     MaterializeResult,
-    OpDefinition,
-    Out,
     Output,
 )
 
@@ -69,8 +63,14 @@ def _stamped(item: Any, context: Any, dataset: str, step: str, meter: cost.CostM
     """A materialization with the step's cost added to its metadata; anything else as is."""
     if isinstance(item, MaterializeResult):
         extra = _finish(context, dataset, step, meter, dict(item.metadata or {}))
-        context.add_asset_metadata(extra, asset_key=item.asset_key)
-        return item
+        return MaterializeResult(
+            asset_key=item.asset_key,
+            metadata={**(item.metadata or {}), **extra},
+            check_results=item.check_results,
+            data_version=item.data_version,
+            tags=item.tags,
+            value=item.value,
+        )
     if isinstance(item, Output):
         extra = _finish(context, dataset, step, meter, dict(item.metadata or {}))
         return Output(
@@ -113,52 +113,9 @@ def _measured(original: Callable[..., Any], dataset: str, step: str) -> Callable
     return measured
 
 
-def with_cost(assets_def: AssetsDefinition, dataset: str) -> AssetsDefinition:
-    """The same asset(s) whose step measures its own cost."""
-    if not assets_def.is_executable:
-        return assets_def
-    op = assets_def.op
-    decorated = getattr(op.compute_fn, "decorated_fn", None)
-    if decorated is None:
-        return assets_def
-    from dagster._core.definitions.decorators.op_decorator import DecoratedOpFunction
+def measured_step(dataset: str, step: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorator for an asset's body, under `@asset`: the step's cost joins its metadata.
 
-    step = assets_def.key.path[-1] if len(assets_def.keys) == 1 else op.name
-    with warnings.catch_warnings():
-        # The op's code version has no other public reader in 1.13.
-        warnings.simplefilter("ignore", DeprecationWarning)
-        code_version = op.version
-    # Dagster offers no public way to wrap an asset's body; the op is rebuilt from its own
-    # public properties around the measured function.
-    measured_op = OpDefinition(
-        compute_fn=DecoratedOpFunction(_measured(decorated, dataset, step)),
-        name=op.name,
-        ins={d.name: In.from_definition(d) for d in op.input_defs},
-        outs={d.name: Out.from_definition(d) for d in op.output_defs},
-        config_schema=op.config_schema,
-        description=op.description,
-        tags=op.tags,
-        required_resource_keys=op.required_resource_keys,
-        code_version=code_version,
-        retry_policy=op.retry_policy,
-        pool=op.pool,
-    )
-    attributes = assets_def.get_attributes_dict() | {"node_def": measured_op}
-    return AssetsDefinition.dagster_internal_init(**attributes)
-
-
-def with_costs(defs: Definitions, dataset: str) -> Definitions:
-    """`defs` with every asset step measured."""
-    return Definitions(
-        assets=[
-            with_cost(a, dataset) if isinstance(a, AssetsDefinition) else a
-            for a in defs.assets or []
-        ],
-        asset_checks=defs.asset_checks,
-        jobs=defs.jobs,
-        sensors=defs.sensors,
-        schedules=defs.schedules,
-        resources=defs.resources,
-        executor=defs.executor,
-        loggers=defs.loggers,
-    )
+    The wrapper keeps the body's signature (`functools.wraps`), so Dagster sees the same
+    context, config and resource parameters."""
+    return lambda body: _measured(body, dataset, step)

@@ -36,6 +36,7 @@ from dagster import (
 )
 from pydantic import Field
 
+from assets.cost import measured_step
 from assets.partitions import ONE_RUN
 from assets.retrain_run import fail, trained_model
 from driftloop.data.contract import Contract
@@ -243,6 +244,7 @@ def build(contract: Contract) -> Definitions:
         ),
         kinds={"mlflow", "html"},
     )
+    @measured_step(name, "eval_report")
     def eval_report(context: AssetExecutionContext, config: EvalReportConfig) -> MaterializeResult:
         return _eval_report(context, contract, config)
 
@@ -258,6 +260,7 @@ def build(contract: Contract) -> Definitions:
         ),
         kinds={"mlflow"},
     )
+    @measured_step(name, "promotion")
     def promotion(context: AssetExecutionContext) -> MaterializeResult:
         return _promotion(context, contract)
 

@@ -13,7 +13,6 @@ def build_dataset_definitions(contract: Contract) -> Definitions:
     Adding a contract file adds a whole graph: nothing here is specific to a dataset.
     """
     from assets import evaluation, features, model, monitoring, predictions, raw_data
-    from assets.cost import with_costs
     from pipelines import jobs
     from pipelines.backtest_job import build_backtest_job
     from pipelines.ingest_job import build_ingest_job
@@ -65,5 +64,4 @@ def build_dataset_definitions(contract: Contract) -> Definitions:
         predictions.build_predictions(contract),
         monitoring.build_monitoring(contract),
     ]
-    # Every asset step records its own cost (CPU, wall, peak memory, rows) as metadata.
-    return Definitions.merge(with_costs(Definitions.merge(*graph), contract.name), orchestration)
+    return Definitions.merge(*graph, orchestration)

@@ -15,6 +15,7 @@ from dagster import (
     asset,
 )
 
+from assets.cost import measured_step
 from assets.partitions import daily_partitions, range_policy
 from driftloop.data.contract import Contract, Task
 from driftloop.features.definition import lookback_days
@@ -57,6 +58,7 @@ def build(contract: Contract) -> Definitions:
         ),
         kinds={"duckdb", "parquet"},
     )
+    @measured_step(name, "features")
     def features(context: AssetExecutionContext, lake: LakeResource) -> MaterializeResult:
         """Build the features of the run's partition range and write one file per day."""
         paths = lake.paths(name)

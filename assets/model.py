@@ -30,6 +30,7 @@ from dagster import (
 )
 from pydantic import Field
 
+from assets.cost import measured_step
 from assets.partitions import ONE_RUN
 from assets.retrain_run import fail, identity_metadata, run_in_progress
 from driftloop.data.contract import Contract
@@ -174,6 +175,7 @@ def build(contract: Contract) -> Definitions:
             f"logs it to MLflow and registers it as '{name}' with alias 'challenger'."
         ),
     )
+    @measured_step(name, "model")
     def model(
         context: AssetExecutionContext,
         config: config_class,

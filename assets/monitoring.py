@@ -43,6 +43,7 @@ from dagster import (
 )
 from pydantic import Field
 
+from assets.cost import measured_step
 from assets.monitoring_checks import (
     calibrated_metadata,
     champion_monitor_for,
@@ -141,7 +142,7 @@ def build_monitoring(contract: Contract) -> Definitions:
                 "and summary.json per day."
             ),
             kinds={"evidently", "parquet"},
-        )(_drift_compute(contract, drift_key))
+        )(measured_step(name, "drift_report")(_drift_compute(contract, drift_key)))
         performance = asset(
             key=performance_key,
             group_name=name,
@@ -164,7 +165,7 @@ def build_monitoring(contract: Contract) -> Definitions:
                 "clock), against its holdout metric."
             ),
             kinds={"parquet"},
-        )(performance_compute(contract, performance_key))
+        )(measured_step(name, "performance")(performance_compute(contract, performance_key)))
     return Definitions(assets=[drift_report, performance])
 
 

@@ -48,6 +48,7 @@ from dagster import (
     asset,
 )
 
+from assets.cost import measured_step
 from assets.partitions import daily_partitions, range_policy
 from driftloop.data.contract import Contract
 from driftloop.monitoring.signals import ScoreFn
@@ -162,7 +163,7 @@ def build_predictions(contract: Contract) -> Definitions:
             "exists. Skipped, not failed, until a champion exists."
         ),
         kinds={"mlflow", "parquet"},
-    )(_make_compute(contract))
+    )(measured_step(name, "predictions")(_make_compute(contract)))
     return Definitions(assets=[predictions])
 
 

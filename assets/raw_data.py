@@ -38,6 +38,7 @@ from dagster import (
     asset,
 )
 
+from assets.cost import measured_step
 from assets.partitions import daily_partitions, range_policy
 from assets.raw_checks import (
     accounting_table,
@@ -89,7 +90,7 @@ def build(contract: Contract) -> Definitions:
                 "failed days). Written by the ingest job for the days a batch fills."
             ),
             kinds={"parquet"},
-        )(_make_compute(contract, key))
+        )(measured_step(contract.name, "raw_data")(_make_compute(contract, key)))
     return Definitions(assets=[raw_data])
 
 

@@ -11,7 +11,7 @@ from dagster import (
     materialize,
 )
 
-from assets.cost import with_cost
+from assets.cost import measured_step
 from driftloop import cost
 from resources.lake import LakeResource
 from resources.mlflow import MlflowResource
@@ -39,6 +39,7 @@ def test_every_materialization_carries_the_cost(data_root, dagster_instance) -> 
     @asset(
         key=["flights", "scored"], partitions_def=DAYS, backfill_policy=BackfillPolicy.single_run()
     )
+    @measured_step("flights", "scored")
     def scored(context: AssetExecutionContext, lake: LakeResource) -> MaterializeResult:
         return MaterializeResult(metadata={"total_rows": 2_000_000, "model_version": "3"})
 
@@ -48,12 +49,13 @@ def test_every_materialization_carries_the_cost(data_root, dagster_instance) -> 
         backfill_policy=BackfillPolicy.single_run(),
         output_required=False,
     )
+    @measured_step("flights", "daily")
     def daily(context: AssetExecutionContext):
         for day in context.partition_keys:
             yield AssetMaterialization(["flights", "daily"], partition=day, metadata={"rows": 10})
 
     result = materialize(
-        [with_cost(scored, "flights"), with_cost(daily, "flights")],
+        [scored, daily],
         instance=dagster_instance,
         resources={"lake": LakeResource(data_dir=str(data_root))},
         tags={
@@ -90,11 +92,12 @@ def test_a_training_step_logs_its_cost_to_its_mlflow_run(data_root, dagster_inst
     run_id = client.create_run(experiment).info.run_id
 
     @asset(key=["flights", "model"])
+    @measured_step("flights", "model")
     def model(context: AssetExecutionContext, mlflow: MlflowResource) -> MaterializeResult:
         return MaterializeResult(metadata={"mlflow_run_id": run_id, "rows": 1234})
 
     result = materialize(
-        [with_cost(model, "flights")],
+        [model],
         instance=dagster_instance,
         resources={"mlflow": mlflow, "lake": LakeResource(data_dir=str(data_root))},
     )
