@@ -90,12 +90,14 @@ def test_replay_feed_is_off_on_request_and_absent_for_other_datasets(
 
 
 def test_weekly_schedule_requests_a_tagged_retrain_in_the_contract_zone(
-    flights_contract: Contract, dagster_instance: DagsterInstance
+    flights_contract: Contract, dagster_instance: DagsterInstance, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.delenv("DRIFTLOOP_RETRAIN_CRON", raising=False)
     schedule = build_weekly_retrain_schedule(flights_contract, "flights_retrain")
     assert schedule.cron_schedule == "0 4 * * 1"
     assert schedule.execution_timezone == flights_contract.event_time.timezone
-    assert schedule.default_status == DefaultScheduleStatus.RUNNING
+    # Off by default: the trigger decides when a retrain pays.
+    assert schedule.default_status == DefaultScheduleStatus.STOPPED
     context = build_schedule_context(
         instance=dagster_instance, scheduled_execution_time=datetime(2013, 3, 4, 4)
     )
@@ -103,7 +105,7 @@ def test_weekly_schedule_requests_a_tagged_retrain_in_the_contract_zone(
     [request] = schedule.evaluate_tick(context).run_requests
 
     assert request.tags[TRIGGER_TAG] == "schedule"
-    assert request.tags[TRIGGER_REASON_TAG] == "weekly retrain"
+    assert request.tags[TRIGGER_REASON_TAG] == "calendar retrain"
 
 
 def test_weekly_schedule_follows_the_cron_setting(
@@ -112,6 +114,7 @@ def test_weekly_schedule_follows_the_cron_setting(
     monkeypatch.setenv("DRIFTLOOP_RETRAIN_CRON", "30 2 * * *")
     schedule = build_weekly_retrain_schedule(flights_contract, "flights_retrain")
     assert schedule.cron_schedule == "30 2 * * *"
+    assert schedule.default_status == DefaultScheduleStatus.RUNNING
 
 
 def test_range_run_requests_cut_days_into_consecutive_blocks() -> None:
