@@ -16,7 +16,6 @@ background thread, never on the request path.
 from __future__ import annotations
 
 import logging
-import threading
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,6 +24,7 @@ from driftloop.serving.canary import CANARY, CHAMPION_ARM, Canary, active_canary
 from driftloop.serving.canary_log import RequestLog
 from driftloop.serving.champion import LoadedModel, training_categories, tree_input
 from driftloop.serving.online import OnlineScorer, Scored
+from driftloop.serving.periodic import Periodic
 from driftloop.serving.requests import parse_request
 
 log = logging.getLogger(__name__)
@@ -41,8 +41,7 @@ class CanaryRouter:
         self.refresh_seconds = refresh_seconds
         self.current: tuple[Canary, LoadedModel] | None = None
         self.last_error: str | None = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._periodic = Periodic("canary-router", self.refresh, refresh_seconds)
 
     def refresh(self) -> tuple[Canary, LoadedModel] | None:
         from driftloop.training.registry import load_scoring_model
@@ -76,21 +75,10 @@ class CanaryRouter:
 
     def start(self) -> None:
         self.refresh()
-        if self.refresh_seconds <= 0 or self._thread is not None:
-            return
-
-        def loop() -> None:
-            while not self._stop.wait(self.refresh_seconds):
-                self.refresh()
-
-        self._thread = threading.Thread(target=loop, name="canary-router", daemon=True)
-        self._thread.start()
+        self._periodic.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-            self._thread = None
+        self._periodic.stop()
 
 
 def _take(columns: dict[str, Any], rows: list[int]) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from driftloop.names import CHAMPION
+from driftloop.serving.periodic import Periodic
 
 log = logging.getLogger(__name__)
 
@@ -126,8 +127,7 @@ class ChampionWatcher:
         self.on_change: list[Callable[[LoadedModel | None], None]] = []
         self._refresh_lock = threading.Lock()
         self._client: Any = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._periodic = Periodic("champion-watcher", self.refresh, refresh_seconds)
 
     def refresh(self) -> LoadedModel | None:
         """Resolve the alias now; load the version if it is not the one served."""
@@ -183,18 +183,7 @@ class ChampionWatcher:
     def start(self) -> None:
         """Refresh once now, then every `refresh_seconds` in a daemon thread."""
         self.refresh()
-        if self.refresh_seconds <= 0 or self._thread is not None:
-            return
-
-        def loop() -> None:
-            while not self._stop.wait(self.refresh_seconds):
-                self.refresh()
-
-        self._thread = threading.Thread(target=loop, name="champion-watcher", daemon=True)
-        self._thread.start()
+        self._periodic.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-            self._thread = None
+        self._periodic.stop()

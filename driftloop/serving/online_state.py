@@ -38,6 +38,7 @@ from driftloop.features.definition import lookback_days
 from driftloop.names import RAW_TABLE
 from driftloop.paths import DatasetPaths
 from driftloop.serving.event_log import EventLog
+from driftloop.serving.periodic import Periodic
 from driftloop.serving.rolling import (
     EMPTY,
     ID_SEPARATOR,
@@ -93,8 +94,7 @@ class OnlineFeatureState:
         self.lookback = lookback_days(contract)
         self._lock = threading.RLock()
         self._con: Any = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._periodic: Periodic | None = None
         # lake layer
         self._day_signature: dict[str, tuple] = {}
         self._day_parts: dict[str, tuple[set[str], list[list[Part]]]] = {}
@@ -342,24 +342,14 @@ class OnlineFeatureState:
         """Load the lake now, then look for new or rewritten days every `refresh_seconds`."""
         self.refresh_lake()
         self.catch_up()
-        if refresh_seconds <= 0 or self._thread is not None:
-            return
-
-        def loop() -> None:
-            while not self._stop.wait(refresh_seconds):
-                try:
-                    self.refresh_lake()
-                except Exception:  # a half-written day or a full disk: keep serving
-                    log.exception("%s: refreshing the online state failed", self.contract.name)
-
-        self._thread = threading.Thread(target=loop, name="online-state", daemon=True)
-        self._thread.start()
+        if self._periodic is None:
+            # A half-written day or a full disk is logged; the state keeps serving.
+            self._periodic = Periodic("online-state", self.refresh_lake, refresh_seconds)
+            self._periodic.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-            self._thread = None
+        if self._periodic is not None:
+            self._periodic.stop()
 
     def describe(self) -> dict[str, Any]:
         return {
