@@ -34,6 +34,7 @@ def retrain_in_process(root: Path, days: list[str], window_days: int | None = No
     from driftloop.data.lake import days_between, partition_files, sql_file_list
     from driftloop.data.lake import write_text_atomic as write_text
     from driftloop.evaluation import ledger
+    from driftloop.evaluation.challenger import report_paths
     from driftloop.evaluation.comparison import evaluate, render_report
     from driftloop.evaluation.gate import GateConfig, decide
     from driftloop.features.writer import write_features
@@ -41,6 +42,7 @@ def retrain_in_process(root: Path, days: list[str], window_days: int | None = No
     from driftloop.paths import PROJECT_ROOT, dataset_paths
     from driftloop.training.models import LIGHTGBM_DEFAULTS
     from driftloop.training.registry import (
+        RegisteredVersion,
         load_scoring_model,
         log_training,
         make_client,
@@ -142,8 +144,10 @@ def retrain_in_process(root: Path, days: list[str], window_days: int | None = No
         seed=gate.seed,
     )
     decision = decide(evaluation, gate, is_first=champion is None)
-    html_path = paths.reports / "eval" / f"v{version}.html"
-    json_path = html_path.with_suffix(".json")
+    html_path, json_path = report_paths(
+        paths,
+        RegisteredVersion(DATASET, version, challenger.run_id, f"models:/{DATASET}/{version}"),
+    )
     write_text(render_report(evaluation, decision, holdout=f"{start} to {end}"), html_path)
     record = {
         "dataset": DATASET,

@@ -123,7 +123,8 @@ def test_cli_and_in_process_retrain_train_the_same_model(retrained: dict) -> Non
     assert retrained["own_result"]["feature_rows"] > 10_000
 
     def decision(root: Path) -> dict:
-        path = root / "reports" / "flights" / "eval" / "v1.json"
+        # One report per model, named by version and run id (the two sides' runs differ).
+        [path] = (root / "reports" / "flights" / "eval").glob("v1-*.json")
         return json.loads(path.read_text())["decision"]
 
     own_decision, cli_decision = decision(retrained["own"]), decision(retrained["cli"])

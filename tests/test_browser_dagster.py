@@ -93,7 +93,8 @@ def test_dagster_ui_shows_the_graph_reports_and_runs_a_materialization(
             eval_link = page.locator("a[href^='file:'][href$='.html']").first
             eval_link.wait_for()
             href = eval_link.get_attribute("href") or ""
-            assert href.endswith("/reports/flights/eval/v1.html"), href
+            # Named by version and the model's run id: reports/flights/eval/v1-<run id>.html
+            assert re.search(r"/reports/flights/eval/v1-[0-9a-f]{12}\.html$", href), href
             assert Path(href.removeprefix("file://")).is_file()
             metrics_table.first.scroll_into_view_if_needed()
             shots(page, "eval-report")
