@@ -294,16 +294,8 @@ def test_every_contract_field_is_in_the_reference() -> None:
     sections = {m.group(1): m.start() for m in re.finditer(r"^## (.+)$", page, re.M)}
     fields = _model_fields(Contract) | {f"columns.*.{k}": None for k in Column.model_fields}
     missing = []
-    # The training and retraining sections are written by the work that owns those settings;
-    # while a section is still an empty heading its keys are not required yet.
-    pending = {
-        top for top in ("training", "retraining")
-        if top in sections and not _section(page, sections, top).strip().removeprefix(f"## {top}")
-    }  # fmt: skip
     for path in fields:
         parts = path.split(".")
-        if parts[0] in pending:
-            continue
         if len(parts) == 1:
             body = _section(page, sections, path)
             if len(body.strip().splitlines()) < 3:
