@@ -175,4 +175,4 @@ def test_dagster_ui_shows_the_graph_reports_and_runs_a_materialization(
         f"prepared in {prepared_after:.0f} s, whole test {time.monotonic() - started:.0f} s; "
         f"screenshots in {shots.folder}"
     )
-    assert len(shots.paths) == 5 and all(p.stat().st_size > 10_000 for p in shots.paths)
+    assert len(shots.paths) == 6 and all(p.stat().st_size > 10_000 for p in shots.paths)
