@@ -218,9 +218,22 @@ def _performance_day(
         # What the drift report estimated for the same trailing days, before labels.
         f"estimated_{primary}": float(row["estimated_before_labels"]),
         "path": MetadataValue.path(str(path)),
-    }
+    } | _canary_arms(contract, paths, day)
     context.log.info(_performance_description(row))
     return row, metadata
+
+
+def _canary_arms(contract: Contract, paths: DatasetPaths, day: str) -> dict[str, Any]:
+    """Each canary arm's realised performance on the day, when rows were served online
+    (the arm_performance table's partition, and a metadata table); nothing otherwise."""
+    from driftloop.serving import canary_log
+
+    if day not in canary_log.online_days(paths):
+        return {}
+    table = canary_log.write_arm_performance(contract, paths, day)
+    if table.empty:
+        return {}
+    return {"canary_arms": MetadataValue.json(table.to_dict(orient="records"))}
 
 
 def performance_compute(contract: Contract, key: AssetKey) -> Callable[..., Iterator[Any]]:

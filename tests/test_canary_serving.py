@@ -27,6 +27,29 @@ from driftloop.serving.requests import RequestSchema, raw_record
 from pipelines import canary as command
 
 
+def _performance_arms(env: dict[str, str], root: Path, contract: Any, day: str) -> list[dict]:
+    """Materialize the performance asset of `day` as the loop does; its canary_arms."""
+    from dagster import AssetKey, DagsterInstance, materialize
+
+    from assets.factory import build_dataset_definitions
+    from resources.lake import LakeResource
+    from resources.mlflow import MlflowResource
+
+    key = AssetKey(["flights", "performance"])
+    [performance] = [a for a in build_dataset_definitions(contract).assets if key in a.keys]
+    resources = {
+        "lake": LakeResource(data_dir=str(root)),
+        "mlflow": MlflowResource(tracking_uri=env["MLFLOW_TRACKING_URI"], data_dir=str(root)),
+    }
+    with DagsterInstance.get() as instance:
+        result = materialize(
+            [performance], partition_key=day, resources=resources, instance=instance
+        )
+    assert result.success
+    [event] = result.asset_materializations_for_node("flights__performance")
+    return event.metadata["canary_arms"].value
+
+
 def _post(url: str, records: list[dict]) -> tuple[dict[str, Any], dict[str, str]]:
     data = json.dumps({"dataframe_records": records}).encode()
     request = urllib.request.Request(url, data=data, method="POST")
@@ -57,7 +80,8 @@ def test_a_canary_served_sticky_logged_measured_and_explained(
     assert command.main(["start", "--dataset", "flights", "--share", "0.2"]) == 0
 
     schema = RequestSchema.from_contract(contract)
-    days = prepared.days[-2:]
+    # Two days whose first one has its labels due by the data clock (label delay 1 day).
+    days = prepared.days[-3:-1]
     raw = pd.concat([read_partition(paths, "raw", d) for d in days]).head(1000)
     assert raw["flight_id"].nunique() == 1000
     records = [raw_record(row, schema) for _, row in raw.iterrows()]
@@ -93,10 +117,12 @@ def test_a_canary_served_sticky_logged_measured_and_explained(
     counted = logged["row_id"].value_counts()
     assert set(counted.index) == set(raw["flight_id"])
     assert (counted >= 2).all()  # each flight was asked at least twice
-    # Labels of those days are in the features table: both arms have realised performance.
-    table = canary_log.write_arm_performance(contract, paths, days[-1])
-    assert set(table["arm"]) == {"canary", "champion"}
-    assert (table["labelled_rows"] > 0).all() and table["value"].notna().all()
+    # The loop's performance partition of a day whose labels are due reports both arms.
+    arms = _performance_arms(env, prepared.root, contract, days[0])
+    assert {a["arm"] for a in arms} == {"canary", "champion"}
+    assert all(a["labelled_rows"] > 0 and not math.isnan(a["value"]) for a in arms)
+    table = pd.read_parquet(paths.partition_file(canary_log.ARM_PERFORMANCE_TABLE, days[0]))
+    assert sorted(table["arm"]) == ["canary", "champion"]
 
     # ?explain=true: the same top contributions as the batch scorer's for the same rows.
     model = tabular_model(f"models:/flights/{champion.version}", prepared.tracking_uri)
