@@ -1,5 +1,7 @@
 """Step cost: measured around the body, on every materialization, in the cost log and MLflow."""
 
+import time
+
 import numpy as np
 from dagster import (
     AssetExecutionContext,
@@ -41,6 +43,7 @@ def test_every_materialization_carries_the_cost(data_root, dagster_instance) -> 
     )
     @measured_step("flights", "scored")
     def scored(context: AssetExecutionContext, lake: LakeResource) -> MaterializeResult:
+        time.sleep(0.02)  # a body that takes measurable time (costs are rounded)
         return MaterializeResult(metadata={"total_rows": 2_000_000, "model_version": "3"})
 
     @asset(
