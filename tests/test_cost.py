@@ -97,6 +97,7 @@ def test_a_training_step_logs_its_cost_to_its_mlflow_run(data_root, dagster_inst
     @asset(key=["flights", "model"])
     @measured_step("flights", "model")
     def model(context: AssetExecutionContext, mlflow: MlflowResource) -> MaterializeResult:
+        time.sleep(0.02)  # a body that takes measurable time (costs are rounded)
         return MaterializeResult(metadata={"mlflow_run_id": run_id, "rows": 1234})
 
     result = materialize(
