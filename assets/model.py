@@ -35,7 +35,7 @@ from assets.partitions import ONE_RUN
 from assets.retrain_run import fail, identity_metadata, run_in_progress
 from driftloop.data.contract import Contract
 from driftloop.evaluation.promotion import PromotionError, check_store
-from driftloop.training.models import LIGHTGBM_DEFAULTS
+from driftloop.training.lightgbm_model import LIGHTGBM_DEFAULTS
 from pipelines.jobs import TRAINING_POOL
 from resources.lake import LakeResource
 from resources.mlflow import MlflowResource

@@ -40,7 +40,7 @@ def retrain_in_process(root: Path, days: list[str], window_days: int | None = No
     from driftloop.features.writer import write_features
     from driftloop.names import FEATURES_TABLE
     from driftloop.paths import PROJECT_ROOT, dataset_paths
-    from driftloop.training.models import LIGHTGBM_DEFAULTS
+    from driftloop.training.lightgbm_model import LIGHTGBM_DEFAULTS
     from driftloop.training.registry import (
         RegisteredVersion,
         load_scoring_model,

@@ -16,7 +16,8 @@ from driftloop.evaluation.comparison import evaluate, render_report
 from driftloop.evaluation.explain import explain, importance_table, mean_abs, top_contributions
 from driftloop.paths import DatasetPaths
 from driftloop.serving.batch import TOP_CONTRIBUTIONS, Explainer, Scorer, score_day
-from driftloop.training.models import BaselineModel, LightGBMModel
+from driftloop.training.baseline_model import BaselineModel
+from driftloop.training.lightgbm_model import LightGBMModel
 
 FEATURES = ["distance", "dep_hour", "carrier"]
 DAY = "2013-01-08"

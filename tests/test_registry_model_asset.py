@@ -16,7 +16,8 @@ from dagster import AssetKey, DagsterInstance, materialize
 from assets.model import build, model_config_class
 from driftloop.data.contract import Contract, Task
 from driftloop.paths import dataset_paths
-from driftloop.training import models
+from driftloop.training import lightgbm_model
+from driftloop.training.models import make_model
 from driftloop.training.registry import (
     CHALLENGER,
     load_scoring_model,
@@ -78,7 +79,7 @@ def test_lightgbm_scores_arrow_and_pandas_alike_in_blocks(
     paths = dataset_paths(contract.name, data_root)
     days = write_features(paths, Task.binary, days=10, rows=300, seed=3)
     frame, _, _ = load_training_frame(contract, paths, None, window_days=10)
-    model = models.make_model("lightgbm", contract, FAST)
+    model = make_model("lightgbm", contract, FAST)
     model.fit(frame[frame["partition_date"] < days[6]], frame[frame["partition_date"] == days[6]])
     late = frame[frame["partition_date"] > days[6]].reset_index(drop=True)  # shop "new" here
     assert "new" in set(late["shop"]) and late["shop"].isna().any() and late["x3"].isna().any()
@@ -91,7 +92,7 @@ def test_lightgbm_scores_arrow_and_pandas_alike_in_blocks(
     assert plain.column("x1").num_chunks > 1 and encoded.column("shop").num_chunks > 1
     for table in (plain, encoded):
         np.testing.assert_array_equal(model.feature_matrix(table), matrix)
-    monkeypatch.setattr(models, "PREDICT_BLOCK_ROWS", 64)
+    monkeypatch.setattr(lightgbm_model, "PREDICT_BLOCK_ROWS", 64)
     for rows, offset in ((late, 0), (plain, 0), (encoded, 0), (encoded.slice(50, 300), 50)):
         np.testing.assert_array_equal(model.predict(rows), bare[offset : offset + len(rows)])
 

@@ -14,7 +14,9 @@ from driftloop.data.contract import Contract, Task, load_contract
 from driftloop.data.lake import write_parquet_atomic
 from driftloop.evaluation.metrics import HIGHER_IS_BETTER, PRIMARY_METRIC, compute_metrics
 from driftloop.paths import DatasetPaths, dataset_paths
-from driftloop.training.models import BaselineModel, LightGBMModel, make_model
+from driftloop.training.baseline_model import BaselineModel
+from driftloop.training.lightgbm_model import LightGBMModel
+from driftloop.training.models import make_model
 from driftloop.training.train import TrainingConfig, load_training_frame, time_split, train
 
 START = date(2024, 3, 1)

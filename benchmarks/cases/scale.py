@@ -9,8 +9,8 @@ ratio = big / small (1.0 = perfectly linear). Peak memory is the big run's maxim
 
 The big run is stopped after `BIG_BUDGET_SECONDS` (then its figure is a lower bound and
 the note names the stages it finished). The LightGBM thread count (`num_threads`, 1 by
-default, see driftloop/training/models.py) is measured here too, on the small run's lake: one
-training with 1 and with 2 threads (same data, same parameters) in fresh processes.
+default, see driftloop/training/lightgbm_model.py) is measured here too, on the small run's
+lake: one training with 1 and with 2 threads (same data, same parameters) in fresh processes.
 Quick mode: 30k vs 300k rows over 20 days (fixed costs dominate there: see the note).
 """
 
@@ -80,7 +80,7 @@ def _threads(root: Path, threads: int, max_rows: int) -> dict[str, Any]:
     """Train the champion's configuration with `threads` threads on the lake's window."""
     from driftloop.data.contract import load_contract
     from driftloop.paths import PROJECT_ROOT, dataset_paths
-    from driftloop.training.models import LightGBMModel
+    from driftloop.training.lightgbm_model import LightGBMModel
     from driftloop.training.train import load_training_frame, time_split
 
     contract = load_contract(PROJECT_ROOT / "contracts" / f"{DATASET}.yaml")

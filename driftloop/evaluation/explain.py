@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from driftloop.training.columns import Frame
-    from driftloop.training.models import TabularModel
+    from driftloop.training.model_base import TabularModel
 
 DEFAULT_TOP = 5
 
@@ -48,7 +48,7 @@ def explain(model: TabularModel, frame: Frame) -> Explanation:
 
 def tabular_model(model_uri: str, tracking_uri: str | None = None) -> TabularModel | None:
     """Our TabularModel inside a logged pyfunc (None for a model of another kind)."""
-    from driftloop.training.models import TabularModel
+    from driftloop.training.model_base import TabularModel
     from driftloop.training.registry import cached_pyfunc
 
     loaded = cached_pyfunc(model_uri, tracking_uri)

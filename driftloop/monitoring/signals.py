@@ -139,7 +139,7 @@ def score_frame(
 
     if len(frame) == 0:
         return np.empty(0, dtype="float64")
-    from driftloop.training.models import row_slice
+    from driftloop.training.columns import row_slice
 
     parts = [
         np.asarray(score(row_slice(frame, i, chunk_rows), threads), dtype="float64").ravel()
@@ -173,7 +173,7 @@ def predictions_table(
     """
     import numpy as np
 
-    from driftloop.training.models import is_arrow_table
+    from driftloop.training.columns import is_arrow_table
 
     if is_arrow_table(features):
         return _predictions_arrow(

@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 
     import pyarrow as pa
 
-    from driftloop.training.models import TabularModel
+    from driftloop.training.model_base import TabularModel
 
 BATCH_ROWS = 131_072
 # Batches scored at once; each worker's model predicts with its share of the cores.

@@ -94,7 +94,7 @@ def explain_rows(model: LoadedModel, columns: dict[str, Any], top: int) -> list 
     import pandas as pd
 
     from driftloop.evaluation.explain import explain, top_contributions
-    from driftloop.training.models import TabularModel
+    from driftloop.training.model_base import TabularModel
 
     pyfunc = getattr(model.score, "pyfunc", None)
     try:

@@ -85,7 +85,7 @@ def _tabular(score: Callable[..., Any]) -> Any:
 
 def tree_input(score: Callable[..., Any]) -> TreeInput | None:
     """The direct input path of our LightGBM model, else None (MLflow's predict is used)."""
-    from driftloop.training.models import LightGBMModel
+    from driftloop.training.lightgbm_model import LightGBMModel
 
     tabular = _tabular(score)
     if not isinstance(tabular, LightGBMModel) or tabular.booster is None:

@@ -189,7 +189,7 @@ def _installed_version(name: str) -> str | None:
 
 def _tabular_of(loaded: Any) -> Any:
     """Our TabularModel inside a loaded pyfunc (see `pyfunc_wrapper`), else None."""
-    from driftloop.training.models import TabularModel
+    from driftloop.training.model_base import TabularModel
 
     try:
         python_model = loaded.unwrap_python_model()
@@ -206,7 +206,7 @@ def _check_input_types(model_uri: str, frame: Any, columns: list[tuple[str, str]
     import pandas as pd
     import pyarrow as pa
 
-    from driftloop.training.models import is_arrow_table
+    from driftloop.training.columns import is_arrow_table
 
     arrow = is_arrow_table(frame)
     for name, kind in columns:
@@ -254,7 +254,7 @@ def load_scoring_model(
     import pandas as pd
     from mlflow.types import DataType
 
-    from driftloop.training.models import as_pandas, column_names
+    from driftloop.training.columns import as_pandas, column_names
 
     loaded = cached_pyfunc(model_uri, tracking_uri)
     schema = loaded.metadata.get_input_schema()

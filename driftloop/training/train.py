@@ -22,7 +22,8 @@ from driftloop.data.lake import existing_partitions, is_blocked, partition_files
 from driftloop.evaluation.metrics import PRIMARY_METRIC, compute_metrics, is_better
 from driftloop.names import FEATURES_TABLE, LABEL
 from driftloop.paths import DatasetPaths
-from driftloop.training.models import TabularModel, make_model
+from driftloop.training.model_base import TabularModel
+from driftloop.training.models import make_model
 
 # The baseline is a yardstick (a linear model): past a few hundred thousand rows its fit
 # barely changes while its cost keeps growing (24 s for 1M rows, GBs of one-hot columns),
