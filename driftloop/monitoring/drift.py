@@ -64,6 +64,12 @@ if TYPE_CHECKING:
     import pandas as pd
 
 
+from driftloop.monitoring.count_tests import (
+    aligned_counts,
+    chisquare_p_value,
+    jensenshannon,
+    z_p_value,
+)
 from driftloop.monitoring.wasserstein import (
     as_float_array,
     distinct_sorted,
@@ -161,22 +167,6 @@ class DriftSummary:
 # ---------------------------------------------------------------------------- numeric
 
 
-def _small_sample_counts(
-    reference: np.ndarray, current: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Counts of each distinct value on each side, aligned over the union (sorted keys)."""
-    import numpy as np
-
-    keys = np.union1d(reference, current)
-    ref_counts = np.zeros(keys.size, dtype=np.float64)
-    cur_counts = np.zeros(keys.size, dtype=np.float64)
-    ref_keys, ref_n = np.unique(reference, return_counts=True)
-    cur_keys, cur_n = np.unique(current, return_counts=True)
-    ref_counts[np.searchsorted(keys, ref_keys)] = ref_n
-    cur_counts[np.searchsorted(keys, cur_keys)] = cur_n
-    return keys, ref_counts, cur_counts
-
-
 def _numeric_drift(
     column: str, reference: pd.Series | np.ndarray, current: pd.Series | np.ndarray
 ) -> ColumnDrift:
@@ -206,7 +196,7 @@ def _numeric_drift(
 
             p_value = float(ks_2samp(ref, cur)[1])
             return _p_value_result(base, "ks", p_value, inclusive=True)
-        _, ref_counts, cur_counts = _small_sample_counts(ref, cur)
+        _, ref_counts, cur_counts = aligned_counts(ref, cur)
         return _counts_small_sample(base, ref_counts, cur_counts)
 
     mean = float(np.mean(ref))
@@ -222,7 +212,7 @@ def _numeric_drift(
         if len(keys) <= FEW_VALUES_MAX:
             p = ref_counts.reindex(keys, fill_value=0).to_numpy(dtype=np.float64)
             q = cur_counts.reindex(keys, fill_value=0).to_numpy(dtype=np.float64)
-            return _distance_result(base, "jensenshannon", _jensenshannon(p, q))
+            return _distance_result(base, "jensenshannon", jensenshannon(p, q))
     del ref, cur
     score = wasserstein_sorted(u, v) / norm
     return _distance_result(base, "wasserstein", score)
@@ -268,7 +258,7 @@ def _categorical_drift(
     ref_aligned = ref_counts.reindex(keys, fill_value=0).to_numpy(dtype=np.float64)
     cur_aligned = cur_counts.reindex(keys, fill_value=0).to_numpy(dtype=np.float64)
     if ref_n > SMALL_SAMPLE_MAX_ROWS:
-        return _distance_result(base, "jensenshannon", _jensenshannon(ref_aligned, cur_aligned))
+        return _distance_result(base, "jensenshannon", jensenshannon(ref_aligned, cur_aligned))
     if len(keys) <= 2:
         # The Z test compares the share of the smallest value, as Evidently sorts the keys.
         first = min(range(len(keys)), key=keys.__getitem__)
@@ -276,60 +266,22 @@ def _categorical_drift(
     return _counts_small_sample(base, ref_aligned, cur_aligned)
 
 
-# ------------------------------------------------------------------------ shared tests
-
-
-def _jensenshannon(ref_counts: np.ndarray, cur_counts: np.ndarray) -> float:
-    """scipy.spatial.distance.jensenshannon(p, q) (natural log), in numpy.
-
-    Written out so the large-sample path never imports scipy (seconds on a busy machine).
-    """
-    import numpy as np
-
-    p = ref_counts / ref_counts.sum()
-    q = cur_counts / cur_counts.sum()
-    m = (p + q) / 2.0
-    with np.errstate(divide="ignore", invalid="ignore"):
-        left = np.where(p > 0, p * np.log(p / m), 0.0)
-        right = np.where(q > 0, q * np.log(q / m), 0.0)
-    return float(np.sqrt(max(left.sum() + right.sum(), 0.0) / 2.0))
+# ------------------------------------------------------------------------ results
 
 
 def _counts_small_sample(base: dict, ref_counts: np.ndarray, cur_counts: np.ndarray) -> ColumnDrift:
     """Evidently's small-sample test on value counts: Z for <= 2 values, else chi-square."""
-    import numpy as np
-
     if ref_counts.size <= 2:
         # Keys come sorted from np.union1d, so index 0 is the smallest value.
         return _z_result(base, ref_counts, cur_counts, 0)
-    from scipy.stats import chisquare
-
-    f_exp = ref_counts * (cur_counts.sum() / ref_counts.sum())
-    # A value seen only in current has expected 0: infinite statistic, p = 0, as in Evidently.
-    with np.errstate(divide="ignore", invalid="ignore"):
-        p_value = float(chisquare(cur_counts, f_exp)[1])
+    p_value = chisquare_p_value(ref_counts, cur_counts)
     return _p_value_result(base, "chisquare", p_value, inclusive=False)
 
 
 def _z_result(
     base: dict, ref_counts: np.ndarray, cur_counts: np.ndarray, first: int
 ) -> ColumnDrift:
-    import numpy as np
-    from scipy.stats import norm
-
-    n1, n2 = ref_counts.sum(), cur_counts.sum()
-    if ref_counts.size == 1 or (
-        np.count_nonzero(ref_counts) == 1
-        and np.count_nonzero(cur_counts) == 1
-        and np.argmax(ref_counts) == np.argmax(cur_counts)
-    ):
-        p_value = 1.0
-    else:
-        p1 = (n1 - ref_counts[first]) / n1
-        p2 = (n2 - cur_counts[first]) / n2
-        pooled = (p1 * n1 + p2 * n2) / (n1 + n2)
-        z = (p1 - p2) / math.sqrt(pooled * (1 - pooled) * (1.0 / n1 + 1.0 / n2))
-        p_value = float(2 * (1 - norm.cdf(abs(z))))
+    p_value = z_p_value(ref_counts, cur_counts, first)
     return _p_value_result(base, "z", p_value, inclusive=False)
 
 
