@@ -5,12 +5,8 @@ skipped with a log line saying when they will be; a range run materializes exact
 due days. Check ``performance_floor`` warns (never blocks), one result per day."""
 
 # No `from __future__ import annotations`: Dagster reads the context/config annotations.
-import math
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    pass
+from typing import Any
 
 from dagster import (
     AssetExecutionContext,
@@ -25,30 +21,16 @@ from pydantic import Field
 from assets.monitoring_checks import champion_monitor_for, check_results
 from assets.predictions import Champion, resolve_champion, skip_outputs
 from driftloop.data.contract import Contract
-from driftloop.data.lake import write_parquet_atomic
-from driftloop.evaluation.metrics import HIGHER_IS_BETTER, PRIMARY_METRIC, metric_names
-from driftloop.monitoring.champion import (
-    ChampionMonitor,
-    holdout_days,
-)
-from driftloop.monitoring.drift_outcome import read_drift_summary
-from driftloop.monitoring.performance import PooledPerformance
+from driftloop.monitoring.champion import ChampionMonitor
+from driftloop.monitoring.performance_day import DaySettings, PerformanceDay, performance_day
 from driftloop.monitoring.signals import (
     FEATURES_TABLE,
     MIN_LABELLED_ROWS,
     MODEL_VERSION,
-    PERFORMANCE_TABLE,
-    PREDICTION,
     PREDICTIONS_TABLE,
     data_clock,
-    holdout_reference,
-    labelled_predictions,
     labels_due,
     labels_due_at,
-    realised_performance,
-    trailing_days,
-    training_days,
-    window_frame,
 )
 from driftloop.paths import DatasetPaths
 from resources.lake import LakeResource
@@ -76,25 +58,6 @@ class PerformanceConfig(Config):
 # ---------------------------------------------------------------------- performance
 
 
-def _performance_description(row: dict[str, Any]) -> str:
-    metric, value = row["primary_metric"], row["value"]
-    day = f"{row['day']}: the day's {metric} " + (
-        "undefined" if math.isnan(value) else f"{value:.4f}"
-    )
-    day += f" on {row['labelled_rows']} labels (v{row['model_version']})"
-    pooled = row["pooled_value"]
-    if math.isnan(pooled):
-        return f"{day}; champion v{row['champion_version']}: no labelled pool yet: not judged"
-    relation = "below" if HIGHER_IS_BETTER[metric] else "above"
-    state = f"{relation} the floor" if row["breached"] else "within the floor"
-    return (
-        f"{day}; champion v{row['champion_version']} over the last {row['pooled_days']} "
-        f"labelled days ({row['pooled_rows']} rows): {metric} {pooled:.4f} {state} "
-        f"{row['pooled_floor']:.4f} (holdout {row['pooled_reference']:.4f}, floor from its "
-        "bootstrap at that row count)"
-    )
-
-
 def _model_that_scored(
     paths: DatasetPaths,
     day: str,
@@ -119,43 +82,6 @@ def _model_that_scored(
     return models[number]
 
 
-def _pooled_realised(
-    contract: Contract,
-    paths: DatasetPaths,
-    champion: Champion,
-    monitor: ChampionMonitor,
-    day: str,
-    clock: Any,
-) -> PooledPerformance:
-    """The champion's realised metric over the trailing days whose labels are due (after
-    its holdout), against the floor at the pool's size."""
-    import numpy as np
-
-    policy = contract.retraining
-    after = max(holdout_days(champion.tags) or [""])
-    days = [
-        d
-        for d in trailing_days(day, policy.performance_window_days)
-        if d > after and labels_due(contract, d, clock)
-    ]
-    frames = [
-        labelled_predictions(contract, paths, d, champion.number, champion.score) for d in days
-    ]
-    frames = [f for f in frames if len(f)]
-    labels = np.concatenate(
-        [f["label"].to_numpy("float64", na_value=np.nan) for f in frames] or [[]]
-    )
-    scores = np.concatenate([f[PREDICTION].to_numpy("float64") for f in frames] or [[]])
-    return monitor.realised(labels, scores, len(frames), policy.performance_confidence)
-
-
-def _estimated_before(paths: DatasetPaths, day: str) -> float:
-    """The estimate the drift report of ``day`` made before its labels (NaN if none)."""
-    summary = read_drift_summary(paths, day) or {}
-    value = (summary.get("estimated") or {}).get("value")
-    return float(value) if isinstance(value, int | float) else math.nan
-
-
 def _performance_day(
     context: AssetExecutionContext,
     contract: Contract,
@@ -167,60 +93,25 @@ def _performance_day(
     monitor: ChampionMonitor,
     day: str,
     clock: Any,
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """One due day: the day's metrics by the model that scored it against its own holdout
-    (a later champion may have trained on the day), the champion's pooled verdict; the
-    row written to the lake and the day's metadata."""
-    import pandas as pd  # on use: loading the code location must not import pandas
-
-    primary = PRIMARY_METRIC[contract.task]
-    reference = holdout_reference(client, model.version, primary)
-    if math.isnan(reference):
-        context.log.warning(
-            f"{contract.name} v{model.number}: no holdout_{primary} on its run or tags: "
-            "the day's metrics are recorded without a floor"
-        )
-    frame, sources = window_frame(
-        contract, paths, [day], model.number, model.score, with_label=True
+) -> PerformanceDay:
+    """One due day (``driftloop.monitoring.performance_day``), logged."""
+    settings = DaySettings(
+        tolerance=config.tolerance,
+        relative_tolerance=config.relative_tolerance,
+        min_labelled_rows=config.min_labelled_rows,
+        threshold=config.threshold,
     )
-    row = realised_performance(
-        contract, day, frame["label"].to_numpy(dtype="float64", na_value=math.nan),
-        frame[PREDICTION].to_numpy(dtype="float64"), version=model.number,
-        reference=reference, tolerance=config.tolerance, relative=config.relative_tolerance,
-        min_labelled_rows=config.min_labelled_rows, threshold=config.threshold,
+    result = performance_day(
+        contract, paths, day, clock,
+        client=client, model=model, champion=champion, monitor=monitor, settings=settings,
     )  # fmt: skip
-    pooled = _pooled_realised(contract, paths, champion, monitor, day, clock)
-    row |= {
-        "daily_breached": bool(row["breached"]),
-        "breached": bool(pooled.breached),
-        "champion_version": champion.number,
-        **{f"pooled_{k}": v for k, v in pooled.to_dict().items() if k != "breached"},
-        "scored_from": sources.get(day, "scored"),
-        "in_training_window": day in set(training_days(model.tags)),
-        "data_clock": clock.isoformat(sep=" ") if clock else None,
-        "labels_due_at": labels_due_at(contract, day).isoformat(sep=" "),
-        "estimated_before_labels": _estimated_before(paths, day),
-    }
-    path = write_parquet_atomic(pd.DataFrame([row]), paths.partition_file(PERFORMANCE_TABLE, day))
-    metadata: dict[str, Any] = {m: float(row[m]) for m in metric_names(contract.task)}
-    metadata |= {
-        "model_version": model.number,
-        "rows": int(row["rows"]),
-        "labelled_rows": int(row["labelled_rows"]),
-        "reference": float(row["reference"]),
-        "floor": float(row["floor"]),
-        "breached": bool(row["breached"]),
-        "pooled_value": float(row["pooled_value"]),
-        "pooled_floor": float(row["pooled_floor"]),
-        "pooled_rows": int(row["pooled_rows"]),
-        "pooled_days": int(row["pooled_days"]),
-        "primary_metric": primary,
-        # What the drift report estimated for the same trailing days, before labels.
-        f"estimated_{primary}": float(row["estimated_before_labels"]),
-        "path": MetadataValue.path(str(path)),
-    } | _canary_arms(contract, paths, day)
-    context.log.info(_performance_description(row))
-    return row, metadata
+    if not result.has_reference:
+        context.log.warning(
+            f"{contract.name} v{model.number}: no holdout_{result.row['primary_metric']} on "
+            "its run or tags: the day's metrics are recorded without a floor"
+        )
+    context.log.info(result.description())
+    return result
 
 
 def _canary_arms(contract: Contract, paths: DatasetPaths, day: str) -> dict[str, Any]:
@@ -236,6 +127,18 @@ def _canary_arms(contract: Contract, paths: DatasetPaths, day: str) -> dict[str,
     return {"canary_arms": MetadataValue.json(table.to_dict(orient="records"))}
 
 
+def _log_not_due(
+    context: AssetExecutionContext, contract: Contract, days: list[str], clock: Any
+) -> None:
+    for day in days:
+        context.log.info(
+            f"{contract.name} {day}: labels not due yet: due at "
+            f"{labels_due_at(contract, day).isoformat(sep=' ')} (end of day + label "
+            f"delay {contract.label_delay}); the lake's data clock is at "
+            f"{clock.isoformat(sep=' ') if clock else '(no raw data)'}: skipped"
+        )
+
+
 def performance_compute(contract: Contract, key: AssetKey) -> Callable[..., Iterator[Any]]:
     name = contract.name
 
@@ -245,7 +148,6 @@ def performance_compute(contract: Contract, key: AssetKey) -> Callable[..., Iter
         lake: LakeResource,
         mlflow: MlflowResource,
     ) -> Iterator[Any]:
-
         paths = lake.paths(name)
         days = sorted(context.partition_keys)
         champion = resolve_champion(context, name, mlflow)
@@ -254,14 +156,7 @@ def performance_compute(contract: Contract, key: AssetKey) -> Callable[..., Iter
             return
         clock = data_clock(contract, paths)
         due = [d for d in days if labels_due(contract, d, clock)]
-        for day in days:
-            if day not in due:
-                context.log.info(
-                    f"{name} {day}: labels not due yet: due at "
-                    f"{labels_due_at(contract, day).isoformat(sep=' ')} (end of day + label "
-                    f"delay {contract.label_delay}); the lake's data clock is at "
-                    f"{clock.isoformat(sep=' ') if clock else '(no raw data)'}: skipped"
-                )
+        _log_not_due(context, contract, [d for d in days if d not in due], clock)
         if not due:
             yield from skip_outputs(context)
             return
@@ -273,35 +168,25 @@ def performance_compute(contract: Contract, key: AssetKey) -> Callable[..., Iter
             )
         client = mlflow.client()
         models: dict[str, Champion] = {champion.number: champion}
-        rows: dict[str, dict[str, Any]] = {}
+        results: dict[str, PerformanceDay] = {}
         monitor = champion_monitor_for(contract, paths, champion, mlflow, None)
         for day in due:
             model = _model_that_scored(paths, day, champion, models, client, mlflow)
-            row, metadata = _performance_day(
+            result = _performance_day(
                 context, contract, paths, config, client, model, champion, monitor, day, clock
             )
-            rows[day] = row
+            results[day] = result
+            metadata = result.numbers(contract.task) | {
+                "path": MetadataValue.path(str(result.path))
+            }
+            metadata |= _canary_arms(contract, paths, day)
             yield AssetMaterialization(asset_key=key, partition=day, metadata=metadata)
-
+        verdicts = {
+            day: (not r.row["breached"], r.description(), r.check_numbers())
+            for day, r in results.items()
+        }
         yield from check_results(
-            context,
-            key,
-            PERFORMANCE_CHECK,
-            {
-                day: (
-                    not row["breached"],
-                    _performance_description(row),
-                    {
-                        "value": float(row["pooled_value"]),
-                        "floor": float(row["pooled_floor"]),
-                        "reference": float(row["pooled_reference"]),
-                        "pooled_rows": int(row["pooled_rows"]),
-                        "daily_value": float(row["value"]),
-                    },
-                )
-                for day, row in rows.items()
-            },
-            asset_output_yielded=False,
+            context, key, PERFORMANCE_CHECK, verdicts, asset_output_yielded=False
         )
 
     return performance
