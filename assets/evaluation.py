@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 
     from driftloop.evaluation.challenger import Evaluation
     from driftloop.evaluation.gate import GateConfig
+    from driftloop.evaluation.promotion import Promotion
+    from driftloop.training.registry import RegisteredVersion
 
 from dagster import (
     AssetExecutionContext,
@@ -205,6 +207,14 @@ def _promotion(context: AssetExecutionContext, contract: Contract) -> Materializ
         f"{name}: {done.action} v{decided.version} ({decided.model_kind or 'model'}; trained by "
         f"{source}); champion {_v(before)} -> {_v(after)}"
     )
+    url = context.resources.mlflow.model_version_url(name, model.version)
+    return MaterializeResult(metadata=_promotion_metadata(done, model, url))
+
+
+def _promotion_metadata(done: "Promotion", model: "RegisteredVersion", url: str) -> dict[str, Any]:
+    """The promotion's decision, champions before and after, reasons and ledger entries."""
+    before = done.champion_before.version if done.champion_before else None
+    after = done.champion_after.version if done.champion_after else None
     metadata: dict[str, Any] = {
         "decision": done.action,
         "challenger_version": model.version,
@@ -217,13 +227,11 @@ def _promotion(context: AssetExecutionContext, contract: Contract) -> Materializ
             diff=done.decision.diff, ci_low=done.decision.ci_low, ci_high=done.decision.ci_high
         ),
         "report_path": MetadataValue.path(done.report_path),
-        "challenger_model_version": MetadataValue.url(
-            context.resources.mlflow.model_version_url(name, model.version)
-        ),
+        "challenger_model_version": MetadataValue.url(url),
     }
     for n, entry_path in enumerate(done.ledger_entries):
         metadata["ledger_entry" + (f"_{n + 1}" if n else "")] = MetadataValue.path(str(entry_path))
-    return MaterializeResult(metadata=metadata)
+    return metadata
 
 
 def build(contract: Contract) -> Definitions:

@@ -21,6 +21,7 @@ from driftloop.data.contract import Contract, Task
 from driftloop.features.definition import lookback_days
 from driftloop.features.writer import WrittenFeatures, write_features
 from driftloop.names import FEATURES_TABLE, RAW_TABLE
+from driftloop.paths import DatasetPaths
 from resources.lake import LakeResource
 
 
@@ -36,6 +37,33 @@ def _null_fractions(written: WrittenFeatures, features: list[str]) -> MetadataVa
         ]
     )
     return MetadataValue.table(records, schema=schema)
+
+
+def _metadata(
+    contract: Contract, paths: DatasetPaths, days: list[str], written: WrittenFeatures
+) -> dict[str, MetadataValue]:
+    """Rows, labels, null fractions and where the files are; the SQL for a single day."""
+    label_stat = "label_rate" if contract.task == Task.binary else "label_mean"
+    metadata = {
+        "rows": MetadataValue.int(written.rows),
+        "days": MetadataValue.int(len(days)),
+        "labelled_rows": MetadataValue.int(written.labelled_rows),
+        label_stat: MetadataValue.float(written.label_mean or 0.0),
+        "null_fraction": _null_fractions(written, contract.features),
+        "lookback_days": MetadataValue.int(lookback_days(contract)),
+        "path": MetadataValue.path(
+            str(written.files[days[0]]) if len(days) == 1 else str(paths.table(FEATURES_TABLE))
+        ),
+    }
+    if len(days) == 1:
+        metadata["sql"] = MetadataValue.md(f"```sql\n{written.sql}\n```")
+    else:
+        # Dagster copies a range run's metadata onto every partition's materialization
+        # (three rows in the event log each): the query, most of the metadata's size, stays
+        # with single-day runs, whose query is the same but for its files and days.
+        metadata["rows_per_day"] = MetadataValue.json(written.rows_per_day)
+        metadata["queries"] = MetadataValue.int(len(written.chunks))
+    return metadata
 
 
 def build(contract: Contract) -> Definitions:
@@ -77,26 +105,6 @@ def build(contract: Contract) -> Definitions:
         for skipped in written.skipped_lookback_days:
             context.log.warning(f"{name}: lookback raw partition {skipped} is blocked: skipped")
 
-        label_stat = "label_rate" if contract.task == Task.binary else "label_mean"
-        metadata = {
-            "rows": MetadataValue.int(written.rows),
-            "days": MetadataValue.int(len(days)),
-            "labelled_rows": MetadataValue.int(written.labelled_rows),
-            label_stat: MetadataValue.float(written.label_mean or 0.0),
-            "null_fraction": _null_fractions(written, contract.features),
-            "lookback_days": MetadataValue.int(lookback),
-            "path": MetadataValue.path(
-                str(written.files[days[0]]) if len(days) == 1 else str(paths.table(FEATURES_TABLE))
-            ),
-        }
-        if len(days) == 1:
-            metadata["sql"] = MetadataValue.md(f"```sql\n{written.sql}\n```")
-        else:
-            # Dagster copies a range run's metadata onto every partition's materialization
-            # (three rows in the event log each): the query, most of the 20 KB, stays with
-            # single-day runs, whose query is the same but for its files and days.
-            metadata["rows_per_day"] = MetadataValue.json(written.rows_per_day)
-            metadata["queries"] = MetadataValue.int(len(written.chunks))
-        return MaterializeResult(metadata=metadata)
+        return MaterializeResult(metadata=_metadata(contract, paths, days, written))
 
     return Definitions(assets=[features])

@@ -35,7 +35,6 @@ from dagster import (
     BetaWarning,
     Config,
     Definitions,
-    Failure,
     IdentityPartitionMapping,
     MaterializeResult,
     MetadataValue,
@@ -51,6 +50,7 @@ from assets.monitoring_checks import (
     check_spec,
     day_span,
     drift_table_metadata,
+    require_features,
 )
 from assets.monitoring_performance import (
     PERFORMANCE_CHECK,
@@ -68,7 +68,6 @@ from driftloop.monitoring.champion import (
 )
 from driftloop.monitoring.signals import (
     DRIFT_SHARE_THRESHOLD,
-    FEATURES_TABLE,
     PREDICTION,
     REFERENCE_MAX_ROWS,
     DriftOutcome,
@@ -222,12 +221,7 @@ def _drift_compute(contract: Contract, key: AssetKey) -> Callable[..., Iterator[
         if champion is None:
             yield from skip_outputs(context)
             return
-        absent = [d for d in days if not paths.partition_file(FEATURES_TABLE, d).exists()]
-        if absent:
-            raise Failure(
-                description=f"{name}: no features partition for {', '.join(absent)}; "
-                f"materialize {name}/features and {name}/predictions first"
-            )
+        require_features(name, paths, days)
         started = time.perf_counter()
         reference = reference_data(
             contract,
@@ -240,7 +234,7 @@ def _drift_compute(contract: Contract, key: AssetKey) -> Callable[..., Iterator[
         monitor = champion_monitor_for(contract, paths, champion, mlflow, reference)
         frames: dict[str, pd.DataFrame] = {}
         outcomes: dict[str, DriftOutcome] = {}
-        # Rendering Evidently's page costs seconds a day; a 60-day backfill needs the
+        # Rendering Evidently's page is the slow part of a day; a 60-day backfill needs the
         # verdicts of every day but a person reads the pages of the latest few.
         html_days = set(sorted(days)[-config.html_latest_days :]) if config.html else set()
         for day in days:

@@ -19,6 +19,7 @@ from dagster import (
     AssetCheckSpec,
     AssetExecutionContext,
     AssetKey,
+    Failure,
     MetadataValue,
     PreviewWarning,
     TableColumn,
@@ -37,6 +38,7 @@ from driftloop.monitoring.champion import (
     importance_of,
 )
 from driftloop.monitoring.signals import (
+    FEATURES_TABLE,
     PREDICTION,
     window_frame,
 )
@@ -82,6 +84,16 @@ def champion_monitor_for(
         holdout[PREDICTION].to_numpy(dtype="float64") if len(holdout) else [],
         contract.retraining,
     )
+
+
+def require_features(name: str, paths: DatasetPaths, days: list[str]) -> None:
+    """Fail with what to materialize when a day has no features partition."""
+    absent = [d for d in days if not paths.partition_file(FEATURES_TABLE, d).exists()]
+    if absent:
+        raise Failure(
+            description=f"{name}: no features partition for {', '.join(absent)}; "
+            f"materialize {name}/features and {name}/predictions first"
+        )
 
 
 def _nan_to_none(value: Any) -> Any:

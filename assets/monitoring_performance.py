@@ -13,18 +13,16 @@ from dagster import (
     AssetKey,
     AssetMaterialization,
     Config,
-    Failure,
     MetadataValue,
 )
 from pydantic import Field
 
-from assets.monitoring_checks import champion_monitor_for, check_results
+from assets.monitoring_checks import champion_monitor_for, check_results, require_features
 from assets.predictions import Champion, resolve_champion, skip_outputs
 from driftloop.data.contract import Contract
 from driftloop.monitoring.champion import ChampionMonitor
 from driftloop.monitoring.performance_day import DaySettings, PerformanceDay, performance_day
 from driftloop.monitoring.signals import (
-    FEATURES_TABLE,
     MIN_LABELLED_ROWS,
     MODEL_VERSION,
     PREDICTIONS_TABLE,
@@ -160,12 +158,7 @@ def performance_compute(contract: Contract, key: AssetKey) -> Callable[..., Iter
         if not due:
             yield from skip_outputs(context)
             return
-        absent = [d for d in due if not paths.partition_file(FEATURES_TABLE, d).exists()]
-        if absent:
-            raise Failure(
-                description=f"{name}: no features partition for {', '.join(absent)}; "
-                f"materialize {name}/features and {name}/predictions first"
-            )
+        require_features(name, paths, due)
         client = mlflow.client()
         models: dict[str, Champion] = {champion.number: champion}
         results: dict[str, PerformanceDay] = {}
