@@ -74,12 +74,46 @@ def check_schema(contract: Contract, frame: pd.DataFrame) -> CheckOutcome:
     )
 
 
-def check_null_fractions(contract: Contract, frame: pd.DataFrame) -> CheckOutcome:
-    import pandas as pd
+class _Findings:
+    """What a per-column row rule found: a table row per column, and for each failing column
+    its problem, its example values and its rows."""
 
-    table, failing, problems = [], [], []
+    def __init__(self, frame: pd.DataFrame) -> None:
+        import pandas as pd
+
+        self.frame = frame
+        self.table: list[dict[str, Any]] = []
+        self.failing: list[str] = []
+        self.problems: list[str] = []
+        self.examples: dict[str, Any] = {}
+        self.bad_rows = pd.Series(False, index=frame.index)
+
+    def fail(self, column: str, rows: pd.Series, problem: str, example: Any = None) -> None:
+        self.failing.append(column)
+        self.bad_rows |= rows
+        self.problems.append(problem)
+        if example is not None:
+            self.examples[column] = example
+
+    def outcome(self, name: str, rule: str, ok_text: str) -> CheckOutcome:
+        """Which columns failed, how many rows, from which files."""
+        passed = not self.failing
+        return outcome(
+            name,
+            passed,
+            ok_text if passed else "; ".join(self.problems),
+            columns=self.failing,
+            rule=rule,
+            failing_rows=int(self.bad_rows.sum()),
+            examples=self.examples or None,
+            source_files=sources(self.frame, self.bad_rows) if not passed else None,
+            table=self.table,
+        )
+
+
+def check_null_fractions(contract: Contract, frame: pd.DataFrame) -> CheckOutcome:
+    found = _Findings(frame)
     rows = len(frame)
-    bad_mask = pd.Series(False, index=frame.index)
     for name, column in contract.columns.items():
         if name not in frame:
             continue
@@ -88,7 +122,7 @@ def check_null_fractions(contract: Contract, frame: pd.DataFrame) -> CheckOutcom
         fraction = count / rows if rows else 0.0
         limit = 0.0 if not column.nullable else column.max_null_fraction
         ok = limit is None or (count == 0 if limit == 0.0 else fraction <= limit)
-        table.append(
+        found.table.append(
             {
                 "column": name,
                 "nulls": count,
@@ -98,28 +132,19 @@ def check_null_fractions(contract: Contract, frame: pd.DataFrame) -> CheckOutcom
             }
         )
         if not ok:
-            failing.append(name)
-            bad_mask |= nulls
             rule = "nullable=false" if not column.nullable else f"max_null_fraction={limit}"
-            problems.append(f"column '{name}' rule {rule}: {count} of {rows} null ({fraction:.1%})")
-    passed = not failing
-    return outcome(
-        "null_fractions",
-        passed,
-        "null fractions within the contract" if passed else "; ".join(problems),
-        columns=failing,
-        rule="nullable / max_null_fraction",
-        failing_rows=int(bad_mask.sum()),
-        source_files=sources(frame, bad_mask) if not passed else None,
-        table=table,
+            found.fail(
+                name, nulls, f"column '{name}' rule {rule}: {count} of {rows} null ({fraction:.1%})"
+            )
+    return found.outcome(
+        "null_fractions", "nullable / max_null_fraction", "null fractions within the contract"
     )
 
 
 def check_value_ranges(contract: Contract, frame: pd.DataFrame) -> CheckOutcome:
     import pandas as pd
 
-    table, failing, problems, examples = [], [], [], {}
-    bad_mask = pd.Series(False, index=frame.index)
+    found = _Findings(frame)
     for name, column in contract.columns.items():
         if name not in frame or column.type != ColumnType.numeric:
             continue
@@ -131,7 +156,7 @@ def check_value_ranges(contract: Contract, frame: pd.DataFrame) -> CheckOutcome:
         above = values > column.max if column.max is not None else never
         outside = below | above
         count = int(outside.sum())
-        table.append(
+        found.table.append(
             {
                 "column": name,
                 "min": plain(column.min),
@@ -142,50 +167,19 @@ def check_value_ranges(contract: Contract, frame: pd.DataFrame) -> CheckOutcome:
             }
         )
         if count:
-            failing.append(name)
-            bad_mask |= outside
-            examples[name] = example_values(values[outside])
-            problems.append(
+            example = example_values(values[outside])
+            found.fail(
+                name,
+                outside,
                 f"column '{name}' rule min={plain(column.min)} max={plain(column.max)}: "
-                f"{count} row(s) outside, e.g. {examples[name]}"
+                f"{count} row(s) outside, e.g. {example}",
+                example,
             )
-    return _column_rule_outcome(
-        "value_ranges", "min/max", "numeric values within min/max",
-        frame, failing, problems, examples, bad_mask, table,
-    )  # fmt: skip
-
-
-def _column_rule_outcome(
-    name: str,
-    rule: str,
-    ok_text: str,
-    frame: pd.DataFrame,
-    failing: list[str],
-    problems: list[str],
-    examples: dict[str, Any],
-    bad_mask: pd.Series,
-    table: list[dict[str, Any]],
-) -> CheckOutcome:
-    """The outcome of a per-column row rule: which columns, how many rows, from which files."""
-    passed = not failing
-    return outcome(
-        name,
-        passed,
-        ok_text if passed else "; ".join(problems),
-        columns=failing,
-        rule=rule,
-        failing_rows=int(bad_mask.sum()),
-        examples=examples or None,
-        source_files=sources(frame, bad_mask) if not passed else None,
-        table=table,
-    )
+    return found.outcome("value_ranges", "min/max", "numeric values within min/max")
 
 
 def check_allowed_values(contract: Contract, frame: pd.DataFrame) -> CheckOutcome:
-    import pandas as pd
-
-    table, failing, problems, examples = [], [], [], {}
-    bad_mask = pd.Series(False, index=frame.index)
+    found = _Findings(frame)
     for name, column in contract.columns.items():
         if name not in frame or column.allowed is None:
             continue
@@ -197,16 +191,13 @@ def check_allowed_values(contract: Contract, frame: pd.DataFrame) -> CheckOutcom
             allowed = {str(v) for v in column.allowed}
             outside = values.notna() & ~values.astype(object).map(str).isin(allowed)
         count = int(outside.sum())
-        table.append({"column": name, "allowed": len(allowed), "not_allowed": count})
+        found.table.append({"column": name, "allowed": len(allowed), "not_allowed": count})
         if count:
-            failing.append(name)
-            bad_mask |= outside
-            examples[name] = example_values(values[outside])
-            problems.append(
-                f"column '{name}' rule allowed: {count} row(s) with other values, "
-                f"e.g. {examples[name]}"
+            example = example_values(values[outside])
+            found.fail(
+                name,
+                outside,
+                f"column '{name}' rule allowed: {count} row(s) with other values, e.g. {example}",
+                example,
             )
-    return _column_rule_outcome(
-        "allowed_values", "allowed", "categorical values among the allowed ones",
-        frame, failing, problems, examples, bad_mask, table,
-    )  # fmt: skip
+    return found.outcome("allowed_values", "allowed", "categorical values among the allowed ones")
