@@ -12,7 +12,6 @@ module that owns them; ``collect`` and ``format_text`` pick them up without chan
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -21,6 +20,7 @@ from typing import Any
 import pandas as pd
 
 from driftloop.evaluation import ledger
+from driftloop.floats import optional_float
 from driftloop.paths import DatasetPaths
 
 ALIASES = ("champion", "challenger")
@@ -55,14 +55,6 @@ def register_section(
     SECTIONS[name] = Section(collect, format_text)
 
 
-def _num(value: Any) -> float | None:
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return None
-    return None if math.isnan(value) else value
-
-
 def version_info(client: Any, dataset: str, alias: str) -> dict[str, Any] | None:
     """One aliased model version: tags, holdout, gate outcome and its run's metrics."""
     from driftloop.training.registry import version_for_alias
@@ -83,9 +75,9 @@ def version_info(client: Any, dataset: str, alias: str) -> dict[str, Any] | None
         gate = {
             "decision": tags.get("driftloop.gate_decision"),
             "reference": tags.get("driftloop.gate_reference"),
-            "diff": _num(tags.get("driftloop.gate_diff")),
-            "ci_low": _num(tags.get("driftloop.gate_ci_low")),
-            "ci_high": _num(tags.get("driftloop.gate_ci_high")),
+            "diff": optional_float(tags.get("driftloop.gate_diff")),
+            "ci_low": optional_float(tags.get("driftloop.gate_ci_low")),
+            "ci_high": optional_float(tags.get("driftloop.gate_ci_high")),
             "report": tags.get("driftloop.gate_report"),
         }
     return {
@@ -116,7 +108,7 @@ def ledger_records(paths: DatasetPaths, limit: int = LEDGER_LIMIT) -> list[dict[
             elif key == "reasons":
                 out[key] = json.loads(value) if isinstance(value, str) else []
             elif isinstance(value, float):
-                out[key] = _num(value)
+                out[key] = optional_float(value)
             else:
                 out[key] = None if value is None or pd.isna(value) else value
         records.append(out)

@@ -8,7 +8,6 @@ Links point at the Dagster UI (``base_url``, e.g. http://127.0.0.1:3000).
 from __future__ import annotations
 
 import json
-import math
 from collections import Counter
 from datetime import date
 from pathlib import Path
@@ -18,6 +17,7 @@ from urllib.parse import quote
 from driftloop.alerts.notify import Alert
 from driftloop.data.lake import BLOCKED_MARKER, existing_partitions
 from driftloop.evaluation import ledger
+from driftloop.floats import optional_float
 from driftloop.paths import DatasetPaths
 
 RAW_TABLE = "raw"
@@ -39,18 +39,11 @@ def _v(value: Any) -> str:
     return "(none)" if value is None or value == "" else f"v{value}"
 
 
-def _num(value: Any) -> float | None:
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return None
-    return None if math.isnan(value) else value
-
-
 def _gate_numbers(row: dict[str, Any]) -> str | None:
     metric = row.get("metric")
-    challenger, champion = _num(row.get("challenger_value")), _num(row.get("champion_value"))
-    diff, low, high = _num(row.get("diff")), _num(row.get("ci_low")), _num(row.get("ci_high"))
+    challenger = optional_float(row.get("challenger_value"))
+    champion = optional_float(row.get("champion_value"))
+    diff, low, high = (optional_float(row.get(k)) for k in ("diff", "ci_low", "ci_high"))
     if not metric or challenger is None:
         return None
     text = f"{metric}: challenger {challenger:.4f}"
@@ -208,7 +201,7 @@ def digest_alert(
     if performance:
         last = performance[-1]
         late = [r["day"] for r in performance if r.get("breached")]
-        value, floor = _num(last.get("value")), _num(last.get("floor"))
+        value, floor = optional_float(last.get("value")), optional_float(last.get("floor"))
         text = f"performance: {len(performance)} labelled day(s), {len(late)} below the floor"
         if value is not None:
             text += f"; latest {last['day']} {last.get('primary_metric')}={value:.4f}"

@@ -33,6 +33,7 @@ from driftloop.evaluation.bootstrap import (  # noqa: F401 (public names of the 
     weighted_metric,
 )
 from driftloop.evaluation.metrics import percentile_interval
+from driftloop.floats import optional_float
 
 if TYPE_CHECKING:
     from driftloop.evaluation.explain import Explanation
@@ -116,11 +117,11 @@ class EvalResult:
             "n_positive": self.n_positive,
             "challenger_metrics": _clean(self.challenger_metrics),
             "reference_metrics": _clean(self.reference_metrics),
-            "diff": _num(self.diff),
+            "diff": optional_float(self.diff),
             "bootstrap": {
-                "mean": _num(self.boot_mean),
-                "ci_low": _num(self.ci_low),
-                "ci_high": _num(self.ci_high),
+                "mean": optional_float(self.boot_mean),
+                "ci_low": optional_float(self.ci_low),
+                "ci_high": optional_float(self.ci_high),
                 "confidence": self.confidence,
                 "samples": self.bootstrap_samples,
                 "seed": self.seed,
@@ -132,13 +133,8 @@ class EvalResult:
         }
 
 
-def _num(value: Any) -> float | None:
-    value = float(value)
-    return None if math.isnan(value) else value
-
-
 def _clean(values: dict[str, float]) -> dict[str, float | None]:
-    return {k: _num(v) for k, v in values.items()}
+    return {k: optional_float(v) for k, v in values.items()}
 
 
 def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
@@ -146,7 +142,7 @@ def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
     for row in frame.to_dict(orient="records"):
         out.append(
             {
-                k: (_num(v) if isinstance(v, float | np.floating) else _plain(v))
+                k: (optional_float(v) if isinstance(v, float | np.floating) else _plain(v))
                 for k, v in row.items()
             }
         )

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
 
 from driftloop.data.contract import Contract
 from driftloop.data.lake import write_parquet_atomic, write_text_atomic
+from driftloop.floats import json_float
 from driftloop.monitoring.drift import column_drift, drift_table
 from driftloop.monitoring.signals import (
     DRIFT_SHARE_THRESHOLD,
@@ -21,7 +22,6 @@ from driftloop.monitoring.signals import (
     SUMMARY_FILE,
     TOP_COLUMNS,
     feature_kinds,
-    json_float,
 )
 from driftloop.paths import DatasetPaths
 

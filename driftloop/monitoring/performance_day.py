@@ -15,15 +15,14 @@ from driftloop.evaluation.metrics import HIGHER_IS_BETTER, PRIMARY_METRIC, metri
 from driftloop.monitoring.champion import ChampionMonitor, holdout_days
 from driftloop.monitoring.drift_outcome import read_drift_summary
 from driftloop.monitoring.performance import PooledPerformance
+from driftloop.monitoring.realised import holdout_reference, realised_performance
 from driftloop.monitoring.signals import (
     MIN_LABELLED_ROWS,
     PERFORMANCE_TABLE,
     PREDICTION,
-    holdout_reference,
     labelled_predictions,
     labels_due,
     labels_due_at,
-    realised_performance,
     trailing_days,
     training_days,
     window_frame,

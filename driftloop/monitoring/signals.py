@@ -34,7 +34,6 @@ has delivered the data that would, in real life, have come with its labels.
 
 from __future__ import annotations
 
-import math
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -351,15 +350,6 @@ def labels_due_at(contract: Contract, day: str) -> datetime:
 
 def labels_due(contract: Contract, day: str, clock: datetime | None) -> bool:
     return clock is not None and clock >= labels_due_at(contract, day)
-
-
-def json_float(value: Any) -> float | None:
-    """A float for JSON: None for NaN, infinity or what is not a number."""
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return None
-    return None if math.isnan(value) or math.isinf(value) else value
 
 
 # Names that moved to modules of their own stay importable from here.

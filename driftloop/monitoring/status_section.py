@@ -15,13 +15,13 @@ if TYPE_CHECKING:
 from datetime import date
 
 from driftloop.data.lake import existing_partitions, write_text_atomic
+from driftloop.floats import json_float
 from driftloop.monitoring.drift_outcome import read_drift_summary
 from driftloop.monitoring.signals import (
     DRIFT_TABLE,
     MODEL_VERSION,
     PERFORMANCE_TABLE,
     PREDICTIONS_TABLE,
-    json_float,
 )
 from driftloop.monitoring.trigger import WindowSignal
 from driftloop.paths import DatasetPaths
