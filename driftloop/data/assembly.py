@@ -84,7 +84,9 @@ def _day_manifests(
     paths: DatasetPaths, day: str, loaded: list[dict[str, Any]] | None = None
 ) -> list[dict[str, Any]]:
     """Manifests of the files with rows on `day`, earliest landed first."""
-    found = [m for m in (loaded if loaded is not None else load_manifests(paths)) if day in m["days"]]
+    found = [
+        m for m in (loaded if loaded is not None else load_manifests(paths)) if day in m["days"]
+    ]
     return sorted(found, key=lambda m: (m["landed_at"], m["name"]))
 
 

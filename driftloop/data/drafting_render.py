@@ -65,6 +65,8 @@ def check_sample(contract: Contract, sample: Path) -> str:
     except Reject as reject:
         return f"the sample itself would be quarantined whole: {reject.reason}"
     bad = int(violations.bad.sum())
-    lines = [f"{len(raw) - bad} of {len(raw)} sample rows pass the row rules as ingestion applies them"]
+    lines = [
+        f"{len(raw) - bad} of {len(raw)} sample rows pass the row rules as ingestion applies them"
+    ]
     lines += [f"  would quarantine {line}" for line in violations.lines()[:5]]
     return "\n".join(lines)

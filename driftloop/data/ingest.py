@@ -75,7 +75,6 @@ __all__ = [
 ]
 
 
-
 @dataclass
 class IngestReport:
     """What one pass over the landing zone did (file names are the landed names)."""
@@ -207,7 +206,9 @@ def _stage(
     staged = _day_counts(event_days)
     for day in staged:
         piece = good[event_days == day]
-        write_parquet_atomic(to_arrow(contract, piece), paths.staged / f"date={day}" / f"{key}.parquet")
+        write_parquet_atomic(
+            to_arrow(contract, piece), paths.staged / f"date={day}" / f"{key}.parquet"
+        )
     old = read_manifest(paths, landed.name) or {"days": {}}
     quarantined = _day_counts(bad_days)
     days = sorted(set(staged) | set(quarantined))
@@ -219,7 +220,9 @@ def _stage(
         "landed_at": datetime.now(UTC).isoformat(timespec="microseconds"),
         "rows": rows,
         "rows_quarantined_without_day": int(bad_days.isna().sum()),
-        "days": {d: {"staged": staged.get(d, 0), "quarantined": quarantined.get(d, 0)} for d in days},
+        "days": {
+            d: {"staged": staged.get(d, 0), "quarantined": quarantined.get(d, 0)} for d in days
+        },
     }
     write_text_atomic(json.dumps(manifest, indent=1) + "\n", manifest_path(paths, landed.name))
     return sorted(set(days) | set(old["days"]))

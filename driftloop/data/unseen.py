@@ -75,7 +75,7 @@ def unseen_categories(
             distinct = sorted(new.unique())
             result[day][column] = {
                 "unseen_values": len(distinct),
-                "rows": int(len(new)),
+                "rows": len(new),
                 "share": round(len(new) / len(values), 4) if len(values) else 0.0,
                 "examples": distinct[:MAX_SHOWN],
                 "history_days": sum(1 for d in all_days if d < day),
