@@ -35,7 +35,7 @@ from assets.partitions import ONE_RUN
 from assets.retrain_run import fail, identity_metadata, run_in_progress
 from driftloop.data.contract import Contract
 from driftloop.evaluation.promotion import PromotionError, check_store
-from driftloop.training.lightgbm_model import LIGHTGBM_DEFAULTS
+from driftloop.training.lightgbm_model import LIGHTGBM_DEFAULTS, RUN_PARAMS
 from pipelines.jobs import TRAINING_POOL
 from resources.lake import LakeResource
 from resources.mlflow import MlflowResource
@@ -83,18 +83,7 @@ class ModelConfig(Config):
         )
 
     def lightgbm_params(self) -> dict[str, Any]:
-        names = (
-            "num_leaves",
-            "learning_rate",
-            "n_estimators",
-            "min_child_samples",
-            "feature_fraction",
-            "lambda_l2",
-            "max_depth",
-            "early_stopping_rounds",
-            "num_threads",
-        )
-        return {name: getattr(self, name) for name in names}
+        return {name: getattr(self, name) for name in RUN_PARAMS}
 
 
 def model_config_class(contract: Contract) -> type[ModelConfig]:

@@ -11,18 +11,6 @@ from pathlib import Path
 from benchmarks import self_peak_mb
 
 DATASET = "flights"
-# The asset's ModelConfig passes exactly these LightGBM parameters (assets/model.py).
-MODEL_PARAMS = (
-    "num_leaves",
-    "learning_rate",
-    "n_estimators",
-    "min_child_samples",
-    "feature_fraction",
-    "lambda_l2",
-    "max_depth",
-    "early_stopping_rounds",
-    "num_threads",
-)
 
 
 def retrain_in_process(root: Path, days: list[str], window_days: int | None = None) -> dict:
@@ -40,7 +28,7 @@ def retrain_in_process(root: Path, days: list[str], window_days: int | None = No
     from driftloop.features.writer import write_features
     from driftloop.names import FEATURES_TABLE
     from driftloop.paths import PROJECT_ROOT, dataset_paths
-    from driftloop.training.lightgbm_model import LIGHTGBM_DEFAULTS
+    from driftloop.training.lightgbm_model import LIGHTGBM_DEFAULTS, RUN_PARAMS
     from driftloop.training.registry import (
         RegisteredVersion,
         load_scoring_model,
@@ -71,7 +59,7 @@ def retrain_in_process(root: Path, days: list[str], window_days: int | None = No
         validation_days=contract.training.validation_days,
         end_date=None,
         model_kind="lightgbm",
-        params={k: LIGHTGBM_DEFAULTS[k] for k in MODEL_PARAMS},
+        params={k: LIGHTGBM_DEFAULTS[k] for k in RUN_PARAMS},
         seed=42,
     )
     frame, used_days, digests = load_training_frame(contract, paths, None, window)

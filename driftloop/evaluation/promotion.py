@@ -170,6 +170,32 @@ def _record(paths: DatasetPaths, entry: ledger.LedgerEntry, done: Promotion, act
     done.ledger_entries.append(ledger.append(paths, entry))
 
 
+def _unchanged(
+    action: str,
+    contract: Contract,
+    paths: DatasetPaths,
+    model: RegisteredVersion,
+    champion: RegisteredVersion | None,
+    entry_champions: tuple[RegisteredVersion | None, RegisteredVersion | None],
+    decision: GateDecision,
+    record: dict[str, Any],
+    run_id: str,
+    trigger_reason: str | None,
+) -> Promotion:
+    """A decision that leaves the champion where it is, written to the ledger with
+    `entry_champions` as the entry's champion before and after."""
+    done = Promotion(
+        action, model, champion, champion, decision.reasons, decision,
+        str(record.get("report_path")),
+    )  # fmt: skip
+    entry = _entry(
+        contract, action, model, *entry_champions, decision, record, decision.reasons,
+        run_id, trigger_reason,
+    )  # fmt: skip
+    _record(paths, entry, done, action)
+    return done
+
+
 def promote(
     contract: Contract,
     paths: DatasetPaths,
@@ -211,28 +237,10 @@ def promote(
     evaluated_against = record.get("champion_run_id")
     now_run = None if champion is None else champion.run_id
     if champion is not None and now_run == model.run_id:
-        done = Promotion(
-            "promoted",
-            model,
-            champion,
-            champion,
-            decision.reasons,
-            decision,
-            str(record.get("report_path")),
-        )
-        entry = _entry(
-            contract,
-            "promoted",
-            model,
-            None,
-            model,
-            decision,
-            record,
-            decision.reasons,
-            dagster_run_id,
-            trigger_reason,
-        )
-        _record(paths, entry, done, "promoted")
+        done = _unchanged(
+            "promoted", contract, paths, model, champion, (None, model), decision, record,
+            dagster_run_id, trigger_reason,
+        )  # fmt: skip
         done.notes.append(f"v{model.version} already is the champion")
         return done
     if now_run != evaluated_against:
@@ -268,28 +276,10 @@ def promote(
             dagster_run_id,
             trigger_reason,
         )
-    done = Promotion(
-        "rejected",
-        model,
-        champion,
-        champion,
-        decision.reasons,
-        decision,
-        str(record.get("report_path")),
-    )
-    entry = _entry(
-        contract,
-        "rejected",
-        model,
-        champion,
-        champion,
-        decision,
-        record,
-        decision.reasons,
-        dagster_run_id,
-        trigger_reason,
-    )
-    _record(paths, entry, done, "rejected")
+    done = _unchanged(
+        "rejected", contract, paths, model, champion, (champion, champion), decision, record,
+        dagster_run_id, trigger_reason,
+    )  # fmt: skip
     for key, value in _gate_tags(decision, "rejected", record, dagster_run_id).items():
         client.set_model_version_tag(name, model.version, key, value)
     if champion is None and record.get("baseline_run_id") and decision.is_first:

@@ -35,6 +35,19 @@ LIGHTGBM_DEFAULTS: dict[str, Any] = {
     "num_threads": 1,
 }
 
+# The parameters a training run can set (the model asset's config, the retraining benchmark).
+RUN_PARAMS = (
+    "num_leaves",
+    "learning_rate",
+    "n_estimators",
+    "min_child_samples",
+    "feature_fraction",
+    "lambda_l2",
+    "max_depth",
+    "early_stopping_rounds",
+    "num_threads",
+)
+
 # LightGBM scores this many rows at a time: 64k rows x 24 features is 12.5 MB of matrix,
 # small enough for the allocator to reuse and for the caches to hold much of it.
 PREDICT_BLOCK_ROWS = 65_536
