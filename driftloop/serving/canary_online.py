@@ -151,13 +151,7 @@ class CanaryScorer(OnlineScorer):
                 for i, row in zip(picked, explain_rows(model, part, top) or [], strict=False):
                     explanations[i] = row
         versions = [models[a].version for a in arms]
-        body: dict[str, Any] = {
-            "predictions": [float(s) for s in scores],
-            "model_version": champion.version,
-            "model_uri": champion.model_uri,
-            "run_id": champion.run_id,
-            "dataset": self.contract.name,
-        }
+        body = self.response_body(champion, scores)
         if request.get("explain"):
             body["explanations"] = explanations
         unseen = self.unseen(champion, rows)

@@ -241,17 +241,21 @@ class OnlineScorer:
         rows = parse_request(payload, self.schema)
         features = self.features(rows)
         scores = model.predict(features, rows.count)
-        body: dict[str, Any] = {
+        body = self.response_body(model, scores)
+        unseen = self.unseen(model, rows)
+        if unseen:
+            body["unseen_categories"] = unseen
+        return Scored(body, model, rows.count, unseen)
+
+    def response_body(self, model: LoadedModel, scores: Any) -> dict[str, Any]:
+        """The predictions and the version that answers for them."""
+        return {
             "predictions": [float(s) for s in scores],
             "model_version": model.version,
             "model_uri": model.model_uri,
             "run_id": model.run_id,
             "dataset": self.contract.name,
         }
-        unseen = self.unseen(model, rows)
-        if unseen:
-            body["unseen_categories"] = unseen
-        return Scored(body, model, rows.count, unseen)
 
     def version(self) -> dict[str, Any]:
         self.state.catch_up()  # so the state described includes every accepted event
