@@ -56,8 +56,8 @@ class ChildRun:
 
 
 # This machine's environment sets PYTHONDONTWRITEBYTECODE=1 and the virtualenv holds no
-# bytecode, so every process would compile dagster, mlflow, pandas... from source (mlflow's
-# import takes 20 s that way instead of a few). Children get a bytecode cache of their own
+# bytecode, so every process would compile dagster, mlflow, pandas... from source, several
+# times slower than importing them compiled. Children get a bytecode cache of their own
 # (outside the project and the virtualenv), as any normal installation has one.
 PYCACHE = Path(tempfile.gettempdir()) / "driftloop-bench-pycache"
 

@@ -61,7 +61,7 @@ def test_fast_dataset_schema_equals_mlflows_inference() -> None:
 
 
 def test_only_a_process_first_client_of_a_store_probes_it(tmp_path: Path, monkeypatch) -> None:
-    # Each probe is a registry query (about 50 ms); steps make several clients per run.
+    # Each probe is a registry query; steps make several clients per run.
     from mlflow import MlflowClient
 
     probes: list[int] = []

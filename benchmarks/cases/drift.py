@@ -3,8 +3,8 @@
 Both sides get the very same Parquet files (20 numeric + 5 categorical columns, missing
 values, seeded drift; `benchmarks.data.drift_frames`) in their own child process. The
 timed region is the computation only: `drift_table(reference, current, kinds)` for us,
-`Report([DataDriftPreset()]).run(...)` plus `snapshot.dict()` for Evidently (its import,
-about 9 s here, and reading the files are left out on both sides). Peak memory is each
+`Report([DataDriftPreset()]).run(...)` plus `snapshot.dict()` for Evidently (its slow
+import and reading the files are left out on both sides). Peak memory is each
 child's maximum RSS, which includes the two loaded frames; the note gives the step's own
 share (peak minus the RSS just before the step).
 

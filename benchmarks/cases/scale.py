@@ -28,7 +28,7 @@ from benchmarks.data import START, write_replicated_lake
 
 TARGET_RATIO = 1.2
 TARGET_MEMORY_MB = 8 * 1024
-# The big run is stopped after this long (about 10 minutes on a quiet machine).
+# The big run is stopped after this long; its figure is then a lower bound.
 BIG_BUDGET_SECONDS = 1500
 DATASET = "flights"
 MODULE = "benchmarks.cases.scale"

@@ -14,11 +14,8 @@ included): the interpreter, the dagster import, loading the code location (as th
 worker does before its step; it also sets the process up: pipelines/definitions.py), and
 the fixed costs a step process pays once whatever the data size - importing what the step
 imports on first use (numpy, pandas, pyarrow, MLflow with its SQL store, LightGBM) and the
-first use of the Parquet reader and writer (one tiny file: paging in that library code
-costs 0.5-1 s in a fresh process here). Until the run of 2026-11-21 22:28 UTC (ratio
-0.129) the imports were inside the timed region. Until the run of 2026-11-22 10:28 UTC
-(ratio 0.446) the child did not load the code location, and the step paid two full
-garbage collections over every object dagster and the libraries had made (0.4-0.5 s).
+first use of the Parquet reader and writer (one tiny file, which pages in that library
+code).
 
 Baseline: LightGBM's `Booster.predict` of that very champion on the feature matrix built
 beforehand (`LightGBMModel._matrix` of the same partition, as float64 numpy), with the same

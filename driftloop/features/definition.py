@@ -23,8 +23,8 @@ share their group, value and known-at share one): per group, the values are summ
 known-at key (integer microseconds) and accumulated in key order; an ASOF join then
 finds, for a row at t, the running totals just before t and just before t - window, and
 their difference is exactly what became known in [t - window, t). Sorting and the ASOF
-merge are O(n log n); DuckDB's RANGE window frames, the obvious alternative, grew
-superlinearly here (13 s vs 1.2 s per feature at 2M rows, benchmarks/cases/scale.py).
+merge are O(n log n); DuckDB's RANGE window frames, the obvious alternative, grow
+superlinearly with the rows (docs/performance.md).
 Sums are exact for integer-valued values (labels, counts, minutes); for arbitrary doubles
 a mean differs from a direct average only by rounding (relative ~1e-15 of the prefix sum).
 """

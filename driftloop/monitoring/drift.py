@@ -1,11 +1,12 @@
 """Fast per-column data drift whose verdicts agree with Evidently 0.7's DataDriftPreset.
 
-Evidently's preset (``evidently.presets.drift.DataDriftPreset``) takes about two minutes
-and 1.9 GB at 1M rows a side here. This module applies the same rules - the same test per
-column, the same thresholds, the same NaN handling, the same dataset-level share rule -
-with sorted numpy arrays and value counts instead of pandas copies, so the monitoring
-assets can run it on every full partition. ``driftloop.monitoring.drift_report`` renders Evidently's
-own HTML page on a sample for people to look at.
+Evidently's preset (``evidently.presets.drift.DataDriftPreset``) is slow and memory-hungry
+at a million rows a side (the drift benchmark, docs/performance.md). This module applies
+the same rules - the same test per column, the same thresholds, the same NaN handling, the
+same dataset-level share rule - with sorted numpy arrays and value counts instead of
+pandas copies, so the monitoring assets can run it on every full partition.
+``driftloop.monitoring.drift_report`` renders Evidently's own HTML page on a sample for
+people to look at.
 
 The rules, as found in Evidently 0.7.23's source:
 

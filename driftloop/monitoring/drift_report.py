@@ -1,9 +1,10 @@
 """Evidently 0.7's own drift page (HTML) for people, run on a seeded sample of each side.
 
-Evidently's DataDriftPreset costs about two minutes and 1.9 GB at 1M rows a side, so the
-page is drawn from at most ``sample_rows`` rows a side; the numbers that drive decisions
-come from ``driftloop.monitoring.drift.drift_table`` on all rows. The page says it is a sample and
-of how many rows. Evidently is imported inside the functions (about 9 s to import).
+Evidently's DataDriftPreset is slow and memory-hungry at a million rows a side (the drift
+benchmark, docs/performance.md), so the page is drawn from at most ``sample_rows`` rows a
+side; the numbers that drive decisions come from ``driftloop.monitoring.drift.drift_table``
+on all rows. The page says it is a sample and of how many rows. Evidently is imported
+inside the functions: its import is slow.
 """
 
 from __future__ import annotations

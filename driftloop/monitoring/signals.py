@@ -18,11 +18,10 @@ Tables (``paths.partition_file(table, day)``):
 
 The reference of a champion: ``driftloop.monitoring.reference``.
 
-Memory (the 2 GB budget at 1M rows in the current window): the drift statistics run on the
-full window (``drift_table`` sorts one column at a time) against the <= 200k-row reference;
-only the columns that are tested are read (about 0.4 GB for the 22 flights features at 1M
-rows); Evidently's HTML page runs on a seeded sample (``driftloop.monitoring.drift_report``, default
-20k rows a side). The reference is sampled file by file, so building it holds one training
+Memory: the drift statistics run on the full window (``drift_table`` sorts one column at
+a time) against the <= 200k-row reference; only the columns that are tested are read;
+Evidently's HTML page runs on a seeded sample (``driftloop.monitoring.drift_report``,
+default 20k rows a side). The reference is sampled file by file, so building it holds one training
 partition at a time, never the whole window.
 
 The data clock: labels of day D are due once the lake holds raw data at or past the end

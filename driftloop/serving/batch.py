@@ -3,10 +3,9 @@
 Two batches are scored at once, each in a worker thread of its own with an equal share of
 the cores for LightGBM (one thread each on 2 cores), while the next batch is read and
 decoded and the last one scored is compressed and written, in a two-thread I/O pool:
-Parquet decoding, zstd and LightGBM's predict all release the GIL. Measured on the 2-core
-benchmark machine (1M rows): two halves predicted at once on one thread each took
-0.67-0.75 s where LightGBM's own two threads on the whole took 0.69-0.91 s (its threads
-wait for each other at the end of every call), and a batch's Python work (its matrix,
+Parquet decoding, zstd and LightGBM's predict all release the GIL. Two batches on one
+thread each keep both cores busy where LightGBM's own threads wait for each other at the
+end of every call (docs/performance.md, scoring), and a batch's Python work (its matrix,
 its predictions table) runs while the other batch's trees do. Batches are written in their
 order: the file is the same as a whole-table write would give (same rows, order, columns
 and types), in row groups of at most `BATCH_ROWS` rows, and it appears atomically

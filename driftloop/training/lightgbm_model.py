@@ -31,7 +31,8 @@ LIGHTGBM_DEFAULTS: dict[str, Any] = {
     "max_depth": -1,
     "early_stopping_rounds": 30,
     # Fixed so results do not depend on the machine's core count. One thread: on a busy
-    # 2-core machine, OpenMP spin-waiting made 2 threads about 10x slower than 1 here.
+    # 2-core machine OpenMP's spin-waiting can make 2 threads slower than 1
+    # (docs/performance.md, LightGBM threads).
     "num_threads": 1,
 }
 

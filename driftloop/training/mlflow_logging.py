@@ -135,10 +135,10 @@ def _log_importance(importance: dict[str, float]) -> None:
 
 
 def dataset_schema(frame: pd.DataFrame) -> Any:
-    """The schema MLflow would infer for a pandas dataset, in milliseconds.
+    """The schema MLflow would infer for a pandas dataset, without visiting every cell.
 
-    MLflow's own inference visits every value of every text column in Python (about 90 s
-    for a million rows of flights). Column types come from a sample instead, and the
+    MLflow's own inference visits every value of every text column in Python, which is
+    slow at a million rows. Column types come from a sample instead, and the
     `required` flags from vectorised null checks of the whole frame: the same schema.
     """
     from mlflow.models import infer_signature
@@ -157,9 +157,9 @@ def dataset_schema(frame: pd.DataFrame) -> Any:
 def split_digest(digests: dict[str, str], days: list[str]) -> str:
     """A dataset digest from the sha256 of the split's partition files.
 
-    MLflow's own pandas digest maps a Python function over every cell of the frame (about
-    100 s for 10M rows); the files' hashes, computed anyway for provenance, identify the
-    rows at least as well.
+    MLflow's own pandas digest maps a Python function over every cell of the frame (slow at
+    millions of rows, docs/performance.md); the files' hashes, computed anyway for
+    provenance, identify the rows at least as well.
     """
     joined = json.dumps({d: digests.get(d, "") for d in days}, sort_keys=True)
     return hashlib.sha256(joined.encode()).hexdigest()[:16]

@@ -173,8 +173,8 @@ def _warn_requirement_mismatches(model_uri: str, requirements: Path) -> None:
 @functools.lru_cache(maxsize=256)
 def _installed_version(name: str) -> str | None:
     """The installed version of a distribution, None if absent (cached: installs do not
-    change under a running process). Read from the metadata's header lines only: parsing
-    the whole file, long description included, costs ~10 ms a package."""
+    change under a running process). Read from the metadata's header lines only, not the
+    whole file with its long description, which is slower to parse."""
     try:
         dist = metadata.distribution(name)
     except metadata.PackageNotFoundError:

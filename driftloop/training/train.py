@@ -26,8 +26,8 @@ from driftloop.training.model_base import TabularModel
 from driftloop.training.models import make_model
 
 # The baseline is a yardstick (a linear model): past a few hundred thousand rows its fit
-# barely changes while its cost keeps growing (24 s for 1M rows, GBs of one-hot columns),
-# so it learns from a seeded sample of the training rows beyond this many.
+# barely changes while its cost (time, and memory for one-hot columns) keeps growing, so it
+# learns from a seeded sample of the training rows beyond this many.
 BASELINE_MAX_ROWS = 300_000
 DAY = "partition_date"
 
