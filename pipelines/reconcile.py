@@ -1,6 +1,6 @@
 """python -m pipelines.reconcile --dataset flights [--adopt-store [--reason TEXT]]
 
-Does now what the dataset's reconcile sensor does every minute: runs whose process is gone
+Does at once what the dataset's reconcile sensor does every minute: runs whose process is gone
 end as failed (Dagster runs of the project's instance, the dataset's MLflow runs), and the
 champion alias is put back in line with the promotion ledger. With --adopt-store, records
 that the current MLflow store replaces the one the ledger was written against (after a

@@ -64,7 +64,7 @@ def check_scoring_inputs(
     mistyped = holdout.assign(x1=holdout["x1"].astype(str).astype("string"))
     with pytest.raises(TypeError, match="'x1' holds string"):
         score(mistyped)
-    # Python objects in a numeric column are still taken value by value (as before).
+    # Python objects in a numeric column are taken value by value.
     as_objects = holdout.assign(x1=holdout["x1"].astype(object))
     np.testing.assert_array_equal(score(as_objects), expected)
 

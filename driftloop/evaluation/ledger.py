@@ -82,7 +82,7 @@ def _columns() -> list[str]:
 
 
 def __getattr__(name: str):
-    # SCHEMA and COLUMNS stay importable as before, built on first access (PEP 562).
+    # SCHEMA and COLUMNS are importable names, built on first access (PEP 562).
     if name == "SCHEMA":
         return _schema()
     if name == "COLUMNS":

@@ -201,7 +201,7 @@ def _tabular_of(loaded: Any) -> Any:
 
 def _check_input_types(model_uri: str, frame: Any, columns: list[tuple[str, str]]) -> None:
     """Each numeric model input must hold a type that casts to a number (numbers,
-    booleans, Python objects - coerced value by value, as before); strings, timestamps
+    booleans, Python objects, which are coerced value by value); strings, timestamps
     and nested values do not. String inputs take any type (compared as text)."""
     import pandas as pd
     import pyarrow as pa
