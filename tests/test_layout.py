@@ -183,3 +183,30 @@ def test_asset_and_sensor_functions_stay_under_about_60_lines() -> None:
         for path in sorted((PROJECT_ROOT / package).rglob("*.py")):
             found |= long_functions(path, FUNCTION_MAX_LINES)
     assert {k: n for k, n in found.items() if k not in LONG_FUNCTIONS_ALLOWED} == {}
+
+
+def test_the_cli_reference_lists_every_command_and_its_options() -> None:
+    """docs/cli.md has a section per `python -m pipelines.X` command naming each option its
+    parser declares."""
+    reference = (PROJECT_ROOT / "docs" / "cli.md").read_text()
+    missing = []
+    for path in sorted((PROJECT_ROOT / "pipelines").glob("*.py")):
+        source = path.read_text()
+        if 'if __name__ == "__main__":' not in source:
+            continue
+        heading = f"### `pipelines.{path.stem}`"
+        if heading not in reference:
+            missing.append(heading)
+            continue
+        section = reference.split(heading, 1)[1].split("\n### ", 1)[0]
+        for node in ast.walk(ast.parse(source)):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "add_argument"
+            ):
+                flags = [a.value for a in node.args if isinstance(a, ast.Constant)]
+                missing += [
+                    f"{path.stem} {f}" for f in flags if f.startswith("--") and f not in section
+                ]
+    assert missing == []
