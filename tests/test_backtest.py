@@ -193,6 +193,17 @@ def test_a_window_of_one_day_fires_on_realised_performance(slice_run) -> None:
 
 
 @pytest.mark.slow
+def test_the_cooldown_runs_from_the_first_model(slice_run) -> None:
+    contract, result = slice_run
+    decisions = _policy(result, "driftloop").decisions
+    until = START + timedelta(days=contract.retraining.cooldown_days - 1)
+    second_morning = decisions[(START + timedelta(days=1)).isoformat()]
+    assert not second_morning["fire"]
+    assert second_morning["reason"].startswith(f"no retrain: cooldown until {until}")
+    assert second_morning["last_retrain_day"] == (START - timedelta(days=1)).isoformat()
+
+
+@pytest.mark.slow
 def test_the_first_model_is_the_baseline_when_the_gate_prefers_it(slice_run, slice_features):
     contract, result = slice_run
     weak = {"n_estimators": 1, "learning_rate": 0.001, "num_leaves": 2}

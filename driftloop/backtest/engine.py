@@ -283,7 +283,14 @@ class Backtest:
         config = self.config
         first = self.model_for(config.start, first=True)
         state = {
-            p.name: {"champion": first, "since": config.start, "last_retrain": None, "signals": {}}
+            # The first model is a retrain launched on the first morning: the cooldown counts
+            # from it, as the production sensor's cursor does from its first training run.
+            p.name: {
+                "champion": first,
+                "since": config.start,
+                "last_retrain": config.start - timedelta(days=1),
+                "signals": {},
+            }
             for p in policies
         }
         for index, day_text in enumerate(days):
