@@ -53,7 +53,9 @@ class EvalReportConfig(Config):
     margin: float = Field(
         default=0.0, description="the CI lower bound of the improvement must exceed this"
     )
-    confidence: float = Field(default=0.95, description="two-sided bootstrap interval level")
+    confidence: float = Field(
+        default=0.90, description="two-sided bootstrap interval level (one-sided 95% bound)"
+    )
     min_slice_rows: int = Field(default=500, description="smaller slices are not gated")
     slice_tolerance: float = Field(
         default=0.02, description="a slice may be worse by at most this (metric units)"

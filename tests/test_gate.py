@@ -99,7 +99,7 @@ def test_clearly_better_challenger_is_promoted(flights_contract, holdout) -> Non
     decision = decide(result, GateConfig(), is_first=False)
     assert decision.promote, decision.reasons
     assert decision.reasons[0].startswith("better than champion v1")
-    assert "95% CI" in decision.reasons[0]
+    assert "90% CI" in decision.reasons[0]  # two-sided 90%: a one-sided 95% bound
     assert any("no slice is worse" in r for r in decision.reasons)
     # Another confidence level re-reads the same resamples: a narrower interval.
     loose = decide(result, GateConfig(confidence=0.8), is_first=False)

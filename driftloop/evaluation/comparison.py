@@ -38,7 +38,7 @@ from driftloop.floats import optional_float
 if TYPE_CHECKING:
     from driftloop.evaluation.explain import Explanation
 
-DEFAULT_CONFIDENCE = 0.95
+DEFAULT_CONFIDENCE = 0.90  # the gate's: a one-sided 95% lower bound
 CALIBRATION_BINS = 10
 # A numeric slice column with more distinct values than this is cut into quantile bins.
 _MAX_NUMERIC_SLICE_VALUES = 12

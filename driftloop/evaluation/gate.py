@@ -4,8 +4,10 @@ Rules (``decide``), all on sign-adjusted differences (positive = challenger bett
 
 1. Overall: promote only if the lower end of the two-sided ``confidence`` interval of the
    primary-metric difference (paired bootstrap on the same holdout rows) is above
-   ``margin``. An equal model (interval around 0) is therefore *not* promoted: a
-   challenger has to show it is better, not merely "not worse on this sample".
+   ``margin``. The default 90% two-sided interval makes that lower end a one-sided 95%
+   bound: the usual test of "the challenger is better", which is a one-sided question.
+   An equal model (interval around 0) is therefore *not* promoted: a challenger has to
+   show it is better, not merely "not worse on this sample".
 2. Slices (only when a champion exists): a slice with at least ``min_slice_rows`` rows
    blocks promotion when the challenger is *confidently* worse than the champion there by
    more than ``slice_tolerance``, i.e. when the upper end of the slice difference's
@@ -36,7 +38,7 @@ METRIC_LABELS = {"roc_auc": "ROC AUC", "rmse": "RMSE", "log_loss": "log loss", "
 @dataclass(frozen=True)
 class GateConfig:
     margin: float = 0.0
-    confidence: float = 0.95
+    confidence: float = 0.90
     min_slice_rows: int = 500
     slice_tolerance: float = 0.02
     bootstrap_samples: int = 300
@@ -60,7 +62,7 @@ class GateDecision:
     # Slices that blocked promotion ("carrier=UA"); empty when none did.
     failed_slices: list[str] = field(default_factory=list)
     is_first: bool = False
-    confidence: float = 0.95
+    confidence: float = 0.90
     # How many slice values the gate could judge, and in words why the others were not.
     slices_gated: int = 0
     slice_note: str = ""

@@ -38,7 +38,7 @@ class TriggerPolicy(BaseModel):
         default=True, description="performance estimated before labels arrive counts"
     )
     drift_threshold: float = Field(
-        default=0.2, gt=0, description="calibrated importance-weighted drift score that breaches"
+        default=0.4, gt=0, description="calibrated importance-weighted drift score that breaches"
     )
     calibration_quantile: float = Field(
         default=0.95, gt=0, le=1, description="quantile of in-window daily distances: the bound"
@@ -47,7 +47,7 @@ class TriggerPolicy(BaseModel):
         default=7, ge=1, description="trailing days pooled for realised and estimated metrics"
     )
     performance_confidence: float = Field(
-        default=0.95, gt=0.5, lt=1, description="bootstrap confidence of the performance floor"
+        default=0.975, gt=0.5, lt=1, description="bootstrap confidence of the performance floor"
     )
 
     @model_validator(mode="after")
