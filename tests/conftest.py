@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -35,12 +36,24 @@ def flights_paths(data_root: Path) -> DatasetPaths:
     return dataset_paths("flights", data_root)
 
 
+@pytest.fixture(scope="session")
+def empty_dagster_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An instance's storage as a new instance creates it, made once per session: creating
+    the SQLite schemas is most of what opening a test instance costs."""
+    home = tmp_path_factory.mktemp("empty_dagster_home")
+    with instance_for_test(temp_dir=str(home)):
+        pass
+    return home
+
+
 @pytest.fixture
-def dagster_instance(tmp_path: Path) -> Iterator[DagsterInstance]:
-    """A real Dagster instance with its storage in a temporary DAGSTER_HOME."""
+def dagster_instance(tmp_path: Path, empty_dagster_home: Path) -> Iterator[DagsterInstance]:
+    """A real Dagster instance with its storage in a temporary DAGSTER_HOME of its own (a
+    copy of the empty storage; its configuration names this folder's databases)."""
     home = tmp_path / "dagster_home"
-    home.mkdir()
+    shutil.copytree(empty_dagster_home, home)
     with instance_for_test(temp_dir=str(home)) as instance:
+        assert Path(instance.root_directory) == home
         yield instance
 
 

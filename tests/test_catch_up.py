@@ -6,6 +6,7 @@ from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
+import pytest
 from dagster import (
     SensorResult,
     SkipReason,
@@ -84,6 +85,7 @@ def test_sensor_waits_for_a_champion_then_scores_and_measures_what_is_behind(
     ]
 
 
+@pytest.mark.slow
 def test_daily_schedule_scores_the_same_days_with_one_job(
     flights_contract, flights_paths, dagster_instance
 ) -> None:

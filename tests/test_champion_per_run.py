@@ -4,6 +4,7 @@ scored, even when the alias moves while the run is going."""
 # No `from __future__ import annotations`: Dagster reads the test asset's annotations.
 from pathlib import Path
 
+import pytest
 from dagster import (
     AssetExecutionContext,
     AssetKey,
@@ -25,6 +26,7 @@ from resources.mlflow import MlflowResource
 DAY = "2013-01-08"
 
 
+@pytest.mark.slow
 def test_an_alias_move_during_a_run_does_not_change_the_runs_champion(
     flights_contract: Contract,
     flights_paths: DatasetPaths,

@@ -3,6 +3,7 @@
 import time
 
 import numpy as np
+import pytest
 from dagster import (
     AssetExecutionContext,
     AssetMaterialization,
@@ -87,6 +88,7 @@ def test_every_materialization_carries_the_cost(data_root, dagster_instance) -> 
     assert per_model[0]["model_version"] == "3" and per_model[0]["rows"] == 2_000_000
 
 
+@pytest.mark.slow
 def test_a_training_step_logs_its_cost_to_its_mlflow_run(data_root, dagster_instance) -> None:
     uri = f"sqlite:///{data_root / 'mlflow.db'}"
     mlflow = MlflowResource(tracking_uri=uri, data_dir=str(data_root))
@@ -111,6 +113,7 @@ def test_a_training_step_logs_its_cost_to_its_mlflow_run(data_root, dagster_inst
     assert {"cost_cpu_seconds", "cost_peak_memory_mb"} <= set(metrics)
 
 
+@pytest.mark.slow
 def test_status_shows_the_last_retrain_and_scoring_per_model(data_root, capsys) -> None:
     from pipelines import status
 

@@ -212,6 +212,7 @@ def test_column_inputs_and_empty_sides() -> None:
         column_drift(ref, cur, "text")  # type: ignore[arg-type]
 
 
+@pytest.mark.slow
 def test_html_report_is_written_and_says_it_is_a_sample(tmp_path: Path) -> None:
     reference, current = SCENARIOS["shifted_numeric"]
     path = evidently_html(

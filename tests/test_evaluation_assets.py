@@ -304,6 +304,7 @@ def test_promote_reject_rollback_and_status(setup, capsys) -> None:
     assert "champion" in text and f"v{v2}" in text and "rollback" in text
 
 
+@pytest.mark.slow
 def test_rollback_without_champion_and_definitions(setup) -> None:
     contract, _, _, _, resources, instance = setup
     defs = Definitions.merge(

@@ -158,6 +158,7 @@ def test_drift_report_flags_a_shifted_day_and_passes_an_unshifted_one(
 # -------------------------------------------------------------------------- performance
 
 
+@pytest.mark.slow
 def test_performance_waits_for_labels_then_judges_the_due_days(
     flights_contract, flights_paths, data_root, dagster_instance
 ):
