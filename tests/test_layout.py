@@ -4,6 +4,7 @@ private imports across modules, short modules and short asset and sensor functio
 from __future__ import annotations
 
 import ast
+import functools
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +23,12 @@ def project_modules() -> dict[str, Path]:
                 parts = parts[:-1]
             modules[".".join(parts)] = path
     return modules
+
+
+@functools.cache
+def parsed(path: Path) -> ast.Module:
+    """A file's syntax tree, read once for all the tests of this module."""
+    return ast.parse(path.read_text())
 
 
 def is_type_checking_block(node: ast.AST) -> bool:
@@ -59,7 +66,7 @@ def import_graph() -> dict[str, set[str]]:
 
     graph: dict[str, set[str]] = {}
     for module, path in modules.items():
-        targets = {owner(name) for name in imported_names(ast.parse(path.read_text()))}
+        targets = {owner(name) for name in imported_names(parsed(path))}
         graph[module] = {t for t in targets if t is not None and t != module}
     return graph
 
@@ -116,7 +123,7 @@ def test_the_core_imports_no_dagster() -> None:
         f"{module}: {name}"
         for module, path in project_modules().items()
         if module.startswith("driftloop")
-        for name in imported_names(ast.parse(path.read_text()))
+        for name in imported_names(parsed(path))
         if name == "dagster" or name.startswith(("dagster.", "dagster_"))
     ]
     assert offenders == []
@@ -125,7 +132,7 @@ def test_the_core_imports_no_dagster() -> None:
 def private_imports(path: Path) -> list[str]:
     """`from <project module> import _name` statements in one file."""
     found = []
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in ast.walk(parsed(path)):
         if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             if node.module.split(".")[0] not in PACKAGES:
                 continue
@@ -151,7 +158,7 @@ LONG_FUNCTIONS_ALLOWED = {"sensors/retrain_trigger.py::build_retrain_sensor"}
 def long_functions(path: Path, limit: int, root: Path = PROJECT_ROOT) -> dict[str, int]:
     """`file::name` -> lines, for every function (nested ones too) over `limit` lines."""
     found = {}
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in ast.walk(parsed(path)):
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
             lines = (node.end_lineno or node.lineno) - node.lineno + 1
             if lines > limit:

@@ -5,6 +5,7 @@ lists with its reason."""
 from __future__ import annotations
 
 import ast
+import functools
 from pathlib import Path
 
 from driftloop.paths import PROJECT_ROOT
@@ -13,6 +14,7 @@ FOLDERS = ("driftloop", "assets", "resources", "sensors", "pipelines", "benchmar
 ENGINE_BASES = ("Storage", "ComputeLogManager", "RunLauncher", "RunCoordinator")
 
 
+@functools.cache
 def _modules() -> dict[Path, ast.Module]:
     files = [f for folder in FOLDERS for f in sorted((PROJECT_ROOT / folder).rglob("*.py"))]
     return {f.relative_to(PROJECT_ROOT): ast.parse(f.read_text()) for f in files}
