@@ -66,19 +66,21 @@ from driftloop.monitoring.champion import (
     holdout_days,
     signal_summary,
 )
+from driftloop.monitoring.drift_outcome import (
+    DriftOutcome,
+    compute_drift,
+    html_report_path,
+    write_drift,
+)
+from driftloop.monitoring.reference import reference_data
 from driftloop.monitoring.signals import (
     DRIFT_SHARE_THRESHOLD,
     PREDICTION,
     REFERENCE_MAX_ROWS,
-    DriftOutcome,
-    compute_drift,
     feature_kinds,
-    html_report_path,
-    reference_data,
     trailing_days,
     training_days,
     window_frame,
-    write_drift,
 )
 from driftloop.paths import DatasetPaths
 from resources.lake import LakeResource

@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from driftloop import cost
-    from driftloop.monitoring import signals as monitoring
+    from driftloop.monitoring import status_section as monitoring
     from driftloop.training.registry import make_client
     from pipelines import retrain_history
 

@@ -131,7 +131,7 @@ def drive_the_loop(instance: Any, root: Path, tracking_uri: str) -> None:
     from driftloop.data.lake import existing_partitions
     from driftloop.data.replay import replay_days
     from driftloop.evaluation.ledger import read as read_ledger
-    from driftloop.monitoring.signals import read_drift_summary
+    from driftloop.monitoring.drift_outcome import read_drift_summary
     from driftloop.paths import dataset_paths
     from driftloop.training.registry import make_client, version_for_alias
 

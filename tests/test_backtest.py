@@ -39,7 +39,7 @@ from driftloop.backtest.engine import (
 from driftloop.data.contract import Contract, Training
 from driftloop.data.flights_source import flights_between
 from driftloop.data.lake import write_parquet_atomic, write_text_atomic
-from driftloop.monitoring.signals import summary_path
+from driftloop.monitoring.drift_outcome import summary_path
 from driftloop.paths import dataset_paths
 from resources.lake import LakeResource
 from resources.mlflow import MlflowResource

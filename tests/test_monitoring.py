@@ -25,7 +25,22 @@ from test_predictions_asset import (
     write_raw_clock,
 )
 
-from driftloop.monitoring import signals as monitoring
+from driftloop.monitoring.drift_outcome import read_drift_summary, summary_path
+from driftloop.monitoring.realised import default_tolerance, performance_floor
+from driftloop.monitoring.reference import reference_path, sample_features
+from driftloop.monitoring.signals import (
+    data_clock,
+    labels_due,
+    labels_due_at,
+    parse_day_range,
+    trailing_days,
+    training_days,
+)
+from driftloop.monitoring.status_section import (
+    format_monitoring_text,
+    latest_monitoring,
+    read_signals,
+)
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -43,41 +58,41 @@ def _check_evaluations(result) -> dict[tuple[str, str], bool]:
 
 
 def test_data_clock_and_label_due(flights_contract, flights_paths):
-    assert monitoring.data_clock(flights_contract, flights_paths) is None
-    assert monitoring.labels_due_at(flights_contract, "2013-01-09") == datetime(2013, 1, 11)
+    assert data_clock(flights_contract, flights_paths) is None
+    assert labels_due_at(flights_contract, "2013-01-09") == datetime(2013, 1, 11)
     write_raw_clock(flights_contract, flights_paths, "2013-01-09", "2013-01-09 23:30")
     write_raw_clock(flights_contract, flights_paths, "2013-01-10", "2013-01-10 23:59")
-    clock = monitoring.data_clock(flights_contract, flights_paths)
+    clock = data_clock(flights_contract, flights_paths)
     assert clock == datetime(2013, 1, 10, 23, 59)
-    assert monitoring.labels_due(flights_contract, "2013-01-08", clock)
-    assert not monitoring.labels_due(flights_contract, "2013-01-09", clock)
-    assert not monitoring.labels_due(flights_contract, "2013-01-08", None)
+    assert labels_due(flights_contract, "2013-01-08", clock)
+    assert not labels_due(flights_contract, "2013-01-09", clock)
+    assert not labels_due(flights_contract, "2013-01-08", None)
 
 
 def test_tolerances_and_day_ranges():
-    assert monitoring.default_tolerance("roc_auc") == (0.05, False)
-    assert monitoring.default_tolerance("rmse") == (0.10, True)
-    assert monitoring.performance_floor(0.7, True, 0.05, False) == pytest.approx(0.65)
-    assert monitoring.performance_floor(2.0, False, 0.1, True) == pytest.approx(2.2)
-    assert monitoring.parse_day_range("2013-01-30..2013-02-02") == [
+    assert default_tolerance("roc_auc") == (0.05, False)
+    assert default_tolerance("rmse") == (0.10, True)
+    assert performance_floor(0.7, True, 0.05, False) == pytest.approx(0.65)
+    assert performance_floor(2.0, False, 0.1, True) == pytest.approx(2.2)
+    assert parse_day_range("2013-01-30..2013-02-02") == [
         "2013-01-30",
         "2013-01-31",
         "2013-02-01",
         "2013-02-02",
     ]
-    assert monitoring.training_days({"dagster.partitions": "2013-01-05"}) == ["2013-01-05"]
-    assert monitoring.trailing_days("2013-03-01", 2) == ["2013-02-28", "2013-03-01"]
+    assert training_days({"dagster.partitions": "2013-01-05"}) == ["2013-01-05"]
+    assert trailing_days("2013-03-01", 2) == ["2013-02-28", "2013-03-01"]
 
 
 def test_reference_sample_is_seeded_and_bounded(flights_contract, flights_paths):
     days = day_list(*TRAIN_DAYS)
     write_features(flights_contract, flights_paths, days, rows=200)
     columns = list(flights_contract.features)
-    first = monitoring.sample_features(flights_paths, days, columns, max_rows=500, seed=3)
-    again = monitoring.sample_features(flights_paths, days, columns, max_rows=500, seed=3)
+    first = sample_features(flights_paths, days, columns, max_rows=500, seed=3)
+    again = sample_features(flights_paths, days, columns, max_rows=500, seed=3)
     assert len(first) == 500
     pd.testing.assert_frame_equal(first, again)
-    whole = monitoring.sample_features(flights_paths, days, columns, max_rows=10_000)
+    whole = sample_features(flights_paths, days, columns, max_rows=10_000)
     assert len(whole) == 200 * len(days)
 
 
@@ -101,7 +116,7 @@ def test_drift_report_flags_a_shifted_day_and_passes_an_unshifted_one(
     result = run(flights_contract, dagster_instance, days, ["predictions", "drift_report"], config)
     assert result.success
 
-    quiet, shifted = (monitoring.read_drift_summary(flights_paths, d) for d in days)
+    quiet, shifted = (read_drift_summary(flights_paths, d) for d in days)
     assert not quiet["breached"] and not quiet["dataset_drifted"], quiet
     assert not quiet["prediction_drifted"]
     assert quiet["share_drifted"] < 0.5
@@ -116,12 +131,10 @@ def test_drift_report_flags_a_shifted_day_and_passes_an_unshifted_one(
         assert set(table["column"]) == {*flights_contract.features, "prediction"}
     report = flights_paths.reports / "drift" / "2013-01-10.html"
     assert report.exists() and "driftloop-sample-note" in report.read_text()
-    assert json.loads(monitoring.summary_path(flights_paths, "2013-01-10").read_text())[
-        "report_path"
-    ]
+    assert json.loads(summary_path(flights_paths, "2013-01-10").read_text())["report_path"]
     assert not (flights_paths.reports / "drift" / "2013-01-09.html").exists()
-    assert monitoring.read_drift_summary(flights_paths, "2013-01-09")["report_path"] is None
-    assert monitoring.reference_path(flights_paths, version).exists()
+    assert read_drift_summary(flights_paths, "2013-01-09")["report_path"] is None
+    assert reference_path(flights_paths, version).exists()
 
     meta = materializations(result, "drift_report")
     assert isinstance(meta["2013-01-10"]["share_drifted"], float)
@@ -134,23 +147,23 @@ def test_drift_report_flags_a_shifted_day_and_passes_an_unshifted_one(
     # The calibrated score decides the verdict; the per-column tests are kept beside it.
     assert quiet["drift_score"] < quiet["drift_threshold"] <= shifted["drift_score"]
     assert shifted["ranked_features"][0]["contribution"] > 0
-    signals = monitoring.read_signals(flights_paths, [*days, "2013-01-11"])
+    signals = read_signals(flights_paths, [*days, "2013-01-11"])
     assert [(s.day, s.drift_breached, s.performance_breached) for s in signals] == [
         (date(2013, 1, 9), False, None),
         (date(2013, 1, 10), True, None),
         (date(2013, 1, 11), False, None),
     ]
     assert "drift score" in signals[1].detail and signals[2].detail == ""
-    status = monitoring.latest_monitoring(flights_paths)
+    status = latest_monitoring(flights_paths)
     assert status["latest_drift"]["day"] == "2013-01-10" and status["latest_drift"]["breached"]
     assert status["latest_predictions"] == {"day": "2013-01-10", "model_versions": [version]}
-    assert "BREACHED" in monitoring.format_monitoring_text(status)
+    assert "BREACHED" in format_monitoring_text(status)
 
     # One day alone, window of 2 days: the check result comes from the one-day run.
     config["ops"]["flights__drift_report"]["config"] |= {"window_days": 2, "html": False}
     result = run(flights_contract, dagster_instance, ["2013-01-10"], ["drift_report"], config)
     assert result.success
-    summary = monitoring.read_drift_summary(flights_paths, "2013-01-10")
+    summary = read_drift_summary(flights_paths, "2013-01-10")
     assert summary["current_rows"] == 3000 + 600 and summary["window"] == days
     assert _check_evaluations(result) == {("drift", "2013-01-10"): False}
 
@@ -208,10 +221,10 @@ def test_performance_waits_for_labels_then_judges_the_due_days(
     assert meta["pooled_days"] == 2 and meta["pooled_value"] < meta["pooled_floor"]
     assert _check_evaluations(result) == {("performance_floor", "2013-01-10"): False}
 
-    signals = monitoring.read_signals(flights_paths, days)
+    signals = read_signals(flights_paths, days)
     assert [s.performance_breached for s in signals] == [False, True]
     assert [s.drift_breached for s in signals] == [False, False]
-    performance = monitoring.latest_monitoring(flights_paths)["performance"]
+    performance = latest_monitoring(flights_paths)["performance"]
     assert [(p["day"], p["breached"]) for p in performance] == [
         ("2013-01-09", False),
         ("2013-01-10", True),

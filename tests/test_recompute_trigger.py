@@ -22,7 +22,7 @@ from dagster import (
 
 from driftloop.data.contract import Contract
 from driftloop.data.lake import write_parquet_atomic, write_text_atomic
-from driftloop.monitoring.signals import summary_path
+from driftloop.monitoring.drift_outcome import summary_path
 from driftloop.paths import DatasetPaths
 from resources.lake import LakeResource
 from resources.mlflow import MlflowResource

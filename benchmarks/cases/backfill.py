@@ -104,7 +104,7 @@ def measure(source: Path, contracts: Path, database: str, runs: int, spec: dict)
     sys.path.insert(0, str(PROJECT_ROOT / "tests"))
     from e2e_helpers import dagster_dev, free_port, wait_for
 
-    from driftloop.monitoring.signals import summary_path
+    from driftloop.monitoring.drift_outcome import summary_path
     from driftloop.paths import dataset_paths
     from pipelines import backfill
     from pipelines.instance import POSTGRES_URL_ENV, instance_at, write_instance

@@ -60,6 +60,8 @@ def prepare_steady_state(root: Path, contracts: Path, days: int = HISTORY_DAYS) 
     from benchmarks.data import real_flights, write_features_lake, write_raw_lake
     from driftloop.data.contract import load_contract
     from driftloop.data.lake import write_parquet_atomic
+    from driftloop.monitoring.realised import realised_performance
+    from driftloop.monitoring.reference import reference_data
     from driftloop.monitoring.signals import (
         PERFORMANCE_TABLE,
         PREDICTIONS_TABLE,
@@ -67,8 +69,6 @@ def prepare_steady_state(root: Path, contracts: Path, days: int = HISTORY_DAYS) 
         labels_due,
         predictions_table,
         read_partition,
-        realised_performance,
-        reference_data,
         score_frame,
     )
     from driftloop.paths import dataset_paths
@@ -141,7 +141,7 @@ def _quiet(instance: Any) -> bool:
 
 def _done(paths: Any, day: str) -> float | None:
     """The time both outputs of `day` exist: the later modification time, else None."""
-    from driftloop.monitoring.signals import summary_path
+    from driftloop.monitoring.drift_outcome import summary_path
 
     outputs = [paths.partition_file("predictions", day), summary_path(paths, day)]
     if all(p.exists() for p in outputs):

@@ -177,7 +177,7 @@ def digest_alert(
     """The day's monitoring digest: every drift and performance day after ``after_day``
     summed up in one message (None when nothing is new), and the last data day it covers.
     Keyed by the wall-clock ``today``, so at most one a calendar day."""
-    from driftloop.monitoring.signals import read_drift_summary
+    from driftloop.monitoring.drift_outcome import read_drift_summary
 
     drift_days = [d for d in existing_partitions(paths.table(DRIFT_TABLE)) if d > after_day]
     perf_days = [d for d in existing_partitions(paths.table(PERFORMANCE_TABLE)) if d > after_day]

@@ -349,29 +349,3 @@ def labels_due_at(contract: Contract, day: str) -> datetime:
 
 def labels_due(contract: Contract, day: str, clock: datetime | None) -> bool:
     return clock is not None and clock >= labels_due_at(contract, day)
-
-
-# Names defined in modules of their own, importable from here as well (on first use, as
-# those modules import this one).
-_ELSEWHERE = {
-    "driftloop.monitoring.reference": ("reference_path", "sample_features", "reference_data"),
-    "driftloop.monitoring.drift_outcome": (
-        "DriftOutcome", "compute_drift", "summary_path", "html_report_path", "write_drift",
-        "read_drift_summary",
-    ),
-    "driftloop.monitoring.realised": (
-        "default_tolerance", "performance_floor", "holdout_reference", "realised_performance",
-    ),
-    "driftloop.monitoring.status_section": (
-        "read_signals", "latest_monitoring", "format_monitoring_text", "register_status_section",
-    ),
-}  # fmt: skip
-
-
-def __getattr__(name: str) -> Any:
-    import importlib
-
-    for module, names in _ELSEWHERE.items():
-        if name in names:
-            return getattr(importlib.import_module(module), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
