@@ -11,9 +11,9 @@ deploy/postgres/dagster.yaml on a PostgreSQL server started for the case, a fres
 per run), from the same raw lake.
 
 Baseline: `retrain_in_process`, the framework-free functions those assets call, in the same
-order and with the same arguments (features per day; `load_training_frame`, `train`,
-`registry.log_training`; scoring both models on the holdout, `evaluate`, `decide`, the
-report and decision files; ledger entry, tags and alias), in one fresh Python process.
+order and with the same arguments (`write_features`; `train_and_register` under the retrain
+lock; `evaluate_trained`, which reconciles, resolves the champion, scores, explains, gates
+and writes the report; `promote`), in one fresh Python process.
 
 Both sides: wall time of their process from start to exit (interpreter start and imports
 included), on copies of the same raw lake (real 2013 flights) with an MLflow store and a
