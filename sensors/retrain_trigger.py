@@ -76,11 +76,9 @@ def build_retrain_sensor(contract: Contract, job_name: str) -> SensorDefinition:
         last = date.fromisoformat(last_day) if last_day else None
 
         if mlflow.version_for_alias(contract.name, "champion") is None:
-            needed = days_needed_for_first_model(contract)
-            if len(days) < needed:
-                return SkipReason(f"no champion yet; {len(days)} of {needed} days of features")
-            if last is not None and (today - last).days < policy.cooldown_days:
-                return SkipReason(f"no champion yet; last attempt on {last}, cooling down")
+            waiting = _first_model_wait(contract, days, today, last)
+            if waiting is not None:
+                return SkipReason(waiting)
             kind, reason = "bootstrap", f"no champion yet: {len(days)} days of features"
         else:
             if latest_signal_is_recompute(contract, context.instance):
@@ -95,20 +93,40 @@ def build_retrain_sensor(contract: Contract, job_name: str) -> SensorDefinition:
             kind, reason = "monitoring", decision.reason
 
         context.log.info(f"retraining {contract.name}: {reason}")
-        request = RunRequest(
-            run_key=f"retrain:{content_key(contract.name, today.isoformat(), reason)}",
-            job_name=job_name,
-            tags={
-                TRIGGER_TAG: kind,
-                TRIGGER_REASON_TAG: reason[:480],
-                DATA_DAY_TAG: today.isoformat(),
-                "driftloop/trigger_policy": (
-                    f"{policy.n_breaches} of {policy.window} days, drift >= "
-                    f"{policy.drift_threshold}, cooldown {policy.cooldown_days} days"
-                ),
-            },
-        )
         cursor = json.dumps({"last_retrain_day": today.isoformat(), "last_reason": reason})
+        request = _retrain_request(contract, job_name, today, kind, reason)
         return SensorResult(run_requests=[request], cursor=cursor)
 
     return retrain_trigger
+
+
+def _first_model_wait(
+    contract: Contract, days: list[str], today: date, last: date | None
+) -> str | None:
+    """Why the first training waits (too few days, or cooling down), or None to go."""
+    needed = days_needed_for_first_model(contract)
+    if len(days) < needed:
+        return f"no champion yet; {len(days)} of {needed} days of features"
+    if last is not None and (today - last).days < contract.retraining.cooldown_days:
+        return f"no champion yet; last attempt on {last}, cooling down"
+    return None
+
+
+def _retrain_request(
+    contract: Contract, job_name: str, today: date, kind: str, reason: str
+) -> RunRequest:
+    """The retraining run, keyed by what decided it, with the decision in its tags."""
+    policy = contract.retraining
+    return RunRequest(
+        run_key=f"retrain:{content_key(contract.name, today.isoformat(), reason)}",
+        job_name=job_name,
+        tags={
+            TRIGGER_TAG: kind,
+            TRIGGER_REASON_TAG: reason[:480],
+            DATA_DAY_TAG: today.isoformat(),
+            "driftloop/trigger_policy": (
+                f"{policy.n_breaches} of {policy.window} days, drift >= "
+                f"{policy.drift_threshold}, cooldown {policy.cooldown_days} days"
+            ),
+        },
+    )
