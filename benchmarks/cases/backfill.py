@@ -105,7 +105,6 @@ def measure(source: Path, contracts: Path, database: str, runs: int, spec: dict)
     from e2e_helpers import dagster_dev, free_port, wait_for
 
     from driftloop.monitoring.drift_outcome import summary_path
-    from driftloop.names import RAW_TABLE
     from driftloop.paths import dataset_paths
     from pipelines import backfill
     from pipelines.instance import POSTGRES_URL_ENV, instance_at, write_instance
@@ -136,7 +135,7 @@ def measure(source: Path, contracts: Path, database: str, runs: int, spec: dict)
         with dagster_dev(env, tmp / "dagster_dev.log", port):
             wait_for("the webserver", lambda: _answers(url), timeout=600, every=2)
             started = time.monotonic()
-            backfill_id = backfill.launch(url, DATASET, days, (RAW_TABLE, *DAILY_ASSETS))
+            backfill_id = backfill.launch(url, DATASET, days, ("raw_data", *DAILY_ASSETS))
             final = backfill.wait(url, backfill_id, timeout=4 * 3600, every=2)
             seconds = time.monotonic() - started
         os.environ[POSTGRES_URL_ENV] = database
