@@ -69,12 +69,23 @@ def _events(instance: Any, run_id: str) -> dict[str, list[Any]]:
 
 
 def failed_runs(instance: Any, backfill_id: str) -> list[str]:
+    """Each failed run of the backfill: its id, partition range and why its steps failed."""
     from dagster import DagsterRunStatus, RunsFilter
 
     records = instance.get_run_records(RunsFilter.for_backfill(backfill_id))
-    return [
-        r.dagster_run.run_id for r in records if r.dagster_run.status != DagsterRunStatus.SUCCESS
-    ]
+    failed = []
+    for record in records:
+        run = record.dagster_run
+        if run.status == DagsterRunStatus.SUCCESS:
+            continue
+        span = f"{run.tags.get('dagster/asset_partition_range_start')}.."
+        span += f"{run.tags.get('dagster/asset_partition_range_end')}"
+        errors = [
+            f"{e.step_key}: {e.dagster_event.step_failure_data.error.message.strip()[:600]}"
+            for e in _events(instance, run.run_id).get("STEP_FAILURE", [])
+        ]
+        failed.append(f"{run.run_id} ({span}, {run.status.value}): {'; '.join(errors)}")
+    return failed
 
 
 def breakdown(instance: Any, backfill_id: str) -> dict[str, Any]:
