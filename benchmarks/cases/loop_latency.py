@@ -9,10 +9,12 @@ The new-data sensor runs every DRIFTLOOP_NEW_DATA_SENSOR_SECONDS (10 s here; 5 s
 
 One day of flights is then landed as a CSV (atomic rename, as `pipelines.replay` does) and
 the clock runs until both the day's predictions partition and its drift `summary.json`
-exist; the figure is the later of their modification times minus the landing time. The
-daily run in between: sensor tick (ingest + run request), queue, a fresh run process
-(loads the code location), raw_data + checks, features, predictions, drift_report (with
-the Evidently HTML page on a 20k-row sample, its default), performance.
+exist; the figure is the later of their modification times minus the landing time. In
+between, two runs: the new-data sensor's tick lists the file and requests the ingest run
+(`<dataset>_ingest`: ingestion and raw_data with its checks); the stale-days sensor then
+sees the new raw day and requests the daily run (features, predictions, drift_report with
+the Evidently HTML page on a 20k-row sample, its default, and performance). Each run waits
+in the queue and starts a fresh process that loads the code location.
 Target: the sensor's interval plus 30 s. Quick: one file; full: two, one after another.
 """
 
