@@ -261,7 +261,8 @@ def run_on(quick: bool, postgres_url: str | None) -> dict:
         f"Dagster instance on {kind}. landed -> predictions + drift summary: "
         + ", ".join(f"{r['seconds']:.1f}" for r in results)
         + f" s (median {latency:.1f} s) with the new-data sensor every {sensor} s; "
-        f"landing -> run created (sensor tick: ingest + request) "
+        f"landing -> daily run created (the new-data tick, the ingest run, the stale-days "
+        "tick) "
         f"{median([r['to_run_created'] for r in results]):.1f} s, -> run started "
         f"{median([r['to_run_started'] for r in results]):.1f} s; the daily run from start "
         f"to end {median([r['run_seconds'] for r in results]):.1f} s (medians; the run also "
