@@ -32,13 +32,14 @@ from driftloop.evaluation.bootstrap import (  # noqa: F401 (public names of the 
     point_metric,
     weighted_metric,
 )
+from driftloop.evaluation.gate import GateConfig
 from driftloop.evaluation.metrics import percentile_interval
 from driftloop.floats import optional_float
 
 if TYPE_CHECKING:
     from driftloop.evaluation.explain import Explanation
 
-DEFAULT_CONFIDENCE = 0.90  # the gate's: a one-sided 95% lower bound
+DEFAULT_CONFIDENCE = GateConfig.confidence  # the report's interval is the gate's
 CALIBRATION_BINS = 10
 # A numeric slice column with more distinct values than this is cut into quantile bins.
 _MAX_NUMERIC_SLICE_VALUES = 12

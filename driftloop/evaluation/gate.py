@@ -62,7 +62,7 @@ class GateDecision:
     # Slices that blocked promotion ("carrier=UA"); empty when none did.
     failed_slices: list[str] = field(default_factory=list)
     is_first: bool = False
-    confidence: float = 0.90
+    confidence: float = GateConfig.confidence
     # How many slice values the gate could judge, and in words why the others were not.
     slices_gated: int = 0
     slice_note: str = ""
