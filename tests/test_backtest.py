@@ -328,7 +328,7 @@ def _cutoff(day: date) -> datetime:
 
 
 @pytest.mark.slow
-def test_a_retrain_is_production_train_without_the_baseline(slice_run, slice_features) -> None:
+def test_a_retrain_is_production_train_with_every_kind(slice_run, slice_features) -> None:
     from driftloop.training.train import train
 
     contract, result = slice_run
@@ -338,18 +338,17 @@ def test_a_retrain_is_production_train_without_the_baseline(slice_run, slice_fea
     frame = backtest.history.training_frame(_cutoff(day), result.config.window_days)
     config = backtest.fitter.training_config()
     full = train(contract, frame, config)
-    lean = train(contract, frame, config, with_baseline=False)
-    assert full.baseline is not None and full.baseline_holdout_metrics
-    assert lean.baseline is None and lean.baseline_holdout_scores is None
-    assert lean.baseline_holdout_metrics == {} and lean.baseline_valid_metrics == {}
-    # Skipping the baseline changes nothing about the model, and the backtest's retrain is it.
-    assert lean.holdout_metrics == full.holdout_metrics
+    assert full.baseline is not None and set(full.kind_valid) == {"lightgbm", "baseline"}
+    # The backtest's retrain is production's: the kind better on the validation days.
+    assert trained.kind == full.model.name
+    assert trained.holdout_metric == pytest.approx(full.holdout_metrics["roc_auc"])
     np.testing.assert_array_equal(trained.holdout_scores, full.holdout_scores)
     rows = backtest.history.day_rows(day.isoformat())
     np.testing.assert_array_equal(trained.model.predict(rows), full.model.predict(rows))
     # ... and it is the model the every_day policy served that day in the run.
     served = result.scored_models[f"m{day.isoformat()}"]
     assert served["holdout_roc_auc"] == pytest.approx(trained.holdout_metric)
+    assert served["kind"] == trained.kind
 
 
 @pytest.mark.slow
@@ -378,10 +377,14 @@ def test_window_fit_serves_a_refit_on_the_whole_window_and_keeps_the_honest_hold
     holdout_days = time_split(frame, config.holdout_days, config.validation_days).holdout_days
     assert set(holdout_days) <= set(frame["partition_date"])
     ordered = frame.sort_values(["partition_date", "event_time", "flight_id"], kind="stable")
-    by_hand = make_model("lightgbm", contract, config.model_params, config.seed)
+    # The refit is of the kind train chose on the validation days.
+    assert b.kind == a.kind == b.model.name
+    params = config.model_params if a.kind == "lightgbm" else {}
+    by_hand = make_model(a.kind, contract, params, config.seed)
     by_hand.fit(ordered.reset_index(drop=True), None)
     np.testing.assert_array_equal(b.model.predict(rows), by_hand.predict(rows))
-    assert b.model.booster.current_iteration() == FAST_MODEL["n_estimators"]
+    if a.kind == "lightgbm":
+        assert b.model.booster.current_iteration() == FAST_MODEL["n_estimators"]
     assert not np.allclose(a.model.predict(rows), b.model.predict(rows))
     with pytest.raises(ValueError, match="fit must be one of"):
         Backtest(contract, slice_features, replace(config, fit="everything"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -233,3 +234,28 @@ def test_metrics_and_factory(flights_contract: Contract) -> None:
         make_model("xgboost", flights_contract)
     flights = make_model("lightgbm", flights_contract, None, 1)
     assert flights.categorical == ["carrier", "origin", "dest"]
+
+
+def test_a_retrain_serves_the_kind_better_on_the_validation_days(binary_setup) -> None:
+    """Both kinds are fitted; the better on the validation days is the model, so a baseline
+    champion can be replaced by a fresh baseline when LightGBM fits the concept worse."""
+    contract, paths, _ = binary_setup
+    frame, _, _ = load_training_frame(contract, paths, None, window_days=20)
+    config = TrainingConfig(holdout_days=4, validation_days=4, params=FAST)
+    nonlinear = train(contract, frame, config)
+    assert set(nonlinear.kind_valid) == {"lightgbm", "baseline"}
+    assert nonlinear.model.name == "lightgbm"  # the sine signal: a linear model cannot fit it
+    assert nonlinear.kind_valid["lightgbm"] > nonlinear.kind_valid["baseline"]
+
+    # A linear concept on few rows: the logistic baseline wins validation and serves.
+    rng = np.random.default_rng(3)
+    linear = frame.groupby("partition_date", group_keys=False).head(60).copy()
+    linear["label"] = (
+        rng.uniform(0, 1, len(linear)) < 1 / (1 + np.exp(-0.8 * linear["x2"].to_numpy()))
+    ).astype("float64")
+    chosen = train(contract, linear.reset_index(drop=True), config)
+    assert chosen.kind_valid["baseline"] > chosen.kind_valid["lightgbm"]
+    assert chosen.model is chosen.baseline and chosen.model.name == "baseline"
+    assert chosen.holdout_metrics == chosen.baseline_holdout_metrics
+    fixed = train(contract, linear.reset_index(drop=True), replace(config, choose_kind=False))
+    assert fixed.model.name == "lightgbm"

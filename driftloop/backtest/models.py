@@ -27,7 +27,7 @@ from driftloop.data.contract import Contract
 from driftloop.evaluation.gate import GateConfig
 from driftloop.evaluation.metrics import PRIMARY_METRIC
 
-CACHE_VERSION = "1"
+CACHE_VERSION = "2"  # 2: every day fits both kinds (train chooses by validation)
 
 
 @dataclass
@@ -182,16 +182,17 @@ class ModelFitter:
         return frame, split
 
     def fit_day(self, day: date) -> TrainedModel:
-        """Fit the model of ``day`` (not the first) with production's ``train``, without
-        the baseline: only the first model's gate compares with it, and a retrain judged
-        against the champion does not. The holdout frame is not kept (it would travel back
-        from a worker process and stay in memory): ``holdout`` re-derives it on demand."""
+        """Fit the model of ``day`` (not the first) with production's ``train``: LightGBM
+        and the baseline, the kind better on the validation days serves (as in production,
+        so a retrain can replace a champion of either kind). The holdout frame is not kept
+        (it would travel back from a worker process and stay in memory): ``holdout``
+        re-derives it on demand."""
         from driftloop.training.train import train
 
         started, cpu = time.perf_counter(), time.process_time()
         cutoff = datetime.combine(day, datetime.min.time())
         frame = self.history.training_frame(cutoff, self.config.window_days)
-        result = train(self.contract, frame, self.training_config(), with_baseline=False)
+        result = train(self.contract, frame, self.training_config())
         trained = self._trained(day, frame, result, started, keep=False)
         trained.cpu_seconds = time.process_time() - cpu
         return trained
@@ -208,7 +209,8 @@ class ModelFitter:
         # The order time_split uses, so that the read order cannot change the model.
         keys = ["partition_date", "event_time", *self.contract.id_columns]
         rows = frame.sort_values([k for k in keys if k in frame.columns], kind="stable")
-        refit = make_model(c.model_kind, self.contract, dict(c.model_params), c.seed)
+        params = dict(c.model_params) if model.name == c.model_kind else {}
+        refit = make_model(model.name, self.contract, params, c.seed)
         refit.fit(rows.reset_index(drop=True), None, label=LABEL)
         return refit
 
@@ -231,6 +233,7 @@ class ModelFitter:
             latest_label_due=pd.Timestamp(due.max()).to_pydatetime(),
             seconds=time.perf_counter() - started,
             evaluated=None if served is result.model else result.model,
+            kind=result.model.name,
             importance=dict(result.feature_importance),
         )
 

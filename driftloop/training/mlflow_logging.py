@@ -237,7 +237,9 @@ def _log_params_and_metrics(contract: Contract, result: TrainingResult, days: li
 
     config = result.config
     params = {
-        "model_kind": config.model_kind,
+        "model_kind": result.model.name,
+        "configured_kind": config.model_kind,
+        "choose_kind": config.choose_kind,
         "seed": config.seed,
         "window_days": config.window_days,
         "holdout_days": config.holdout_days,

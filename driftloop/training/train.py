@@ -53,6 +53,9 @@ class TrainingConfig:
     seed: int = 42
     search_trials: int = 0
     search_time_budget_s: float = 0.0
+    # The configured kind and the baseline are both fitted; the one better on the
+    # validation days becomes the model (see ``train``). Off: the configured kind always.
+    choose_kind: bool = True
 
     @classmethod
     def for_contract(cls, contract: Contract, **overrides: Any) -> TrainingConfig:
@@ -108,6 +111,8 @@ class TrainingResult:
     config: TrainingConfig
     holdout_scores: np.ndarray = field(repr=False)
     baseline_holdout_scores: np.ndarray | None = field(repr=False)
+    # Per kind fitted, its validation primary metric (what chose the model's kind).
+    kind_valid: dict[str, float] = field(default_factory=dict)
 
     @property
     def rows(self) -> dict[str, int]:
@@ -214,10 +219,12 @@ def train(
     """Fit the model (with the optional bounded random search) and the baseline; score both.
 
     The search is seeded; with a time budget the number of trials depends on the machine,
-    so set only `search_trials` when a run must be repeatable. `with_baseline=False` skips
-    the baseline (its fields are None / {}) for callers that never compare with it, such
-    as the backtest's hundreds of retrains: on a 60-day flights window it takes 2-3 times
-    as long as the LightGBM fit.
+    so set only `search_trials` when a run must be repeatable. With `config.choose_kind`
+    (the default) and a baseline, the kind better on the validation days is the model
+    (`kind_valid` records both), so a retrain can replace a champion of either kind.
+    `with_baseline=False` skips the baseline (its fields are None / {}) for callers that
+    never compare with it: on a 60-day flights window it takes 2-3 times as long as the
+    LightGBM fit.
     """
     started = time.perf_counter()
     split = time_split(
@@ -271,6 +278,18 @@ def train(
         best_params = dict(model.params)
 
     baseline = _fit("baseline", contract, {}, config.seed, split) if with_baseline else None
+    valid_metrics = score(model, split.valid)
+    kind_valid = {model.name: valid_metrics[primary]}
+    if baseline is not None and baseline is not model:
+        baseline_valid = score(baseline, split.valid)
+        kind_valid[baseline.name] = baseline_valid[primary]
+        # Model selection on the validation days, so the holdout stays an unbiased judge
+        # for the gate: a retrain can then replace a champion of either kind with a
+        # fresh model of the kind that fits the recent concept best.
+        if config.choose_kind and is_better(
+            primary, baseline_valid[primary], valid_metrics[primary]
+        ):
+            model, valid_metrics = baseline, baseline_valid
     holdout_scores = model.predict(split.holdout)
     baseline_scores = None if baseline is None else baseline.predict(split.holdout)
     result = TrainingResult(
@@ -283,7 +302,7 @@ def train(
         baseline_holdout_metrics=(
             {} if baseline is None else compute_metrics(task, split.holdout[LABEL], baseline_scores)
         ),
-        valid_metrics=score(model, split.valid),
+        valid_metrics=valid_metrics,
         baseline_valid_metrics={} if baseline is None else score(baseline, split.valid),
         split=split,
         best_params=best_params,
@@ -293,6 +312,7 @@ def train(
         config=config,
         holdout_scores=holdout_scores,
         baseline_holdout_scores=baseline_scores,
+        kind_valid=kind_valid,
     )
     result.train_seconds = time.perf_counter() - started
     return result
