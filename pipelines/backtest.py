@@ -12,6 +12,11 @@ Data: the embedded 2013 flights for `flights`; for another dataset `--source FIL
 the production lake's raw partitions. The contract is contracts/NAME.yaml, else
 examples/contracts/NAME.yaml, or `--contract PATH`.
 
+The row `driftloop` is the self-tuning loop (driftloop.backtest.selection): on day D it
+runs the policy chosen from the days before D only (the schedules and a grid of trigger
+settings, replayed on the same models), first chosen after a warm-up, then monthly; the
+contract's settings run as the row `fixed` (`--no-select`: only them, named driftloop).
+
 Compare settings side by side: `--policy NAME:key=value,...` adds a trigger policy (keys:
 every field of the contract's `retraining:` block, e.g. n_breaches, window, cooldown_days,
 use_drift, use_estimated, use_performance, drift_threshold, performance_window_days,
@@ -111,7 +116,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tracking-uri", default=None, help="MLflow store (default as above)")
     parser.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
-    group = parser.add_argument_group("the driftloop policy (default: contract and gate)")
+    group = parser.add_argument_group(
+        "the fixed trigger policy (row fixed, or driftloop with --no-select; default: contract "
+        "and gate)"
+    )
     group.add_argument("--n-breaches", type=int, default=None)
     group.add_argument("--window", type=int, default=None, help="M of N-of-M")
     group.add_argument("--cooldown-days", type=int, default=None)
@@ -130,6 +138,23 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME:key=value,...",
         help="another trigger policy to compare (repeatable)",
     )
+    select = parser.add_argument_group(
+        "the self-tuning loop (row driftloop; the settings above are row fixed)"
+    )
+    select.add_argument(
+        "--no-select",
+        action="store_true",
+        help="no policy selection: the row driftloop is the fixed settings",
+    )
+    select.add_argument(
+        "--retrain-budget",
+        type=float,
+        default=None,
+        metavar="PER_30_DAYS",
+        help="most retrains per 30 days a chosen policy may launch (default: the 7-day schedule's)",
+    )
+    select.add_argument("--selection-warmup-days", type=int, default=None)
+    select.add_argument("--selection-every-days", type=int, default=None)
     model = parser.add_argument_group("training (the same for every policy)")
     model.add_argument("--window-days", type=int, default=None)
     model.add_argument(
@@ -171,6 +196,7 @@ def config_from_args(contract, args, start: date, end: date):
 
     main = trigger_settings(
         contract,
+        name="driftloop" if args.no_select else "fixed",
         n_breaches=args.n_breaches,
         window=args.window,
         cooldown_days=args.cooldown_days,
@@ -190,6 +216,13 @@ def config_from_args(contract, args, start: date, end: date):
         extra["window_days"] = args.window_days
     if args.schedules is not None:
         extra["schedules"] = args.schedules
+    if not args.no_select:
+        extra["selected"] = "driftloop"
+        extra["retrain_budget_per_30_days"] = args.retrain_budget
+        if args.selection_warmup_days is not None:
+            extra["selection_warmup_days"] = args.selection_warmup_days
+        if args.selection_every_days is not None:
+            extra["selection_every_days"] = args.selection_every_days
     return BacktestConfig.for_contract(contract, start, end, **extra)
 
 
@@ -199,6 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     from driftloop.backtest import engine as backtest
     from driftloop.backtest.report import (
         log_to_mlflow,
+        selection_markdown,
         signals_markdown,
         summary_markdown,
         write_report,
@@ -239,6 +273,8 @@ def main(argv: list[str] | None = None) -> int:
         print(summary_markdown(result))
         print()
         print(signals_markdown(result))
+        print()
+        print(selection_markdown(result))
         print(f"timings (s): {result.timings}")
         for kind, path in files.items():
             print(f"{kind}: {path}")

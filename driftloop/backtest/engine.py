@@ -28,7 +28,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +49,7 @@ from driftloop.backtest.data import (  # noqa: F401 - the backtest's public entr
 )
 from driftloop.backtest.models import History, ModelFitter, Prefetch, TrainedModel
 from driftloop.backtest.monitor import Monitor
+from driftloop.backtest.mornings import TriggerSteps
 from driftloop.backtest.policies import (  # noqa: F401
     BACKTEST_MODEL_PARAMS,
     DAILY,
@@ -67,16 +68,16 @@ from driftloop.backtest.result import (  # noqa: F401
     retrain_cost,
     value_capture,
 )
+from driftloop.backtest.selection import SelectionSteps
 from driftloop.data.contract import Contract
 from driftloop.data.lake import days_between
 from driftloop.evaluation.metrics import HIGHER_IS_BETTER, PRIMARY_METRIC
-from driftloop.monitoring.trigger import WindowSignal, decide_retrain
 
 log = logging.getLogger(__name__)
 MODELS_CACHE = "models_cache"
 
 
-class Backtest:
+class Backtest(TriggerSteps, SelectionSteps):
     """One run: ``Backtest(contract, features, config).run()``."""
 
     def __init__(
@@ -90,6 +91,7 @@ class Backtest:
         if config.end < config.start:
             raise ValueError(f"the backtest ends ({config.end}) before it starts ({config.start})")
         names = [*config.schedules, *(t.name for t in config.triggers)]
+        names += [config.selected] if config.selected else []
         if len(set(names)) != len(names):
             raise ValueError(f"policy names must be unique, got {names}")
         self.contract = contract
@@ -107,6 +109,8 @@ class Backtest:
         self.timings["models_from_cache"] = 0  # a count, not seconds
         self.trainings = 0
         self.prefetch: Prefetch | None = None
+        self.pool: list = []  # the selection's candidates (config.selected)
+        self.replays_judged = 0.0  # CPU of the candidates' replays judged by a choice so far
         self.monitor = Monitor(
             contract, self.history, self.fitter, self._scores, config.reference_rows
         )
@@ -200,6 +204,8 @@ class Backtest:
         policies = [
             PolicyRun(name, "schedule", every=every) for name, every in config.schedules.items()
         ] + [PolicyRun(t.name, "trigger", settings=t) for t in config.triggers]
+        if config.selected:
+            policies += self._selection_policies(policies)
         days = days_between(config.start, config.end)
         planned = [
             d
@@ -219,66 +225,6 @@ class Backtest:
                 self.prefetch.close()
                 self.prefetch = None
 
-    def _trigger_morning(self, p: PolicyRun, day: date, state: dict) -> dict | None:
-        """A trigger policy's morning: yesterday's signal, the decision, maybe a retrain."""
-        settings = p.settings
-        policy = settings.policy
-        today = day - timedelta(days=1)  # latest day with features, as the sensor sees it
-        cutoff = datetime.combine(day, datetime.min.time())
-        champion = state["champion"]
-        cpu = time.process_time()
-        started = time.perf_counter()
-        if today.isoformat() in self.history.span and p.daily:
-            found = self.monitor.signal(champion, today, state["since"], cutoff, policy)
-            state["signals"][today] = found.signal
-            p.daily[-1] |= {
-                "drift_score": found.drift_score,
-                "drift_breached": found.signal.drift_breached,
-                "estimated_pool": found.estimated.value,
-                "estimated_breached": found.signal.estimated_breached,
-                "realised_pool": found.realised.value,
-                "performance_floor": found.realised.floor,
-                "performance_breached": found.signal.performance_breached,
-                "any_breached": bool(
-                    found.signal.drift_breached
-                    or found.signal.estimated_breached
-                    or found.signal.performance_breached
-                ),
-                "top_drifted": ", ".join(found.top_drifted),
-            }
-        self.timings["monitor"] += time.perf_counter() - started
-        window = [today - timedelta(days=k) for k in range(policy.window - 1, -1, -1)]
-        known: list[WindowSignal] = [state["signals"][d] for d in window if d in state["signals"]]
-        last = state["last_retrain"]
-        decision = decide_retrain(known, today, last, policy)
-        p.decisions[day.isoformat()] = {
-            "today": today.isoformat(),
-            "last_retrain_day": last.isoformat() if last else None,
-            "signals": [
-                (s.day.isoformat(), s.drift_breached, s.estimated_breached, s.performance_breached)
-                for s in known
-            ],
-            "fire": decision.fire,
-            "reason": decision.reason,
-        }
-        event = None
-        if decision.fire:
-            state["last_retrain"] = today
-            challenger = self.model_for(day)
-            p.cpu_seconds += challenger.cpu_seconds
-            gate = self._gate(challenger, champion, settings)
-            event = {
-                "event": "retrain",
-                "promoted": gate.promote,
-                "reason": decision.reason,
-                "gate": gate.reasons[0] if gate.reasons else "",
-                "ci_low": None if math.isnan(gate.ci_low) else gate.ci_low,
-            }
-            if gate.promote:
-                state["champion"], state["since"] = challenger, day
-        p.cpu_seconds += time.process_time() - cpu
-        return event
-
     def _loop(self, policies: list[PolicyRun], days: list[str], started: float):
         config = self.config
         first = self.model_for(config.start, first=True)
@@ -290,9 +236,13 @@ class Backtest:
                 "since": config.start,
                 "last_retrain": config.start - timedelta(days=1),
                 "signals": {},
+                "signal_policy": {},
+                "signal_since": {},
             }
             for p in policies
         }
+        runs = {p.name: p for p in policies if p.kind in ("schedule", "trigger", "candidate")}
+        warmup = config.selection_warmup_days
         for index, day_text in enumerate(days):
             day = date.fromisoformat(day_text)
             for p in policies:
@@ -305,6 +255,13 @@ class Backtest:
                         if day > config.start:
                             p.cpu_seconds += own["champion"].cpu_seconds
                         event = {"event": "retrain", "promoted": True, "reason": "schedule"}
+                elif p.kind == "selected" and day > config.start:
+                    since_start = (day - config.start).days
+                    if since_start >= warmup and (
+                        (since_start - warmup) % config.selection_every_days == 0
+                    ):
+                        self._select(p, day, runs)
+                    event = self._selected_morning(p, day, own)
                 elif day > config.start:
                     event = self._trigger_morning(p, day, own)
                 if event is not None:
@@ -325,8 +282,10 @@ class Backtest:
                     perf = self._realised(model, day_text)
                     row |= {"metric": perf["value"], "labelled_rows": perf["labelled_rows"]}
                     self.provenance[model.id].setdefault("scored_days", []).append(day_text)
-                    if p.kind == "trigger":
+                    if p.kind in ("trigger", "candidate", "selected"):
                         row["estimated"] = self.monitor.daily_estimate(model, day_text)
+                if p.kind == "selected":
+                    row["policy_in_force"] = p.in_force or p.settings.name
                 p.daily.append(row)
             self._evict(day, state)
             if index % 30 == 0 or index == len(days) - 1:
@@ -359,7 +318,8 @@ class Backtest:
             self.monitor.forget(model.id)
             for score_key in [k for k in self.scores if k[0] == model.id]:
                 del self.scores[score_key]
-        keep_days = max([t.policy.performance_window_days for t in self.config.triggers] or [1])
+        settings = [*self.config.triggers, *(c.settings for c in self.pool if c.settings)]
+        keep_days = max([t.policy.performance_window_days for t in settings] or [1])
         oldest = (day - timedelta(days=keep_days + 1)).isoformat()
         for key in [k for k in self.scores if k[1] < oldest]:
             del self.scores[key]

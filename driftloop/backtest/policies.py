@@ -105,6 +105,14 @@ class BacktestConfig:
     # Keep fitted models on disk under the backtest folder, keyed by everything that
     # determines them, so a rerun with other trigger settings only replays the policies.
     model_cache: bool = True
+    # The self-tuning loop (driftloop.backtest.selection): a policy named ``selected``
+    # that on day D runs the candidate chosen from the days before D only, first chosen
+    # ``selection_warmup_days`` after the start, then every ``selection_every_days``;
+    # before its first choice it runs the first trigger's settings.
+    selected: str | None = None
+    selection_warmup_days: int = 60
+    selection_every_days: int = 30
+    retrain_budget_per_30_days: float | None = None  # None: the 7-day schedule's
 
     @classmethod
     def for_contract(cls, contract: Contract, start: date, end: date, **kw: Any):
@@ -134,4 +142,8 @@ class BacktestConfig:
             "workers": self.workers,
             "fit": self.fit,
             "model_cache": self.model_cache,
+            "selected": self.selected,
+            "selection_warmup_days": self.selection_warmup_days,
+            "selection_every_days": self.selection_every_days,
+            "retrain_budget_per_30_days": self.retrain_budget_per_30_days,
         }

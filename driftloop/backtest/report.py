@@ -35,17 +35,20 @@ def summary_rows(result: BacktestResult) -> list[dict[str, Any]]:
     metric = f"mean_{result.metric}"
     for row in result.summary().to_dict(orient="records"):
         anchor = row["policy"] in (STATIC, DAILY)
+        if row["kind"] == "candidate":  # in the selection's table, not the comparison
+            continue
+        judged = row["kind"] in ("trigger", "selected")
         rows.append(
             {
                 "policy": row["policy"],
                 "kind": row["kind"],
                 metric: row[metric],
                 "retrains": int(row["retrains"]),
-                "promotions": int(row["promotions"]) if row["kind"] == "trigger" else None,
+                "promotions": int(row["promotions"]) if judged else None,
                 "value_capture": None if anchor else row["value_capture"],
                 "retrain_cost": None if anchor else row["retrain_cost"],
                 "cpu_seconds": row["cpu_seconds"],
-                "periodic_line": row.get("frontier_capture") if row["kind"] == "trigger" else None,
+                "periodic_line": row.get("frontier_capture") if judged else None,
             }
         )
     return rows
@@ -56,7 +59,7 @@ def signal_rows(result: BacktestResult) -> list[dict[str, Any]]:
     absolute error against the realised daily metric beside the constant guess's."""
     rows = []
     for row in result.summary().to_dict(orient="records"):
-        if row["kind"] != "trigger":
+        if row["kind"] not in ("trigger", "selected"):
             continue
         rows.append(
             {
@@ -71,6 +74,41 @@ def signal_rows(result: BacktestResult) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+def selection_rows(result: BacktestResult) -> list[dict[str, Any]]:
+    """One row per choice of the self-tuning loop: the day it took effect, the candidate
+    chosen, its capture (and plateau capture) on the days before, the flatness, the budget
+    and the CPU seconds of the replays that judged it."""
+    rows = []
+    for policy in result.policies:
+        for s in policy.selections:
+            chosen = next(r for r in s["table"] if r["chosen"])
+            rows.append(
+                {
+                    "policy": policy.name,
+                    "from": s["day"],
+                    "chosen": s["chosen"]["name"],
+                    "days judged": s["days"],
+                    "value capture": chosen["value_capture"],
+                    "plateau capture": chosen["plateau_capture"],
+                    "flatness": s["flatness"],
+                    "retrains": chosen["retrains"],
+                    "budget": round(s["budget_retrains"], 1),
+                    "CPU seconds": s["cpu_seconds"],
+                }
+            )
+    return rows
+
+
+def selection_markdown(result: BacktestResult) -> str:
+    rows = selection_rows(result)
+    if not rows:
+        return ""
+    lines = ["| " + " | ".join(rows[0]) + " |", "|---|" + "---|" * (len(rows[0]) - 1)]
+    for row in rows:
+        lines.append("| " + " | ".join(_fmt(v, 2) for v in row.values()) + " |")
+    return "\n".join(lines)
 
 
 def signals_markdown(result: BacktestResult) -> str:
@@ -126,6 +164,8 @@ def render_frontier(result: BacktestResult, path: Path) -> Path | None:
             ax.scatter([cost], [capture], color="grey", s=18, zorder=3)
             ax.annotate(row["policy"], (cost, capture), fontsize=7, xytext=(4, -10),
                         textcoords="offset points")  # fmt: skip
+        elif row["kind"] == "candidate":  # the selection's trigger grid, over the whole run
+            ax.scatter([cost], [capture], color="tab:blue", s=8, alpha=0.35, zorder=2)
         else:
             ax.scatter([cost], [capture], s=70, marker="*", zorder=4, label=row["policy"])
     ax.set_xscale("symlog", linthresh=0.02)
@@ -157,18 +197,19 @@ def render_plot(result: BacktestResult, path: Path) -> Path | None:
     label = METRIC_LABELS.get(result.metric, result.metric)
     fig, ax = plt.subplots(figsize=(12, 5.5), dpi=110)
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for i, policy in enumerate(result.policies):
+    shown = [p for p in result.policies if p.kind != "candidate"]
+    for i, policy in enumerate(shown):
         part = daily[daily["policy"] == policy.name].set_index("day")
         smooth = part["metric"].rolling(ROLLING_DAYS, min_periods=1).mean()
         colour = colours[i % len(colours)]
-        width = 2.2 if policy.kind == "trigger" else 1.3
+        width = 2.2 if policy.kind in ("trigger", "selected") else 1.3
         ax.plot(smooth.index, smooth.to_numpy(), color=colour, lw=width, label=policy.name)
         if policy.name == DAILY:
             continue  # a marker every day says nothing
         retrains = part[part["retrain"]]
         promoted = retrains[retrains["promoted"]]
         rejected = retrains[~retrains["promoted"]]
-        size = 36 if policy.kind == "trigger" else 16
+        size = 36 if policy.kind in ("trigger", "selected") else 16
         ax.scatter(promoted.index, smooth.loc[promoted.index], s=size, color=colour, zorder=3)
         ax.scatter(
             rejected.index,
@@ -218,7 +259,7 @@ def render_html(result: BacktestResult, plot: Path | None, frontier: Path | None
     image = _image(plot, "daily realised metric") + _image(frontier, "periodic frontier")
     events = []
     for policy in result.policies:
-        if policy.kind != "trigger":
+        if policy.kind not in ("trigger", "selected"):
             continue
         for e in policy.events:
             events.append(
@@ -250,6 +291,8 @@ every day as scored by each policy's model. Value capture = (policy - {STATIC}) 
 {image}
 <h2>Signals: share of days breached; performance estimate against realised</h2>
 {_table_html(signal_rows(result))}
+<h2>Policy selection (the self-tuning loop's choices, each from the days before it)</h2>
+{_table_html(selection_rows(result))}
 <h2>Trigger retrains (the cooldown counts from every retrain launched, promoted or not)</h2>
 {_table_html(events)}
 <h2>First model (shared by every policy)</h2>

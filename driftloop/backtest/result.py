@@ -19,7 +19,9 @@ SIGNALS = ("drift", "estimated", "performance")
 @dataclass
 class PolicyRun:
     name: str
-    kind: str  # "schedule" or "trigger"
+    # "schedule", "trigger", "candidate" (a trigger the selection judges) or "selected"
+    # (the self-tuning loop: the candidate chosen from earlier days, re-chosen monthly)
+    kind: str
     every: int | None = None
     settings: TriggerSettings | None = None
     daily: list[dict[str, Any]] = field(default_factory=list)
@@ -27,6 +29,10 @@ class PolicyRun:
     # Trigger policies: per day, what the trigger was shown and what it decided.
     decisions: dict[str, dict[str, Any]] = field(default_factory=dict)
     cpu_seconds: float = 0.0  # fits of its models plus, for triggers, its monitoring
+    replay_seconds: float = 0.0  # CPU of its mornings without model fits (a replay's cost)
+    # The self-tuning loop: each choice (PolicyChoice.to_dict()) in day order.
+    selections: list[dict[str, Any]] = field(default_factory=list)
+    in_force: str = ""  # the self-tuning loop: the candidate it runs (name)
 
     @property
     def retrains(self) -> int:
@@ -166,7 +172,7 @@ class BacktestResult:
         extra = []
         for p, row in zip(self.policies, rows, strict=True):
             info: dict[str, Any] = {}
-            if p.kind == "trigger":
+            if p.kind in ("trigger", "candidate", "selected"):
                 info["frontier_capture"] = frontier_at(line, row["retrain_cost"])
                 info["above_frontier"] = bool(row["value_capture"] > info["frontier_capture"])
                 info |= {f"breach_share_{k}": v for k, v in p.breach_shares().items()}
@@ -186,6 +192,7 @@ class BacktestResult:
             "frontier": frontier_points(summary),
             "first_model": self.first_model,
             "events": {p.name: p.events for p in self.policies},
+            "selections": {p.name: p.selections for p in self.policies if p.selections},
             "daily": records(daily.drop(columns=["signals"], errors="ignore")),
             "timings": self.timings,
             "raw": self.raw,
