@@ -169,7 +169,7 @@ def _v(version: str | None) -> str:
 
 def _promotion(context: AssetExecutionContext, contract: Contract) -> MaterializeResult:
     from driftloop.evaluation.challenger import report_paths
-    from driftloop.evaluation.promotion import promote
+    from driftloop.serving.canary import promote_with_canary
     from driftloop.training.retrain_lock import release
 
     name = contract.name
@@ -188,7 +188,7 @@ def _promotion(context: AssetExecutionContext, contract: Contract) -> Materializ
     record = json.loads(json_path.read_text())
     trigger = context.run.tags.get(TRIGGER_REASON_TAG)
     try:
-        done = promote(
+        done = promote_with_canary(
             contract,
             paths,
             context.resources.mlflow.client(),

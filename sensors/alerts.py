@@ -13,6 +13,7 @@ import time
 from datetime import UTC, datetime
 
 from dagster import (
+    DagsterEvent,
     DefaultSensorStatus,
     RunFailureSensorContext,
     RunsFilter,
@@ -115,21 +116,41 @@ def build_alert_sensor(contract: Contract, retrain_job_name: str) -> SensorDefin
     return dataset_alerts
 
 
+def step_error(event: DagsterEvent) -> str:
+    """A failed step's error in the words of the code that raised it: a `Failure`'s
+    description, else the innermost cause (Dagster wraps user errors in its own)."""
+    data = event.step_failure_data
+    if data.user_failure_data is not None and data.user_failure_data.description:
+        return data.user_failure_data.description
+    error = data.error
+    while error is not None and error.cause is not None:
+        error = error.cause
+    return "" if error is None else error.message
+
+
 def build_run_failure_alert_sensor() -> SensorDefinition:
     """One alert per failed run of any job in the code location."""
 
+    # All code locations: a run executed by the CLI (`dagster job execute`) has no code
+    # location of its own, and its failure must alert as a launched run's does.
     @run_failure_sensor(
         name="driftloop_run_failure_alerts",
         minimum_interval_seconds=seconds("DRIFTLOOP_ALERT_SENSOR_SECONDS", 30),
         default_status=DefaultSensorStatus.RUNNING,
+        monitor_all_code_locations=True,
         description="Sends one alert per failed run, with its error and a link to the run.",
     )
     def run_failure_alerts(context: RunFailureSensorContext, alerts: AlertsResource) -> None:
         if not alerts.enabled:
             return
         run = context.dagster_run
+        steps = [
+            (event.step_key or "", step_error(event)) for event in context.get_step_failure_events()
+        ]
         message = context.failure_event.message or ""
-        alert = events.run_failure_alert(run.job_name, run.run_id, message, alerts.base_url())
+        alert = events.run_failure_alert(
+            run.job_name, run.run_id, message, alerts.base_url(), steps
+        )
         report = alerts.post([alert])
         context.log.info(f"{alert.title}: {_summary(report)}")
 
