@@ -236,3 +236,54 @@ def test_a_failed_run_sends_one_alert(dagster_instance: DagsterInstance) -> None
     text = received[0]["text"]
     assert text.startswith(f"*Run failed: flights_daily ({result.run_id[:8]})*")
     assert f"/runs/{result.run_id}|" in text
+    assert "step explode failed: ValueError: the landing zone is on fire" in text
+
+
+def test_a_failed_rollback_alerts_with_its_error_even_when_run_by_the_cli(
+    flights_contract, flights_paths: DatasetPaths, data_root: Path, dagster_instance
+) -> None:
+    from mlflow import MlflowClient
+
+    from pipelines.rollback import build_rollback_job
+    from resources.mlflow import MlflowResource
+
+    uri = f"sqlite:///{data_root / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    experiment = client.create_experiment("rb", artifact_location=str(data_root / "art"))
+    client.create_registered_model("flights")
+    run = client.create_run(experiment)
+    client.create_model_version("flights", f"runs:/{run.info.run_id}/model", run.info.run_id)
+    client.set_registered_model_alias("flights", "champion", "1")
+
+    sensor = build_run_failure_alert_sensor()
+    with webhook_receiver() as (url, received):
+        alerts = AlertsResource(webhook_url=url, dagster_url="http://ui:3000")
+
+        # Evaluated as the daemon does, for the code location "driftloop": a run executed
+        # in process (as `dagster job execute` runs it) belongs to no code location.
+        def tick(cursor: str | None) -> str | None:
+            context = build_sensor_context(
+                instance=dagster_instance,
+                cursor=cursor,
+                repository_name="driftloop",
+                resources={"alerts": alerts},
+            )
+            return sensor.evaluate_tick(context).cursor
+
+        cursor = tick(None)
+        result = build_rollback_job(flights_contract).execute_in_process(
+            instance=dagster_instance,
+            raise_on_error=False,
+            resources={
+                "lake": LakeResource(data_dir=str(data_root)),
+                "mlflow": MlflowResource(tracking_uri=uri, data_dir=str(data_root)),
+            },
+        )
+        assert not result.success
+        cursor = tick(cursor)
+        tick(cursor)
+    assert len(received) == 1, received
+    text = received[0]["text"]
+    assert text.startswith(f"*Run failed: flights_rollback ({result.run_id[:8]})*")
+    assert "step flights_rollback_champion failed: nothing to roll back to: the ledger of" in text
+    assert f"<http://ui:3000/runs/{result.run_id}|Open in Dagster>" in text
