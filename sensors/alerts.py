@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 
 from dagster import (
     DagsterEvent,
+    DagsterRunStatus,
     DefaultSensorStatus,
     RunFailureSensorContext,
     RunsFilter,
@@ -27,7 +28,7 @@ from dagster import (
 from driftloop.alerts import events
 from driftloop.alerts.notify import Alert, PostReport
 from driftloop.data.contract import Contract
-from driftloop.names import TRIGGER_REASON_TAG, TRIGGER_TAG
+from driftloop.names import DATASET_TAG, TRIGGER_REASON_TAG, TRIGGER_TAG
 from resources.alerts import AlertsResource
 from resources.lake import LakeResource
 from sensors.settings import seconds
@@ -38,6 +39,14 @@ OFF = (
 )
 # On its first evaluation a sensor reports what happened this long before (not all history).
 LOOKBACK_SECONDS = 24 * 3600
+# The digest waits at most this long for the dataset's queued and running runs to finish.
+DIGEST_WAIT_SECONDS = 3 * 3600
+BUSY = [
+    DagsterRunStatus.QUEUED,
+    DagsterRunStatus.NOT_STARTED,
+    DagsterRunStatus.STARTING,
+    DagsterRunStatus.STARTED,
+]
 
 
 def _summary(report: PostReport) -> str:
@@ -70,12 +79,34 @@ def _retrain_alerts(
     return found
 
 
-def _digest(alerts: AlertsResource, paths, state: dict, base_url: str) -> list[Alert]:
+def _busy_runs(context: SensorEvaluationContext, dataset: str) -> list[str]:
+    """The dataset's runs queued or in progress (its jobs, or runs tagged with it)."""
+    records = context.instance.get_run_records(RunsFilter(statuses=BUSY))
+    return [
+        f"{r.dagster_run.job_name} ({r.dagster_run.run_id[:8]}, {r.dagster_run.status.value})"
+        for r in records
+        if r.dagster_run.job_name.startswith(f"{dataset}_")
+        or r.dagster_run.tags.get(DATASET_TAG) == dataset
+    ]
+
+
+def _digest(
+    context: SensorEvaluationContext, alerts: AlertsResource, paths, state: dict, base_url: str
+) -> list[Alert]:
+    """The day's digest, once the dataset's runs are done (a backlog being scored would
+    otherwise wait a day), or after DIGEST_WAIT_SECONDS saying what still runs."""
     today = datetime.now(UTC).date()
     if alerts.outbox().seen(events.digest_key(paths.dataset, today)):
         return []
-    digest, through = events.digest_alert(paths, today, state["digest"], base_url)
+    busy = _busy_runs(context, paths.dataset)
+    if busy:
+        since = state.setdefault("digest_waiting_since", time.time())
+        if time.time() - since < DIGEST_WAIT_SECONDS:
+            context.log.info(f"digest waits for {len(busy)} run(s): {', '.join(busy[:5])}")
+            return []
+    digest, through = events.digest_alert(paths, today, state["digest"], base_url, busy)
     state["digest"] = through
+    state.pop("digest_waiting_since", None)
     return [digest] if digest else []
 
 
@@ -106,7 +137,7 @@ def build_alert_sensor(contract: Contract, retrain_job_name: str) -> SensorDefin
         # A marker written during this scan is seen again next time; the outbox drops it.
         state["blocked"] = started - 5
         found += _retrain_alerts(context, name, retrain_job_name, state, base)
-        found += _digest(alerts, paths, state, base)
+        found += _digest(context, alerts, paths, state, base)
         report = alerts.post(found)
         context.update_cursor(json.dumps(state))
         for alert in found:

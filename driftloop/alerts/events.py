@@ -208,11 +208,17 @@ def _performance_rows(paths: DatasetPaths, days: list[str]) -> list[dict[str, An
 
 
 def digest_alert(
-    paths: DatasetPaths, today: date, after_day: str, base_url: str
+    paths: DatasetPaths,
+    today: date,
+    after_day: str,
+    base_url: str,
+    still_running: list[str] | None = None,
 ) -> tuple[Alert | None, str]:
     """The day's monitoring digest: every drift and performance day after ``after_day``
     summed up in one message (None when nothing is new), and the last data day it covers.
-    Keyed by the wall-clock ``today``, so at most one a calendar day."""
+    Keyed by the wall-clock ``today``, so at most one a calendar day. ``still_running``:
+    the dataset's runs not finished when it went out, named so the reader knows more is
+    coming."""
     from driftloop.monitoring.drift_outcome import read_drift_summary
 
     drift_days = [d for d in existing_partitions(paths.table(DRIFT_TABLE)) if d > after_day]
@@ -243,6 +249,8 @@ def digest_alert(
             text += f"; latest {last['day']} {last.get('primary_metric')}={value:.4f}"
             text += f" (floor {floor:.4f})" if floor is not None else ""
         lines.append(text)
+    if still_running:
+        lines.append(f"still running: {', '.join(still_running[:5])}")
     through = max([s["day"] for s in summaries] + [r["day"] for r in performance])
     alert = Alert(
         key=digest_key(paths.dataset, today),
