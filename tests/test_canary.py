@@ -240,3 +240,21 @@ def test_a_promotion_during_a_canary_ends_it_on_the_ledger_and_alerts_once(
     promotion = next(t for t in texts if "promoted to champion" in t)
     assert "eval report: http://ui:3000/assets/flights/eval_report" in promotion
     assert str(flights_paths.root) not in "".join(texts)  # no local path in any alert
+
+
+def test_a_rollback_during_a_canary_ends_it_on_the_ledger(
+    flights_contract, flights_paths: DatasetPaths, data_root
+) -> None:
+    from pipelines.rollback import RollbackConfig, rollback
+
+    client, record, model = _promotable(data_root, flights_paths)
+    canary.promote_with_canary(flights_contract, flights_paths, client, model, record, "run-1")
+    canary.start(flights_paths, canary.Canary("flights", "1", 0.3, None, "2", "2026-01-01"))
+    done = rollback(flights_contract, flights_paths, client, RollbackConfig(), "run-2")
+    assert (done["champion_before"], done["champion_after"]) == ("2", "1")
+    entries = ledger.read(flights_paths)
+    assert list(entries["action"])[-3:] == ["canary_started", "rollback", "canary_stopped"]
+    ended = json.loads(entries["details"].iloc[-1])
+    assert ended["ended_by"] == "ended by the rollback from v2 to v1"
+    assert ended["share"] == 0.3 and done["canary_ended"] is not None
+    assert canary.active_canary(flights_paths) is None
