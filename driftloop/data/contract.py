@@ -13,7 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from driftloop.data.contract_sql import DERIVED_EVENT_TIME, UnsafeSQLError, check_expression
-from driftloop.monitoring.trigger import TriggerPolicy
+from driftloop.data.retraining import TriggerPolicy
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
