@@ -17,7 +17,7 @@ import pandas as pd
 from driftloop.backtest.models import History, ModelFitter, TrainedModel
 from driftloop.data.contract import Contract
 from driftloop.data.retraining import TriggerPolicy
-from driftloop.evaluation.metrics import PRIMARY_METRIC
+from driftloop.metrics import PRIMARY_METRIC
 from driftloop.monitoring.calibrated_drift import (
     PREDICTION_COLUMN,
     DriftCalibration,

@@ -33,8 +33,8 @@ from driftloop.evaluation.bootstrap import (  # noqa: F401 (public names of the 
     weighted_metric,
 )
 from driftloop.evaluation.gate import GateConfig
-from driftloop.evaluation.metrics import percentile_interval
 from driftloop.floats import optional_float
+from driftloop.metrics import percentile_interval
 
 if TYPE_CHECKING:
     from driftloop.evaluation.explain import Explanation
@@ -84,7 +84,7 @@ class EvalResult:
     @property
     def overall(self) -> pd.DataFrame:
         """Overall metrics side by side: metric, challenger, reference, diff (sign-adjusted)."""
-        from driftloop.evaluation.metrics import HIGHER_IS_BETTER
+        from driftloop.metrics import HIGHER_IS_BETTER
 
         rows = []
         for name, value in self.challenger_metrics.items():
@@ -239,7 +239,7 @@ def evaluate(
     the two score arrays (and the challenger's ``explanation``, when given) align with its
     rows. Rows without a label are left out.
     """
-    from driftloop.evaluation.metrics import HIGHER_IS_BETTER, PRIMARY_METRIC, compute_metrics
+    from driftloop.metrics import HIGHER_IS_BETTER, PRIMARY_METRIC, compute_metrics
 
     challenger_scores = np.asarray(challenger_scores, dtype=np.float64)
     reference_scores = np.asarray(reference_scores, dtype=np.float64)

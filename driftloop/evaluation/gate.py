@@ -128,7 +128,7 @@ def decide(
     """Promote or not, with a plain-English reason for every rule (passed or failed)."""
     # On use: evaluation imports numpy and pandas, and loading the code location (which
     # reads GateConfig's defaults) should not.
-    from driftloop.evaluation.metrics import percentile_interval
+    from driftloop.metrics import percentile_interval
 
     label = METRIC_LABELS.get(result.metric, result.metric)
     pct = f"{config.confidence:.0%}"

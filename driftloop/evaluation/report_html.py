@@ -208,7 +208,7 @@ def _reliability_svg(calibration: pd.DataFrame) -> str:
 def render(result: EvalResult, decision: Any = None, context: dict[str, Any] | None = None):
     """The report as one HTML string. ``context``: extra facts shown in the header."""
     from driftloop.evaluation.gate import METRIC_LABELS
-    from driftloop.evaluation.metrics import expected_calibration_error
+    from driftloop.metrics import expected_calibration_error
 
     context = context or {}
     label = METRIC_LABELS.get(result.metric, result.metric)

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 from driftloop.data.contract import Contract
 from driftloop.data.lake import days_between
 from driftloop.data.retraining import TriggerPolicy
-from driftloop.evaluation.metrics import PRIMARY_METRIC
+from driftloop.metrics import PRIMARY_METRIC
 from driftloop.monitoring.calibrated_drift import (
     CalibratedDrift,
     DriftCalibration,

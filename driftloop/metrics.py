@@ -1,4 +1,5 @@
-"""Model quality metrics per task, and which way is better for each of them."""
+"""Model quality metrics per task, and which way is better for each of them (shared by
+training, evaluation, monitoring and the backtest)."""
 
 from __future__ import annotations
 
