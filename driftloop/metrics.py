@@ -28,6 +28,13 @@ HIGHER_IS_BETTER: dict[str, bool] = {
     "r2": True,
 }
 
+# How reports and gate reasons name the primary metrics.
+METRIC_LABELS = {"roc_auc": "ROC AUC", "rmse": "RMSE", "log_loss": "log loss", "mae": "MAE"}
+
+# The two-sided interval of a paired metric difference that the eval report shows and the
+# gate judges by default: its lower end is a one-sided 95% bound.
+INTERVAL_CONFIDENCE = 0.90
+
 BINARY_METRICS = ("roc_auc", "log_loss", "brier", "precision", "recall", "positive_rate")
 REGRESSION_METRICS = ("rmse", "mae", "r2")
 
