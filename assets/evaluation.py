@@ -44,7 +44,6 @@ from assets.retrain_run import fail, trained_model
 from driftloop.data.contract import Contract
 from driftloop.evaluation.promotion import PromotionError
 from driftloop.names import TRIGGER_REASON_TAG
-from sensors.reconcile import build_reconcile_sensor
 
 
 class EvalReportConfig(Config):
@@ -238,7 +237,7 @@ def _promotion_metadata(done: "Promotion", model: "RegisteredVersion", url: str)
 
 def build(contract: Contract) -> Definitions:
     """The eval_report and promotion assets of one dataset (its rollback job is
-    pipelines.rollback.build_rollback_job, wired in assets/factory.py)."""
+    pipelines.rollback.build_rollback_job, wired in pipelines/factory.py)."""
     name = contract.name
     eval_key = AssetKey([name, "eval_report"])
 
@@ -274,4 +273,4 @@ def build(contract: Contract) -> Definitions:
     def promotion(context: AssetExecutionContext) -> MaterializeResult:
         return _promotion(context, contract)
 
-    return Definitions(assets=[eval_report, promotion], sensors=[build_reconcile_sensor(contract)])
+    return Definitions(assets=[eval_report, promotion])

@@ -32,7 +32,7 @@ def _performance_arms(env: dict[str, str], root: Path, contract: Any, day: str) 
     """Materialize the performance asset of `day` as the loop does; its canary_arms."""
     from dagster import AssetKey, DagsterInstance, materialize
 
-    from assets.factory import build_dataset_definitions
+    from pipelines.factory import build_dataset_definitions
     from resources.lake import LakeResource
     from resources.mlflow import MlflowResource
 

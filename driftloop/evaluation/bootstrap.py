@@ -51,7 +51,7 @@ class _WeightedMetric:
             return
         self.take = rows
         if metric == "log_loss":
-            p = np.clip(score, 1e-7, 1 - 1e-7)  # as driftloop.evaluation.metrics does
+            p = np.clip(score, 1e-7, 1 - 1e-7)  # as driftloop.metrics does
             self.loss = -(y * np.log(p) + (1 - y) * np.log(1 - p))
         elif metric in ("brier", "rmse", "r2"):
             self.loss = (y - score) ** 2

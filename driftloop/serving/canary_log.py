@@ -114,7 +114,7 @@ def _joined(
 def _metric(contract: Contract, part: pd.DataFrame) -> tuple[str, float, int]:
     """(metric name, value on the labelled rows, labelled rows)."""
     from driftloop.evaluation.bootstrap import point_metric
-    from driftloop.evaluation.metrics import PRIMARY_METRIC
+    from driftloop.metrics import PRIMARY_METRIC
 
     metric = PRIMARY_METRIC[contract.task]
     known = part[part[LABEL].notna()]
