@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from driftloop.data.contract import RESERVED_NAMES
 from driftloop.data.contract_sql import check_expression, sandboxed_connection
-from driftloop.data.drafting_profile import (
+from driftloop.drafting.profiling import (
     LEAK_AUC,
     LEAK_R2,
     MAX_ALLOWED_VALUES,
