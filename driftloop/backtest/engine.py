@@ -71,7 +71,7 @@ from driftloop.backtest.result import (  # noqa: F401
 from driftloop.backtest.selection import SelectionSteps
 from driftloop.data.contract import Contract
 from driftloop.data.lake import days_between
-from driftloop.evaluation.metrics import HIGHER_IS_BETTER, PRIMARY_METRIC
+from driftloop.metrics import HIGHER_IS_BETTER, PRIMARY_METRIC
 
 log = logging.getLogger(__name__)
 MODELS_CACHE = "models_cache"

@@ -33,7 +33,7 @@ import numpy as np
 
 from driftloop.backtest.policies import DAILY, STATIC, TriggerSettings
 from driftloop.backtest.result import PolicyRun, value_capture
-from driftloop.monitoring.trigger import TriggerPolicy
+from driftloop.data.retraining import TriggerPolicy
 
 # Differences of value capture below this are noise on a few months of history: take the
 # cheaper candidate. The plateau tolerance of the issue (neighbours within 0.02) is the
