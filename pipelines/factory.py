@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from dagster import Definitions
 
-from assets import evaluation, features, model, monitoring, predictions, raw_data
+from assets import (
+    evaluation,
+    features,
+    model,
+    monitoring,
+    predictions,
+    raw_data,
+    retraining_policy,
+)
 from driftloop.data.contract import Contract
 from pipelines import jobs
 from pipelines.backtest_job import build_backtest_job
@@ -64,5 +72,6 @@ def build_dataset_definitions(contract: Contract) -> Definitions:
         evaluation.build(contract),
         predictions.build_predictions(contract),
         monitoring.build_monitoring(contract),
+        retraining_policy.build(contract),
     ]
     return Definitions.merge(*graph, orchestration)

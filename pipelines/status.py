@@ -15,6 +15,7 @@ import json
 import sys
 
 from driftloop import cost
+from driftloop.backtest import in_force
 from driftloop.monitoring.status_section import format_monitoring_text, latest_monitoring
 from driftloop.paths import data_root, dataset_paths, default_mlflow_uri
 from driftloop.status import LEDGER_LIMIT, collect, format_text, register_section
@@ -25,6 +26,7 @@ def register_sections() -> None:
     """The sections after registry and ledger, each collected by the module that owns it."""
     register_section("monitoring", lambda ctx: latest_monitoring(ctx.paths), format_monitoring_text)
     register_section("triggers", lambda ctx: retrain_history(ctx.dataset), format_retrain_history)
+    register_section("policy", lambda ctx: in_force.status(ctx.paths), in_force.format_status)
     register_section(
         "cost", lambda ctx: cost.status(ctx.paths.root, ctx.dataset), cost.format_status
     )

@@ -26,9 +26,10 @@ from dagster import (
     sensor,
 )
 
+from driftloop.backtest.in_force import policy_in_force
 from driftloop.data.contract import Contract
 from driftloop.data.lake import existing_partitions
-from driftloop.monitoring.trigger import decide_retrain
+from driftloop.monitoring.trigger import decide_retrain, scheduled_retrain
 from driftloop.names import DATA_DAY_TAG, TRIGGER_REASON_TAG, TRIGGER_TAG
 from resources.lake import LakeResource
 from resources.mlflow import MlflowResource
@@ -83,9 +84,17 @@ def build_retrain_sensor(contract: Contract, job_name: str) -> SensorDefinition:
         else:
             if latest_signal_is_recompute(contract, context.instance):
                 return SkipReason("only recomputed history since the last news: nothing to decide")
-            window_days = days[-policy.window :]
-            decision = decide_retrain(read_signals(paths, window_days), today, last, policy)
+            # The policy in force: the contract's settings, else the one chosen from the
+            # dataset's history (<dataset>/retraining_policy), else the defaults.
+            in_force = policy_in_force(contract, paths)
+            if in_force.every_days:
+                decision = scheduled_retrain(today, last, in_force.every_days)
+            else:
+                window_days = days[-in_force.policy.window :]
+                signals = read_signals(paths, window_days)
+                decision = decide_retrain(signals, today, last, in_force.policy)
             record = {"today": today.isoformat(), "fire": decision.fire, "reason": decision.reason}
+            record["policy"] = in_force.describe()
             if write_decision(paths, record):
                 context.log.info(f"{contract.name} trigger on {today}: {decision.reason}")
             if not decision.fire:

@@ -172,3 +172,22 @@ def performance_breached(
     if higher_is_better:
         return realised < reference - margin
     return realised > reference + margin
+
+
+def scheduled_retrain(
+    today: date, last_retrain_day: date | None, every_days: int
+) -> TriggerDecision:
+    """A chosen schedule's decision: retrain every ``every_days`` days from the last retrain
+    launched (the retrain still goes through the gate)."""
+    if last_retrain_day is not None and (today - last_retrain_day).days < every_days:
+        until = last_retrain_day + timedelta(days=every_days)
+        return TriggerDecision(
+            fire=False,
+            reason=f"no retrain: the schedule retrains every {every_days} days, next on "
+            f"{until.isoformat()} (last retrain launched {last_retrain_day.isoformat()})",
+            cooldown_until=until,
+        )
+    last = last_retrain_day.isoformat() if last_retrain_day else "never"
+    return TriggerDecision(
+        fire=True, reason=f"retrain: every {every_days} days (last retrain launched {last})"
+    )
