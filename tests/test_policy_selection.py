@@ -210,3 +210,40 @@ def test_the_policy_of_day_d_depends_on_no_day_from_d_on(tmp_path: Path) -> None
     assert summary.loc["driftloop", "kind"] == "selected"
     assert {c["candidate"] for c in loop.selections[0]["table"]} >= set(CANDIDATE_SCHEDULES)
     assert all(s["cpu_seconds"] >= 0 for s in loop.selections)
+
+
+def test_the_policy_in_force_is_the_contracts_else_the_choice_else_the_defaults(
+    tmp_path: Path,
+) -> None:
+    from driftloop.backtest.in_force import policy_in_force, write_choice
+    from driftloop.backtest.selection import PolicyChoice
+    from driftloop.monitoring.trigger import scheduled_retrain
+    from driftloop.paths import dataset_paths
+
+    streams = _streams()
+    path = tmp_path / "drift_abrupt.yaml"
+    path.write_text(streams.contract_text("drift_abrupt", "abrupt", 30))
+    contract = load_contract(path)
+    paths = dataset_paths(contract.name, tmp_path / "data")
+    assert policy_in_force(contract, paths).source == "defaults"
+
+    grid = trigger_grid(TriggerSettings())
+    pick = next(c for c in grid if c.settings.policy.cooldown_days == 14)
+    write_choice(paths, PolicyChoice(pick, START, 30, 4.0), START)
+    chosen = policy_in_force(contract, paths)
+    assert chosen.source == "chosen" and chosen.candidate == pick.name
+    assert chosen.policy == pick.settings.policy and chosen.every_days is None
+    assert "chosen on 2021-01-01" in chosen.describe()
+
+    schedule = Candidate("every_7_days", every=7)
+    write_choice(paths, PolicyChoice(schedule, START, 30, 4.0), START + timedelta(days=1))
+    weekly = policy_in_force(contract, paths)
+    assert weekly.every_days == 7 and "every 7 days" in weekly.describe()
+    assert (paths.reports / "retraining_policy" / "2021-01-01.json").exists()  # versions stay
+    assert not scheduled_retrain(START + timedelta(days=6), START, 7).fire
+    assert scheduled_retrain(START + timedelta(days=7), START, 7).fire
+
+    # Settings written in the contract override the choice.
+    path.write_text(path.read_text() + "retraining: {cooldown_days: 5}\n")
+    own = policy_in_force(load_contract(path), paths)
+    assert own.source == "contract" and own.policy.cooldown_days == 5
