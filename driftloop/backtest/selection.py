@@ -14,8 +14,9 @@ daily models; ``choose_policy`` then looks only at the days before a given day a
 3. **fewer retrains on a tie**: every candidate within ``TIE`` of the best score is a tie,
    and the one with the fewest retrains wins (then the one listed first).
 
-When retraining every day gained nothing over never retraining on those days (value
-capture is undefined: a stationary stream), the cheapest candidate wins. The flatness
+When retraining every day did not pay on those days (its mean daily gain over never
+retraining is within two standard errors of zero: a stationary stream, where capture is 0
+over 0), the cheapest candidate wins. The flatness
 reported is the spread (highest minus lowest capture) of the chosen candidate and its
 neighbours.
 """
@@ -176,7 +177,16 @@ def choose_policy(
     capture = {
         n: value_capture(means[n], means[STATIC], means[DAILY], higher_is_better) for n in means
     }
-    defined = math.isfinite(capture[DAILY])
+    # Capture means something only when retraining every day paid on these days: its mean
+    # daily gain over never retraining is more than two standard errors above zero.
+    sign = 1.0 if higher_is_better else -1.0
+    order = sorted(common)
+    gains = sign * (
+        np.array([histories[DAILY][0][d] for d in order])
+        - np.array([histories[STATIC][0][d] for d in order])
+    )
+    spread = gains.std(ddof=1) / math.sqrt(days) if days > 1 else math.inf
+    defined = math.isfinite(capture[DAILY]) and gains.mean() > 2 * spread
     table = []
     for c in pool:
         retrains = histories[c.name][1]
