@@ -47,6 +47,7 @@ def test_cli_json_and_text_without_models(flights_paths, data_root, capsys) -> N
         "ledger",
         "monitoring",
         "triggers",
+        "policy",
         "cost",
     ]
     # The ledger names champion v12, which this (empty) store does not hold: a warning.
@@ -55,6 +56,9 @@ def test_cli_json_and_text_without_models(flights_paths, data_root, capsys) -> N
     assert "v12" in consistency["problems"][0] and "not in this store" in consistency["problems"][0]
     assert printed["monitoring"]["latest_drift"] is None
     assert printed["triggers"] == {"last_triggered": None, "recent_runs": []}
+    # flights' contract writes no retraining settings and nothing was chosen yet.
+    assert printed["policy"]["source"] == "defaults"
+    assert "the defaults (no choice yet)" in printed["policy"]["policy"]
     assert printed["dataset"] == "flights"
     assert printed["registry"] == {"champion": None, "challenger": None}
     assert len(printed["ledger"]) == 10  # the last ten, oldest first
@@ -67,6 +71,7 @@ def test_cli_json_and_text_without_models(flights_paths, data_root, capsys) -> N
     text = capsys.readouterr().out
     assert "champion    (none)" in text and "challenger  (none)" in text
     assert "Ledger (last 3)" in text and "reason 11" in text and "reason 8" not in text
+    assert "retraining policy in force: 2 of 3 days, cooldown 7 days" in text
     assert text.splitlines()[2] == "WARNING: the ledger and the registry disagree"
 
 
