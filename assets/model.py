@@ -37,6 +37,7 @@ from assets.retrain_run import fail, identity_metadata, run_in_progress
 from driftloop.data.contract import Contract
 from driftloop.evaluation.promotion import PromotionError, check_store
 from driftloop.training.lightgbm_model import LIGHTGBM_DEFAULTS, RUN_PARAMS
+from driftloop.training.retrain_lock import RetrainBusy, acquire
 from resources.lake import LakeResource
 from resources.mlflow import MlflowResource
 
@@ -173,7 +174,6 @@ def build(contract: Contract) -> Definitions:
     ) -> MaterializeResult:
         # Imported here: the training stack is heavy and only this step needs it.
         from driftloop.training.retrain import train_and_register
-        from driftloop.training.retrain_lock import RetrainBusy, acquire
 
         paths = lake.paths(name)
         try:

@@ -31,6 +31,7 @@ from driftloop.monitoring.signals import (
     labels_due_at,
 )
 from driftloop.paths import DatasetPaths
+from driftloop.serving import canary_log
 from resources.lake import LakeResource
 from resources.mlflow import MlflowResource
 
@@ -115,8 +116,6 @@ def _performance_day(
 def _canary_arms(contract: Contract, paths: DatasetPaths, day: str) -> dict[str, Any]:
     """Each canary arm's realised performance on the day, when rows were served online
     (the arm_performance table's partition, and a metadata table); nothing otherwise."""
-    from driftloop.serving import canary_log
-
     if day not in canary_log.online_days(paths):
         return {}
     table = canary_log.write_arm_performance(contract, paths, day)

@@ -22,7 +22,13 @@ import urllib.request
 from pathlib import Path
 
 from driftloop.paths import PROJECT_ROOT, data_root, default_mlflow_uri
-from pipelines.instance import POSTGRES_URL_ENV, libpq_url, project_dagster_home, sqlalchemy_url
+from pipelines.instance import (
+    POSTGRES_URL_ENV,
+    instance_at,
+    libpq_url,
+    project_dagster_home,
+    sqlalchemy_url,
+)
 
 DEBUG_MARK = " - DEBUG - "  # Dagster's console format: "<time> - dagster - DEBUG - <run> ..."
 
@@ -127,8 +133,6 @@ def prepare_storage(home: Path, env: dict[str, str]) -> None:
     daemon and code server each open the instance, and three processes creating a new
     SQLite storage at once can leave its schema-version table with two heads."""
     from dagster import AssetKey
-
-    from pipelines.instance import instance_at
 
     os.environ.update({k: v for k, v in env.items() if k == POSTGRES_URL_ENV})
     with instance_at(home) as instance:

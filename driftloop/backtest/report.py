@@ -16,6 +16,7 @@ from driftloop.backtest.policies import DAILY, STATIC
 from driftloop.backtest.result import BacktestResult, frontier_points
 from driftloop.data.lake import write_text_atomic
 from driftloop.metrics import METRIC_LABELS
+from driftloop.training.registry import experiment_id_for, make_client
 
 ROLLING_DAYS = 7
 
@@ -296,8 +297,6 @@ def log_to_mlflow(
     """One run in the experiment ``<dataset>-backtest``: the settings as params, per policy
     the mean metric, retrains, value capture and retrain cost as metrics, the report files
     as artifacts. Returns the run id."""
-    from driftloop.training.registry import experiment_id_for, make_client
-
     client = make_client(tracking_uri)
     name = f"{result.dataset}-backtest"
     experiment = experiment_id_for(client, name, tracking_uri, artifact_root)

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from driftloop.monitoring.signals import feature_kinds
+
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
@@ -120,8 +122,6 @@ def champion_monitor(
     estimate speak of the same rows).
     """
     import numpy as np
-
-    from driftloop.monitoring.signals import feature_kinds
 
     path = monitor_path(paths, version)
     if path.exists():

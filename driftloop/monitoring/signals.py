@@ -37,6 +37,8 @@ from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from driftloop.training.columns import is_arrow_table, row_slice
+
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
@@ -137,7 +139,6 @@ def score_frame(
 
     if len(frame) == 0:
         return np.empty(0, dtype="float64")
-    from driftloop.training.columns import row_slice
 
     parts = [
         np.asarray(score(row_slice(frame, i, chunk_rows), threads), dtype="float64").ravel()
@@ -170,8 +171,6 @@ def predictions_table(
     pandas path writes (the id strings pass through without becoming Python objects).
     """
     import numpy as np
-
-    from driftloop.training.columns import is_arrow_table
 
     if is_arrow_table(features):
         return _predictions_arrow(

@@ -20,6 +20,8 @@ from typing import Any
 
 from driftloop.names import CHAMPION
 from driftloop.serving.periodic import Periodic
+from driftloop.training.lightgbm_model import LightGBMModel
+from driftloop.training.registry import load_scoring_model, make_client, version_for_alias
 
 log = logging.getLogger(__name__)
 
@@ -85,8 +87,6 @@ def _tabular(score: Callable[..., Any]) -> Any:
 
 def tree_input(score: Callable[..., Any]) -> TreeInput | None:
     """The direct input path of our LightGBM model, else None (MLflow's predict is used)."""
-    from driftloop.training.lightgbm_model import LightGBMModel
-
     tabular = _tabular(score)
     if not isinstance(tabular, LightGBMModel) or tabular.booster is None:
         return None
@@ -131,8 +131,6 @@ class ChampionWatcher:
 
     def refresh(self) -> LoadedModel | None:
         """Resolve the alias now; load the version if it is not the one served."""
-        from driftloop.training.registry import load_scoring_model, make_client, version_for_alias
-
         with self._refresh_lock:
             try:
                 if self._client is None:  # one client (and one database engine) for good

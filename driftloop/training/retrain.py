@@ -9,7 +9,9 @@ from typing import TYPE_CHECKING
 from driftloop.data.contract import Contract
 from driftloop.faults import fault_point
 from driftloop.paths import DatasetPaths
+from driftloop.training.mlflow_logging import log_training
 from driftloop.training.registry import RegisteredVersion
+from driftloop.training.train import load_training_frame, train
 
 if TYPE_CHECKING:
     from driftloop.training.train import TrainingConfig, TrainingResult
@@ -35,9 +37,6 @@ def train_and_register(
 ) -> TrainedModel:
     """Train on the latest features window (ending at config.end_date), log the run to
     MLflow and register the model as the `challenger` of the dataset."""
-    from driftloop.training.mlflow_logging import log_training
-    from driftloop.training.train import load_training_frame, train
-
     frame, days, digests = load_training_frame(contract, paths, config.end_date, config.window_days)
     result = train(contract, frame, config)
     del frame  # the split keeps the rows it needs
