@@ -18,6 +18,8 @@ from dagster import ConfigurableResource
 
 from driftloop.paths import data_root, default_mlflow_uri
 from driftloop.training import registry
+from driftloop.training.mlflow_logging import log_training
+from driftloop.training.model_loading import load_scoring_model
 
 if TYPE_CHECKING:
     import numpy as np
@@ -87,7 +89,7 @@ class MlflowResource(ConfigurableResource):
         tags: dict[str, str] | None = None,
         source: str | None = None,
     ) -> registry.RegisteredVersion:
-        return registry.log_training(
+        return log_training(
             contract,
             result,
             days,
@@ -105,7 +107,7 @@ class MlflowResource(ConfigurableResource):
         registry.set_alias(self.client(), name, alias, version)
 
     def load_scoring_model(self, model_uri: str) -> Callable[[pd.DataFrame], np.ndarray]:
-        return registry.load_scoring_model(model_uri, tracking_uri=self.uri())
+        return load_scoring_model(model_uri, tracking_uri=self.uri())
 
     def get_run(self, run_id: str) -> Any:
         return self.client().get_run(run_id)

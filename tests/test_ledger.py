@@ -52,7 +52,7 @@ def _snapshot(paths) -> dict[str, tuple[int, int]]:
 
 def test_empty_ledger(flights_paths) -> None:
     frame = ledger.read(flights_paths)
-    assert frame.empty and list(frame.columns) == ledger.COLUMNS
+    assert frame.empty and list(frame.columns) == ledger.columns()
     assert ledger.previous_champion(flights_paths) is None
 
 

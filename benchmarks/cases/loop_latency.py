@@ -74,7 +74,9 @@ def prepare_steady_state(root: Path, contracts: Path, days: int = HISTORY_DAYS) 
         score_frame,
     )
     from driftloop.paths import dataset_paths
-    from driftloop.training.registry import load_scoring_model, log_training, make_client, set_alias
+    from driftloop.training.mlflow_logging import log_training
+    from driftloop.training.model_loading import load_scoring_model
+    from driftloop.training.registry import make_client, set_alias
     from driftloop.training.train import TrainingConfig, load_training_frame, train
 
     contract = load_contract(contracts / f"{DATASET}.yaml")

@@ -21,9 +21,10 @@ from driftloop.evaluation.gate import decide
 from driftloop.evaluation.promotion import PromotionError, check_model, check_store
 from driftloop.evaluation.reconcile import reconcile_registry
 from driftloop.evaluation.report_html import render_report
+from driftloop.names import CHAMPION
 from driftloop.paths import DatasetPaths
 from driftloop.training.model_loading import load_scoring_model
-from driftloop.training.registry import CHAMPION, RegisteredVersion, aliased
+from driftloop.training.registry import RegisteredVersion, aliased
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from driftloop.training.model_base import TabularModel
-from driftloop.training.registry import cached_pyfunc
+from driftloop.training.model_loading import cached_pyfunc
 
 if TYPE_CHECKING:
     import numpy as np

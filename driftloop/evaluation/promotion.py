@@ -24,9 +24,9 @@ from typing import TYPE_CHECKING, Any
 from driftloop.data.contract import Contract
 from driftloop.evaluation import ledger
 from driftloop.faults import fault_point
+from driftloop.names import CHAMPION
 from driftloop.paths import DatasetPaths
 from driftloop.training.registry import (
-    CHAMPION,
     RegisteredVersion,
     aliased,
     register_run_model,

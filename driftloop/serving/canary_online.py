@@ -44,7 +44,7 @@ class CanaryRouter:
         self._periodic = Periodic("canary-router", self.refresh, refresh_seconds)
 
     def refresh(self) -> tuple[Canary, LoadedModel] | None:
-        from driftloop.training.registry import load_scoring_model
+        from driftloop.training.model_loading import load_scoring_model
 
         try:
             canary = active_canary(self.paths)

@@ -21,7 +21,8 @@ from typing import Any
 from driftloop.names import CHAMPION
 from driftloop.serving.periodic import Periodic
 from driftloop.training.lightgbm_model import LightGBMModel
-from driftloop.training.registry import load_scoring_model, make_client, version_for_alias
+from driftloop.training.model_loading import load_scoring_model
+from driftloop.training.registry import make_client, version_for_alias
 
 log = logging.getLogger(__name__)
 
