@@ -42,7 +42,7 @@ from resources.lake import LakeResource
 from resources.mlflow import MlflowResource
 
 if TYPE_CHECKING:
-    from driftloop.training.retrain import TrainedModel
+    from driftloop.training.retrain import RegisteredTraining
     from driftloop.training.train import TrainingConfig
 
 
@@ -115,7 +115,7 @@ def _table(importance: dict[str, float]) -> MetadataValue:
     )
 
 
-def _metadata(trained: "TrainedModel", links: dict[str, MetadataValue]) -> dict[str, Any]:
+def _metadata(trained: "RegisteredTraining", links: dict[str, MetadataValue]) -> dict[str, Any]:
     """The materialization's metadata: the model's identity first (read back by eval_report
     and promotion of the same run), then what it was trained on and how well it did."""
     result, registered, days = trained.result, trained.registered, trained.days

@@ -383,4 +383,4 @@ def _calibrate_outcome(
     outcome.summary["breached"] = calibrated["drift_breached"]
 
 
-__all__ = ["Champion", "DriftReportConfig", "PerformanceConfig", "build_monitoring"]
+__all__ = ["DriftReportConfig", "PerformanceConfig", "build_monitoring"]

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 
 @dataclass
-class TrainedModel:
+class RegisteredTraining:
     """A trained model, its data and its registry identity, to hand along the run."""
 
     result: TrainingResult
@@ -34,7 +34,7 @@ def train_and_register(
     tracking_uri: str,
     tags: dict[str, str],
     artifact_root: Path | None = None,
-) -> TrainedModel:
+) -> RegisteredTraining:
     """Train on the latest features window (ending at config.end_date), log the run to
     MLflow and register the model as the `challenger` of the dataset."""
     frame, days, digests = load_training_frame(contract, paths, config.end_date, config.window_days)
@@ -52,4 +52,4 @@ def train_and_register(
         source=str(paths.table("features")),
     )
     fault_point("after_model")
-    return TrainedModel(result, registered, days, digests)
+    return RegisteredTraining(result, registered, days, digests)
