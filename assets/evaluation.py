@@ -40,7 +40,7 @@ from assets.partitions import ONE_RUN
 from assets.retrain_run import fail, trained_model
 from driftloop.data.contract import Contract
 from driftloop.evaluation.gate import GateConfig
-from driftloop.evaluation.promotion import Promotion, PromotionError, promote
+from driftloop.evaluation.promotion import Promotion, PromotionError
 from driftloop.names import TRIGGER_REASON_TAG
 from driftloop.training.registry import RegisteredVersion
 from driftloop.training.retrain_lock import release
@@ -164,6 +164,7 @@ def _v(version: str | None) -> str:
 
 def _promotion(context: AssetExecutionContext, contract: Contract) -> MaterializeResult:
     from driftloop.evaluation.challenger import report_paths  # numpy and pandas: on use
+    from driftloop.serving.canary import promote_with_canary
 
     name = contract.name
     paths = context.resources.lake.paths(name)
@@ -181,7 +182,7 @@ def _promotion(context: AssetExecutionContext, contract: Contract) -> Materializ
     record = json.loads(json_path.read_text())
     trigger = context.run.tags.get(TRIGGER_REASON_TAG)
     try:
-        done = promote(
+        done = promote_with_canary(
             contract,
             paths,
             context.resources.mlflow.client(),

@@ -101,9 +101,16 @@ def _performance_day(
         threshold=config.threshold,
     )
     result = performance_day(
-        contract, paths, day, clock,
-        client=client, model=model, champion=champion, monitor=monitor, settings=settings,
-    )  # fmt: skip
+        contract,
+        paths,
+        day,
+        clock,
+        client=client,
+        model=model,
+        champion=champion,
+        monitor=monitor,
+        settings=settings,
+    )
     if not result.has_reference:
         context.log.warning(
             f"{contract.name} v{model.number}: no holdout_{result.row['primary_metric']} on "

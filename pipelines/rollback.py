@@ -31,6 +31,7 @@ from driftloop.data.contract import Contract
 from driftloop.evaluation import ledger
 from driftloop.evaluation.promotion import PromotionError, check_store
 from driftloop.names import CHALLENGER, CHAMPION, DATASET_TAG
+from driftloop.serving import canary
 from driftloop.training.registry import aliased, set_alias, version_for_alias, version_of_run
 
 
@@ -76,6 +77,8 @@ def rollback(
     except MlflowException as error:
         raise Failure(f"{name} has no model version {target!r}: {error.message}") from error
 
+    # The canary running now (if any) ends with the rollback: its evidence so far is kept.
+    running = canary.running_evidence(contract, paths)
     now = datetime.now(UTC).isoformat()
     reasons = [
         f"rolled back from v{before} to v{target}"
@@ -109,12 +112,14 @@ def rollback(
     if cleared:
         client.delete_registered_model_alias(name, CHALLENGER)
     set_alias(client, name, CHAMPION, target)  # last: the serving model changes here
+    ended = canary.end_by(paths, running, f"ended by the rollback from v{before} to v{target}")
     return {
         "champion_before": before,
         "champion_after": target,
         "ledger_entry": str(entry),
         "challenger_alias_cleared": cleared,
         "reasons": reasons,
+        "canary_ended": None if ended is None else str(ended),
     }
 
 

@@ -179,9 +179,12 @@ def server(command: list[str], env: dict[str, str], ready: str, log_path: Path):
     port = _free_port()
     with log_path.open("w") as log:
         process = subprocess.Popen(
-            [*command, str(port)], env=env, stdout=log, stderr=subprocess.STDOUT,
+            [*command, str(port)],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
-        )  # fmt: skip
+        )
     try:
         deadline = time.monotonic() + 300
         while True:

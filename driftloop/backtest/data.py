@@ -156,10 +156,19 @@ def warmup_start(contract: Contract, start: date, window_days: int) -> date:
 # the retraining policy, descriptions and settings added for other work do not.
 FEATURE_FIELDS = frozenset(
     {
-        "name", "event_time", "id_columns", "target", "task", "label_delay", "partitions",
-        "columns", "features", "extra_features", "rolling_features",
+        "name",
+        "event_time",
+        "id_columns",
+        "target",
+        "task",
+        "label_delay",
+        "partitions",
+        "columns",
+        "features",
+        "extra_features",
+        "rolling_features",
     }
-)  # fmt: skip
+)
 
 
 def features_identity(contract: Contract) -> str:
@@ -235,8 +244,12 @@ def prepare(
                 f"{contract.name}: no raw partitions under {paths.table(RAW_TABLE)}; "
                 "give the history as a file (--source)"
             )
-        return paths, {"source_id": str(paths.table(RAW_TABLE)), "first_day": days[0],
-                       "last_day": days[-1], "days": len(days)}  # fmt: skip
+        return paths, {
+            "source_id": str(paths.table(RAW_TABLE)),
+            "first_day": days[0],
+            "last_day": days[-1],
+            "days": len(days),
+        }
     if source_id is None:
         source_id = (
             f"frame:{int(pd.util.hash_pandas_object(source, index=False).sum())}"

@@ -125,8 +125,13 @@ def render_frontier(result: BacktestResult, path: Path) -> Path | None:
         capture = {STATIC: 0.0, DAILY: 1.0}.get(row["policy"], row["value_capture"])
         if row["kind"] == "schedule":
             ax.scatter([cost], [capture], color="grey", s=18, zorder=3)
-            ax.annotate(row["policy"], (cost, capture), fontsize=7, xytext=(4, -10),
-                        textcoords="offset points")  # fmt: skip
+            ax.annotate(
+                row["policy"],
+                (cost, capture),
+                fontsize=7,
+                xytext=(4, -10),
+                textcoords="offset points",
+            )
         else:
             ax.scatter([cost], [capture], s=70, marker="*", zorder=4, label=row["policy"])
     ax.set_xscale("symlog", linthresh=0.02)

@@ -111,6 +111,28 @@ def _resample_weights(rng: np.random.Generator, resamples: int, n: int) -> np.nd
     return counts.astype(np.float32)
 
 
+def metric_resamples(
+    metric: str,
+    y: np.ndarray,
+    score: np.ndarray,
+    *,
+    samples: int = DEFAULT_BOOTSTRAP_SAMPLES,
+    seed: int = DEFAULT_SEED,
+) -> np.ndarray:
+    """The metric of one model under ``samples`` bootstrap resamples of its rows (for an
+    interval around a single metric, e.g. one canary arm's online figure)."""
+    n = len(y)
+    out = np.full(samples, np.nan)
+    if n == 0 or samples <= 0:
+        return out
+    scored = _WeightedMetric(metric, np.asarray(y, dtype=np.float64), np.asarray(score, float))
+    rng = np.random.default_rng(seed)
+    for start in range(0, samples, _CHUNK):
+        stop = min(start + _CHUNK, samples)
+        out[start:stop] = scored(_resample_weights(rng, stop - start, n))
+    return out
+
+
 def paired_bootstrap(
     metric: str,
     higher_is_better: bool,

@@ -180,12 +180,17 @@ def performance_day(
         contract, paths, [day], model.number, model.score, with_label=True
     )
     row = realised_performance(
-        contract, day, frame["label"].to_numpy(dtype="float64", na_value=math.nan),
-        frame[PREDICTION].to_numpy(dtype="float64"), version=model.number,
-        reference=reference, tolerance=settings.tolerance,
+        contract,
+        day,
+        frame["label"].to_numpy(dtype="float64", na_value=math.nan),
+        frame[PREDICTION].to_numpy(dtype="float64"),
+        version=model.number,
+        reference=reference,
+        tolerance=settings.tolerance,
         relative=settings.relative_tolerance,
-        min_labelled_rows=settings.min_labelled_rows, threshold=settings.threshold,
-    )  # fmt: skip
+        min_labelled_rows=settings.min_labelled_rows,
+        threshold=settings.threshold,
+    )
     pooled = pooled_realised(contract, paths, champion, monitor, day, clock)
     row |= {
         "daily_breached": bool(row["breached"]),

@@ -82,7 +82,7 @@ SCORE_CHUNK_ROWS = 250_000
 
 class ScoreFn(Protocol):
     """score(frame) -> one score per row; the frame is a pandas DataFrame or a pyarrow
-    Table (see registry.load_scoring_model); `threads` caps the model's prediction
+    Table (see model_loading.load_scoring_model); `threads` caps the model's prediction
     threads (0: its library's default)."""
 
     def __call__(self, frame: pd.DataFrame | pa.Table, threads: int = 0) -> np.ndarray: ...

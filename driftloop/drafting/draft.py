@@ -16,9 +16,9 @@ from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from driftloop.data.contract import RESERVED_NAMES
+from driftloop.data.contract import reserved_column_reason
 from driftloop.data.contract_sql import check_expression, sandboxed_connection
-from driftloop.data.drafting_profile import (
+from driftloop.drafting.profiling import (
     LEAK_AUC,
     LEAK_R2,
     MAX_ALLOWED_VALUES,
@@ -110,10 +110,16 @@ def _event_time(frame: pd.DataFrame, profiles: dict[str, Profile], given: str | 
         )
         return chosen.name, None, why, frame[chosen.name]
     hours = [
-        p for p in profiles.values()
-        if p.kind == "numeric" and p.integer and p.low is not None and p.low >= 0
-        and p.high is not None and p.high <= 23 and p.distinct > 6
-    ]  # fmt: skip
+        p
+        for p in profiles.values()
+        if p.kind == "numeric"
+        and p.integer
+        and p.low is not None
+        and p.low >= 0
+        and p.high is not None
+        and p.high <= 23
+        and p.distinct > 6
+    ]
     if stamps and hours:
         day, hour = stamps[0].name, hours[0].name
         expression = f'CAST("{day}" AS DATE) + to_hours(CAST("{hour}" AS BIGINT))'
@@ -236,11 +242,14 @@ def _slices(features: list[str], profiles: dict[str, Profile]) -> list[str]:
     """Up to two features with a few values of which at least two are common (a group that
     is 1% of rows never reaches the size a slice is gated at), categorical first."""
     candidates = [
-        n for n in features
-        if n in profiles and 2 <= profiles[n].distinct <= MAX_SLICE_VALUES
-        and profiles[n].kind != "timestamp" and not profiles[n].calendar
+        n
+        for n in features
+        if n in profiles
+        and 2 <= profiles[n].distinct <= MAX_SLICE_VALUES
+        and profiles[n].kind != "timestamp"
+        and not profiles[n].calendar
         and _second_share(profiles[n]) >= 0.1
-    ]  # fmt: skip
+    ]
     order = sorted(
         candidates, key=lambda n: (profiles[n].kind != "categorical", -_second_share(profiles[n]))
     )
@@ -259,10 +268,20 @@ def draft_contract(
     import pandas as pd
 
     frame = read_sample(sample)
-    reserved = [c for c in frame.columns if c in RESERVED_NAMES or c == "_event_time"]
-    frame = frame.drop(columns=reserved)
+    # A reserved name cannot be declared (the lake or the features table owns it), and the
+    # contract reads columns by their names in the files: such a column is left out.
+    reserved = {c: why for c in frame.columns if (why := reserved_column_reason(c)) is not None}
+    frame = frame.drop(columns=list(reserved))
     profiles = profile(frame, None)
-    column, expression, time_why, times = _event_time(frame, profiles, time)
+    try:
+        column, expression, time_why, times = _event_time(frame, profiles, time)
+    except ValueError as error:
+        if not reserved:
+            raise
+        raise ValueError(
+            f"{error}; the columns {sorted(reserved)} were left out for their reserved names: "
+            "rename them in the files to use them"
+        ) from None
     days = pd.to_datetime(times).dt.strftime("%Y-%m-%d")
     profiles = profile(frame, days)
 
@@ -272,20 +291,27 @@ def draft_contract(
     label = _label(frame, f"CAST({target_sql} AS DOUBLE)")
     task, task_why = _task(label)
     value_columns = [c for c in components if c in frame and profiles[c].kind == "numeric"]
-    target_value = label if task == "regression" else (
-        frame[value_columns[0]] if len(value_columns) == 1 else None)  # fmt: skip
+    target_value = (
+        label
+        if task == "regression"
+        else (frame[value_columns[0]] if len(value_columns) == 1 else None)
+    )
 
     inputs = {column} if column else check_expression(expression or "")
     left_out: dict[str, str] = {}
-    for c in reserved:
-        left_out[c] = "a reserved name of the features table: rename it in the files to use it"
+    for c, why in reserved.items():
+        left_out[c] = f"a reserved name ({why}): rename it in the files to use it"
     for c in components & set(frame.columns):
         left_out[c] = "the target or one of its components"
     ids = [
-        p.name for p in profiles.values()
-        if p.nulls == 0 and p.distinct == p.rows and p.kind in ("categorical", "numeric")
-        and (p.kind == "categorical" or p.integer) and p.name not in inputs | components
-    ]  # fmt: skip
+        p.name
+        for p in profiles.values()
+        if p.nulls == 0
+        and p.distinct == p.rows
+        and p.kind in ("categorical", "numeric")
+        and (p.kind == "categorical" or p.integer)
+        and p.name not in inputs | components
+    ]
     for p in profiles.values():
         if p.name in left_out or p.name in inputs:
             continue
@@ -314,8 +340,14 @@ def draft_contract(
     has_clock = bool((pd.to_datetime(times).dt.normalize() != pd.to_datetime(times)).any())
     proposals = [("weekday", "dayofweek(event_time)", "day of the week of the event (0 = Sunday)")]
     if has_clock:
-        proposals.insert(0, ("hour", "hour(event_time) + minute(event_time) / 60.0",
-                             "time of day of the event, in hours"))  # fmt: skip
+        proposals.insert(
+            0,
+            (
+                "hour",
+                "hour(event_time) + minute(event_time) / 60.0",
+                "time of day of the event, in hours",
+            ),
+        )
     for base, sql, why in proposals:
         feature = base if base not in taken else f"event_{base}"
         while feature in taken:
