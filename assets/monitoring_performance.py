@@ -25,11 +25,11 @@ from driftloop.monitoring.performance_day import DaySettings, PerformanceDay, pe
 from driftloop.monitoring.signals import (
     MIN_LABELLED_ROWS,
     MODEL_VERSION,
-    PREDICTIONS_TABLE,
     data_clock,
     labels_due,
     labels_due_at,
 )
+from driftloop.names import PREDICTIONS_TABLE
 from driftloop.paths import DatasetPaths
 from driftloop.serving import canary_log
 from resources.lake import LakeResource

@@ -1,5 +1,6 @@
-"""The layout's rules, read from the source: a framework-free core, no import circles, no
-private imports across modules, short modules and short asset and sensor functions."""
+"""The layout's rules, read from the source: the layer contracts, a framework-free core, no
+import circles, no private imports across modules, short asset, sensor and Dagster
+definition functions."""
 
 from __future__ import annotations
 

@@ -65,14 +65,13 @@ def prepare_steady_state(root: Path, contracts: Path, days: int = HISTORY_DAYS) 
     from driftloop.monitoring.realised import realised_performance
     from driftloop.monitoring.reference import reference_data
     from driftloop.monitoring.signals import (
-        PERFORMANCE_TABLE,
-        PREDICTIONS_TABLE,
         data_clock,
         labels_due,
         predictions_table,
         read_partition,
         score_frame,
     )
+    from driftloop.names import PERFORMANCE_TABLE, PREDICTIONS_TABLE
     from driftloop.paths import dataset_paths
     from driftloop.training.mlflow_logging import log_training
     from driftloop.training.model_loading import load_scoring_model

@@ -18,7 +18,6 @@ from driftloop.monitoring.performance import PooledPerformance
 from driftloop.monitoring.realised import holdout_reference, realised_performance
 from driftloop.monitoring.signals import (
     MIN_LABELLED_ROWS,
-    PERFORMANCE_TABLE,
     PREDICTION,
     labelled_predictions,
     labels_due,
@@ -27,6 +26,7 @@ from driftloop.monitoring.signals import (
     training_days,
     window_frame,
 )
+from driftloop.names import PERFORMANCE_TABLE
 from driftloop.paths import DatasetPaths
 
 

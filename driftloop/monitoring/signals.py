@@ -50,11 +50,9 @@ from driftloop.data.lake import (
     existing_partitions,
 )
 from driftloop.monitoring.drift import Kind
-from driftloop.names import (  # noqa: F401 - the monitoring tables, importable from here too
-    DRIFT_TABLE,
+from driftloop.names import (
     FEATURES_TABLE,
     LABEL,
-    PERFORMANCE_TABLE,
     PREDICTIONS_TABLE,
     RAW_TABLE,
 )

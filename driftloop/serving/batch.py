@@ -24,14 +24,13 @@ from driftloop.data.contract import Contract
 from driftloop.data.lake import ParquetSink, parquet_sink
 from driftloop.evaluation.explain import explain, top_contributions_json
 from driftloop.monitoring.signals import (
-    FEATURES_TABLE,
     MODEL_VERSION,
-    PREDICTIONS_TABLE,
     SHADOW_MODEL_VERSION,
     ScoreFn,
     predictions_table,
     score_frame,
 )
+from driftloop.names import FEATURES_TABLE, PREDICTIONS_TABLE
 from driftloop.paths import DatasetPaths
 
 if TYPE_CHECKING:
