@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import ast
 import functools
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -260,3 +263,31 @@ def test_the_cli_reference_lists_every_command_and_its_options() -> None:
                     f"{path.stem} {f}" for f in flags if f.startswith("--") and f not in section
                 ]
     assert missing == []
+
+
+# Libraries the code location must not load: every run worker and code server imports it.
+HEAVY_LIBRARIES = (
+    "numpy",
+    "pandas",
+    "pyarrow",
+    "mlflow",
+    "sklearn",
+    "lightgbm",
+    "evidently",
+    "scipy",
+    "fastapi",
+)
+
+
+@pytest.mark.slow
+def test_loading_the_code_location_imports_no_heavy_library(tmp_path: Path) -> None:
+    code = (
+        "import sys, pipelines.definitions; "
+        f"print(','.join(m for m in {HEAVY_LIBRARIES!r} if m in sys.modules))"
+    )
+    env = {**os.environ, "DRIFTLOOP_DATA_DIR": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == ""
