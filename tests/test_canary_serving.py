@@ -55,9 +55,9 @@ def _materialize(env: dict[str, str], root: Path, names: list[str]) -> None:
     """Materialize flights assets in one run, as the retrain job does."""
     from dagster import AssetKey, DagsterInstance, materialize
 
-    from assets.factory import build_dataset_definitions
     from driftloop.data.contract import load_contracts
     from driftloop.paths import contracts_dir
+    from pipelines.factory import build_dataset_definitions
     from resources.lake import LakeResource
     from resources.mlflow import MlflowResource
 

@@ -184,7 +184,7 @@ def evidence(
 
 def _interval(metric: str, part: pd.DataFrame, confidence: float) -> tuple[float, float]:
     from driftloop.evaluation.bootstrap import metric_resamples
-    from driftloop.evaluation.metrics import percentile_interval
+    from driftloop.metrics import percentile_interval
 
     known = part[part[LABEL].notna()]
     if known.empty:
