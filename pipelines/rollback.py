@@ -1,8 +1,8 @@
 """One-command rollback: move a dataset's `champion` alias back to the previous champion.
 
-    dagster job execute -m pipelines.definitions -j flights_rollback
-    dagster job execute -m pipelines.definitions -j flights_rollback \
-        -c <(echo '{"ops": {"flights_rollback_champion": {"config": {"to_version": "3"}}}}')
+    dg launch --job flights_rollback
+    dg launch --job flights_rollback \
+        --config-json '{"ops": {"flights_rollback_champion": {"config": {"to_version": "3"}}}}'
 
 Without ``to_version`` the target is the champion before the current one, replayed from
 the promotion ledger (earlier rollbacks included, so rolling back twice walks further

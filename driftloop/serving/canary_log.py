@@ -19,7 +19,9 @@ from typing import TYPE_CHECKING, Any
 
 from driftloop.data.contract import Contract
 from driftloop.data.lake import write_parquet_atomic
+from driftloop.evaluation.bootstrap import metric_resamples
 from driftloop.evaluation.canary_evidence import ArmFigures
+from driftloop.metrics import percentile_interval
 from driftloop.names import FEATURES_TABLE, LABEL
 from driftloop.paths import DatasetPaths
 
@@ -183,9 +185,6 @@ def evidence(
 
 
 def _interval(metric: str, part: pd.DataFrame, confidence: float) -> tuple[float, float]:
-    from driftloop.evaluation.bootstrap import metric_resamples
-    from driftloop.metrics import percentile_interval
-
     known = part[part[LABEL].notna()]
     if known.empty:
         return float("nan"), float("nan")
