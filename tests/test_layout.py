@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import functools
+import logging
 import os
 import subprocess
 import sys
@@ -123,7 +124,15 @@ def test_the_layer_contracts_hold(monkeypatch: pytest.MonkeyPatch) -> None:
     """pyproject.toml's [tool.importlinter] contracts, as `uv run lint-imports` checks them:
     the core's layers, the Dagster side's, no Dagster in the core, no circles at any level."""
     monkeypatch.chdir(PROJECT_ROOT)
-    assert lint_imports(no_cache=True, no_logo=True) == 0
+    # import-linter configures logging with disable_existing_loggers: the loggers of the
+    # tests that run after this one (caplog on driftloop.alerts) must keep working.
+    loggers = [v for v in logging.root.manager.loggerDict.values() if isinstance(v, logging.Logger)]
+    disabled = {logger: logger.disabled for logger in loggers}
+    try:
+        assert lint_imports(no_cache=True, no_logo=True) == 0
+    finally:
+        for logger, was in disabled.items():
+            logger.disabled = was
 
 
 def test_the_core_imports_no_dagster() -> None:
