@@ -16,13 +16,8 @@ from driftloop.data.contract import (
     load_contracts,
     parse_duration,
 )
-from driftloop.data.contract_sql import (
-    DERIVED_EVENT_TIME,
-    check_expression,
-    compute_event_time,
-    event_time_inputs,
-    sandboxed_connection,
-)
+from driftloop.data.contract_sql import DERIVED_EVENT_TIME, check_expression, sandboxed_connection
+from driftloop.data.event_time import compute_event_time, event_time_inputs
 from driftloop.paths import PROJECT_ROOT
 
 FLIGHTS = PROJECT_ROOT / "contracts" / "flights.yaml"

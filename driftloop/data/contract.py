@@ -12,8 +12,13 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from driftloop.data.contract_sql import DERIVED_EVENT_TIME, UnsafeSQLError, check_expression
-from driftloop.monitoring.trigger import TriggerPolicy
+from driftloop.data.contract_sql import (
+    DERIVED_EVENT_TIME,
+    UnsafeSQLError,
+    check_expression,
+    sandboxed_connection,
+)
+from driftloop.data.retraining import TriggerPolicy
 from driftloop.names import LABEL
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$")
@@ -336,8 +341,6 @@ def _check_sql(path: Path, contract: Contract) -> None:
     """Each SQL expression: one scalar expression (the sandbox's rule) that compiles against
     an empty table of the declared columns, on a connection without external access."""
     import duckdb  # light import; only needed for this check
-
-    from driftloop.data.contract_sql import sandboxed_connection
 
     sql_types = {
         ColumnType.numeric: "DOUBLE",
