@@ -35,8 +35,8 @@ from dagster import (
 from pydantic import Field
 
 from driftloop.data.contract import Contract
+from driftloop.data.retraining import TriggerPolicy
 from driftloop.evaluation.gate import GateConfig
-from driftloop.monitoring.trigger import TriggerPolicy
 from driftloop.names import DATASET_TAG
 
 _POLICY = TriggerPolicy()

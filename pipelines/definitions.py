@@ -6,10 +6,10 @@ import os
 
 from dagster import Definitions, EnvVar
 
-from assets.factory import build_dataset_definitions
 from driftloop.data.contract import load_contracts
 from driftloop.paths import contracts_dir
 from pipelines.executors import executor_from_env
+from pipelines.factory import build_dataset_definitions
 from resources.alerts import AlertsResource
 from resources.lake import LakeResource
 from resources.mlflow import MlflowResource

@@ -5,12 +5,15 @@ sensor cursors survive a restart; with `--postgres URL` the instance keeps runs,
 and schedules in that PostgreSQL database (deploy/postgres/dagster.yaml). MLflow follows
 $MLFLOW_TRACKING_URI (a tracking server: docs/deploy.md). Prints the UI's address once it
 answers, stops early with a clear message if the port is taken, and keeps Dagster's DEBUG
-event lines out of the console unless `--verbose`. Other arguments go to `dagster dev`.
+event lines out of the console unless `--verbose`. SIGINT (Ctrl-C) and SIGTERM are passed
+to Dagster; the command returns once Dagster and every process it started have stopped.
+Other arguments go to `dagster dev`.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import socket
@@ -24,6 +27,8 @@ from pathlib import Path
 from driftloop.paths import PROJECT_ROOT, data_root, default_mlflow_uri
 from pipelines.instance import POSTGRES_URL_ENV, libpq_url, project_dagster_home, sqlalchemy_url
 
+# How long what dagster dev leaves behind may take to stop on its own, and then on SIGTERM.
+GRACE_SECONDS = 5.0
 DEBUG_MARK = " - DEBUG - "  # Dagster's console format: "<time> - dagster - DEBUG - <run> ..."
 
 
@@ -156,9 +161,19 @@ def main(argv: list[str] | None = None) -> int:
     command = [str(dagster) if dagster.exists() else "dagster", "dev"]
     command += ["-w", str(PROJECT_ROOT / "workspace.yaml")]
     command += ["--host", args.host, "--port", str(args.port), *rest]
-    # Ctrl-C reaches dagster dev directly (same process group), which then stops its
-    # webserver, daemon and code servers; this process waits for it and its last lines.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # dagster dev runs in a session of its own, so a signal reaches it once, from here:
+    # Ctrl-C (SIGINT) and SIGTERM are passed on, and it stops its webserver, daemon and
+    # code servers. A signal that comes before it has started is passed on once it has.
+    received: list[int] = []
+    child: subprocess.Popen | None = None
+
+    def forward(signum: int, _frame: object) -> None:
+        received.append(signum)
+        if child is not None and child.poll() is None:
+            child.send_signal(signum)
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, forward)
     child = subprocess.Popen(
         command,
         cwd=PROJECT_ROOT,
@@ -167,8 +182,10 @@ def main(argv: list[str] | None = None) -> int:
         stderr=subprocess.STDOUT,
         text=True,
         bufsize=1,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        start_new_session=True,
     )
+    if received:
+        child.send_signal(received[-1])
     threading.Thread(
         target=_announce_when_up, args=(args.host, args.port, child), daemon=True
     ).start()
@@ -177,8 +194,33 @@ def main(argv: list[str] | None = None) -> int:
     relay = threading.Thread(target=_relay, args=(child, args.verbose), daemon=True)
     relay.start()
     code = child.wait()
+    stop_session(child.pid)
     relay.join(timeout=2)
     return code
+
+
+def _session_alive(session: int) -> bool:
+    try:
+        os.killpg(session, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def stop_session(session: int, grace: float = GRACE_SECONDS) -> None:
+    """End what dagster dev left in its session (a code server waiting for its heartbeat
+    to time out, a run worker): a while to finish on its own, then SIGTERM, then SIGKILL."""
+    for signum in (None, signal.SIGTERM, signal.SIGKILL):
+        if signum is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(session, signum)
+        deadline = time.monotonic() + grace
+        while _session_alive(session) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if not _session_alive(session):
+            return
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from driftloop.data.contract import Contract
 from driftloop.evaluation import ledger
+from driftloop.evaluation.canary_evidence import CanaryEvidence
 from driftloop.faults import fault_point
 from driftloop.paths import DatasetPaths
 from driftloop.training.registry import (
@@ -141,7 +142,16 @@ def _entry(
     )
 
 
-def _gate_tags(decision: GateDecision, action: str, record: dict, run_id: str) -> dict[str, str]:
+def _gate_tags(
+    decision: GateDecision,
+    action: str,
+    record: dict,
+    run_id: str,
+    challenger: RegisteredVersion | None = None,
+) -> dict[str, str]:
+    """The gate's outcome on a version. `challenger` names the model the gate judged when
+    that is another version (the baseline kept as first champion over a refused model):
+    the difference and its interval are then that challenger's minus this version's."""
     tags = {
         "driftloop.gate_decision": action,
         "driftloop.gate_reasons": json.dumps(decision.reasons)[:MAX_TAG],
@@ -153,6 +163,9 @@ def _gate_tags(decision: GateDecision, action: str, record: dict, run_id: str) -
         "driftloop.gate_report": str(record.get("report_path")),
         "driftloop.gate_run_id": run_id,
     }
+    if challenger is not None:
+        tags["driftloop.gate_challenger_version"] = str(challenger.version)
+        tags["driftloop.gate_challenger_kind"] = str(challenger.model_kind)
     if action == "promoted":
         tags["driftloop.promoted_at"] = datetime.now(UTC).isoformat()
     return tags
@@ -204,8 +217,12 @@ def promote(
     record: dict[str, Any],
     dagster_run_id: str,
     trigger_reason: str | None = None,
+    canary: CanaryEvidence | None = None,
 ) -> Promotion:
-    """Apply the decision record that evaluate_model wrote for `model`."""
+    """Apply the decision record that evaluate_model wrote for `model`.
+
+    ``canary``: the running canary's online evidence, gathered by the caller; when the
+    canary is of this model, the decision's reasons cite it and the ledger entry holds it."""
     from driftloop.evaluation.gate import GateDecision
 
     name = contract.name
@@ -249,12 +266,10 @@ def promote(
             f"{record.get('champion_version') or '(none)'}, but the champion now is "
             f"{'(none)' if champion is None else 'v' + champion.version}: evaluate it again"
         )
-    from driftloop.serving.canary import promotion_evidence
-
-    # A canary of this model: its online evidence stands beside the offline holdout.
-    online, online_reasons = promotion_evidence(contract, paths, model.version)
-    decision.reasons.extend(online_reasons)
-    record = {**record, "online_evidence": online}
+    if canary is not None and canary.version == str(model.version):
+        # A canary of this model: its online evidence stands beside the offline holdout.
+        decision.reasons.append(canary.sentence())
+        record = {**record, "online_evidence": canary.details()}
     version_tags = client.get_model_version(name, model.version).tags or {}
     if version_tags.get("driftloop.rolled_back_at"):
         decision.promote = False
@@ -315,8 +330,10 @@ def _apply(
     dagster_run_id: str,
     trigger_reason: str | None,
     reasons: list[str] | None = None,
+    judged: RegisteredVersion | None = None,
 ) -> Promotion:
-    """Ledger entry, version tags, then the alias: the promotion of `model`."""
+    """Ledger entry, version tags, then the alias: the promotion of `model` (`judged`: the
+    other version the gate judged, when `model` is the reference kept over it)."""
     reasons = reasons or decision.reasons
     done = Promotion(
         "promoted", model, champion, model, reasons, decision, str(record.get("report_path"))
@@ -335,7 +352,8 @@ def _apply(
     )
     _record(paths, entry, done, "promoted")
     fault_point("after_ledger")
-    for key, value in _gate_tags(decision, "promoted", record, dagster_run_id).items():
+    tags = _gate_tags(decision, "promoted", record, dagster_run_id, judged)
+    for key, value in tags.items():
         client.set_model_version_tag(contract.name, model.version, key, value)
     set_alias(client, contract.name, CHAMPION, model.version)  # last: serving changes here
     return done
@@ -374,6 +392,7 @@ def _baseline_champion(
         dagster_run_id,
         trigger_reason,
         reasons,
+        judged=model,
     )
     done.ledger_entries[:0] = rejected.ledger_entries
     done.notes[:0] = rejected.notes

@@ -114,6 +114,21 @@ class CanaryScorer(OnlineScorer):
         self.router.stop()
         self.request_log.flush()
 
+    def version(self) -> dict[str, Any]:
+        """`OnlineScorer.version` and the canary routed now: its version, share and since
+        when (None without a canary), with the router's last error."""
+        routed = self.router.current
+        canary = None
+        if routed is not None:
+            running, model = routed
+            canary = {
+                "model_version": model.version,
+                "share": running.share,
+                "started_at": running.started_at,
+                "champion_version": running.champion_version,
+            }
+        return super().version() | {"canary": canary, "canary_error": self.router.last_error}
+
     def score(self, payload: Any, request: dict[str, Any] | None = None) -> Scored:
         import numpy as np
 
