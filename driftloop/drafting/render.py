@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from driftloop.drafting.profiling import yaml_key
+from driftloop.drafting.record import Draft
 
 if TYPE_CHECKING:
     from driftloop.data.contract import Contract
-    from driftloop.drafting.draft import Draft
 
 
 def _pad(text: str, why: str, width: int = 40) -> str:
