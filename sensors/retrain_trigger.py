@@ -26,12 +26,13 @@ from dagster import (
     sensor,
 )
 
-from driftloop.backtest.in_force import policy_in_force
+from driftloop.backtest.in_force import PolicyInForce, policy_in_force
 from driftloop.data.contract import Contract
 from driftloop.data.lake import existing_partitions
 from driftloop.monitoring.status_section import read_signals, write_decision
-from driftloop.monitoring.trigger import decide_retrain, scheduled_retrain
+from driftloop.monitoring.trigger import TriggerDecision, decide_retrain, scheduled_retrain
 from driftloop.names import DATA_DAY_TAG, TRIGGER_REASON_TAG, TRIGGER_TAG
+from driftloop.paths import DatasetPaths
 from resources.lake import LakeResource
 from resources.mlflow import MlflowResource
 from sensors.recompute import latest_signal_is_recompute
@@ -84,15 +85,7 @@ def build_retrain_sensor(contract: Contract, job_name: str) -> SensorDefinition:
         else:
             if latest_signal_is_recompute(contract, context.instance):
                 return SkipReason("only recomputed history since the last news: nothing to decide")
-            # The policy in force: the contract's settings, else the one chosen from the
-            # dataset's history (<dataset>/retraining_policy), else the defaults.
-            in_force = policy_in_force(contract, paths)
-            if in_force.every_days:
-                decision = scheduled_retrain(today, last, in_force.every_days)
-            else:
-                window_days = days[-in_force.policy.window :]
-                signals = read_signals(paths, window_days)
-                decision = decide_retrain(signals, today, last, in_force.policy)
+            decision, in_force = _decide(contract, paths, days, today, last)
             record = {"today": today.isoformat(), "fire": decision.fire, "reason": decision.reason}
             record["policy"] = in_force.describe()
             if write_decision(paths, record):
@@ -107,6 +100,18 @@ def build_retrain_sensor(contract: Contract, job_name: str) -> SensorDefinition:
         return SensorResult(run_requests=[request], cursor=cursor)
 
     return retrain_trigger
+
+
+def _decide(
+    contract: Contract, paths: DatasetPaths, days: list[str], today: date, last: date | None
+) -> tuple[TriggerDecision, PolicyInForce]:
+    """The decision under the policy in force: the contract's settings, else the one chosen
+    from the dataset's history (<dataset>/retraining_policy), else the defaults."""
+    in_force = policy_in_force(contract, paths)
+    if in_force.every_days:
+        return scheduled_retrain(today, last, in_force.every_days), in_force
+    signals = read_signals(paths, days[-in_force.policy.window :])
+    return decide_retrain(signals, today, last, in_force.policy), in_force
 
 
 def _first_model_wait(

@@ -17,13 +17,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from driftloop.backtest.selection import PolicyChoice, candidates, choose_policy
 from driftloop.data.contract import Contract
-from driftloop.data.lake import write_text_atomic
 from driftloop.data.retraining import TriggerPolicy
 from driftloop.paths import DatasetPaths
+
+if TYPE_CHECKING:
+    from driftloop.backtest.selection import PolicyChoice
 
 FOLDER = "retraining_policy"
 CURRENT = "current.json"
@@ -87,6 +88,8 @@ def policy_in_force(contract: Contract, paths: DatasetPaths) -> PolicyInForce:
 
 def write_choice(paths: DatasetPaths, choice: PolicyChoice, chosen_on: date) -> Path:
     """Keep the choice as a dated version and as the current one; returns the version."""
+    from driftloop.data.lake import write_text_atomic
+
     record = {"chosen_on": chosen_on.isoformat(), **choice.to_dict()}
     record["table"] = [
         {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in r.items()}
@@ -112,6 +115,8 @@ def choose_from_history(
     """Replay the history up to ``end`` (default: the last day of data) with every candidate
     and choose among them from the days whose labels are all due; returns the choice and
     the backtest result (its summary and frontier are the comparison)."""
+    # The engine and the selection pull in numpy, pandas and the models: only here, not in
+    # the retrain sensor, which reads the policy in force every tick.
     from driftloop.backtest.engine import (
         BacktestConfig,
         default_range,
@@ -119,6 +124,7 @@ def choose_from_history(
         run_backtest,
         trigger_settings,
     )
+    from driftloop.backtest.selection import candidates, choose_policy
 
     _, info = prepare(contract, data_root, source)
     start, last = default_range(contract, info, contract.training.window_days)
