@@ -30,7 +30,7 @@ def build_definitions() -> Definitions:
         "alerts": AlertsResource.from_environment(),
     }
     # One executor for every job, set here rather than per job so that it is also the
-    # executor of the implicit asset jobs: `dagster asset materialize`, materializations and
+    # executor of the implicit asset jobs: `dg launch --assets`, materializations and
     # backfills launched from the UI, and sensors' asset selections. In-process unless
     # $DRIFTLOOP_EXECUTOR says otherwise (pipelines/executors.py says when each pays).
     shared = Definitions(

@@ -1,4 +1,4 @@
-"""`python -m pipelines.dev`: `dagster dev -w workspace.yaml` on the project's persistent instance.
+"""`python -m pipelines.dev`: `dg dev -w workspace.yaml` on the project's persistent instance.
 
 Sets DAGSTER_HOME to <data root>/dagster_home (unless already set) so run history and
 sensor cursors survive a restart; with `--postgres URL` the instance keeps runs, event logs
@@ -7,7 +7,7 @@ $MLFLOW_TRACKING_URI (a tracking server: docs/deploy.md). Prints the UI's addres
 answers, stops early with a clear message if the port is taken, and keeps Dagster's DEBUG
 event lines out of the console unless `--verbose`. SIGINT (Ctrl-C) and SIGTERM are passed
 to Dagster; the command returns once Dagster and every process it started have stopped.
-Other arguments go to `dagster dev`.
+Other arguments go to `dg dev` (Dagster's command line; same options as `dagster dev`).
 """
 
 from __future__ import annotations
@@ -25,9 +25,15 @@ import urllib.request
 from pathlib import Path
 
 from driftloop.paths import PROJECT_ROOT, data_root, default_mlflow_uri
-from pipelines.instance import POSTGRES_URL_ENV, libpq_url, project_dagster_home, sqlalchemy_url
+from pipelines.instance import (
+    POSTGRES_URL_ENV,
+    instance_at,
+    libpq_url,
+    project_dagster_home,
+    sqlalchemy_url,
+)
 
-# How long what dagster dev leaves behind may take to stop on its own, and then on SIGTERM.
+# How long what dg dev leaves behind may take to stop on its own, and then on SIGTERM.
 GRACE_SECONDS = 5.0
 DEBUG_MARK = " - DEBUG - "  # Dagster's console format: "<time> - dagster - DEBUG - <run> ..."
 
@@ -128,12 +134,10 @@ def _environment(args: argparse.Namespace) -> dict[str, str] | str:
 
 
 def prepare_storage(home: Path, env: dict[str, str]) -> None:
-    """Create the instance's tables here, once, before `dagster dev` starts: its webserver,
+    """Create the instance's tables here, once, before `dg dev` starts: its webserver,
     daemon and code server each open the instance, and three processes creating a new
     SQLite storage at once can leave its schema-version table with two heads."""
     from dagster import AssetKey
-
-    from pipelines.instance import instance_at
 
     os.environ.update({k: v for k, v in env.items() if k == POSTGRES_URL_ENV})
     with instance_at(home) as instance:
@@ -146,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     args, rest = _parser().parse_known_args(sys.argv[1:] if argv is None else argv)
     if not port_is_free(args.host, args.port):
         print(
-            f"driftloop: port {args.port} on {args.host} is taken (another dagster dev?). "
+            f"driftloop: port {args.port} on {args.host} is taken (another dg dev?). "
             f"Stop that process or choose another port: python -m pipelines.dev --port "
             f"{args.port + 1}",
             file=sys.stderr,
@@ -157,11 +161,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"driftloop: {env}", file=sys.stderr)
         return 2
     prepare_storage(Path(env["DAGSTER_HOME"]), env)
-    dagster = Path(sys.executable).with_name("dagster")
-    command = [str(dagster) if dagster.exists() else "dagster", "dev"]
+    dg = Path(sys.executable).with_name("dg")
+    command = [str(dg) if dg.exists() else "dg", "dev"]
     command += ["-w", str(PROJECT_ROOT / "workspace.yaml")]
     command += ["--host", args.host, "--port", str(args.port), *rest]
-    # dagster dev runs in a session of its own, so a signal reaches it once, from here:
+    # dg dev runs in a session of its own, so a signal reaches it once, from here:
     # Ctrl-C (SIGINT) and SIGTERM are passed on, and it stops its webserver, daemon and
     # code servers. A signal that comes before it has started is passed on once it has.
     received: list[int] = []
@@ -189,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     threading.Thread(
         target=_announce_when_up, args=(args.host, args.port, child), daemon=True
     ).start()
-    # The relay ends with dagster dev, not with the pipe: a code server it leaves to stop on
+    # The relay ends with dg dev, not with the pipe: a code server it leaves to stop on
     # its own heartbeat timeout keeps the pipe open for a while.
     relay = threading.Thread(target=_relay, args=(child, args.verbose), daemon=True)
     relay.start()
@@ -210,7 +214,7 @@ def _session_alive(session: int) -> bool:
 
 
 def stop_session(session: int, grace: float = GRACE_SECONDS) -> None:
-    """End what dagster dev left in its session (a code server waiting for its heartbeat
+    """End what dg dev left in its session (a code server waiting for its heartbeat
     to time out, a run worker): a while to finish on its own, then SIGTERM, then SIGKILL."""
     for signum in (None, signal.SIGTERM, signal.SIGKILL):
         if signum is not None:

@@ -1,8 +1,8 @@
 """One-command rollback: move a dataset's `champion` alias back to the previous champion.
 
-    dagster job execute -m pipelines.definitions -j flights_rollback
-    dagster job execute -m pipelines.definitions -j flights_rollback \
-        -c <(echo '{"ops": {"flights_rollback_champion": {"config": {"to_version": "3"}}}}')
+    dg launch --job flights_rollback
+    dg launch --job flights_rollback \
+        --config-json '{"ops": {"flights_rollback_champion": {"config": {"to_version": "3"}}}}'
 
 Without ``to_version`` the target is the champion before the current one, replayed from
 the promotion ledger (earlier rollbacks included, so rolling back twice walks further
@@ -29,8 +29,10 @@ from pydantic import Field
 
 from driftloop.data.contract import Contract
 from driftloop.evaluation import ledger
+from driftloop.evaluation.promotion import PromotionError, check_store
 from driftloop.names import CHALLENGER, CHAMPION, DATASET_TAG
 from driftloop.serving import canary
+from driftloop.training.registry import aliased, set_alias, version_for_alias, version_of_run
 
 
 class RollbackConfig(Config):
@@ -46,9 +48,6 @@ def rollback(
 ) -> dict:
     """Move `champion` back; returns what happened. Raises Failure with a clear message."""
     from mlflow.exceptions import MlflowException
-
-    from driftloop.evaluation.promotion import PromotionError, check_store
-    from driftloop.training.registry import aliased, set_alias, version_for_alias, version_of_run
 
     name = contract.name
     try:
