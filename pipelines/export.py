@@ -17,6 +17,7 @@ import logging
 
 from driftloop.data.contract import load_contracts
 from driftloop.paths import contracts_dir, data_root, dataset_paths, default_mlflow_uri
+from driftloop.serving.edge import ExportError, export_version
 
 FORMATS = ("onnx",)
 
@@ -33,8 +34,6 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("mlflow").setLevel(logging.WARNING)
-
-    from driftloop.serving.edge import ExportError, export_version
 
     contracts = load_contracts(contracts_dir())
     if args.dataset not in contracts:

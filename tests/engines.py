@@ -1,5 +1,6 @@
-"""Real engines for tests: a PostgreSQL server (Debian's package) and an MLflow tracking
-server with a PostgreSQL backend store and proxied artifacts, each on a free loopback port.
+"""Real engines for tests: a PostgreSQL server and a Redis server (Debian's packages) and
+an MLflow tracking server with a PostgreSQL backend store and proxied artifacts, each on a
+free loopback port.
 
 PostgreSQL refuses to run as root, so as root its programs run as the `postgres` user
 (`runuser`) in a temporary folder that user owns; it is stopped and removed at the end.
@@ -105,6 +106,42 @@ def postgres_server() -> Iterator[Postgres]:
                 capture_output=True,
                 timeout=120,
             )
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@contextmanager
+def redis_server() -> Iterator[str]:
+    """Debian's `redis-server` on a free loopback port in a temporary folder, without
+    persistence; yields its URL (redis://127.0.0.1:<port>/0); stopped and removed at the
+    end."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RuntimeError(
+            "Redis's server is not installed: apt-get install -y redis-server (.ci/run does this)"
+        )
+    folder = Path(tempfile.mkdtemp(prefix="driftloop-redis-"))
+    port = free_port()
+    args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(folder)]
+    args += ["--save", "", "--appendonly", "no"]  # a test's streams need not survive it
+    try:
+        with process_group(args, dict(os.environ), folder / "redis.log") as process:
+            url = f"redis://127.0.0.1:{port}/0"
+
+            def up() -> bool:
+                import redis
+
+                if process.poll() is not None:
+                    raise AssertionError(
+                        f"redis-server exited: {(folder / 'redis.log').read_text()}"
+                    )
+                try:
+                    return bool(redis.Redis.from_url(url).ping())
+                except redis.exceptions.ConnectionError:
+                    return False
+
+            wait_for("the Redis server", up, timeout=60, every=0.1)
+            yield url
+    finally:
         shutil.rmtree(folder, ignore_errors=True)
 
 

@@ -33,6 +33,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from driftloop.data.contract import Contract
+from driftloop.names import CHAMPION
+from driftloop.serving.scoring_model import ScoringModel
+from driftloop.training.columns import as_pandas
+from driftloop.training.registry import make_client, version_for_alias
 
 if TYPE_CHECKING:
     import numpy as np
@@ -76,10 +80,6 @@ def export_version(
     """Export a registered version of `contract`'s model (None: the champion) under
     `paths.models/v<N>/onnx/` and log the folder to the version's MLflow run, as the
     artifact folder `edge`."""
-    from driftloop.names import CHAMPION
-    from driftloop.serving.scoring_model import ScoringModel
-    from driftloop.training.registry import make_client, version_for_alias
-
     client = make_client(tracking_uri)
     name = contract.name
     if version is None:
@@ -298,8 +298,6 @@ class OnnxScorer:
 
     def inputs(self, frame: pd.DataFrame | pa.Table) -> dict[str, np.ndarray]:
         import numpy as np
-
-        from driftloop.training.columns import as_pandas
 
         frame = as_pandas(frame, self.features)
         if self.manifest["inputs"] == "matrix":
