@@ -13,6 +13,7 @@ def build_dataset_definitions(contract: Contract) -> Definitions:
     Adding a contract file adds a whole graph: nothing here is specific to a dataset.
     """
     from assets import evaluation, features, model, monitoring, predictions, raw_data
+    from assets.automation import build_automation_sensor
     from pipelines import jobs
     from pipelines.backtest_job import build_backtest_job
     from pipelines.ingest_job import build_ingest_job
@@ -23,7 +24,6 @@ def build_dataset_definitions(contract: Contract) -> Definitions:
     from sensors.replay_feed import build_replay_sensor
     from sensors.retrain_trigger import build_retrain_sensor
     from sensors.schedules import build_weekly_retrain_schedule
-    from sensors.stale_days import build_stale_days_sensor
 
     daily = jobs.build_daily_job(contract)
     ingest = build_ingest_job(contract)
@@ -34,7 +34,7 @@ def build_dataset_definitions(contract: Contract) -> Definitions:
     replay = build_replay_sensor(contract)
     sensors = [
         build_new_data_sensor(contract, ingest.name),
-        build_stale_days_sensor(contract, daily.name),
+        build_automation_sensor(contract),
         build_retrain_sensor(contract, retrain.name),
         build_catch_up_sensor(contract, behind),
         build_alert_sensor(contract, retrain.name),

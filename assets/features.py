@@ -1,20 +1,24 @@
 """The `<dataset>/features` asset: daily partitions of model features, built with DuckDB."""
 
 # No `from __future__ import annotations`: Dagster inspects the context annotation at runtime.
+import warnings
+
 from dagster import (
     AssetDep,
     AssetExecutionContext,
     AssetKey,
+    BetaWarning,
     Definitions,
-    IdentityPartitionMapping,
     MaterializeResult,
     MetadataValue,
     TableColumn,
     TableRecord,
     TableSchema,
+    TimeWindowPartitionMapping,
     asset,
 )
 
+from assets.automation import keep_current
 from assets.cost import measured_step
 from assets.partitions import daily_partitions, range_policy
 from driftloop.data.contract import Contract, Task
@@ -69,20 +73,29 @@ def _metadata(
 def build(contract: Contract) -> Definitions:
     name = contract.name
     lookback = lookback_days(contract)
+    # A day's features read the raw days its rolling windows reach: a rebuilt raw day makes
+    # the features of every later day whose windows read it stale (assets/automation.py).
+    with warnings.catch_warnings():
+        # Beta in 1.13; without it the first days' windows, which reach before the
+        # partitions' start, would name partitions that do not exist.
+        warnings.simplefilter("ignore", BetaWarning)
+        reach = TimeWindowPartitionMapping(
+            start_offset=-lookback, end_offset=0, allow_nonexistent_upstream_partitions=True
+        )
 
     @asset(
         key=AssetKey([name, "features"]),
         group_name=name,
         partitions_def=daily_partitions(contract),
-        deps=[AssetDep(AssetKey([name, "raw_data"]), partition_mapping=IdentityPartitionMapping())],
+        deps=[AssetDep(AssetKey([name, "raw_data"]), partition_mapping=reach)],
         backfill_policy=range_policy(),
+        automation_condition=keep_current(),
         description=(
             f"Model features of {name}, one row per raw row: ids, event_time, partition_date, "
             f"the contract's features and label. Rolling features read the {lookback} raw "
-            "partitions before each range directly (not as a Dagster dependency, so that "
-            "partition mapping stays one to one); blocked lookback days are skipped, a "
-            "blocked day of the range fails the run. A range is one run: one DuckDB query per "
-            "chunk of about a million raw rows."
+            "partitions before each day (its dependency); blocked lookback days are "
+            "skipped, a blocked day of the range fails the run. A range is one run: one "
+            "DuckDB query per chunk of about a million raw rows."
         ),
         kinds={"duckdb", "parquet"},
     )

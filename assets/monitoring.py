@@ -42,6 +42,7 @@ from dagster import (
 )
 from pydantic import Field
 
+from assets.automation import keep_current
 from assets.cost import measured_step
 from assets.monitoring_checks import (
     calibrated_metadata,
@@ -128,6 +129,7 @@ def build_monitoring(contract: Contract) -> Definitions:
             deps=[dep],
             backfill_policy=range_policy(),
             output_required=False,
+            automation_condition=keep_current(),
             check_specs=[
                 check_spec(
                     drift_key,
@@ -151,6 +153,7 @@ def build_monitoring(contract: Contract) -> Definitions:
             deps=[dep],
             backfill_policy=range_policy(),
             output_required=False,
+            automation_condition=keep_current(),
             check_specs=[
                 check_spec(
                     performance_key,

@@ -2,7 +2,7 @@
 
 A tick reads names, sizes and modification times only, never a file's contents, so it
 takes the same few milliseconds whatever lands. The ingest run (pipelines/ingest_job.py)
-does the reading; the downstream sensor (sensors/stale_days.py) follows its days.
+does the reading; Dagster's automation (assets/automation.py) follows its days.
 """
 
 from __future__ import annotations

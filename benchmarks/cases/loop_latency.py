@@ -11,8 +11,8 @@ One day of flights is then landed as a CSV (atomic rename, as `pipelines.replay`
 the clock runs until both the day's predictions partition and its drift `summary.json`
 exist; the figure is the later of their modification times minus the landing time. In
 between, two runs: the new-data sensor's tick lists the file and requests the ingest run
-(`<dataset>_ingest`: ingestion and raw_data with its checks); the stale-days sensor then
-sees the new raw day and requests the daily run (features, predictions, drift_report with
+(`<dataset>_ingest`: ingestion and raw_data with its checks); the automation sensor then
+sees the new raw day and requests one run (features, predictions, drift_report with
 the Evidently HTML page on a 20k-row sample, its default, and performance). Each run waits
 in the queue and starts a fresh process that loads the code location.
 Target: the sensor's interval plus 30 s. Quick: one file; full: two, one after another.
@@ -152,10 +152,10 @@ def _done(paths: Any, day: str) -> float | None:
 
 
 def _daily_run(instance: Any, day: str) -> dict[str, float]:
-    """Created / started / ended times of the daily run that built `day`."""
+    """Created / started / ended times of the automation's run that built `day`."""
     from dagster import RunsFilter
 
-    for record in instance.get_run_records(RunsFilter(job_name=f"{DATASET}_daily")):
+    for record in instance.get_run_records(RunsFilter(tags={"driftloop/trigger": "automation"})):
         tags = record.dagster_run.tags
         first = tags.get("dagster/asset_partition_range_start") or tags.get("dagster/partition")
         if first == day:
@@ -261,7 +261,7 @@ def run_on(quick: bool, postgres_url: str | None) -> dict:
         f"Dagster instance on {kind}. landed -> predictions + drift summary: "
         + ", ".join(f"{r['seconds']:.1f}" for r in results)
         + f" s (median {latency:.1f} s) with the new-data sensor every {sensor} s; "
-        f"landing -> daily run created (the new-data tick, the ingest run, the stale-days "
+        f"landing -> daily run created (the new-data tick, the ingest run, the automation "
         "tick) "
         f"{median([r['to_run_created'] for r in results]):.1f} s, -> run started "
         f"{median([r['to_run_started'] for r in results]):.1f} s; the daily run from start "

@@ -1,0 +1,82 @@
+"""Which daily partitions the daemon rebuilds: Dagster's declarative automation.
+
+Every daily asset downstream of `raw_data` (features, predictions, drift_report,
+performance) carries `keep_current()`, and one `AutomationConditionSensorDefinition` per
+dataset evaluates it. A partition is requested when, since it was last requested or
+materialized, one of its upstream partitions was updated (a new day, a correction, a
+rebuilt features or predictions day: every asset downstream of a rebuilt partition goes
+stale, not only the next one), it went missing, or its last run failed (a failed or
+killed run is tried again at the next evaluation, without new data). It waits while an
+upstream partition is missing, in progress or blocked by a failed blocking check, and while
+it is in progress itself. Partitions an upstream of the same tick will build are requested
+with it, so one run carries a day from features to monitoring.
+
+What the automation cannot see stays in sensors: files in the landing zone
+(sensors/new_data.py), the champion alias in MLflow and the lake's data clock that makes
+labels due (sensors/catch_up.py).
+"""
+
+from __future__ import annotations
+
+from dagster import (
+    AssetSelection,
+    AutomationCondition,
+    AutomationConditionSensorDefinition,
+    DefaultSensorStatus,
+)
+
+from driftloop.data.contract import Contract
+from driftloop.names import TRIGGER_TAG
+from sensors.settings import seconds
+
+AUTOMATION_SECONDS_ENV = "DRIFTLOOP_AUTOMATION_SECONDS"
+AUTOMATION_SECONDS = 5
+AUTOMATED_ASSETS = ("features", "predictions", "drift_report", "performance")
+
+
+def keep_current() -> AutomationCondition:
+    """Rebuild a partition whose inputs changed or whose last run failed (module docstring)."""
+    condition = AutomationCondition
+    trigger = (
+        condition.missing().newly_true().with_label("newly missing")
+        | condition.any_deps_updated()
+        | condition.any_deps_match(condition.will_be_requested()).with_label(
+            "an upstream partition will be requested"
+        )
+        | condition.execution_failed()
+    )
+    handled = condition.newly_requested() | condition.newly_updated()
+    return (
+        trigger.since(handled).with_label("inputs changed or last run failed, since handled")
+        & ~condition.any_deps_missing()
+        & ~condition.any_deps_in_progress()
+        & ~condition.in_progress()
+        & condition.all_deps_blocking_checks_passed()
+    ).with_label("keep_current")
+
+
+def automation_sensor_name(contract: Contract) -> str:
+    return f"{contract.name}_automation"
+
+
+def build_automation_sensor(contract: Contract) -> AutomationConditionSensorDefinition:
+    """Evaluates the dataset's automation conditions every few seconds (the daemon's)."""
+    keys = [[contract.name, name] for name in AUTOMATED_ASSETS]
+    return AutomationConditionSensorDefinition(
+        automation_sensor_name(contract),
+        target=AssetSelection.assets(*keys),
+        default_status=DefaultSensorStatus.RUNNING,
+        # Short: the interval adds to the time from a landed day to its scores; a tick
+        # reads the event log only.
+        minimum_interval_seconds=seconds(AUTOMATION_SECONDS_ENV, AUTOMATION_SECONDS),
+        # Runs, not backfills: a run starts at the next look at the queue, while the backfill
+        # daemon looks at its backfills far less often. Each asset's single-run backfill
+        # policy still makes one run per block of days.
+        emit_backfills=False,
+        run_tags={TRIGGER_TAG: "automation"},
+        description=(
+            f"Keeps every landed {contract.name} day's features, predictions, drift report "
+            "and performance current: rebuilds what an upstream change made stale and what "
+            "failed, without new data."
+        ),
+    )
