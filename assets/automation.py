@@ -22,7 +22,9 @@ from dagster import (
     AssetSelection,
     AutomationCondition,
     AutomationConditionSensorDefinition,
+    Backoff,
     DefaultSensorStatus,
+    RetryPolicy,
 )
 
 from driftloop.data.contract import Contract
@@ -55,6 +57,13 @@ def keep_current() -> AutomationCondition:
     ).with_label("keep_current")
 
 
+def store_retry_policy() -> RetryPolicy:
+    """Steps that talk to a store (MLflow's tracking store, the registry) try again after 5,
+    10 and 20 s: a store that restarts or drops connections for a moment heals inside the
+    run. A longer outage fails the run, and the automation requests it again."""
+    return RetryPolicy(max_retries=3, delay=5, backoff=Backoff.EXPONENTIAL)
+
+
 def automation_sensor_name(contract: Contract) -> str:
     return f"{contract.name}_automation"
 
@@ -73,7 +82,9 @@ def build_automation_sensor(contract: Contract) -> AutomationConditionSensorDefi
         # daemon looks at its backfills far less often. Each asset's single-run backfill
         # policy still makes one run per block of days.
         emit_backfills=False,
-        run_tags={TRIGGER_TAG: "automation"},
+        # The automation requests a failed partition again itself: the instance's run
+        # retries (deploy/dagster.yaml) would launch a second run beside it.
+        run_tags={TRIGGER_TAG: "automation", "dagster/max_retries": "0"},
         description=(
             f"Keeps every landed {contract.name} day's features, predictions, drift report "
             "and performance current: rebuilds what an upstream change made stale and what "
