@@ -79,12 +79,17 @@ def version_info(client: Any, dataset: str, alias: str) -> dict[str, Any] | None
             "ci_low": optional_float(tags.get("driftloop.gate_ci_low")),
             "ci_high": optional_float(tags.get("driftloop.gate_ci_high")),
             "report": tags.get("driftloop.gate_report"),
+            # Set when the gate judged another version against this one (the baseline
+            # kept as first champion over a refused model): diff = that one's - this one's.
+            "challenger_version": tags.get("driftloop.gate_challenger_version"),
+            "challenger_kind": tags.get("driftloop.gate_challenger_kind"),
         }
     return {
         "version": str(version.version),
         "aliases": sorted(getattr(version, "aliases", []) or [alias]),
         "run_id": version.run_id,
         "created_at": created.isoformat(),
+        "model_kind": tags.get("driftloop.model_kind"),
         "primary_metric": tags.get("driftloop.primary_metric"),
         "holdout": {
             "start": tags.get("driftloop.holdout_start"),
@@ -182,31 +187,52 @@ def _wrapped(label: str, text: str, width: int = 100) -> list[str]:
     return textwrap.wrap(text, width, initial_indent=label, subsequent_indent=" " * len(label))
 
 
+def gate_text(info: dict[str, Any]) -> str | None:
+    """The gate's outcome on a version in words: promoted or refused with the challenger's
+    difference to its reference, or kept over another version that the gate refused."""
+    gate = info["gate"]
+    if not gate:
+        return None
+    interval = f"{_signed(gate['diff'])} [{_signed(gate['ci_low'])}, {_signed(gate['ci_high'])}]"
+    judged = gate.get("challenger_version")
+    if judged and judged != info["version"]:
+        kind = f" ({gate['challenger_kind']})" if gate.get("challenger_kind") else ""
+        return (
+            f"kept over refused v{judged}{kind}: v{judged} minus v{info['version']} "
+            f"= {interval}, below zero where this version is better"
+        )
+    return f"{gate['decision']} {interval} (challenger minus {gate['reference'] or 'reference'})"
+
+
+def _version_text(alias: str, info: dict[str, Any], registry: dict[str, Any]) -> str:
+    """`vN`, with the model kind; a challenger alias left on the champion's version says so,
+    so one version is never shown as two models."""
+    kind = f" ({info['model_kind']})" if info.get("model_kind") else ""
+    champion = registry.get("champion")
+    if alias != "champion" and champion and champion["version"] == info["version"]:
+        return f"v{info['version']}{kind}, the champion itself: no challenger pending"
+    return f"v{info['version']}{kind}"
+
+
 def format_text(status: dict[str, Any]) -> str:
     out = [f"dataset: {status['dataset']}"]
     out += _warnings(status.get("consistency"))
     out += ["", "Registry"]
     rows = []
-    for alias, info in status["registry"].items():
+    registry = status["registry"]
+    for alias, info in registry.items():
         if info is None:
             rows.append([alias, "(none)", None, None, None, None])
             continue
-        gate = info["gate"]
-        gate_text = (
-            f"{gate['decision']} {_signed(gate['diff'])} "
-            f"[{_signed(gate['ci_low'])}, {_signed(gate['ci_high'])}]"
-            if gate
-            else None
-        )
         holdout = info["holdout"]
         rows.append(
             [
                 alias,
-                f"v{info['version']}",
+                _version_text(alias, info, registry),
                 info["created_at"][:19],
                 f"{holdout['start']}..{holdout['end']}" if holdout["start"] else None,
                 _key_metrics(info),
-                gate_text,
+                gate_text(info),
             ]
         )
     out.append(

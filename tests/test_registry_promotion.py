@@ -18,7 +18,7 @@ from driftloop.data.lake import write_parquet_atomic
 from driftloop.evaluation import ledger
 from driftloop.evaluation.reconcile import adopt_store, check, reconcile_registry
 from driftloop.paths import DatasetPaths, dataset_paths
-from driftloop.status import collect
+from driftloop.status import collect, format_text
 from driftloop.training import retrain_lock
 from driftloop.training.model_loading import load_scoring_model
 from driftloop.training.registry import (
@@ -139,7 +139,27 @@ def test_the_baseline_becomes_champion_when_it_wins_and_reconcile_repairs(
     assert load_scoring_model("models:/synth@champion", client.tracking_uri)(holdout).shape == (
         len(holdout),
     )
-    assert collect(client, paths, "synth")["consistency"]["agree"]
+    state = collect(client, paths, "synth")
+    assert state["consistency"]["agree"]
+    # Status says the baseline was kept over the refused model, with the sign explained,
+    # and never shows the challenger alias as a second model when it names the champion.
+    gate = state["registry"]["champion"]["gate"]
+    assert (gate["challenger_version"], gate["challenger_kind"]) == ("1", "lightgbm")
+    assert gate["diff"] < 0
+    text = format_text(state)
+    champion_row = next(line for line in text.splitlines() if line.startswith("champion"))
+    assert "v2 (baseline)" in champion_row
+    assert "kept over refused v1 (lightgbm): v1 minus v2 = -" in champion_row
+    assert "promoted -" not in text
+    challenger_row = next(line for line in text.splitlines() if line.startswith("challenger"))
+    assert state["registry"]["challenger"]["version"] == "1"
+    assert "v1 (lightgbm)" in challenger_row and "rejected -" in challenger_row
+    assert "the champion itself" not in challenger_row
+    set_alias(client, "synth", "challenger", "2")
+    text = format_text(collect(client, paths, "synth"))
+    challenger_row = next(line for line in text.splitlines() if line.startswith("challenger"))
+    assert "v2 (baseline), the champion itself: no challenger pending" in challenger_row
+    set_alias(client, "synth", "challenger", "1")
 
     # Running the promotion again changes nothing.
     files = ledger.entry_files(paths)

@@ -141,7 +141,16 @@ def _entry(
     )
 
 
-def _gate_tags(decision: GateDecision, action: str, record: dict, run_id: str) -> dict[str, str]:
+def _gate_tags(
+    decision: GateDecision,
+    action: str,
+    record: dict,
+    run_id: str,
+    challenger: RegisteredVersion | None = None,
+) -> dict[str, str]:
+    """The gate's outcome on a version. `challenger` names the model the gate judged when
+    that is another version (the baseline kept as first champion over a refused model):
+    the difference and its interval are then that challenger's minus this version's."""
     tags = {
         "driftloop.gate_decision": action,
         "driftloop.gate_reasons": json.dumps(decision.reasons)[:MAX_TAG],
@@ -153,6 +162,9 @@ def _gate_tags(decision: GateDecision, action: str, record: dict, run_id: str) -
         "driftloop.gate_report": str(record.get("report_path")),
         "driftloop.gate_run_id": run_id,
     }
+    if challenger is not None:
+        tags["driftloop.gate_challenger_version"] = str(challenger.version)
+        tags["driftloop.gate_challenger_kind"] = str(challenger.model_kind)
     if action == "promoted":
         tags["driftloop.promoted_at"] = datetime.now(UTC).isoformat()
     return tags
@@ -315,8 +327,10 @@ def _apply(
     dagster_run_id: str,
     trigger_reason: str | None,
     reasons: list[str] | None = None,
+    judged: RegisteredVersion | None = None,
 ) -> Promotion:
-    """Ledger entry, version tags, then the alias: the promotion of `model`."""
+    """Ledger entry, version tags, then the alias: the promotion of `model` (`judged`: the
+    other version the gate judged, when `model` is the reference kept over it)."""
     reasons = reasons or decision.reasons
     done = Promotion(
         "promoted", model, champion, model, reasons, decision, str(record.get("report_path"))
@@ -335,7 +349,8 @@ def _apply(
     )
     _record(paths, entry, done, "promoted")
     fault_point("after_ledger")
-    for key, value in _gate_tags(decision, "promoted", record, dagster_run_id).items():
+    tags = _gate_tags(decision, "promoted", record, dagster_run_id, judged)
+    for key, value in tags.items():
         client.set_model_version_tag(contract.name, model.version, key, value)
     set_alias(client, contract.name, CHAMPION, model.version)  # last: serving changes here
     return done
@@ -374,6 +389,7 @@ def _baseline_champion(
         dagster_run_id,
         trigger_reason,
         reasons,
+        judged=model,
     )
     done.ledger_entries[:0] = rejected.ledger_entries
     done.notes[:0] = rejected.notes
