@@ -2,10 +2,10 @@
 
 Every daily asset downstream of `raw_data` (features, predictions, drift_report,
 performance) carries `keep_current()`, and one `AutomationConditionSensorDefinition` per
-dataset evaluates it. A partition is requested when, since it was last requested or
-materialized, one of its upstream partitions was updated (a new day, a correction, a
-rebuilt features or predictions day: every asset downstream of a rebuilt partition goes
-stale, not only the next one), it went missing, or its last run failed (a failed or
+dataset evaluates it (sensors/automation.py). A partition is requested when, since it was
+last requested or materialized, one of its upstream partitions was updated (a new day, a
+correction, a rebuilt features or predictions day: every asset downstream of a rebuilt
+partition goes stale, not only the next one), it went missing, or its last run failed (a failed or
 killed run is tried again at the next evaluation, without new data). It waits while an
 upstream partition is missing, in progress or blocked by a failed blocking check, and while
 it is in progress itself. Partitions an upstream of the same tick will build are requested
@@ -18,21 +18,8 @@ labels due (sensors/catch_up.py).
 
 from __future__ import annotations
 
-from dagster import (
-    AssetSelection,
-    AutomationCondition,
-    AutomationConditionSensorDefinition,
-    Backoff,
-    DefaultSensorStatus,
-    RetryPolicy,
-)
+from dagster import AutomationCondition, Backoff, RetryPolicy
 
-from driftloop.data.contract import Contract
-from driftloop.names import TRIGGER_TAG
-from sensors.settings import seconds
-
-AUTOMATION_SECONDS_ENV = "DRIFTLOOP_AUTOMATION_SECONDS"
-AUTOMATION_SECONDS = 5
 AUTOMATED_ASSETS = ("features", "predictions", "drift_report", "performance")
 
 
@@ -62,32 +49,3 @@ def store_retry_policy() -> RetryPolicy:
     10 and 20 s: a store that restarts or drops connections for a moment heals inside the
     run. A longer outage fails the run, and the automation requests it again."""
     return RetryPolicy(max_retries=3, delay=5, backoff=Backoff.EXPONENTIAL)
-
-
-def automation_sensor_name(contract: Contract) -> str:
-    return f"{contract.name}_automation"
-
-
-def build_automation_sensor(contract: Contract) -> AutomationConditionSensorDefinition:
-    """Evaluates the dataset's automation conditions every few seconds (the daemon's)."""
-    keys = [[contract.name, name] for name in AUTOMATED_ASSETS]
-    return AutomationConditionSensorDefinition(
-        automation_sensor_name(contract),
-        target=AssetSelection.assets(*keys),
-        default_status=DefaultSensorStatus.RUNNING,
-        # Short: the interval adds to the time from a landed day to its scores; a tick
-        # reads the event log only.
-        minimum_interval_seconds=seconds(AUTOMATION_SECONDS_ENV, AUTOMATION_SECONDS),
-        # Runs, not backfills: a run starts at the next look at the queue, while the backfill
-        # daemon looks at its backfills far less often. Each asset's single-run backfill
-        # policy still makes one run per block of days.
-        emit_backfills=False,
-        # The automation requests a failed partition again itself: the instance's run
-        # retries (deploy/dagster.yaml) would launch a second run beside it.
-        run_tags={TRIGGER_TAG: "automation", "dagster/max_retries": "0"},
-        description=(
-            f"Keeps every landed {contract.name} day's features, predictions, drift report "
-            "and performance current: rebuilds what an upstream change made stale and what "
-            "failed, without new data."
-        ),
-    )

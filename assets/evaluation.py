@@ -22,9 +22,6 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from driftloop.evaluation.challenger import Evaluation
-    from driftloop.evaluation.gate import GateConfig
-    from driftloop.evaluation.promotion import Promotion
-    from driftloop.training.registry import RegisteredVersion
 
 from dagster import (
     AssetExecutionContext,
@@ -42,9 +39,11 @@ from assets.cost import measured_step
 from assets.partitions import ONE_RUN
 from assets.retrain_run import fail, trained_model
 from driftloop.data.contract import Contract
-from driftloop.evaluation.promotion import PromotionError
+from driftloop.evaluation.gate import GateConfig
+from driftloop.evaluation.promotion import Promotion, PromotionError
 from driftloop.names import TRIGGER_REASON_TAG
-from sensors.reconcile import build_reconcile_sensor
+from driftloop.training.registry import RegisteredVersion
+from driftloop.training.retrain_lock import release
 
 
 class EvalReportConfig(Config):
@@ -63,11 +62,7 @@ class EvalReportConfig(Config):
     bootstrap_samples: int = Field(default=300, description="paired bootstrap resamples")
     seed: int = Field(default=20130101, description="bootstrap seed (reproducible results)")
 
-    def gate(self) -> "GateConfig":
-        from driftloop.evaluation.gate import (
-            GateConfig,  # imports the evaluation stack: on use only
-        )
-
+    def gate(self) -> GateConfig:
         return GateConfig(**self.model_dump())
 
 
@@ -128,7 +123,7 @@ def _eval_metadata(evaluation: "Evaluation", version_url: str) -> dict[str, Any]
 def _eval_report(
     context: AssetExecutionContext, contract: Contract, config: EvalReportConfig
 ) -> MaterializeResult:
-    from driftloop.evaluation.challenger import evaluate_trained
+    from driftloop.evaluation.challenger import evaluate_trained  # numpy and pandas: on use
 
     name = contract.name
     model, source = trained_model(context, name)
@@ -168,9 +163,8 @@ def _v(version: str | None) -> str:
 
 
 def _promotion(context: AssetExecutionContext, contract: Contract) -> MaterializeResult:
-    from driftloop.evaluation.challenger import report_paths
-    from driftloop.evaluation.promotion import promote
-    from driftloop.training.retrain_lock import release
+    from driftloop.evaluation.challenger import report_paths  # numpy and pandas: on use
+    from driftloop.serving.canary import promote_with_canary
 
     name = contract.name
     paths = context.resources.lake.paths(name)
@@ -188,7 +182,7 @@ def _promotion(context: AssetExecutionContext, contract: Contract) -> Materializ
     record = json.loads(json_path.read_text())
     trigger = context.run.tags.get(TRIGGER_REASON_TAG)
     try:
-        done = promote(
+        done = promote_with_canary(
             contract,
             paths,
             context.resources.mlflow.client(),
@@ -213,7 +207,7 @@ def _promotion(context: AssetExecutionContext, contract: Contract) -> Materializ
     return MaterializeResult(metadata=_promotion_metadata(done, model, url))
 
 
-def _promotion_metadata(done: "Promotion", model: "RegisteredVersion", url: str) -> dict[str, Any]:
+def _promotion_metadata(done: Promotion, model: RegisteredVersion, url: str) -> dict[str, Any]:
     """The promotion's decision, champions before and after, reasons and ledger entries."""
     before = done.champion_before.version if done.champion_before else None
     after = done.champion_after.version if done.champion_after else None
@@ -238,7 +232,7 @@ def _promotion_metadata(done: "Promotion", model: "RegisteredVersion", url: str)
 
 def build(contract: Contract) -> Definitions:
     """The eval_report and promotion assets of one dataset (its rollback job is
-    pipelines.rollback.build_rollback_job, wired in assets/factory.py)."""
+    pipelines.rollback.build_rollback_job, wired in pipelines/factory.py)."""
     name = contract.name
     eval_key = AssetKey([name, "eval_report"])
 
@@ -274,4 +268,4 @@ def build(contract: Contract) -> Definitions:
     def promotion(context: AssetExecutionContext) -> MaterializeResult:
         return _promotion(context, contract)
 
-    return Definitions(assets=[eval_report, promotion], sensors=[build_reconcile_sensor(contract)])
+    return Definitions(assets=[eval_report, promotion])

@@ -5,8 +5,9 @@
     {"dataset": ..., "registry": {"champion": {...} | null, "challenger": {...} | null},
      "ledger": [... last entries, oldest first ...], <further sections>}
 
-Further sections ("monitoring", "triggers", ...) plug in with ``register_section`` from the
-module that owns them; ``collect`` and ``format_text`` pick them up without changes here.
+Further sections ("monitoring", "triggers", "cost") plug in with ``register_section``
+(``pipelines.status.register_sections`` wires the functions of the modules that own them);
+``collect`` and ``format_text`` pick them up without changes here.
 """
 
 from __future__ import annotations
@@ -20,8 +21,10 @@ from typing import Any
 import pandas as pd
 
 from driftloop.evaluation import ledger
+from driftloop.evaluation.reconcile import check
 from driftloop.floats import optional_float
 from driftloop.paths import DatasetPaths
+from driftloop.training.registry import version_for_alias
 
 ALIASES = ("champion", "challenger")
 LEDGER_LIMIT = 10
@@ -57,8 +60,6 @@ def register_section(
 
 def version_info(client: Any, dataset: str, alias: str) -> dict[str, Any] | None:
     """One aliased model version: tags, holdout, gate outcome and its run's metrics."""
-    from driftloop.training.registry import version_for_alias
-
     version = version_for_alias(client, dataset, alias)
     if version is None:
         return None
@@ -123,7 +124,6 @@ def ledger_records(paths: DatasetPaths, limit: int = LEDGER_LIMIT) -> list[dict[
 def collect(
     client: Any, paths: DatasetPaths, dataset: str, ledger_limit: int = LEDGER_LIMIT
 ) -> dict[str, Any]:
-    from driftloop.evaluation.reconcile import check
 
     status: dict[str, Any] = {
         "dataset": dataset,

@@ -12,14 +12,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from driftloop.names import DATA_DAY_TAG, TRIGGER_REASON_TAG, TRIGGER_TAG
+from pipelines.instance import project_dagster_home
 
 RECENT_RUNS = 5
 
 
 def retrain_history(dataset: str, limit: int = RECENT_RUNS) -> dict[str, Any]:
     from dagster import DagsterInstance, RunsFilter
-
-    from pipelines.instance import project_dagster_home
 
     os.environ.setdefault("DAGSTER_HOME", str(project_dagster_home()))
     with DagsterInstance.get() as instance:
@@ -58,11 +57,3 @@ def format_retrain_history(data: dict[str, Any]) -> str:
             f"  {run['created']}  {run['run_id'][:8]}  {run['status']:<9} {run['trigger']}"
         )
     return "\n".join(lines)
-
-
-def register_status_section() -> None:
-    from driftloop import status
-
-    status.register_section(
-        "triggers", lambda ctx: retrain_history(ctx.dataset), format_retrain_history
-    )

@@ -36,10 +36,8 @@ from dagster import (
     schedule,
     sensor,
 )
-from dagster._core.definitions.unresolved_asset_job_definition import (
-    UnresolvedAssetJobDefinition as ExecutableDefinition,
-)
 
+from assets.job_names import AssetJob
 from driftloop.data.contract import Contract
 from driftloop.data.lake import existing_partitions
 from driftloop.names import CHAMPION_TAG, TRIGGER_TAG
@@ -56,8 +54,8 @@ CATCH_UP_KEY_TAG = "driftloop/catch_up_key"
 
 @dataclass(frozen=True)
 class CatchUpJobs:
-    score: ExecutableDefinition
-    performance: ExecutableDefinition
+    score: AssetJob
+    performance: AssetJob
     daily_name: str
 
     @property

@@ -25,13 +25,13 @@ from dagster import (
     materialize,
 )
 
-from assets.factory import build_dataset_definitions
 from assets.features import build as build_features_asset
 from driftloop.data.contract import Contract
 from driftloop.data.flights_source import flights_between
 from driftloop.data.raw_days import ingest_batch
 from driftloop.features.definition import lookback_days
 from driftloop.paths import DatasetPaths, dataset_paths
+from pipelines.factory import build_dataset_definitions
 from pipelines.ingest_job import build_ingest_job
 from resources.lake import LakeResource
 from resources.mlflow import MlflowResource

@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from driftloop.data.contract import (
+    RESERVED_COLUMN_NAMES,
     ContractError,
     Task,
     load_contract,
@@ -19,10 +20,9 @@ from driftloop.data.contract_sql import (
     DERIVED_EVENT_TIME,
     UnsafeSQLError,
     check_expression,
-    compute_event_time,
-    event_time_inputs,
     sandboxed_connection,
 )
+from driftloop.data.event_time import compute_event_time, event_time_inputs
 from driftloop.paths import PROJECT_ROOT
 
 FLIGHTS = PROJECT_ROOT / "contracts" / "flights.yaml"
@@ -98,6 +98,29 @@ def test_target_column_may_not_be_a_feature(tmp_path: Path) -> None:
         load_contract(_write_variant(tmp_path, edit))
 
 
+@pytest.mark.parametrize("name", [*RESERVED_COLUMN_NAMES, "Date", "LABEL", "__rid"])
+def test_reserved_names_are_refused_naming_the_column_and_the_rule(
+    tmp_path: Path, name: str
+) -> None:
+    # A `date` column would load and then break the features query: the lake's date=
+    # folders add a column of that name (DuckDB matches names in any letter case).
+    def as_column(c: dict) -> None:
+        c["columns"][name] = {"type": "numeric"}
+        c["features"].append(name)
+
+    def as_feature(c: dict) -> None:
+        c["extra_features"][name] = "distance / 2"
+
+    for edit in (as_column, as_feature):
+        with pytest.raises(ContractError) as caught:
+            load_contract(_write_variant(tmp_path, edit))
+        message = str(caught.value)
+        assert f"{name!r} is a reserved name" in message
+        assert "reserved-column-names" in message
+        reason = RESERVED_COLUMN_NAMES.get(name.lower(), "features query's own")
+        assert reason in message
+
+
 def test_not_yaml_and_not_a_mapping(tmp_path: Path) -> None:
     broken = tmp_path / "broken.yaml"
     broken.write_text("name: [unclosed")
@@ -128,9 +151,15 @@ def test_copy_under_another_name_loads_independently(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("6h", timedelta(hours=6)), ("1d", timedelta(days=1)), ("90m", timedelta(minutes=90)),
-     ("2w", timedelta(weeks=2)), (3600, timedelta(hours=1)), ("0s", timedelta(0))],
-)  # fmt: skip
+    [
+        ("6h", timedelta(hours=6)),
+        ("1d", timedelta(days=1)),
+        ("90m", timedelta(minutes=90)),
+        ("2w", timedelta(weeks=2)),
+        (3600, timedelta(hours=1)),
+        ("0s", timedelta(0)),
+    ],
+)
 def test_durations(text: str | int, expected: timedelta) -> None:
     assert parse_duration(text) == expected
 
@@ -278,9 +307,11 @@ def _model_fields(model: type, prefix: str = "") -> dict[str, type | None]:
         candidates = [info.annotation, *typing.get_args(info.annotation)]
         nested = [c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)]
         nested += [
-            a for c in candidates for a in typing.get_args(c)
+            a
+            for c in candidates
+            for a in typing.get_args(c)
             if isinstance(a, type) and issubclass(a, BaseModel)
-        ]  # fmt: skip
+        ]
         out[path] = nested[0] if nested else None
         if nested:
             out |= _model_fields(nested[0], f"{path}.")

@@ -10,8 +10,16 @@ from dagster import AssetKey, DefaultSensorStatus
 
 from driftloop.paths import PROJECT_ROOT
 
-GRAPH = ["raw_data", "features", "model", "eval_report", "promotion", "predictions",
-         "drift_report", "performance"]  # fmt: skip
+GRAPH = [
+    "raw_data",
+    "features",
+    "model",
+    "eval_report",
+    "promotion",
+    "predictions",
+    "drift_report",
+    "performance",
+]
 
 
 def test_workspace_names_the_module_that_holds_defs() -> None:
@@ -84,9 +92,10 @@ def test_every_job_runs_its_steps_in_the_run_process() -> None:
 def test_retraining_runs_carry_the_tag_and_pool_the_project_instance_limits(
     tmp_path: Path,
 ) -> None:
+    from assets.job_names import TRAINING_POOL
+    from driftloop.names import TRAINING_TAG
     from pipelines.definitions import defs
     from pipelines.instance import instance_at, write_instance
-    from pipelines.jobs import TRAINING_POOL, TRAINING_TAG
 
     assert defs.resolve_job_def("flights_retrain").tags[TRAINING_TAG] == "flights"
     assert defs.resolve_assets_def(AssetKey(["flights", "model"])).node_def.pool == TRAINING_POOL
@@ -142,8 +151,17 @@ def test_a_cli_materialization_runs_checks_and_captures_logs_in_one_process(
         "DRIFTLOOP_REPLAY": "off",
     }
     dagster = str(Path(sys.executable).with_name("dagster"))
-    command = [dagster, "asset", "materialize", "-m", "pipelines.definitions",
-               "--select", "flights/raw_data", "--partition", "2013-01-01"]  # fmt: skip
+    command = [
+        dagster,
+        "asset",
+        "materialize",
+        "-m",
+        "pipelines.definitions",
+        "--select",
+        "flights/raw_data",
+        "--partition",
+        "2013-01-01",
+    ]
     done = subprocess.run(
         command, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=600
     )

@@ -11,14 +11,10 @@ import pytest
 from sklearn.metrics import mean_squared_error, roc_auc_score
 
 from driftloop.data.contract import Contract
-from driftloop.evaluation.comparison import (
-    evaluate,
-    paired_bootstrap,
-    point_metric,
-    render_report,
-    weighted_metric,
-)
+from driftloop.evaluation.bootstrap import paired_bootstrap, point_metric, weighted_metric
+from driftloop.evaluation.comparison import evaluate
 from driftloop.evaluation.gate import GateConfig, GateDecision, decide
+from driftloop.evaluation.report_html import render_report
 
 N = 12_000
 CARRIERS = ["AA", "B6", "DL", "EV", "UA", "9E"]
@@ -244,3 +240,15 @@ def test_regression_sign_and_slices() -> None:
     assert result.calibration is None
     assert set(result.slices.query("slice == 'km'")["value"]).__len__() == 5  # quintiles
     assert decide(result, GateConfig(slice_tolerance=0.1), is_first=False).promote
+
+
+def test_holdout_far_from_validation_is_warned() -> None:
+    from driftloop.evaluation.challenger import HOLDOUT_SHIFT_WARNING, holdout_shift_warning
+
+    # A holiday week: the holdout RMSE 40% above validation's.
+    warning = holdout_shift_warning("rmse", 10.0, 14.0)
+    assert warning is not None and "40% above validation's" in warning
+    assert "docs/cli.md" in warning
+    assert holdout_shift_warning("rmse", 10.0, 10.0 * (1 + HOLDOUT_SHIFT_WARNING / 2)) is None
+    assert "below" in (holdout_shift_warning("roc_auc", 0.8, 0.55) or "")
+    assert holdout_shift_warning("rmse", None, 14.0) is None

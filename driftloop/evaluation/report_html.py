@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from driftloop.metrics import METRIC_LABELS, expected_calibration_error
+
 if TYPE_CHECKING:
     from driftloop.evaluation.comparison import EvalResult
 
@@ -207,13 +209,11 @@ def _reliability_svg(calibration: pd.DataFrame) -> str:
 
 def render(result: EvalResult, decision: Any = None, context: dict[str, Any] | None = None):
     """The report as one HTML string. ``context``: extra facts shown in the header."""
-    from driftloop.evaluation.gate import METRIC_LABELS
-    from driftloop.evaluation.metrics import expected_calibration_error
-
     context = context or {}
     label = METRIC_LABELS.get(result.metric, result.metric)
-    title = context.pop("title", f"{result.dataset}: {result.challenger_name} vs "
-                        f"{result.reference_name}")  # fmt: skip
+    title = context.pop(
+        "title", f"{result.dataset}: {result.challenger_name} vs {result.reference_name}"
+    )
     pct = f"{result.confidence:.0%}"
     out = [
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
@@ -232,8 +232,11 @@ def render(result: EvalResult, decision: Any = None, context: dict[str, Any] | N
         rate = result.n_positive / result.n_rows if result.n_rows else math.nan
         facts["positives"] = f"{result.n_positive:,} ({rate:.1%})"
     facts |= {k: str(v) for k, v in context.items()}
-    out.append("<dl>" + "".join(f"<dt>{escape(k)}</dt><dd>{escape(v)}</dd>"
-                                for k, v in facts.items()) + "</dl>")  # fmt: skip
+    out.append(
+        "<dl>"
+        + "".join(f"<dt>{escape(k)}</dt><dd>{escape(v)}</dd>" for k, v in facts.items())
+        + "</dl>"
+    )
 
     out.append("<h2>Decision</h2>")
     if decision is None:
@@ -296,3 +299,8 @@ def render(result: EvalResult, decision: Any = None, context: dict[str, Any] | N
 
     out.append("</body></html>")
     return "\n".join(out)
+
+
+def render_report(result: EvalResult, decision: Any = None, **context: Any) -> str:
+    """A self-contained HTML report; keyword arguments are extra facts for its header."""
+    return render(result, decision, context)

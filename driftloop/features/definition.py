@@ -43,7 +43,8 @@ if TYPE_CHECKING:
     import pandas as pd
 
 from driftloop.data.contract import ColumnType, Contract, RollingFeature
-from driftloop.data.contract_sql import sandboxed_connection, with_event_time
+from driftloop.data.contract_sql import sandboxed_connection
+from driftloop.data.event_time import with_event_time
 from driftloop.data.lake import (
     blocked_marker,
     days_between,
@@ -229,7 +230,8 @@ def feature_sql(
     source = "\n    UNION ALL\n    ".join(sources)
 
     event = ident(contract.event_time.column)
-    ids = [ident(i) for i in contract.id_columns]
+    # An id column that is also a feature appears once, as the feature.
+    ids = [ident(i) for i in contract.id_columns if i not in contract.features]
     rolling = {r.name for r in contract.rolling_features}
     rolling_sources = group_rolling_sources(contract)
     groups = {

@@ -17,13 +17,9 @@ from datetime import date
 from driftloop.data.lake import existing_partitions, write_text_atomic
 from driftloop.floats import json_float
 from driftloop.monitoring.drift_outcome import read_drift_summary
-from driftloop.monitoring.signals import (
-    DRIFT_TABLE,
-    MODEL_VERSION,
-    PERFORMANCE_TABLE,
-    PREDICTIONS_TABLE,
-)
+from driftloop.monitoring.signals import MODEL_VERSION
 from driftloop.monitoring.trigger import WindowSignal
+from driftloop.names import DRIFT_TABLE, PERFORMANCE_TABLE, PREDICTIONS_TABLE
 from driftloop.paths import DatasetPaths
 
 # ------------------------------------------------------------------------- signals
@@ -209,12 +205,3 @@ def format_monitoring_text(data: dict[str, Any]) -> str:
     else:
         lines.append("performance: (no labelled day yet)")
     return "\n".join(lines)
-
-
-def register_status_section() -> None:
-    """Add "monitoring" to ``driftloop.status`` (call once, e.g. from pipelines.status)."""
-    from driftloop import status
-
-    status.register_section(
-        "monitoring", lambda ctx: latest_monitoring(ctx.paths), format_monitoring_text
-    )

@@ -19,7 +19,7 @@ import pandas as pd
 
 from driftloop.data.contract import Contract, Task
 from driftloop.data.lake import existing_partitions, is_blocked, partition_files, sql_file_list
-from driftloop.evaluation.metrics import PRIMARY_METRIC, compute_metrics, is_better
+from driftloop.metrics import PRIMARY_METRIC, compute_metrics, is_better
 from driftloop.names import FEATURES_TABLE, LABEL
 from driftloop.paths import DatasetPaths
 from driftloop.training.model_base import TabularModel
@@ -298,15 +298,7 @@ def train(
     return result
 
 
-def primary_beats_baseline(result: TrainingResult) -> bool:
-    """Whether the model's holdout primary metric is better than the baseline's."""
-    metric = result.primary_metric
-    return is_better(
-        metric, result.holdout_metrics[metric], result.baseline_holdout_metrics[metric]
-    )
-
-
-def file_digest(path) -> str:
+def file_sha256(path) -> str:
     """sha256 of a file's bytes: the provenance of one partition."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -358,5 +350,5 @@ def load_training_frame(
     finally:
         con.close()
     frame[DAY] = frame[DAY].astype(str)
-    digests = {d: file_digest(f) for d, f in zip(days, files, strict=True)}
+    digests = {d: file_sha256(f) for d, f in zip(days, files, strict=True)}
     return frame, days, digests
