@@ -44,6 +44,7 @@ from dagster import (
 )
 from pydantic import Field
 
+from assets.automation import keep_current, store_retry_policy
 from assets.cost import measured_step
 from assets.monitoring_checks import (
     calibrated_metadata,
@@ -130,6 +131,8 @@ def build_monitoring(contract: Contract) -> Definitions:
             deps=[dep],
             backfill_policy=range_policy(),
             output_required=False,
+            automation_condition=keep_current(),
+            retry_policy=store_retry_policy(),
             check_specs=[
                 check_spec(
                     drift_key,
@@ -153,6 +156,8 @@ def build_monitoring(contract: Contract) -> Definitions:
             deps=[dep],
             backfill_policy=range_policy(),
             output_required=False,
+            automation_condition=keep_current(),
+            retry_policy=store_retry_policy(),
             check_specs=[
                 check_spec(
                     performance_key,

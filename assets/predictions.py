@@ -48,6 +48,7 @@ from dagster import (
     asset,
 )
 
+from assets.automation import keep_current, store_retry_policy
 from assets.cost import measured_step
 from assets.partitions import daily_partitions, range_policy
 from driftloop.data.contract import Contract
@@ -158,6 +159,8 @@ def build_predictions(contract: Contract) -> Definitions:
         deps=[features],
         backfill_policy=range_policy(),  # one run loads the model once per range
         output_required=False,
+        automation_condition=keep_current(),
+        retry_policy=store_retry_policy(),
         description=(
             f"{name}: every features row scored by the champion (model_version records "
             "which version), with the challenger's shadow scores beside it while one "

@@ -132,7 +132,9 @@ def record_days(context: Any, key: AssetKey, result: RawDaysResult, checks: set[
         context.log_event(
             AssetMaterialization(asset_key=key, partition=raw.day, metadata=day_metadata(raw))
         )
-        out.extend(evaluations(key, raw, checks))
+        # Linked to the materialization just logged: Dagster counts a partitioned check's
+        # result as current (what the automation's blocking-check gate reads) only then.
+        out.extend(evaluations(key, raw, checks, target_materialization(context, key, raw.day)))
     return out
 
 

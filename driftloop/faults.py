@@ -5,7 +5,10 @@
 ``finally``. ``DRIFTLOOP_FAULT=<point>:pause`` instead writes
 ``<data root>/faults/<point>.paused`` and waits until that file is removed (at most
 ``PAUSE_LIMIT_S``), so a test can change the world (delete a store) at that exact step.
-Unset, a fault point is one dictionary lookup. The points are listed in docs/reliability.md.
+``<point>:once`` dies there the first time only (``<data root>/faults/<point>.fired`` says
+it did), so that the run that retries the step gets past it. Several points may be named,
+separated by commas. Unset, a fault point is one dictionary lookup. The points are listed
+in docs/reliability.md.
 """
 
 from __future__ import annotations
@@ -22,9 +25,19 @@ PAUSE_LIMIT_S = 300.0
 
 def fault_point(name: str) -> None:
     """Die (or pause) here if $DRIFTLOOP_FAULT names this point."""
-    wanted = os.environ.get(ENV)
-    if not wanted or wanted.split(":", 1)[0] != name:
+    raw = os.environ.get(ENV)
+    if not raw:
         return
+    wanted = next((w for w in raw.split(",") if w.split(":", 1)[0] == name), None)
+    if wanted is None:
+        return
+    if wanted.endswith(":once"):
+        fired = data_root() / "faults" / f"{name}.fired"
+        if fired.exists():
+            return
+        fired.parent.mkdir(parents=True, exist_ok=True)
+        fired.write_text(str(os.getpid()))
+        os.kill(os.getpid(), signal.SIGKILL)
     if not wanted.endswith(":pause"):
         os.kill(os.getpid(), signal.SIGKILL)
     marker = data_root() / "faults" / f"{name}.paused"

@@ -19,13 +19,13 @@ from pipelines.backtest_job import build_backtest_job
 from pipelines.ingest_job import build_ingest_job
 from pipelines.rollback import build_rollback_job
 from sensors.alerts import build_alert_sensor
+from sensors.automation import build_automation_sensor
 from sensors.catch_up import CatchUpJobs, build_catch_up_sensor, build_daily_scoring_schedule
 from sensors.new_data import build_new_data_sensor
 from sensors.reconcile import build_reconcile_sensor
 from sensors.replay_feed import build_replay_sensor
 from sensors.retrain_trigger import build_retrain_sensor
 from sensors.schedules import build_weekly_retrain_schedule
-from sensors.stale_days import build_stale_days_sensor
 
 
 def build_dataset_definitions(contract: Contract) -> Definitions:
@@ -42,7 +42,7 @@ def build_dataset_definitions(contract: Contract) -> Definitions:
     replay = build_replay_sensor(contract)
     sensors = [
         build_new_data_sensor(contract, ingest.name),
-        build_stale_days_sensor(contract, daily.name),
+        build_automation_sensor(contract),
         build_retrain_sensor(contract, retrain.name),
         build_catch_up_sensor(contract, behind),
         build_alert_sensor(contract, retrain.name),

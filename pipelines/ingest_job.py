@@ -3,7 +3,7 @@
 The new-data sensor only lists the landing zone and launches this job with the batch's
 file names; the run hashes, reads, validates and stages the files, rewrites every raw day
 they touched (corrections included) and records a `<dataset>/raw_data` materialization
-and its check evaluations per day. The downstream sensor (sensors/stale_days.py) then
+and its check evaluations per day. Dagster's automation (assets/automation.py) then
 requests features, predictions and monitoring for the days whose inputs changed.
 """
 

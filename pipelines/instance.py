@@ -74,6 +74,9 @@ def instance_at(home: Path) -> Iterator[DagsterInstance]:
     starts (the local compute log and artifact folders resolve against it)."""
     from dagster import DagsterInstance
 
+    from driftloop.stores import check_dagster_home
+
+    check_dagster_home(home)
     previous = os.environ.get("DAGSTER_HOME")
     os.environ["DAGSTER_HOME"] = str(home)
     try:

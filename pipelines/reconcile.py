@@ -34,6 +34,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", default=None, help="data root (default $DRIFTLOOP_DATA_DIR)")
     parser.add_argument("--tracking-uri", default=None, help="MLflow store (default as above)")
     args = parser.parse_args(argv)
+    from driftloop.stores import StoreError
+
+    try:
+        return _run(args)
+    except StoreError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
 
     root = data_root(args.data_dir)
     paths = dataset_paths(args.dataset, root)

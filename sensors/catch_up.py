@@ -5,8 +5,14 @@ A sensor does it within a minute, and a daily schedule is the calendar's backsto
 The daily run scores a day as soon as it lands, but a day that landed before the first
 champion existed waits, and a day's labels are only due `label_delay` after it ends (on
 the data's clock). This sensor finds both kinds of day in the lake and launches one run
-per block of consecutive days. Run keys include the data clock, so a failed run is tried
-again once new data has arrived, never in a tight loop.
+per block of consecutive days. Run keys hold the champion, the data clock and the attempt:
+a failed run is tried again at the next tick (up to MAX_ATTEMPTS times for the same
+champion and clock), and again once new data or a new champion arrives.
+
+Why a sensor and not Dagster's automation (assets/automation.py): what it reads is outside
+Dagster's view. A day waits for a champion, which is an alias in MLflow's registry, and a
+day's labels are due by the lake's data clock (the newest event time landed), not by any
+materialization.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from dataclasses import dataclass
 
 from dagster import (
     DagsterInstance,
+    DagsterRunStatus,
     DefaultScheduleStatus,
     DefaultSensorStatus,
     RunRequest,
@@ -38,6 +45,11 @@ from resources.lake import LakeResource
 from resources.mlflow import MlflowResource
 from sensors.run_requests import ACTIVE, content_key, range_run_requests
 from sensors.settings import seconds
+
+# Failed catch-up runs for one champion and data clock that are tried again before the
+# sensor waits for new data or a new champion.
+MAX_ATTEMPTS = 5
+CATCH_UP_KEY_TAG = "driftloop/catch_up_key"
 
 
 @dataclass(frozen=True)
@@ -88,11 +100,16 @@ def behind(
     unmeasured = [d for d in sorted(scored) if d not in measured and labels_due(contract, d, clock)]
     if not unscored and not unmeasured:
         return "every day is scored and every due day measured"
+    content = content_key(trigger, str(champion.version), str(clock))
+    tagged = RunsFilter(tags={CATCH_UP_KEY_TAG: content}, statuses=[DagsterRunStatus.FAILURE])
+    attempt = len(instance.get_run_ids(tagged, limit=MAX_ATTEMPTS))
+    if attempt >= MAX_ATTEMPTS:
+        return f"{attempt} catch-up runs failed for this champion and data clock: see their logs"
     return Behind(
         unscored,
         unmeasured,
-        key=content_key(trigger, str(champion.version), str(clock)),
-        tags={TRIGGER_TAG: trigger, CHAMPION_TAG: str(champion.version)},
+        key=f"{content}:{attempt}",
+        tags={TRIGGER_TAG: trigger, CHAMPION_TAG: str(champion.version), CATCH_UP_KEY_TAG: content},
     )
 
 

@@ -1,13 +1,16 @@
 """The new-data sensor: lists the landing zone and launches one ingest run per batch.
 
 A tick reads names, sizes and modification times only, never a file's contents, so it
-takes the same few milliseconds whatever lands. The ingest run (pipelines/ingest_job.py)
-does the reading; the downstream sensor (sensors/stale_days.py) follows its days.
+takes the same few milliseconds whatever lands. A file is taken once it has been quiet
+for DRIFTLOOP_LANDING_QUIET_SECONDS; an archived file written to after archiving counts as
+waiting again (driftloop/data/landing.py). The ingest run (pipelines/ingest_job.py)
+does the reading; Dagster's automation (assets/automation.py) follows its days.
 """
 
 from __future__ import annotations
 
 import json
+import time
 
 from dagster import (
     DefaultSensorStatus,
@@ -23,6 +26,8 @@ from dagster import (
 from assets.job_names import ingest_op_name
 from driftloop.data.contract import Contract
 from driftloop.data.ingest import landing_files
+from driftloop.data.landing import is_quiet, written_after_archiving
+from driftloop.data.limits import IngestLimits
 from driftloop.names import TRIGGER_TAG
 from resources.lake import LakeResource
 from sensors.run_requests import ACTIVE, content_key
@@ -32,16 +37,37 @@ from sensors.settings import seconds
 MAX_ATTEMPTS = 3
 
 
-def landing_listing(lake: LakeResource, contract: Contract) -> list[tuple[str, int, int]]:
-    """(name, size, modification time in ns) of each waiting file: no contents read."""
-    listing = []
-    for path in landing_files(lake.paths(contract.name)):
+def landing_listing(
+    lake: LakeResource, contract: Contract, quiet_seconds: float | None = None
+) -> tuple[list[tuple[str, int, int]], list[str]]:
+    """(name, size, modification time in ns) of each waiting file that has been quiet for
+    `quiet_seconds` (driftloop/data/landing.py), and the names of those still changing:
+    no contents read. Archived files written to after archiving count as waiting, under
+    their landed names (the ingest run moves them back)."""
+    paths = lake.paths(contract.name)
+    if quiet_seconds is None:
+        quiet_seconds = IngestLimits.from_env().quiet_seconds
+    listing, changing = [], []
+    now = time.time()
+    for path in landing_files(paths):
         try:
             stat = path.stat()
         except FileNotFoundError:
             continue
-        listing.append((path.name, stat.st_size, stat.st_mtime_ns))
-    return listing
+        if is_quiet(stat, quiet_seconds, now):
+            listing.append((path.name, stat.st_size, stat.st_mtime_ns))
+        else:
+            changing.append(path.name)
+    for path in written_after_archiving(paths):
+        try:
+            stat = path.stat()
+        except FileNotFoundError:
+            continue
+        if is_quiet(stat, quiet_seconds, now):
+            listing.append((path.name.split("__", 1)[1], stat.st_size, stat.st_mtime_ns))
+        else:
+            changing.append(path.name)
+    return listing, changing
 
 
 def build_new_data_sensor(contract: Contract, job_name: str) -> SensorDefinition:
@@ -56,8 +82,10 @@ def build_new_data_sensor(contract: Contract, job_name: str) -> SensorDefinition
         ),
     )
     def new_data(context: SensorEvaluationContext, lake: LakeResource) -> SensorResult | SkipReason:
-        listing = landing_listing(lake, contract)
+        listing, changing = landing_listing(lake, contract)
         if not listing:
+            if changing:
+                return SkipReason(f"{len(changing)} file(s) still being written: {changing[:5]}")
             return SkipReason(f"no files in {lake.paths(contract.name).landing}")
         active = RunsFilter(job_name=job_name, statuses=ACTIVE)
         if context.instance.get_runs(active, limit=1):

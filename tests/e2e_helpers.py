@@ -136,11 +136,12 @@ def drive_the_loop(instance: Any, root: Path, tracking_uri: str) -> None:
     from driftloop.training.registry import make_client, version_for_alias
 
     paths = dataset_paths("flights", root)
-    # 1. The new-data sensor ingests the batch in one run (the wait includes `dagster dev`
-    # starting its webserver, daemon and code server: minutes on a loaded machine).
+    # 1. The new-data sensor ingests the batch in one run and the automation builds its
+    # features (the wait includes `dagster dev` starting its webserver, daemon and code
+    # server: minutes on a loaded machine).
     wait_for(
-        "the first ingestion run",
-        lambda: finished_runs(instance, "flights_daily", "new_data"),
+        "the first batch's features",
+        lambda: len(existing_partitions(paths.table("features"))) >= FIRST_BATCH_DAYS,
         timeout=600,
     )
     # 2. With no champion and enough days, the retrain sensor bootstraps one.

@@ -97,7 +97,7 @@ def test_features_of_a_day_match_its_raw_rows_and_show_their_query(
     body = only_asset(features.build(flights_contract))
     lake = LakeResource(data_dir=str(flights_paths.root))
 
-    result = body(context=build_asset_context(partition_key="2013-01-03"), lake=lake)
+    [result] = body(context=build_asset_context(partition_key="2013-01-03"), lake=lake)
 
     raw = pd.read_parquet(flights_paths.partition_file(RAW_TABLE, "2013-01-03"))
     written = pd.read_parquet(flights_paths.partition_file(FEATURES_TABLE, "2013-01-03"))
@@ -118,7 +118,7 @@ def test_features_of_a_day_without_raw_data_fail_naming_the_day(
     lake = LakeResource(data_dir=str(flights_paths.root))
 
     with pytest.raises(ValueError, match="no raw partition for 2013-02-01"):
-        body(context=build_asset_context(partition_key="2013-02-01"), lake=lake)
+        list(body(context=build_asset_context(partition_key="2013-02-01"), lake=lake))
 
 
 @pytest.fixture

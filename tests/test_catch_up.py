@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from dagster import (
+    DagsterRunStatus,
     SensorResult,
     SkipReason,
     build_schedule_context,
@@ -16,6 +17,7 @@ from dagster import (
 
 from driftloop.data.lake import write_parquet_atomic
 from pipelines import jobs
+from pipelines.ingest_job import build_ingest_job
 from resources.lake import LakeResource
 from resources.mlflow import MlflowResource
 from sensors.catch_up import CatchUpJobs, build_catch_up_sensor, build_daily_scoring_schedule
@@ -79,6 +81,15 @@ def test_sensor_waits_for_a_champion_then_scores_and_measures_what_is_behind(
         ("flights_score", "2013-03-05", "2013-03-05"),
         ("flights_performance", "2013-03-01", "2013-03-01"),
     ]
+
+    # A failed catch-up run is tried again at the next tick, under a new run key.
+    failed = result.run_requests[0]
+    dagster_instance.create_run_for_job(
+        build_ingest_job(flights_contract), status=DagsterRunStatus.FAILURE, tags=failed.tags
+    )
+    again = sensor(context)
+    assert isinstance(again, SensorResult)
+    assert again.run_requests[0].run_key == failed.run_key.replace(":0:", ":1:")
 
 
 @pytest.mark.slow

@@ -16,7 +16,12 @@ from driftloop.data.contract import (
     load_contracts,
     parse_duration,
 )
-from driftloop.data.contract_sql import DERIVED_EVENT_TIME, check_expression, sandboxed_connection
+from driftloop.data.contract_sql import (
+    DERIVED_EVENT_TIME,
+    UnsafeSQLError,
+    check_expression,
+    sandboxed_connection,
+)
 from driftloop.data.event_time import compute_event_time, event_time_inputs
 from driftloop.paths import PROJECT_ROOT
 
@@ -183,6 +188,9 @@ def test_contract_round_trips_through_json() -> None:
             "extra_features.leak",
         ),
         (lambda c: c.update(target={"expression": "arr_delay > 15; DROP TABLE t"}), "target"),
+        # Unbalanced parentheses: a second select item once spliced into a query.
+        (lambda c: c["extra_features"].update(leak="1) AS a, (2"), "extra_features.leak"),
+        (lambda c: c["extra_features"].update(leak="distance AS a, 2"), "extra_features.leak"),
         (
             lambda c: c["rolling_features"][0].update(
                 value="(SELECT 1 FROM glob('/etc/*') LIMIT 1)"
@@ -214,6 +222,13 @@ def test_sandboxed_connection_refuses_files() -> None:
     with pytest.raises(duckdb.Error, match="disabled"):
         con.execute("SELECT count(*) FROM read_csv('/etc/passwd')")
     assert check_expression("hour(a) + b / 60.0") == {"a", "b"}
+
+
+@pytest.mark.parametrize("text", ["1) AS a, (2", "a) + (b", "a AS b", "1, 2", "(a), (b)"])
+def test_contract_sql_is_one_self_contained_expression(text: str) -> None:
+    with pytest.raises(UnsafeSQLError):
+        check_expression(text)
+    assert check_expression("(a) + (b)") == {"a", "b"}
 
 
 def test_validation_errors_link_to_the_fields_section(tmp_path: Path) -> None:

@@ -39,8 +39,18 @@ def test_the_flights_graph_jobs_and_sensors() -> None:
     jobs = {"flights_daily", "flights_retrain", "flights_rollback", "flights_backtest"}
     assert jobs <= {job.name for job in defs.resolve_all_job_defs()}
     sensors = {s.name: s for s in defs.sensors}
-    for name in ("flights_new_data", "flights_retrain_trigger", "flights_catch_up"):
+    for name in (
+        "flights_new_data",
+        "flights_retrain_trigger",
+        "flights_catch_up",
+        "flights_automation",
+    ):
         assert sensors[name].default_status == DefaultSensorStatus.RUNNING
+    assert "flights_stale_days" not in sensors  # Dagster's automation does its work
+    automated = {
+        k.path[-1] for k in graph.get_all_asset_keys() if graph.get(k).automation_condition
+    }
+    assert automated == {"features", "predictions", "drift_report", "performance"}
     assert "flights_replay_feed" in sensors
 
 

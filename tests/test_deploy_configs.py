@@ -110,3 +110,14 @@ def test_the_kubernetes_instance_file_loads_with_postgres_storage(
         assert instance.run_launcher.job_image == "driftloop:latest"
         assert type(instance.run_storage).__name__ == "PostgresRunStorage"
         assert instance.get_concurrency_config().run_queue_config.max_concurrent_runs == 8
+
+
+def test_the_shipped_instances_retry_failed_runs(tmp_path: Path) -> None:
+    from pipelines.instance import write_instance
+
+    for name in ("dagster.yaml", "postgres/dagster.yaml", "k8s/dagster.yaml"):
+        retries = yaml.safe_load((DEPLOY / name).read_text())["run_retries"]
+        assert retries == {"enabled": True, "max_retries": 2, "retry_on_asset_or_op_failure": True}
+    # The SQLite instance that pipelines.dev writes, as Dagster reads it.
+    with DagsterInstance.from_config(str(write_instance(tmp_path / "home"))) as instance:
+        assert instance.run_retries_enabled and instance.run_retries_max_retries == 2

@@ -444,25 +444,28 @@ def test_asset_one_partition_and_a_range(
         assert "sql" not in event.metadata
 
 
-def test_asset_fails_clearly_on_a_blocked_day(
+def test_a_blocked_day_gets_no_features_and_the_others_of_its_run_go_on(
     flights_contract: Contract,
     flights_paths: DatasetPaths,
     data_root: Path,
     dagster_instance: DagsterInstance,
 ) -> None:
     write_flights(flights_contract, flights_paths, JAN, 3)
-    blocked_marker(flights_paths.table("raw"), "2013-01-03").write_text("{}")
+    blocked_marker(flights_paths.table("raw"), "2013-01-02").write_text("{}")
     result = materialize(
         [_asset(flights_contract)],
         instance=dagster_instance,
         resources={"lake": LakeResource(data_dir=str(data_root))},
-        partition_key="2013-01-03",
-        raise_on_error=False,
+        tags={
+            "dagster/asset_partition_range_start": "2013-01-01",
+            "dagster/asset_partition_range_end": "2013-01-03",
+        },
     )
-    assert not result.success
-    [failure] = [e for e in result.all_events if e.is_step_failure]
-    assert "2013-01-03 failed blocking checks" in str(failure.step_failure_data.error)
-    assert not flights_paths.partition_file("features", "2013-01-03").exists()
+    assert result.success
+    days = sorted(e.partition for e in result.get_asset_materialization_events())
+    assert days == ["2013-01-01", "2013-01-03"]
+    assert not flights_paths.partition_file("features", "2013-01-02").exists()
+    assert flights_paths.partition_file("features", "2013-01-03").exists()
 
 
 def test_rolling_value_known_at_its_own_time_matches_brute_force(

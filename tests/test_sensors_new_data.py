@@ -9,6 +9,7 @@ from datetime import date
 from pathlib import Path
 
 import pyarrow.parquet as pq
+import pytest
 from dagster import (
     AssetKey,
     DagsterInstance,
@@ -21,12 +22,18 @@ from dagster import (
 
 from driftloop.data.contract import Contract
 from driftloop.data.replay import replay_days
-from driftloop.paths import DatasetPaths
+from driftloop.paths import DatasetPaths, dataset_paths
 from pipelines.ingest_job import build_ingest_job
 from resources.lake import LakeResource
 from sensors.new_data import build_new_data_sensor
 
 RAW = AssetKey(["flights", "raw_data"])
+
+
+@pytest.fixture(autouse=True)
+def _files_taken_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tests land whole files: no quiet period, except where a test sets one."""
+    monkeypatch.setenv("DRIFTLOOP_LANDING_QUIET_SECONDS", "0")
 
 
 def _evaluate(sensor, instance: DagsterInstance, root: Path, cursor: str | None = None):
@@ -143,3 +150,53 @@ def test_a_huge_one_line_csv_beside_a_good_file(
     assert "landed file: huge.csv" in reason
     assert "header line longer than" in reason and "not read" in reason
     assert len(list(flights_paths.quarantine.glob("huge.*.csv"))) == 1
+
+
+def test_a_file_written_in_two_halves_ends_whole_in_the_lake(
+    flights_contract: Contract,
+    flights_paths: DatasetPaths,
+    dagster_instance: DagsterInstance,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A writer flushes half a day, pauses past the quiet period and a tick, and writes the
+    rest into the handle it kept (the file was archived meanwhile): the rest is reclaimed
+    and ingested as a correction; every row ends in the lake, counted exactly."""
+    monkeypatch.setenv("DRIFTLOOP_LANDING_QUIET_SECONDS", "1")
+    sensor = build_new_data_sensor(flights_contract, "flights_ingest")
+    [whole] = replay_days(dataset_paths("flights", tmp_path / "source"), date(2013, 1, 7), 1)
+    lines = whole.path.read_bytes().splitlines(keepends=True)
+    half = len(lines) // 2
+    flights_paths.landing.mkdir(parents=True, exist_ok=True)
+    landed = flights_paths.landing / whole.path.name
+    with landed.open("wb") as writer:
+        writer.write(b"".join(lines[:half]))
+        writer.flush()
+        waiting = _evaluate(sensor, dagster_instance, flights_paths.root)
+        assert isinstance(waiting, SkipReason) and "still being written" in waiting.skip_message
+        time.sleep(1.2)
+        first = _evaluate(sensor, dagster_instance, flights_paths.root)
+        assert _execute(
+            flights_contract, first.run_requests[0], dagster_instance, flights_paths.root
+        )
+        assert not landed.exists()  # taken: archived, while the writer still holds it
+        assert len(pq.read_table(flights_paths.partition_file("raw", "2013-01-07"))) == half - 1
+        writer.write(b"".join(lines[half:]))
+    time.sleep(1.2)
+    second = _evaluate(sensor, dagster_instance, flights_paths.root, first.cursor)
+    [request] = second.run_requests
+    assert request.run_config["ops"]["flights_ingest_files"]["config"]["files"] == [landed.name]
+    run = _execute(flights_contract, request, dagster_instance, flights_paths.root)
+    assert run.success
+
+    rows = len(lines) - 1  # the header
+    [event] = run.get_asset_materialization_events()
+    meta = event.materialization.metadata
+    assert meta["rows_landed"].value == rows
+    stored, quarantined = meta["rows_stored"].value, meta["rows_quarantined"].value
+    assert stored + quarantined + meta["exact_duplicates_dropped"].value == rows
+    assert len(pq.read_table(flights_paths.partition_file("raw", "2013-01-07"))) == stored
+    assert [p.name.split("__", 1)[1] for p in flights_paths.archive.iterdir()] == [landed.name]
+    assert list(flights_paths.landing.iterdir()) == []
+    after = _evaluate(sensor, dagster_instance, flights_paths.root, second.cursor)
+    assert isinstance(after, SkipReason)

@@ -3,16 +3,17 @@
 `dagster dev` (webserver + daemon, `tests/e2e_helpers.dagster_dev`, a free port, its own
 DAGSTER_HOME) runs on a temporary data root that is already in steady state: 30 days of
 real flights ingested and featurized, a champion trained on them and promoted, every day
-scored, measured and its reference cached - so the catch-up sensor has nothing to do and
-the retrain trigger cannot fire (the temporary contract asks for 60 breaches in 60 days).
+scored, measured and its reference cached, and each of those recorded in the Dagster
+instance (`record_steady_state`) - so the automation and the catch-up sensor have nothing
+to do and the retrain trigger cannot fire (the temporary contract asks for 60 breaches in 60 days).
 The new-data sensor runs every DRIFTLOOP_NEW_DATA_SENSOR_SECONDS (10 s here; 5 s with --quick).
 
 One day of flights is then landed as a CSV (atomic rename, as `pipelines.replay` does) and
 the clock runs until both the day's predictions partition and its drift `summary.json`
 exist; the figure is the later of their modification times minus the landing time. In
 between, two runs: the new-data sensor's tick lists the file and requests the ingest run
-(`<dataset>_ingest`: ingestion and raw_data with its checks); the stale-days sensor then
-sees the new raw day and requests the daily run (features, predictions, drift_report with
+(`<dataset>_ingest`: ingestion and raw_data with its checks); the automation sensor then
+sees the new raw day and requests one run (features, predictions, drift_report with
 the Evidently HTML page on a 20k-row sample, its default, and performance). Each run waits
 in the queue and starts a fresh process that loads the code location.
 Target: the sensor's interval plus 30 s. Quick: one file; full: two, one after another.
@@ -117,6 +118,40 @@ def prepare_steady_state(root: Path, contracts: Path, days: int = HISTORY_DAYS) 
     reference_data(contract, paths, registered.version, dict(version.tags or {}), score)
 
 
+def record_steady_state(home: Path, days: int) -> None:
+    """The prepared days as the loop would have recorded them in the Dagster instance: a
+    materialization per daily asset and day, raw days with their checks passed. Dagster's
+    automation reads the event log, not the lake."""
+    from types import SimpleNamespace
+
+    from dagster import AssetCheckEvaluation, AssetKey, AssetMaterialization
+
+    from assets.raw_checks import target_materialization
+    from driftloop.data.validation import CHECKS
+    from pipelines.instance import instance_at
+
+    names = ("raw_data", "features", "predictions", "drift_report", "performance")
+    with instance_at(home) as instance:
+        for name in names:
+            key = AssetKey([DATASET, name])
+            for k in range(days):
+                day = (FIRST_DAY + timedelta(days=k)).isoformat()
+                instance.report_runless_asset_event(AssetMaterialization(key, partition=day))
+                if name != "raw_data":
+                    continue
+                target = target_materialization(SimpleNamespace(instance=instance), key, day)
+                for check in CHECKS:
+                    instance.report_runless_asset_event(
+                        AssetCheckEvaluation(
+                            asset_key=key,
+                            check_name=check,
+                            passed=True,
+                            partition=day,
+                            target_materialization_data=target,
+                        )
+                    )
+
+
 def child_main(argv: list[str]) -> None:
     _, root, contracts, days = argv
     prepare_steady_state(Path(root), Path(contracts), int(days))
@@ -153,10 +188,10 @@ def _done(paths: Any, day: str) -> float | None:
 
 
 def _daily_run(instance: Any, day: str) -> dict[str, float]:
-    """Created / started / ended times of the daily run that built `day`."""
+    """Created / started / ended times of the automation's run that built `day`."""
     from dagster import RunsFilter
 
-    for record in instance.get_run_records(RunsFilter(job_name=f"{DATASET}_daily")):
+    for record in instance.get_run_records(RunsFilter(tags={"driftloop/trigger": "automation"})):
         tags = record.dagster_run.tags
         first = tags.get("dagster/asset_partition_range_start") or tags.get("dagster/partition")
         if first == day:
@@ -200,6 +235,9 @@ def measure(
             }
         )
         python_child(MODULE, "prepare", str(root), str(contracts), str(history_days), env=env)
+        if postgres_url:  # the instance file names the database through the environment
+            os.environ[POSTGRES_URL_ENV] = postgres_url
+        record_steady_state(home, history_days)
         paths = dataset_paths(DATASET, root)
         log = tmp / "dagster_dev.log"
         results = []
@@ -207,8 +245,6 @@ def measure(
             wait_for("the sensor daemon", lambda: _daemon_ready(log), timeout=300, every=1)
             from pipelines.instance import instance_at
 
-            if postgres_url:  # the instance file names the database through the environment
-                os.environ[POSTGRES_URL_ENV] = postgres_url
             with instance_at(home) as instance:
                 for k in range(n_files):
                     day = FIRST_DAY + timedelta(days=history_days + k)
@@ -262,7 +298,7 @@ def run_on(quick: bool, postgres_url: str | None) -> dict:
         f"Dagster instance on {kind}. landed -> predictions + drift summary: "
         + ", ".join(f"{r['seconds']:.1f}" for r in results)
         + f" s (median {latency:.1f} s) with the new-data sensor every {sensor} s; "
-        f"landing -> daily run created (the new-data tick, the ingest run, the stale-days "
+        f"landing -> daily run created (the new-data tick, the ingest run, the automation "
         "tick) "
         f"{median([r['to_run_created'] for r in results]):.1f} s, -> run started "
         f"{median([r['to_run_started'] for r in results]):.1f} s; the daily run from start "

@@ -48,12 +48,12 @@ def sandboxed_connection(allowed_directories: list[str] | None = None) -> duckdb
     return con
 
 
-def _parse(expression: str) -> dict[str, Any]:
+def _parse(statement: str) -> dict[str, Any]:
     import duckdb
 
     con = duckdb.connect()
     try:
-        text = con.execute("SELECT json_serialize_sql(?)", [f"SELECT ({expression}) AS __x"])
+        text = con.execute("SELECT json_serialize_sql(?)", [statement])
         return json.loads(text.fetchall()[0][0])
     finally:
         con.close()
@@ -78,15 +78,40 @@ def _walk(node: Any, seen: list[str], columns: set[str]) -> None:
 def check_expression(expression: str) -> set[str]:
     """Refuse anything but one scalar expression; return the column names it refers to.
 
-    Raises UnsafeSQLError naming the construct (subquery, table function, FROM clause,
-    another statement). Syntax errors are left to the caller's compile step.
+    The expression is parsed by DuckDB twice, as `SELECT <expression>` and as
+    `SELECT (<expression>) AS __x`: each parse tree must hold one SELECT of exactly one
+    select-list item (no alias of its own in the first) and nothing else. Text that
+    parses in only one of the two forms depends on what surrounds it (unbalanced
+    parentheses, such as `1) AS a, (2`) and is refused. Raises UnsafeSQLError naming the
+    construct (subquery, table function, FROM clause, another statement, another item).
+    Syntax errors in both forms are left to the caller's compile step.
     """
-    tree = _parse(expression)
-    if tree.get("error"):
-        message = str(tree.get("error_message", ""))
-        if "Only SELECT" in message:
+    bare = _parse(f"SELECT {expression}")
+    wrapped = _parse(f"SELECT ({expression}) AS __x")
+    for tree in (bare, wrapped):
+        if "Only SELECT" in str(tree.get("error_message", "")):
             raise UnsafeSQLError("only one scalar expression is allowed, not another statement")
+    if bare.get("error") and wrapped.get("error"):
         return set()  # a syntax error: compiling the expression reports it with its position
+    if bare.get("error") or wrapped.get("error"):
+        raise UnsafeSQLError(
+            f"contract SQL {expression!r} is not one self-contained expression: it parses "
+            "only inside parentheses or only outside them (unbalanced parentheses, or an AS "
+            "or a comma of its own)"
+        )
+    columns = _check_tree(wrapped)
+    _check_tree(bare)
+    [item] = bare["statements"][0]["node"]["select_list"]
+    if item.get("alias"):
+        raise UnsafeSQLError(
+            f"contract SQL {expression!r} names its result (AS {item['alias']}): the "
+            "contract's field names it"
+        )
+    return columns
+
+
+def _check_tree(tree: dict[str, Any]) -> set[str]:
+    """The checks of `check_expression` on one parse tree; the column names referred to."""
     statements = tree.get("statements", [])
     if len(statements) != 1:
         raise UnsafeSQLError("only one scalar expression is allowed, not several statements")

@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 from driftloop.data.assembly import MANIFESTS, assemble_partition, staged_pieces
 from driftloop.data.contract import Contract
 from driftloop.data.lake import write_parquet_atomic, write_text_atomic
+from driftloop.data.landing import mark_archived, same_file_state
 from driftloop.data.limits import IngestLimits, check_limits, file_digest
 from driftloop.data.raw_table import REASON, SOURCE_FILE, conform, raw_schema, to_arrow
 from driftloop.data.reading import (
@@ -88,6 +89,10 @@ class IngestReport:
     rows_landed: dict[str, int] = field(default_factory=dict)
     corrected: dict[str, str] = field(default_factory=dict)  # name -> content hash replaced
     reason_files: list[str] = field(default_factory=list)
+    # Written to while read: left in landing, ingested again as a correction.
+    changed_while_read: list[str] = field(default_factory=list)
+    # Written to after archiving: moved back to landing and ingested again, as a correction.
+    reclaimed: list[str] = field(default_factory=list)
 
     @property
     def changed(self) -> bool:
@@ -102,6 +107,10 @@ class IngestReport:
         ]
         if self.corrected:
             parts.append(f"{len(self.corrected)} correction(s) replaced earlier rows")
+        if self.reclaimed:
+            parts.append(f"written to after archiving, ingested again: {self.reclaimed}")
+        if self.changed_while_read:
+            parts.append(f"written to while read, left in landing: {self.changed_while_read}")
         if self.days:
             parts.append(f"days touched: {', '.join(self.days)}")
         return "; ".join(parts)
@@ -245,7 +254,8 @@ def _ingest_one(
     limits: IngestLimits,
 ) -> None:
     try:
-        size = landed.stat().st_size
+        before = landed.stat()
+        size = before.st_size
         digest = file_digest(landed, limits.max_file_bytes)
     except FileNotFoundError:
         return  # another process took it
@@ -299,10 +309,18 @@ def _ingest_one(
     bad_days = bad_days.where(~outside, None)
     previous = read_manifest(paths, landed.name)
     days = _stage(contract, paths, landed, digest, good, bad_days, n_rows)
-    paths.archive.mkdir(parents=True, exist_ok=True)
-    # FileNotFoundError: another process archived the same file after staging the same pieces.
     with contextlib.suppress(FileNotFoundError):
-        os.replace(landed, paths.archive / f"{digest}__{landed.name}")
+        if not same_file_state(before, landed.stat()):
+            # Written to while read: its staged rows stand until it is ingested again, as
+            # a correction, once quiet (driftloop/data/landing.py).
+            report.changed_while_read.append(landed.name)
+        else:
+            paths.archive.mkdir(parents=True, exist_ok=True)
+            archived = paths.archive / f"{digest}__{landed.name}"
+            # FileNotFoundError: another process archived the same file after staging the
+            # same pieces.
+            os.replace(landed, archived)
+            mark_archived(archived, before)
     if previous is not None and previous["digest"] != digest:
         report.corrected[landed.name] = previous["digest"]
     report.ingested.append(landed.name)

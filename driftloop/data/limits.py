@@ -21,22 +21,31 @@ class IngestLimits:
       quarantined after reading only that many bytes.
     - max_columns (DRIFTLOOP_MAX_COLUMNS): a file with more columns is quarantined (CSV:
       counted in the header; Parquet: from the footer).
+    - quiet_seconds (DRIFTLOOP_LANDING_QUIET_SECONDS): the new-data sensor takes a file only
+      once it was last modified at least this long ago (driftloop/data/landing.py).
     """
 
     max_file_bytes: int = 2 * 1024**3
     max_header_bytes: int = 256 * 1024
     max_columns: int = 2000
+    quiet_seconds: int = 2
 
     @classmethod
     def from_env(cls) -> IngestLimits:
-        def number(name: str, default: int) -> int:
+        def number(name: str, default: int, least: int = 1) -> int:
             raw = os.environ.get(name, "").strip()
-            return max(1, int(raw)) if raw else default
+            if not raw:
+                return default
+            try:
+                return max(least, int(raw))
+            except ValueError:
+                raise ValueError(f"{name}={raw!r}: expected a whole number") from None
 
         return cls(
             max_file_bytes=number("DRIFTLOOP_MAX_FILE_BYTES", cls.max_file_bytes),
             max_header_bytes=number("DRIFTLOOP_MAX_HEADER_BYTES", cls.max_header_bytes),
             max_columns=number("DRIFTLOOP_MAX_COLUMNS", cls.max_columns),
+            quiet_seconds=number("DRIFTLOOP_LANDING_QUIET_SECONDS", cls.quiet_seconds, least=0),
         )
 
 

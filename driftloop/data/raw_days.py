@@ -27,6 +27,7 @@ from driftloop.data.lake import (
     write_parquet_atomic,
     write_text_atomic,
 )
+from driftloop.data.landing import reclaim_written_archives
 from driftloop.data.limits import IngestLimits
 from driftloop.data.raw_table import source_file_counts, to_arrow
 from driftloop.data.unseen import unseen_categories, write_sidecar
@@ -192,8 +193,13 @@ def ingest_batch(
     names: list[str] | None = None,
     limits: IngestLimits | None = None,
 ) -> IngestRun:
-    """Ingest the batch's landed files, then rewrite every raw day they touched."""
+    """Ingest the batch's landed files, and archived files written to after archiving
+    (driftloop/data/landing.py), then rewrite every raw day they touched."""
+    reclaimed = reclaim_written_archives(paths)
+    if names is not None:
+        names = [*names, *(n for n in reclaimed if n not in names)]
     report = ingest_landing(contract, paths, names, limits)
+    report.reclaimed = reclaimed
     return IngestRun(report, build_raw_days(contract, paths, report.days, write_empty=True))
 
 

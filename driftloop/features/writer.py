@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from driftloop.data.contract import Contract
 from driftloop.data.lake import write_parquet_atomic
+from driftloop.faults import fault_point
 from driftloop.features.definition import build_features
 from driftloop.names import FEATURES_TABLE, RAW_TABLE
 from driftloop.paths import DatasetPaths
@@ -117,4 +118,5 @@ def write_features(
         if on_chunk is not None:
             on_chunk(chunk, len(frame))
         del frame, by_day
+    fault_point("daily_features")
     return written

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
 
 from driftloop.data.contract import Contract
 from driftloop.data.lake import write_parquet_atomic, write_text_atomic
+from driftloop.faults import fault_point
 from driftloop.floats import json_float
 from driftloop.monitoring.drift import column_drift, drift_table
 from driftloop.monitoring.signals import (
@@ -106,6 +107,7 @@ def write_drift(paths: DatasetPaths, outcome: DriftOutcome) -> tuple[Path, Path]
     summary = write_text_atomic(
         json.dumps(outcome.summary, indent=2, default=str) + "\n", summary_path(paths, day)
     )
+    fault_point("daily_drift")
     return table, summary
 
 

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from driftloop.data.contract import Contract
+from driftloop.faults import fault_point
 from driftloop.monitoring.signals import prediction_key_columns
 from driftloop.names import FEATURES_TABLE
 from driftloop.paths import DatasetPaths
@@ -79,4 +80,5 @@ def score_range(
         scored.days[day] = result
         if on_day is not None:
             on_day(day, result)
+    fault_point("daily_predictions")
     return scored

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from driftloop.paths import data_root
+from driftloop.stores import check_mlflow_store
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -89,6 +90,8 @@ def make_client(tracking_uri: str) -> MlflowClient:
         return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
     database = Path(tracking_uri.removeprefix("sqlite:///"))
     with _store_creation_lock(database) as first_use:
+        if first_use:  # a corrupted or foreign file: a clear error instead of SQLAlchemy's
+            check_mlflow_store(tracking_uri)
         client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
         if first_use:  # later clients of this process find both stores' tables in place
             client.search_registered_models(max_results=1)  # creates the registry's store too

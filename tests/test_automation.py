@@ -1,6 +1,11 @@
-"""Corrections through the loop: a file landed again under its name replaces its rows, and
-the downstream sensor finds every day whose rolling windows read the corrected day; the
-rebuilt features equal those of a lake that held the corrected file from the start."""
+"""Dagster's automation keeps every landed day current (assets/automation.py), evaluated
+with `dagster.evaluate_automation_conditions` on a real instance and lake.
+
+New days are requested from features to performance in one tick; a correction makes every
+day whose rolling windows read the corrected day stale, and the rebuilt features equal those
+of a lake that held the corrected file from the start; a rebuilt features day makes its
+predictions, drift and performance stale; a failed run is requested again without new data;
+a blocked day is not requested."""
 
 from __future__ import annotations
 
@@ -12,11 +17,11 @@ import pytest
 from dagster import (
     AssetKey,
     DagsterInstance,
+    Definitions,
+    EvaluateAutomationConditionsResult,
     MaterializeResult,
-    SensorResult,
-    SkipReason,
     asset,
-    build_sensor_context,
+    evaluate_automation_conditions,
     materialize,
 )
 
@@ -26,10 +31,11 @@ from driftloop.data.flights_source import flights_between
 from driftloop.data.raw_days import ingest_batch
 from driftloop.features.definition import lookback_days
 from driftloop.paths import DatasetPaths, dataset_paths
+from pipelines.factory import build_dataset_definitions
 from pipelines.ingest_job import build_ingest_job
 from resources.lake import LakeResource
+from resources.mlflow import MlflowResource
 from sensors.recompute import RECOMPUTE_TAG, latest_signal_is_recompute
-from sensors.stale_days import build_stale_days_sensor, stale_days
 
 DAYS = [f"2013-01-{d:02d}" for d in range(1, 13)]
 pytestmark = pytest.mark.filterwarnings("ignore::dagster.BetaWarning")
@@ -54,7 +60,7 @@ def _ingest(contract: Contract, paths: DatasetPaths, instance: DagsterInstance) 
     assert result.success
 
 
-def _features(contract: Contract, root: Path, instance: DagsterInstance, days: list[str]) -> None:
+def _features(contract: Contract, root: Path, instance: DagsterInstance, days: list[str]) -> bool:
     (features,) = build_features_asset(contract).assets
     tags = {
         "dagster/asset_partition_range_start": days[0],
@@ -65,8 +71,9 @@ def _features(contract: Contract, root: Path, instance: DagsterInstance, days: l
         instance=instance,
         resources={"lake": LakeResource(data_dir=str(root))},
         tags=tags,
+        raise_on_error=False,
     )
-    assert result.success
+    return result.success
 
 
 def _corrected(frame: pd.DataFrame) -> pd.DataFrame:
@@ -74,6 +81,36 @@ def _corrected(frame: pd.DataFrame) -> pd.DataFrame:
     fixed = frame.copy()
     fixed["arr_delay"] = fixed["arr_delay"] + 40
     return fixed.iloc[: len(fixed) * 9 // 10]
+
+
+DAILY = ("features", "predictions", "drift_report", "performance")
+
+
+class Automation:
+    """Ticks of the dataset's automation conditions, the cursor carried from tick to tick."""
+
+    def __init__(self, contract: Contract, root: Path, instance: DagsterInstance) -> None:
+        resources = {
+            "lake": LakeResource(data_dir=str(root)),
+            "mlflow": MlflowResource(data_dir=str(root)),
+        }
+        self.defs = Definitions.merge(
+            build_dataset_definitions(contract), Definitions(resources=resources)
+        )
+        self.instance = instance
+        self.cursor = None
+        self.name = contract.name
+
+    def tick(self) -> dict[str, list[str]]:
+        """The partitions requested per daily asset on one evaluation."""
+        result: EvaluateAutomationConditionsResult = evaluate_automation_conditions(
+            defs=self.defs, instance=self.instance, cursor=self.cursor
+        )
+        self.cursor = result.cursor
+        return {
+            name: sorted(result.get_requested_partitions(AssetKey([self.name, name])))
+            for name in DAILY
+        }
 
 
 def _read_features(paths: DatasetPaths, day: str) -> pd.DataFrame:
@@ -89,33 +126,39 @@ def test_a_correction_rebuilds_every_day_its_windows_reach(
     flights12: pd.DataFrame,
     tmp_path: Path,
 ) -> None:
-    lake = LakeResource(data_dir=str(flights_paths.root))
+    automation = Automation(flights_contract, flights_paths.root, dagster_instance)
+    assert automation.tick() == {name: [] for name in DAILY}  # nothing landed yet
     _land_days(flights_paths, flights12)
     _ingest(flights_contract, flights_paths, dagster_instance)
-    first = stale_days(flights_contract, dagster_instance, lake)
-    assert first.new == DAYS and first.recompute == []
-    _features(flights_contract, flights_paths.root, dagster_instance, DAYS)
-    sensor = build_stale_days_sensor(flights_contract, "flights_daily")
-    context = build_sensor_context(instance=dagster_instance, resources={"lake": lake})
-    assert isinstance(sensor(context), SkipReason)
+    # Every new day, from features to performance, in one tick.
+    assert automation.tick() == {name: DAYS for name in DAILY}
+    assert automation.tick() == {name: [] for name in DAILY}  # requested: handled
+    assert _features(flights_contract, flights_paths.root, dagster_instance, DAYS)
+    # Features rebuilt: every downstream layer of those days is stale, not features.
+    assert automation.tick() == {"features": [], **{n: DAYS for n in DAILY[1:]}}
+    assert automation.tick() == {name: [] for name in DAILY}
 
     day3 = flights12[flights12["scheduled_departure"].dt.strftime("%Y-%m-%d") == DAYS[2]]
     _land_days(flights_paths, _corrected(day3))
     _ingest(flights_contract, flights_paths, dagster_instance)
 
-    result = sensor(build_sensor_context(instance=dagster_instance, resources={"lake": lake}))
-    assert isinstance(result, SensorResult)
     reach = lookback_days(flights_contract)
     expected = DAYS[2 : 2 + reach + 1]
-    [request] = result.run_requests
-    assert request.tags[RECOMPUTE_TAG] == "true"
-    assert request.tags["dagster/asset_partition_range_start"] == expected[0]
-    assert request.tags["dagster/asset_partition_range_end"] == expected[-1]
+    assert automation.tick() == {name: expected for name in DAILY}
     raw3 = pd.read_parquet(flights_paths.partition_file("raw", DAYS[2]))
     assert len(raw3) == len(day3) * 9 // 10  # replaced, not a union
 
-    _features(flights_contract, flights_paths.root, dagster_instance, expected)
-    assert stale_days(flights_contract, dagster_instance, lake).recompute == []
+    assert _features(flights_contract, flights_paths.root, dagster_instance, expected)
+    assert automation.tick()["features"] == []
+
+    # A failed run is requested again at the next tick, with no new data.
+    last = flights_paths.partition_file("raw", DAYS[-1])
+    kept = last.read_bytes()
+    last.unlink()
+    failed = _features(flights_contract, flights_paths.root, dagster_instance, DAYS[-1:])
+    assert not failed
+    last.write_bytes(kept)
+    assert automation.tick()["features"] == DAYS[-1:]
 
     # The same features as a lake that held the corrected day from the start.
     fresh = dataset_paths("flights", tmp_path / "fresh")
@@ -123,7 +166,7 @@ def test_a_correction_rebuilds_every_day_its_windows_reach(
     _land_days(fresh, clean)
     ingest_batch(flights_contract, fresh, None)
     with DagsterInstance.ephemeral() as other:
-        _features(flights_contract, fresh.root, other, DAYS)
+        assert _features(flights_contract, fresh.root, other, DAYS)
     for day in DAYS:
         pd.testing.assert_frame_equal(
             _read_features(flights_paths, day), _read_features(fresh, day)
@@ -133,7 +176,7 @@ def test_a_correction_rebuilds_every_day_its_windows_reach(
     _land_days(stale, flights12)
     ingest_batch(flights_contract, stale, None)
     with DagsterInstance.ephemeral() as other:
-        _features(flights_contract, stale.root, other, DAYS[5:6])
+        assert _features(flights_contract, stale.root, other, DAYS[5:6])
     late_rate = "carrier_late_rate_7d"
     assert not _read_features(stale, DAYS[5])[late_rate].equals(
         _read_features(flights_paths, DAYS[5])[late_rate]

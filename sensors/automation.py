@@ -1,0 +1,45 @@
+"""The automation sensor of a dataset: Dagster evaluates the daily assets' conditions.
+
+The conditions themselves, and what they rebuild, are in assets/automation.py.
+"""
+
+from __future__ import annotations
+
+from dagster import AssetSelection, AutomationConditionSensorDefinition, DefaultSensorStatus
+
+from assets.automation import AUTOMATED_ASSETS
+from driftloop.data.contract import Contract
+from driftloop.names import TRIGGER_TAG
+from sensors.settings import seconds
+
+AUTOMATION_SECONDS_ENV = "DRIFTLOOP_AUTOMATION_SECONDS"
+AUTOMATION_SECONDS = 5
+
+
+def automation_sensor_name(contract: Contract) -> str:
+    return f"{contract.name}_automation"
+
+
+def build_automation_sensor(contract: Contract) -> AutomationConditionSensorDefinition:
+    """Evaluates the dataset's automation conditions every few seconds (the daemon's)."""
+    keys = [[contract.name, name] for name in AUTOMATED_ASSETS]
+    return AutomationConditionSensorDefinition(
+        automation_sensor_name(contract),
+        target=AssetSelection.assets(*keys),
+        default_status=DefaultSensorStatus.RUNNING,
+        # Short: the interval adds to the time from a landed day to its scores; a tick
+        # reads the event log only.
+        minimum_interval_seconds=seconds(AUTOMATION_SECONDS_ENV, AUTOMATION_SECONDS),
+        # Runs, not backfills: a run starts at the next look at the queue, while the backfill
+        # daemon looks at its backfills far less often. Each asset's single-run backfill
+        # policy still makes one run per block of days.
+        emit_backfills=False,
+        # The automation requests a failed partition again itself: the instance's run
+        # retries (deploy/dagster.yaml) would launch a second run beside it.
+        run_tags={TRIGGER_TAG: "automation", "dagster/max_retries": "0"},
+        description=(
+            f"Keeps every landed {contract.name} day's features, predictions, drift report "
+            "and performance current: rebuilds what an upstream change made stale and what "
+            "failed, without new data."
+        ),
+    )
