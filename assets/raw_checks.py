@@ -8,8 +8,10 @@ from typing import TYPE_CHECKING, Any
 from dagster import (
     AssetCheckEvaluation,
     AssetCheckSeverity,
+    AssetExecutionContext,
     AssetKey,
     AssetMaterialization,
+    AssetRecordsFilter,
     MetadataValue,
     TableColumn,
     TableRecord,
@@ -94,10 +96,13 @@ def day_metadata(raw: RawDay) -> dict[str, Any]:
     return metadata
 
 
-def evaluations(key: AssetKey, raw: RawDay, selected: set[str]) -> list[AssetCheckEvaluation]:
+def evaluations(
+    key: AssetKey, raw: RawDay, selected: set[str], target: Any = None
+) -> list[AssetCheckEvaluation]:
     """One evaluation per selected check of a day, stored against that day's partition."""
     return [
         AssetCheckEvaluation(
+            target_materialization_data=target,
             asset_key=key,
             check_name=outcome.name,
             passed=outcome.passed,
@@ -110,6 +115,26 @@ def evaluations(key: AssetKey, raw: RawDay, selected: set[str]) -> list[AssetChe
         for outcome in raw.outcomes
         if outcome.name in selected
     ]
+
+
+def target_materialization(context: AssetExecutionContext, key: AssetKey, day: str) -> Any:
+    """The materialization of `day` just recorded, so each evaluation links to it."""
+    try:
+        from dagster._core.definitions.asset_checks.asset_check_evaluation import (
+            AssetCheckEvaluationTargetMaterializationData,
+        )
+    except ImportError:  # private in 1.13; the link is a nicety, the result stands without it
+        return None
+    records = context.instance.fetch_materializations(
+        AssetRecordsFilter(asset_key=key, asset_partitions=[day]), limit=1
+    ).records
+    if not records:
+        return None
+    return AssetCheckEvaluationTargetMaterializationData(
+        run_id=records[0].event_log_entry.run_id,
+        storage_id=records[0].storage_id,
+        timestamp=records[0].timestamp,
+    )
 
 
 def log_ingest(context: Any, run: IngestRun) -> None:
