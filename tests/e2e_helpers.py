@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from datetime import date, timedelta
@@ -67,7 +68,25 @@ def dagster_dev(env: dict[str, str], log_path: Path, port: int) -> Iterator[subp
     """
     args = [sys.executable, "-m", "pipelines.dev", "--host", "127.0.0.1", "--port", str(port)]
     with process_group(args, env, log_path) as process:
+        # pipelines.dev creates the instance's tables before Dagster starts: a test that
+        # opens the instance sooner races it to create them ("alembic_version already
+        # exists"), so the context is entered once the webserver answers.
+        wait_for(
+            "the Dagster webserver",
+            lambda: process.poll() is not None or _answers(f"http://127.0.0.1:{port}/server_info"),
+            timeout=600,
+            every=1,
+        )
+        assert process.poll() is None, f"pipelines.dev exited early: {log_path.read_text()[-3000:]}"
         yield process
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2):
+            return True
+    except OSError:
+        return False
 
 
 def wait_for(what: str, probe: Callable[[], T | None], timeout: float, every: float = 3) -> T:
