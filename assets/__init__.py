@@ -1,1 +1,1 @@
-"""Dagster assets and checks, built per dataset contract by assets.factory."""
+"""Dagster assets and checks, built per dataset contract by pipelines.factory."""

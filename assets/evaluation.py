@@ -44,7 +44,6 @@ from assets.retrain_run import fail, trained_model
 from driftloop.data.contract import Contract
 from driftloop.evaluation.promotion import PromotionError
 from driftloop.names import TRIGGER_REASON_TAG
-from sensors.reconcile import build_reconcile_sensor
 
 
 class EvalReportConfig(Config):
@@ -169,7 +168,7 @@ def _v(version: str | None) -> str:
 
 def _promotion(context: AssetExecutionContext, contract: Contract) -> MaterializeResult:
     from driftloop.evaluation.challenger import report_paths
-    from driftloop.evaluation.promotion import promote
+    from driftloop.serving.canary import promote_with_canary
     from driftloop.training.retrain_lock import release
 
     name = contract.name
@@ -188,7 +187,7 @@ def _promotion(context: AssetExecutionContext, contract: Contract) -> Materializ
     record = json.loads(json_path.read_text())
     trigger = context.run.tags.get(TRIGGER_REASON_TAG)
     try:
-        done = promote(
+        done = promote_with_canary(
             contract,
             paths,
             context.resources.mlflow.client(),
@@ -238,7 +237,7 @@ def _promotion_metadata(done: "Promotion", model: "RegisteredVersion", url: str)
 
 def build(contract: Contract) -> Definitions:
     """The eval_report and promotion assets of one dataset (its rollback job is
-    pipelines.rollback.build_rollback_job, wired in assets/factory.py)."""
+    pipelines.rollback.build_rollback_job, wired in pipelines/factory.py)."""
     name = contract.name
     eval_key = AssetKey([name, "eval_report"])
 
@@ -274,4 +273,4 @@ def build(contract: Contract) -> Definitions:
     def promotion(context: AssetExecutionContext) -> MaterializeResult:
         return _promotion(context, contract)
 
-    return Definitions(assets=[eval_report, promotion], sensors=[build_reconcile_sensor(contract)])
+    return Definitions(assets=[eval_report, promotion])

@@ -31,12 +31,12 @@ from dagster import (
 from pydantic import Field
 
 from assets.cost import measured_step
+from assets.job_names import TRAINING_POOL
 from assets.partitions import ONE_RUN
 from assets.retrain_run import fail, identity_metadata, run_in_progress
 from driftloop.data.contract import Contract
 from driftloop.evaluation.promotion import PromotionError, check_store
 from driftloop.training.lightgbm_model import LIGHTGBM_DEFAULTS, RUN_PARAMS
-from pipelines.jobs import TRAINING_POOL
 from resources.lake import LakeResource
 from resources.mlflow import MlflowResource
 

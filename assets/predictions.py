@@ -21,7 +21,7 @@ each day is read, batch by batch with reading and writing beside the scoring
 table and the contract's features need (categorical ones dictionary-encoded; the models
 load meanwhile, in a thread of their own), our models build their
 matrix from the Arrow columns directly (no pandas, no MLflow per-row input checks; see
-`driftloop.training.registry.load_scoring_model`), and the id columns go back to Parquet as they
+`driftloop.serving.scoring_model.ScoringModel`), and the id columns go back to Parquet as they
 came. Where the time went is in the run's metadata (`*_seconds`).
 """
 
@@ -51,10 +51,10 @@ from dagster import (
 from assets.cost import measured_step
 from assets.partitions import daily_partitions, range_policy
 from driftloop.data.contract import Contract
-from driftloop.monitoring.signals import ScoreFn
 from driftloop.names import CHALLENGER, CHAMPION, FEATURES_TABLE
 from driftloop.serving.batch import ScoredDay, Scorer
 from driftloop.serving.scored_range import MissingFeatures, ScoredRange, rate, score_range
+from driftloop.serving.scoring_model import ScoringModel
 from resources.lake import LakeResource
 from resources.mlflow import MlflowResource
 
@@ -71,7 +71,7 @@ class Champion:
     name: str
     version: Any  # mlflow ModelVersion
     mlflow: MlflowResource
-    _loading: "Future[ScoreFn] | None" = None
+    _loading: "Future[ScoringModel] | None" = None
     load_seconds: float = 0.0
 
     @property
@@ -91,24 +91,25 @@ class Champion:
         if self._loading is None:
             self._loading = pool.submit(self._load)
 
-    def _load(self) -> ScoreFn:
+    def _load(self) -> ScoringModel:
         started = time.perf_counter()
-        scorer = self.mlflow.load_scoring_model(self.model_uri)
+        model = ScoringModel.load(
+            self.model_uri, self.mlflow.uri(), self.number, str(self.version.run_id)
+        )
         self.load_seconds = time.perf_counter() - started
-        return scorer
+        return model
 
     @property
-    def scorer(self) -> ScoreFn:
-        """score(frame) -> scores, with `.features` and `.string_features` (the registry's);
-        waits for a load started by `load_in`."""
+    def scorer(self) -> ScoringModel:
+        """The loaded version; waits for a load started by `load_in`."""
         if self._loading is None:
-            future: Future[ScoreFn] = Future()
+            future: Future[ScoringModel] = Future()
             future.set_result(self._load())
             self._loading = future
         return self._loading.result()
 
     def score(self, frame, threads: int = 0) -> "np.ndarray":
-        return self.scorer(frame, threads)
+        return self.scorer.predict(frame, threads)
 
 
 # The champion of the run in progress, by (run id, dataset, tracking URI): the assets of one

@@ -208,12 +208,3 @@ def format_status(data: dict[str, Any]) -> str:
     if not data.get("scoring"):
         lines.append("scoring: (none recorded)")
     return "\n".join(lines)
-
-
-def register_status_section() -> None:
-    """Add "cost" to ``driftloop.status`` (called by pipelines.status)."""
-    from driftloop import status as status_page
-
-    status_page.register_section(
-        "cost", lambda ctx: status(ctx.paths.root, ctx.dataset), format_status
-    )

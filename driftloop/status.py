@@ -5,8 +5,9 @@
     {"dataset": ..., "registry": {"champion": {...} | null, "challenger": {...} | null},
      "ledger": [... last entries, oldest first ...], <further sections>}
 
-Further sections ("monitoring", "triggers", ...) plug in with ``register_section`` from the
-module that owns them; ``collect`` and ``format_text`` pick them up without changes here.
+Further sections ("monitoring", "triggers", "cost") plug in with ``register_section``
+(``pipelines.status.register_sections`` wires the functions of the modules that own them);
+``collect`` and ``format_text`` pick them up without changes here.
 """
 
 from __future__ import annotations

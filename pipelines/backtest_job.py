@@ -8,8 +8,8 @@ registry: raw rows go to the backtest's cache lake, and the report (table, plot,
 JSON) is metadata, files under <data root>/backtest/<dataset>/reports and a run in the
 MLflow experiment `<dataset>-backtest`.
 
-    dagster job execute -m pipelines.definitions -j flights_backtest \
-        -c <(echo '{"ops": {"flights_run_backtest": {"config": {"cooldown_days": 5}}}}')
+    dg launch --job flights_backtest \
+        --config-json '{"ops": {"flights_run_backtest": {"config": {"cooldown_days": 5}}}}'
 
 No ``from __future__ import annotations`` here: Dagster reads the config annotation.
 """
@@ -35,8 +35,8 @@ from dagster import (
 from pydantic import Field
 
 from driftloop.data.contract import Contract
+from driftloop.data.retraining import TriggerPolicy
 from driftloop.evaluation.gate import GateConfig
-from driftloop.monitoring.trigger import TriggerPolicy
 from driftloop.names import DATASET_TAG
 
 _POLICY = TriggerPolicy()

@@ -7,8 +7,10 @@
     python -m pipelines.canary status --dataset flights
 
 Each change is a ledger entry (canary_started / canary_changed / canary_stopped, the
-settings in its details); servers read the canary from the ledger. Stopping records the
-online evidence gathered so far (each arm's realised metric on its labelled rows).
+settings in its details); servers read the canary from the ledger. `status` shows, and
+stopping records, the online evidence gathered so far: every row served since the canary
+started, whatever its event-time day, pooled per arm (rows, labelled rows, the realised
+metric and its 90% bootstrap interval).
 Reads $DRIFTLOOP_DATA_DIR and $MLFLOW_TRACKING_URI as the code location does.
 """
 
@@ -57,7 +59,7 @@ def _start(args: argparse.Namespace, paths, client) -> dict:
 
 def run(args: argparse.Namespace) -> dict:
     from driftloop.data.contract import load_contracts
-    from driftloop.serving import canary, canary_log
+    from driftloop.serving import canary
     from driftloop.training.registry import make_client
 
     root = data_root(args.data_dir)
@@ -65,14 +67,15 @@ def run(args: argparse.Namespace) -> dict:
     if args.command == "change":
         return asdict(canary.change(paths, args.share, args.reason))
     if args.command in ("stop", "status"):
-        running = canary.active_canary(paths)
         contract = load_contracts(contracts_dir()).get(args.dataset)
-        days = canary_log.online_days(paths)
-        since = (running.started_at or "")[:10] if running else ""
-        proof = canary_log.evidence(contract, paths, [d for d in days if d >= since])
+        if contract is None:
+            raise ValueError(f"no contract named {args.dataset!r} in {contracts_dir()}")
+        evidence = canary.running_evidence(contract, paths)
+        proof = evidence.online_evidence() if evidence else {"days": [], "arms": {}}
         if args.command == "status":
+            running = canary.active_canary(paths)
             return {"canary": asdict(running) if running else None, "online_evidence": proof}
-        return asdict(canary.stop(paths, args.reason, proof)) | {"online_evidence": proof}
+        return asdict(canary.stop(paths, args.reason, evidence)) | {"online_evidence": proof}
     client = make_client(args.tracking_uri or default_mlflow_uri(root))
     return _start(args, paths, client)
 

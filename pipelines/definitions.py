@@ -6,10 +6,10 @@ import os
 
 from dagster import Definitions, EnvVar
 
-from assets.factory import build_dataset_definitions
 from driftloop.data.contract import load_contracts
 from driftloop.paths import contracts_dir
 from pipelines.executors import executor_from_env
+from pipelines.factory import build_dataset_definitions
 from resources.alerts import AlertsResource
 from resources.lake import LakeResource
 from resources.mlflow import MlflowResource
@@ -30,7 +30,7 @@ def build_definitions() -> Definitions:
         "alerts": AlertsResource.from_environment(),
     }
     # One executor for every job, set here rather than per job so that it is also the
-    # executor of the implicit asset jobs: `dagster asset materialize`, materializations and
+    # executor of the implicit asset jobs: `dg launch --assets`, materializations and
     # backfills launched from the UI, and sensors' asset selections. In-process unless
     # $DRIFTLOOP_EXECUTOR says otherwise (pipelines/executors.py says when each pays).
     shared = Definitions(

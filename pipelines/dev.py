@@ -1,16 +1,19 @@
-"""`python -m pipelines.dev`: `dagster dev -w workspace.yaml` on the project's persistent instance.
+"""`python -m pipelines.dev`: `dg dev -w workspace.yaml` on the project's persistent instance.
 
 Sets DAGSTER_HOME to <data root>/dagster_home (unless already set) so run history and
 sensor cursors survive a restart; with `--postgres URL` the instance keeps runs, event logs
 and schedules in that PostgreSQL database (deploy/postgres/dagster.yaml). MLflow follows
 $MLFLOW_TRACKING_URI (a tracking server: docs/deploy.md). Prints the UI's address once it
 answers, stops early with a clear message if the port is taken, and keeps Dagster's DEBUG
-event lines out of the console unless `--verbose`. Other arguments go to `dagster dev`.
+event lines out of the console unless `--verbose`. SIGINT (Ctrl-C) and SIGTERM are passed
+to Dagster; the command returns once Dagster and every process it started have stopped.
+Other arguments go to `dg dev` (Dagster's command line; same options as `dagster dev`).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import socket
@@ -24,6 +27,8 @@ from pathlib import Path
 from driftloop.paths import PROJECT_ROOT, data_root, default_mlflow_uri
 from pipelines.instance import POSTGRES_URL_ENV, libpq_url, project_dagster_home, sqlalchemy_url
 
+# How long what dg dev leaves behind may take to stop on its own, and then on SIGTERM.
+GRACE_SECONDS = 5.0
 DEBUG_MARK = " - DEBUG - "  # Dagster's console format: "<time> - dagster - DEBUG - <run> ..."
 
 
@@ -123,7 +128,7 @@ def _environment(args: argparse.Namespace) -> dict[str, str] | str:
 
 
 def prepare_storage(home: Path, env: dict[str, str]) -> None:
-    """Create the instance's tables here, once, before `dagster dev` starts: its webserver,
+    """Create the instance's tables here, once, before `dg dev` starts: its webserver,
     daemon and code server each open the instance, and three processes creating a new
     SQLite storage at once can leave its schema-version table with two heads."""
     from dagster import AssetKey
@@ -141,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     args, rest = _parser().parse_known_args(sys.argv[1:] if argv is None else argv)
     if not port_is_free(args.host, args.port):
         print(
-            f"driftloop: port {args.port} on {args.host} is taken (another dagster dev?). "
+            f"driftloop: port {args.port} on {args.host} is taken (another dg dev?). "
             f"Stop that process or choose another port: python -m pipelines.dev --port "
             f"{args.port + 1}",
             file=sys.stderr,
@@ -152,13 +157,23 @@ def main(argv: list[str] | None = None) -> int:
         print(f"driftloop: {env}", file=sys.stderr)
         return 2
     prepare_storage(Path(env["DAGSTER_HOME"]), env)
-    dagster = Path(sys.executable).with_name("dagster")
-    command = [str(dagster) if dagster.exists() else "dagster", "dev"]
+    dg = Path(sys.executable).with_name("dg")
+    command = [str(dg) if dg.exists() else "dg", "dev"]
     command += ["-w", str(PROJECT_ROOT / "workspace.yaml")]
     command += ["--host", args.host, "--port", str(args.port), *rest]
-    # Ctrl-C reaches dagster dev directly (same process group), which then stops its
-    # webserver, daemon and code servers; this process waits for it and its last lines.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # dg dev runs in a session of its own, so a signal reaches it once, from here:
+    # Ctrl-C (SIGINT) and SIGTERM are passed on, and it stops its webserver, daemon and
+    # code servers. A signal that comes before it has started is passed on once it has.
+    received: list[int] = []
+    child: subprocess.Popen | None = None
+
+    def forward(signum: int, _frame: object) -> None:
+        received.append(signum)
+        if child is not None and child.poll() is None:
+            child.send_signal(signum)
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, forward)
     child = subprocess.Popen(
         command,
         cwd=PROJECT_ROOT,
@@ -167,18 +182,45 @@ def main(argv: list[str] | None = None) -> int:
         stderr=subprocess.STDOUT,
         text=True,
         bufsize=1,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        start_new_session=True,
     )
+    if received:
+        child.send_signal(received[-1])
     threading.Thread(
         target=_announce_when_up, args=(args.host, args.port, child), daemon=True
     ).start()
-    # The relay ends with dagster dev, not with the pipe: a code server it leaves to stop on
+    # The relay ends with dg dev, not with the pipe: a code server it leaves to stop on
     # its own heartbeat timeout keeps the pipe open for a while.
     relay = threading.Thread(target=_relay, args=(child, args.verbose), daemon=True)
     relay.start()
     code = child.wait()
+    stop_session(child.pid)
     relay.join(timeout=2)
     return code
+
+
+def _session_alive(session: int) -> bool:
+    try:
+        os.killpg(session, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def stop_session(session: int, grace: float = GRACE_SECONDS) -> None:
+    """End what dg dev left in its session (a code server waiting for its heartbeat
+    to time out, a run worker): a while to finish on its own, then SIGTERM, then SIGKILL."""
+    for signum in (None, signal.SIGTERM, signal.SIGKILL):
+        if signum is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(session, signum)
+        deadline = time.monotonic() + grace
+        while _session_alive(session) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if not _session_alive(session):
+            return
 
 
 if __name__ == "__main__":

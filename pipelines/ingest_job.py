@@ -18,6 +18,7 @@ from dagster import (
     op,
 )
 
+from assets.job_names import ingest_job_name, ingest_op_name
 from assets.raw_checks import log_ingest, record_days
 from driftloop.data.contract import Contract
 from driftloop.data.raw_days import ingest_batch
@@ -30,14 +31,6 @@ class IngestConfig(Config):
     """The landed file names of the batch; empty means every file waiting."""
 
     files: list[str] = []
-
-
-def ingest_job_name(contract: Contract) -> str:
-    return f"{contract.name}_ingest"
-
-
-def ingest_op_name(contract: Contract) -> str:
-    return f"{contract.name}_ingest_files"
 
 
 def build_ingest_job(contract: Contract) -> JobDefinition:

@@ -22,10 +22,6 @@ if TYPE_CHECKING:  # the type define_asset_job returns; Dagster exports no publi
         UnresolvedAssetJobDefinition,
     )
 
-# The model asset's concurrency pool: at most `pools.default_limit` trainings at once across
-# datasets and runs (deploy/dagster.yaml; `dagster instance concurrency set training N`).
-TRAINING_POOL = "training"
-
 DAILY_ASSETS = ("features", "predictions", "drift_report", "performance")
 CATCH_UP_ASSETS = ("predictions", "drift_report", "performance")
 PERFORMANCE_ASSETS = ("performance",)

@@ -11,8 +11,8 @@ import sys
 from pathlib import Path
 
 from driftloop.data.contract import ContractError, load_contract
-from driftloop.data.drafting import draft_contract
-from driftloop.data.drafting_render import check_sample, render
+from driftloop.drafting.draft import draft_contract
+from driftloop.drafting.render import check_sample, render
 from driftloop.paths import contracts_dir
 
 

@@ -58,11 +58,3 @@ def format_retrain_history(data: dict[str, Any]) -> str:
             f"  {run['created']}  {run['run_id'][:8]}  {run['status']:<9} {run['trigger']}"
         )
     return "\n".join(lines)
-
-
-def register_status_section() -> None:
-    from driftloop import status
-
-    status.register_section(
-        "triggers", lambda ctx: retrain_history(ctx.dataset), format_retrain_history
-    )

@@ -1,8 +1,8 @@
 """One-command rollback: move a dataset's `champion` alias back to the previous champion.
 
-    dagster job execute -m pipelines.definitions -j flights_rollback
-    dagster job execute -m pipelines.definitions -j flights_rollback \
-        -c <(echo '{"ops": {"flights_rollback_champion": {"config": {"to_version": "3"}}}}')
+    dg launch --job flights_rollback
+    dg launch --job flights_rollback \
+        --config-json '{"ops": {"flights_rollback_champion": {"config": {"to_version": "3"}}}}'
 
 Without ``to_version`` the target is the champion before the current one, replayed from
 the promotion ledger (earlier rollbacks included, so rolling back twice walks further
@@ -30,6 +30,7 @@ from pydantic import Field
 from driftloop.data.contract import Contract
 from driftloop.evaluation import ledger
 from driftloop.names import CHALLENGER, CHAMPION, DATASET_TAG
+from driftloop.serving import canary
 
 
 class RollbackConfig(Config):
@@ -77,6 +78,8 @@ def rollback(
     except MlflowException as error:
         raise Failure(f"{name} has no model version {target!r}: {error.message}") from error
 
+    # The canary running now (if any) ends with the rollback: its evidence so far is kept.
+    running = canary.running_evidence(contract, paths)
     now = datetime.now(UTC).isoformat()
     reasons = [
         f"rolled back from v{before} to v{target}"
@@ -110,12 +113,14 @@ def rollback(
     if cleared:
         client.delete_registered_model_alias(name, CHALLENGER)
     set_alias(client, name, CHAMPION, target)  # last: the serving model changes here
+    ended = canary.end_by(paths, running, f"ended by the rollback from v{before} to v{target}")
     return {
         "champion_before": before,
         "champion_after": target,
         "ledger_entry": str(entry),
         "challenger_alias_cleared": cleared,
         "reasons": reasons,
+        "canary_ended": None if ended is None else str(ended),
     }
 
 

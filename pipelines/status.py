@@ -14,8 +14,20 @@ import argparse
 import json
 import sys
 
+from driftloop import cost
+from driftloop.monitoring.status_section import format_monitoring_text, latest_monitoring
 from driftloop.paths import data_root, dataset_paths, default_mlflow_uri
-from driftloop.status import LEDGER_LIMIT, collect, format_text
+from driftloop.status import LEDGER_LIMIT, collect, format_text, register_section
+from pipelines.retrain_history import format_retrain_history, retrain_history
+
+
+def register_sections() -> None:
+    """The sections after registry and ledger, each collected by the module that owns it."""
+    register_section("monitoring", lambda ctx: latest_monitoring(ctx.paths), format_monitoring_text)
+    register_section("triggers", lambda ctx: retrain_history(ctx.dataset), format_retrain_history)
+    register_section(
+        "cost", lambda ctx: cost.status(ctx.paths.root, ctx.dataset), cost.format_status
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,15 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tracking-uri", default=None, help="MLflow store (default as above)")
     args = parser.parse_args(argv)
 
-    from driftloop import cost
-    from driftloop.monitoring import status_section as monitoring
     from driftloop.training.registry import make_client
-    from pipelines import retrain_history
 
-    monitoring.register_status_section()
-    retrain_history.register_status_section()
-    cost.register_status_section()
-
+    register_sections()
     root = data_root(args.data_dir)
     client = make_client(args.tracking_uri or default_mlflow_uri(root))
     status = collect(client, dataset_paths(args.dataset, root), args.dataset, args.ledger)

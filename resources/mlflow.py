@@ -9,7 +9,6 @@ point at the tracking server when there is one, else at $DRIFTLOOP_MLFLOW_UI_URL
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -20,8 +19,6 @@ from driftloop.paths import data_root, default_mlflow_uri
 from driftloop.training import registry
 
 if TYPE_CHECKING:
-    import numpy as np
-    import pandas as pd
     from mlflow import MlflowClient
     from mlflow.entities.model_registry import ModelVersion
 
@@ -103,9 +100,6 @@ class MlflowResource(ConfigurableResource):
 
     def set_alias(self, name: str, alias: str, version: str | int) -> None:
         registry.set_alias(self.client(), name, alias, version)
-
-    def load_scoring_model(self, model_uri: str) -> Callable[[pd.DataFrame], np.ndarray]:
-        return registry.load_scoring_model(model_uri, tracking_uri=self.uri())
 
     def get_run(self, run_id: str) -> Any:
         return self.client().get_run(run_id)

@@ -20,10 +20,10 @@ from dagster import (
     sensor,
 )
 
+from assets.job_names import ingest_op_name
 from driftloop.data.contract import Contract
 from driftloop.data.ingest import landing_files
 from driftloop.names import TRIGGER_TAG
-from pipelines.ingest_job import ingest_op_name
 from resources.lake import LakeResource
 from sensors.run_requests import ACTIVE, content_key
 from sensors.settings import seconds

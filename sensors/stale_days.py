@@ -31,11 +31,11 @@ from dagster import (
     sensor,
 )
 
+from assets.job_names import ingest_job_name
 from driftloop.data.contract import Contract
 from driftloop.data.lake import is_blocked
 from driftloop.features.definition import lookback_days
 from driftloop.names import RAW_TABLE, TRIGGER_TAG
-from pipelines.ingest_job import ingest_job_name
 from resources.lake import LakeResource
 from sensors.recompute import RECOMPUTE_TAG
 from sensors.run_requests import ACTIVE, content_key, range_run_requests

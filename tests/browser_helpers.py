@@ -81,9 +81,9 @@ def prepare_flights(env: dict[str, str], days: int = 35, drift_days: int = 2) ->
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
-        from assets.factory import build_dataset_definitions
         from driftloop.data.contract import load_contracts
         from driftloop.paths import contracts_dir
+        from pipelines.factory import build_dataset_definitions
         from resources.lake import LakeResource
         from resources.mlflow import MlflowResource
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from datetime import date
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from dagster import (
     job,
     op,
 )
+from e2e_helpers import wait_for
 
 from driftloop.alerts import events
 from driftloop.alerts.notify import Alert, AlertSettings, Outbox
@@ -236,3 +238,103 @@ def test_a_failed_run_sends_one_alert(dagster_instance: DagsterInstance) -> None
     text = received[0]["text"]
     assert text.startswith(f"*Run failed: flights_daily ({result.run_id[:8]})*")
     assert f"/runs/{result.run_id}|" in text
+    assert "step explode failed: ValueError: the landing zone is on fire" in text
+
+
+def test_a_failed_rollback_alerts_with_its_error_even_when_run_by_the_cli(
+    flights_contract, flights_paths: DatasetPaths, data_root: Path, dagster_instance
+) -> None:
+    from mlflow import MlflowClient
+
+    from pipelines.rollback import build_rollback_job
+    from resources.mlflow import MlflowResource
+
+    uri = f"sqlite:///{data_root / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    experiment = client.create_experiment("rb", artifact_location=str(data_root / "art"))
+    client.create_registered_model("flights")
+    run = client.create_run(experiment)
+    client.create_model_version("flights", f"runs:/{run.info.run_id}/model", run.info.run_id)
+    client.set_registered_model_alias("flights", "champion", "1")
+
+    sensor = build_run_failure_alert_sensor()
+    with webhook_receiver() as (url, received):
+        alerts = AlertsResource(webhook_url=url, dagster_url="http://ui:3000")
+
+        # Evaluated as the daemon does, for the code location "driftloop": a run executed
+        # in process (as `dagster job execute` runs it) belongs to no code location.
+        def tick(cursor: str | None) -> str | None:
+            context = build_sensor_context(
+                instance=dagster_instance,
+                cursor=cursor,
+                repository_name="driftloop",
+                resources={"alerts": alerts},
+            )
+            return sensor.evaluate_tick(context).cursor
+
+        cursor = tick(None)
+        result = build_rollback_job(flights_contract).execute_in_process(
+            instance=dagster_instance,
+            raise_on_error=False,
+            resources={
+                "lake": LakeResource(data_dir=str(data_root)),
+                "mlflow": MlflowResource(tracking_uri=uri, data_dir=str(data_root)),
+            },
+        )
+        assert not result.success
+        cursor = tick(cursor)
+        tick(cursor)
+    assert len(received) == 1, received
+    text = received[0]["text"]
+    assert text.startswith(f"*Run failed: flights_rollback ({result.run_id[:8]})*")
+    assert "step flights_rollback_champion failed: nothing to roll back to: the ledger of" in text
+    assert f"<http://ui:3000/runs/{result.run_id}|Open in Dagster>" in text
+
+
+def test_the_digest_waits_for_the_datasets_runs_then_says_what_still_runs(
+    flights_contract, flights_paths: DatasetPaths, dagster_instance: DagsterInstance
+) -> None:
+    _drift_day(flights_paths, "2013-01-04", False)
+    release = threading.Event()
+
+    @op
+    def scoring() -> None:
+        release.wait(60)
+
+    @job(name="flights_daily")
+    def daily() -> None:
+        scoring()
+
+    worker = threading.Thread(
+        target=lambda: daily.execute_in_process(instance=dagster_instance), daemon=True
+    )
+    worker.start()
+    sensor = build_alert_sensor(flights_contract, "flights_retrain")
+    try:
+        with webhook_receiver() as (url, received):
+            alerts = AlertsResource(webhook_url=url, dagster_url="http://ui:3000")
+            lake = LakeResource(data_dir=str(flights_paths.root))
+
+            def tick(cursor: str | None) -> str | None:
+                context = build_sensor_context(
+                    instance=dagster_instance,
+                    cursor=cursor,
+                    resources={"alerts": alerts, "lake": lake},
+                )
+                sensor(context)
+                return context.cursor
+
+            def running() -> bool:
+                return any(r.status.value == "STARTED" for r in dagster_instance.get_runs())
+
+            wait_for("the daily run to start", running, timeout=60, every=0.2)
+            cursor = tick(None)
+            assert received == []  # the day's run is still scoring
+            state = json.loads(cursor)
+            state["digest_waiting_since"] -= 4 * 3600  # four hours later, still running
+            tick(json.dumps(state))
+    finally:
+        release.set()
+        worker.join(60)
+    [digest] = [r["text"] for r in received]
+    assert "monitoring digest" in digest and "still running: flights_daily (" in digest

@@ -13,9 +13,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from driftloop.data.retraining import TriggerPolicy
 from driftloop.monitoring.calibrated_drift import calibrate, normalised_weights, score_day
 from driftloop.monitoring.performance import metric_value
-from driftloop.monitoring.trigger import TriggerPolicy
 
 THRESHOLD = TriggerPolicy().drift_threshold
 KINDS = {"signal": "numeric", "other": "numeric", "noise": "numeric", "weather": "numeric"}

@@ -114,42 +114,147 @@ def test_the_log_holds_every_request_and_performance_reports_both_arms(
     assert set(table["arm"]) == {canary.CANARY, canary.CHAMPION_ARM}
     assert table["rows"].sum() == 500 and (table["labelled_rows"] == table["rows"]).all()
     assert flights_paths.partition_file("arm_performance", days[-1]).exists()
-    proof = canary_log.evidence(flights_contract, flights_paths, days)
-    arms = proof["arms"]
-    assert arms["canary"]["versions"] == ["2"] and arms["champion"]["versions"] == ["1"]
-    assert arms["canary"]["labelled_rows"] + arms["champion"]["labelled_rows"] == 1000
-    assert arms["canary"]["roc_auc"] > arms["champion"]["roc_auc"]
+    pooled, arms = canary_log.evidence(flights_contract, flights_paths, "2013-01-01")
+    assert pooled == days
+    assert arms["canary"].versions == ["2"] and arms["champion"].versions == ["1"]
+    assert arms["canary"].labelled_rows + arms["champion"].labelled_rows == 1000
+    assert arms["canary"].value > arms["champion"].value
 
 
-def test_a_promotion_cites_the_canarys_online_evidence(
-    flights_contract, flights_paths: DatasetPaths
-) -> None:
-    assert canary.promotion_evidence(flights_contract, flights_paths, "2") == ({}, [])
-    canary.start(
-        flights_paths,
-        canary.Canary("flights", "2", 0.2, champion_version="1", started_at="2013-03-01"),
-    )
-    rows = [
-        {
-            "request_id": "r",
-            "row_id": i,
-            "day": "2013-03-01",
-            "arm": canary.arm_for("flights", i, 0.2),
-            "model_version": "2" if canary.arm_for("flights", i, 0.2) == "canary" else "1",
-            "prediction": (n % 7) / 7,
-            "received_at": pd.Timestamp.now(tz="UTC"),
-        }
-        for n, i in enumerate(IDS[:400])
-    ]
-    log = canary_log.RequestLog(flights_paths)
+def _serve(paths: DatasetPaths, ids: list[str], day: str, share: float) -> None:
+    """Log one prediction per id as the server does (v2 for the canary arm, v1 else)."""
+    rows = []
+    for n, i in enumerate(ids):
+        arm = canary.arm_for("flights", i, share)
+        version = "2" if arm == canary.CANARY else "1"
+        received = pd.Timestamp.now(tz="UTC")
+        rows.append(
+            {
+                **{"request_id": "r", "row_id": i, "day": day, "arm": arm},
+                **{"model_version": version, "prediction": (n % 7) / 7, "received_at": received},
+            }
+        )
+    log = canary_log.RequestLog(paths)
     log.append(rows)
     log.flush()
-    labels = pd.DataFrame(
-        {"flight_id": IDS[:400], "label": [float(n % 3 == 0) for n in range(400)]}
+
+
+def _labels(paths: DatasetPaths, ids: list[str], day: str) -> None:
+    labels = pd.DataFrame({"flight_id": ids, "label": [float(n % 3 == 0) for n in range(len(ids))]})
+    write_parquet_atomic(labels, paths.partition_file("features", day))
+
+
+def test_evidence_pools_replayed_traffic_by_event_time_from_the_start_on(
+    flights_contract, flights_paths: DatasetPaths, data_root, capsys
+) -> None:
+    # Traffic served before the canary started does not count, whatever its day.
+    _serve(flights_paths, IDS[400:600], "2013-03-01", 0.2)
+    assert canary.running_evidence(flights_contract, flights_paths) is None
+    started = pd.Timestamp.now(tz="UTC").isoformat()
+    canary.start(flights_paths, canary.Canary("flights", "2", 0.2, "run2", "1", started))
+    # Replayed traffic: its event-time days lie years before the canary's wall-clock start.
+    _serve(flights_paths, IDS[:400], "2013-03-01", 0.2)
+    _serve(flights_paths, IDS[600:800], "2013-03-02", 0.2)
+    _labels(flights_paths, IDS[:600], "2013-03-01")
+    proof = canary.running_evidence(flights_contract, flights_paths)
+    assert proof.days == ["2013-03-01", "2013-03-02"]
+    assert set(proof.arms) == {"canary", "champion"}
+    assert sum(f.rows for f in proof.arms.values()) == 600
+    assert sum(f.labelled_rows for f in proof.arms.values()) == 400
+    for figures in proof.arms.values():
+        assert figures.ci_low <= figures.value <= figures.ci_high
+    sentence = proof.sentence()
+    assert sentence.startswith(f"online evidence of the canary at 20% since {started}: ")
+    assert "canary (v2) roc_auc" in sentence and "champion (v1) roc_auc" in sentence
+
+    assert command.main(["status", "--dataset", "flights", "--data-dir", str(data_root)]) == 0
+    status = json.loads(capsys.readouterr().out)
+    arms = status["online_evidence"]["arms"]
+    assert set(arms) == {"canary", "champion"} and status["canary"]["version"] == "2"
+    assert arms["canary"]["labelled_rows"] == proof.arms["canary"].labelled_rows > 0
+
+
+def _promotable(data_root, paths: DatasetPaths) -> tuple[object, dict, object]:
+    """A registry with champion v1 and challenger v2, and the gate's record promoting v2."""
+    from driftloop.evaluation.gate import GateDecision
+    from driftloop.training.registry import RegisteredVersion, make_client, store_id
+
+    _registry(data_root)
+    client = make_client(f"sqlite:///{data_root / 'mlflow.db'}")
+    v1, v2 = (client.get_model_version("flights", v) for v in ("1", "2"))
+    decision = GateDecision(True, ["v2 beats v1"], "roc_auc", 0.01, 0.002, 0.018)
+    record = {
+        "model_run_id": v2.run_id,
+        "champion_run_id": v1.run_id,
+        "champion_version": "1",
+        "decision": decision.to_dict(),
+        "evaluation": {"challenger_metrics": {"roc_auc": 0.71}},
+        "report_path": str(paths.root / "reports" / "v2.html"),
+    }
+    model = RegisteredVersion(
+        "flights", "2", v2.run_id, "models:/flights/2", store_id=store_id(client, "flights")
     )
-    write_parquet_atomic(labels, flights_paths.partition_file("features", "2013-03-01"))
-    details, reasons = canary.promotion_evidence(flights_contract, flights_paths, "2")
-    assert set(details["online_evidence"]["arms"]) == {"canary", "champion"}
-    assert reasons[0].startswith("online evidence of the canary at 20% since 2013-03-01: ")
-    assert "canary (v2) roc_auc" in reasons[0] and "champion (v1) roc_auc" in reasons[0]
-    assert canary.promotion_evidence(flights_contract, flights_paths, "3") == ({}, [])
+    return client, record, model
+
+
+def test_a_promotion_during_a_canary_ends_it_on_the_ledger_and_alerts_once(
+    flights_contract, flights_paths: DatasetPaths, data_root
+) -> None:
+    from alert_receivers import webhook_receiver
+
+    from driftloop.alerts import events
+    from driftloop.alerts.notify import AlertSettings, Outbox
+
+    client, record, model = _promotable(data_root, flights_paths)
+    canary.start(flights_paths, canary.Canary("flights", "2", 0.2, model.run_id, "1", "2026-01-01"))
+    canary.change(flights_paths, 0.5)
+    _serve(flights_paths, IDS[:400], "2013-03-01", 0.5)
+    _labels(flights_paths, IDS[:400], "2013-03-01")
+
+    done = canary.promote_with_canary(
+        flights_contract, flights_paths, client, model, record, "run-abc"
+    )
+    assert done.action == "promoted" and len(done.ledger_entries) == 2
+    entries = ledger.read(flights_paths)
+    actions = ["canary_started", "canary_changed", "promoted", "canary_stopped"]
+    assert list(entries["action"]) == actions
+    promoted = json.loads(entries["details"].iloc[2])
+    assert set(promoted["online_evidence"]["arms"]) == {"canary", "champion"}
+    assert all(a["labelled_rows"] > 0 for a in promoted["online_evidence"]["arms"].values())
+    assert "online evidence of the canary at 50%" in json.loads(entries["reasons"].iloc[2])[-1]
+    ended = json.loads(entries["details"].iloc[3])
+    assert ended["ended_by"].startswith("ended by the promotion of v2 to champion (was v1)")
+    assert canary.active_canary(flights_paths) is None
+
+    alerts, _ = events.new_ledger_alerts(flights_paths, "", "http://ui:3000")
+    with webhook_receiver() as (url, received):
+        outbox = Outbox(AlertSettings(webhook_url=url), data_root / "alerts")
+        outbox.post(alerts)
+        outbox.post(events.new_ledger_alerts(flights_paths, "", "http://ui:3000")[0])
+    texts = [r["text"] for r in received]
+    assert len(texts) == 4  # each entry once, the second pass all duplicates
+    changed = next(t for t in texts if "changed" in t.splitlines()[0])
+    assert "canary share: 20% -> 50%" in changed
+    [end] = [t for t in texts if "canary of v2 ended" in t]
+    assert "ended by the promotion of v2" in end and "canary: " in end
+    promotion = next(t for t in texts if "promoted to champion" in t)
+    assert "eval report: http://ui:3000/assets/flights/eval_report" in promotion
+    assert str(flights_paths.root) not in "".join(texts)  # no local path in any alert
+
+
+def test_a_rollback_during_a_canary_ends_it_on_the_ledger(
+    flights_contract, flights_paths: DatasetPaths, data_root
+) -> None:
+    from pipelines.rollback import RollbackConfig, rollback
+
+    client, record, model = _promotable(data_root, flights_paths)
+    canary.promote_with_canary(flights_contract, flights_paths, client, model, record, "run-1")
+    canary.start(flights_paths, canary.Canary("flights", "1", 0.3, None, "2", "2026-01-01"))
+    done = rollback(flights_contract, flights_paths, client, RollbackConfig(), "run-2")
+    assert (done["champion_before"], done["champion_after"]) == ("2", "1")
+    entries = ledger.read(flights_paths)
+    assert list(entries["action"])[-3:] == ["canary_started", "rollback", "canary_stopped"]
+    ended = json.loads(entries["details"].iloc[-1])
+    assert ended["ended_by"] == "ended by the rollback from v2 to v1"
+    assert ended["share"] == 0.3 and done["canary_ended"] is not None
+    assert canary.active_canary(flights_paths) is None

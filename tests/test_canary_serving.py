@@ -18,6 +18,7 @@ from e2e_helpers import free_port, wait_for
 from serving_helpers import served
 
 from driftloop.data.contract import load_contract
+from driftloop.evaluation import ledger
 from driftloop.evaluation.explain import explain, tabular_model, top_contributions
 from driftloop.monitoring.signals import read_partition
 from driftloop.paths import PROJECT_ROOT, dataset_paths
@@ -31,7 +32,7 @@ def _performance_arms(env: dict[str, str], root: Path, contract: Any, day: str) 
     """Materialize the performance asset of `day` as the loop does; its canary_arms."""
     from dagster import AssetKey, DagsterInstance, materialize
 
-    from assets.factory import build_dataset_definitions
+    from pipelines.factory import build_dataset_definitions
     from resources.lake import LakeResource
     from resources.mlflow import MlflowResource
 
@@ -50,6 +51,28 @@ def _performance_arms(env: dict[str, str], root: Path, contract: Any, day: str) 
     return event.metadata["canary_arms"].value
 
 
+def _materialize(env: dict[str, str], root: Path, names: list[str]) -> None:
+    """Materialize flights assets in one run, as the retrain job does."""
+    from dagster import AssetKey, DagsterInstance, materialize
+
+    from driftloop.data.contract import load_contracts
+    from driftloop.paths import contracts_dir
+    from pipelines.factory import build_dataset_definitions
+    from resources.lake import LakeResource
+    from resources.mlflow import MlflowResource
+
+    contract = load_contracts(contracts_dir())["flights"]
+    keys = {AssetKey(["flights", n]) for n in names}
+    assets = [a for a in build_dataset_definitions(contract).assets if a.keys & keys]
+    resources = {
+        "lake": LakeResource(data_dir=str(root)),
+        "mlflow": MlflowResource(tracking_uri=env["MLFLOW_TRACKING_URI"], data_dir=str(root)),
+    }
+    with DagsterInstance.get() as instance:
+        result = materialize(assets, selection=list(keys), instance=instance, resources=resources)
+    assert result.success, f"materializing {names} failed"
+
+
 def _post(url: str, records: list[dict]) -> tuple[dict[str, Any], dict[str, str]]:
     data = json.dumps({"dataframe_records": records}).encode()
     request = urllib.request.Request(url, data=data, method="POST")
@@ -62,7 +85,7 @@ def _post(url: str, records: list[dict]) -> tuple[dict[str, Any], dict[str, str]
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_a_canary_served_sticky_logged_measured_and_explained(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
     env = flights_env(tmp_path)
     prepared = prepare_flights(env, days=35, drift_days=0)
@@ -70,14 +93,16 @@ def test_a_canary_served_sticky_logged_measured_and_explained(
         monkeypatch.setenv(key, value)
     contract = load_contract(PROJECT_ROOT / "contracts" / "flights.yaml")
     paths = dataset_paths("flights", prepared.root)
-    # A challenger: the champion's model registered again as the next version.
+    # A challenger: the model trained again (its own run, registered as the next version).
     from driftloop.training.registry import make_client
 
+    _materialize(env, prepared.root, ["model"])
     client = make_client(prepared.tracking_uri)
     champion = client.get_model_version("flights", prepared.champion_version)
-    challenger = client.create_model_version("flights", champion.source, champion.run_id)
-    client.set_registered_model_alias("flights", "challenger", challenger.version)
+    challenger = client.get_model_version_by_alias("flights", "challenger")
+    assert challenger.version != champion.version
     assert command.main(["start", "--dataset", "flights", "--share", "0.2"]) == 0
+    capsys.readouterr()
 
     schema = RequestSchema.from_contract(contract)
     # Two days whose first one has its labels due by the data clock (label delay 1 day).
@@ -106,7 +131,19 @@ def test_a_canary_served_sticky_logged_measured_and_explained(
             assert all(v == expected[a] for a, v in zip(arms[-100:], versions, strict=True))
         for start in range(0, 1000, 250):
             again += _post(invocations, records[start : start + 250])[1]["x-canary-arm"].split(",")
-        explained, _ = _post(f"{invocations}?explain=true", records[:3])
+        # Explanations of rows the champion scored, to compare with its batch scorer below.
+        first = records[0]["scheduled_departure"][:10]
+        picked = [
+            r
+            for r, arm in zip(records, arms, strict=True)
+            if arm == "champion" and r["scheduled_departure"].startswith(first)
+        ][:3]
+        explained, _ = _post(f"{invocations}?explain=true", picked)
+        with urllib.request.urlopen(f"{url}/version", timeout=30) as response:
+            version = json.loads(response.read())
+    assert version["model_version"] == str(champion.version)
+    assert version["canary"]["model_version"] == str(challenger.version)
+    assert version["canary"]["share"] == 0.2
 
     share = arms.count("canary") / len(arms)
     assert abs(share - 0.2) < 4 * math.sqrt(0.2 * 0.8 / 1000), share
@@ -124,10 +161,29 @@ def test_a_canary_served_sticky_logged_measured_and_explained(
     table = pd.read_parquet(paths.partition_file(canary_log.ARM_PERFORMANCE_TABLE, days[0]))
     assert sorted(table["arm"]) == ["canary", "champion"]
 
+    # The traffic was replayed (its event-time days are in 2013, the canary started today):
+    # `canary status` pools it per arm, and the promotion's ledger entry cites it.
+    assert command.main(["status", "--dataset", "flights"]) == 0
+    status = json.loads(capsys.readouterr().out)["online_evidence"]
+    assert days[0] in status["days"] and set(status["arms"]) == {"canary", "champion"}
+    assert all(
+        a["labelled_rows"] > 0 and a["ci_low"] <= a["value"] for a in status["arms"].values()
+    )
+    _materialize(env, prepared.root, ["eval_report", "promotion"])
+    entries = ledger.read(paths)
+    decided = entries[entries["action"].isin(["promoted", "rejected"])].iloc[-1]
+    assert decided["challenger_version"] == str(challenger.version)
+    cited = json.loads(decided["details"])["online_evidence"]
+    assert cited["arms"].keys() == status["arms"].keys()
+    assert all(a["labelled_rows"] > 0 for a in cited["arms"].values())
+    assert "online evidence of the canary at 20%" in json.loads(decided["reasons"])[-1]
+    if decided["action"] == "promoted":  # the promotion ended the canary, on the record
+        assert entries["action"].iloc[-1] == "canary_stopped"
+
     # ?explain=true: the same top contributions as the batch scorer's for the same rows.
     model = tabular_model(f"models:/flights/{champion.version}", prepared.tracking_uri)
     elsewhere = dataset_paths("flights", tmp_path / "batch")
-    day = records[0]["scheduled_departure"][:10]
+    day = picked[0]["scheduled_departure"][:10]
     source = paths.partition_file("features", day)
     target = elsewhere.partition_file("features", day)
     target.parent.mkdir(parents=True)
@@ -135,7 +191,7 @@ def test_a_canary_served_sticky_logged_measured_and_explained(
     scorer = Scorer(lambda table, threads=0: model.predict(table, threads), str(champion.version))
     written = score_day(contract, elsewhere, day, scorer, explainer=Explainer(model, top=5))
     batch = pd.read_parquet(written.path).set_index("flight_id")
-    for record, online in zip(records[:3], explained["explanations"], strict=True):
+    for record, online in zip(picked, explained["explanations"], strict=True):
         offline = json.loads(batch.loc[record["flight_id"], TOP_CONTRIBUTIONS])
         assert [c["feature"] for c in online] == list(offline)
         assert [c["contribution"] for c in online] == pytest.approx(

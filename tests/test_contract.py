@@ -9,19 +9,15 @@ import pytest
 import yaml
 
 from driftloop.data.contract import (
+    RESERVED_COLUMN_NAMES,
     ContractError,
     Task,
     load_contract,
     load_contracts,
     parse_duration,
 )
-from driftloop.data.contract_sql import (
-    DERIVED_EVENT_TIME,
-    check_expression,
-    compute_event_time,
-    event_time_inputs,
-    sandboxed_connection,
-)
+from driftloop.data.contract_sql import DERIVED_EVENT_TIME, check_expression, sandboxed_connection
+from driftloop.data.event_time import compute_event_time, event_time_inputs
 from driftloop.paths import PROJECT_ROOT
 
 FLIGHTS = PROJECT_ROOT / "contracts" / "flights.yaml"
@@ -95,6 +91,29 @@ def test_target_column_may_not_be_a_feature(tmp_path: Path) -> None:
 
     with pytest.raises(ContractError, match="target column 'arr_delay' is a feature"):
         load_contract(_write_variant(tmp_path, edit))
+
+
+@pytest.mark.parametrize("name", [*RESERVED_COLUMN_NAMES, "Date", "LABEL", "__rid"])
+def test_reserved_names_are_refused_naming_the_column_and_the_rule(
+    tmp_path: Path, name: str
+) -> None:
+    # A `date` column would load and then break the features query: the lake's date=
+    # folders add a column of that name (DuckDB matches names in any letter case).
+    def as_column(c: dict) -> None:
+        c["columns"][name] = {"type": "numeric"}
+        c["features"].append(name)
+
+    def as_feature(c: dict) -> None:
+        c["extra_features"][name] = "distance / 2"
+
+    for edit in (as_column, as_feature):
+        with pytest.raises(ContractError) as caught:
+            load_contract(_write_variant(tmp_path, edit))
+        message = str(caught.value)
+        assert f"{name!r} is a reserved name" in message
+        assert "reserved-column-names" in message
+        reason = RESERVED_COLUMN_NAMES.get(name.lower(), "features query's own")
+        assert reason in message
 
 
 def test_not_yaml_and_not_a_mapping(tmp_path: Path) -> None:

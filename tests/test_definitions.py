@@ -74,9 +74,10 @@ def test_every_job_runs_its_steps_in_the_run_process() -> None:
 def test_retraining_runs_carry_the_tag_and_pool_the_project_instance_limits(
     tmp_path: Path,
 ) -> None:
+    from assets.job_names import TRAINING_POOL
+    from driftloop.names import TRAINING_TAG
     from pipelines.definitions import defs
     from pipelines.instance import instance_at, write_instance
-    from pipelines.jobs import TRAINING_POOL, TRAINING_TAG
 
     assert defs.resolve_job_def("flights_retrain").tags[TRAINING_TAG] == "flights"
     assert defs.resolve_assets_def(AssetKey(["flights", "model"])).node_def.pool == TRAINING_POOL

@@ -1,13 +1,18 @@
-"""`python -m pipelines.dev` refuses clearly before starting Dagster: a taken port, a
-PostgreSQL server that does not answer."""
+"""`python -m pipelines.dev` refuses clearly before starting Dagster (a taken port, a
+PostgreSQL server that does not answer) and, on SIGTERM, stops Dagster and every process
+it started before it exits."""
 
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
+
+import pytest
 
 from driftloop.paths import PROJECT_ROOT
 
@@ -59,3 +64,58 @@ def test_the_console_never_shows_the_database_password() -> None:
     assert (
         without_password("postgresql://postgres@127.0.0.1/x") == "postgresql://postgres@127.0.0.1/x"
     )
+
+
+def _ours(marker: str) -> set[int]:
+    """Running processes whose environment holds `marker` (zombies are not running)."""
+    found = set()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            environ = (proc / "environ").read_bytes()
+        except OSError:
+            continue
+        if state != "Z" and marker.encode() in environ:
+            found.add(int(proc.name))
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_sigterm_stops_dagster_and_leaves_no_process_behind(tmp_path: Path) -> None:
+    from e2e_helpers import free_port, wait_for
+
+    data = tmp_path / "data"
+    marker = f"DRIFTLOOP_DATA_DIR={data}"
+    env = {**os.environ, "DRIFTLOOP_DATA_DIR": str(data), "DRIFTLOOP_REPLAY": "off"}
+    env.pop("DAGSTER_HOME", None)
+    port = free_port()
+    log = (tmp_path / "dev.log").open("w")
+    dev = subprocess.Popen(
+        [sys.executable, "-m", "pipelines.dev", "--port", str(port)],
+        cwd=PROJECT_ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+
+        def up() -> bool:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=2):
+                    return True
+            except OSError:
+                return False
+
+        wait_for("the Dagster UI", up, timeout=180, every=1)
+        # The webserver, the daemon and a code server run beside pipelines.dev.
+        wait_for("Dagster's processes", lambda: len(_ours(marker)) >= 4, timeout=60, every=1)
+        dev.send_signal(signal.SIGTERM)
+        dev.wait(timeout=120)  # it exits once Dagster has stopped (TimeoutExpired if not)
+    finally:
+        if dev.poll() is None:
+            dev.kill()
+        log.close()
+    assert _ours(marker) == set(), (tmp_path / "dev.log").read_text()[-3000:]

@@ -76,9 +76,9 @@ def _read(paths, table: str, days: list[str]) -> pd.DataFrame:
 def test_date_plus_hour_from_landing_to_predictions(tmp_path: Path, monkeypatch) -> None:
     from dagster import AssetKey, DagsterInstance, materialize
 
-    from assets.factory import build_dataset_definitions
     from driftloop.monitoring.signals import PREDICTION, read_partition
     from driftloop.serving.online import ChampionWatcher, OnlineScorer, raw_record
+    from pipelines.factory import build_dataset_definitions
     from resources.lake import LakeResource
     from resources.mlflow import MlflowResource
 

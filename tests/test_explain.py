@@ -12,8 +12,9 @@ import pytest
 
 from driftloop.data.contract import Contract
 from driftloop.data.lake import write_parquet_atomic
-from driftloop.evaluation.comparison import evaluate, render_report
+from driftloop.evaluation.comparison import evaluate
 from driftloop.evaluation.explain import explain, importance_table, mean_abs, top_contributions
+from driftloop.evaluation.report_html import render_report
 from driftloop.paths import DatasetPaths
 from driftloop.serving.batch import TOP_CONTRIBUTIONS, Explainer, Scorer, score_day
 from driftloop.training.baseline_model import BaselineModel

@@ -11,14 +11,10 @@ import pytest
 from sklearn.metrics import mean_squared_error, roc_auc_score
 
 from driftloop.data.contract import Contract
-from driftloop.evaluation.comparison import (
-    evaluate,
-    paired_bootstrap,
-    point_metric,
-    render_report,
-    weighted_metric,
-)
+from driftloop.evaluation.bootstrap import paired_bootstrap, point_metric, weighted_metric
+from driftloop.evaluation.comparison import evaluate
 from driftloop.evaluation.gate import GateConfig, GateDecision, decide
+from driftloop.evaluation.report_html import render_report
 
 N = 12_000
 CARRIERS = ["AA", "B6", "DL", "EV", "UA", "9E"]

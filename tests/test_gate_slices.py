@@ -13,8 +13,9 @@ import pandas as pd
 
 from driftloop.data.contract import Contract
 from driftloop.evaluation import ledger
-from driftloop.evaluation.comparison import evaluate, render_report
+from driftloop.evaluation.comparison import evaluate
 from driftloop.evaluation.gate import GateConfig, GateDecision, decide
+from driftloop.evaluation.report_html import render_report
 from driftloop.paths import DatasetPaths
 
 

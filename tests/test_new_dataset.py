@@ -21,8 +21,8 @@ import pandas as pd
 import pytest
 
 from driftloop.data.contract import Task, load_contract
-from driftloop.data.drafting import draft_contract
 from driftloop.data.flights_source import package_files
+from driftloop.drafting.draft import draft_contract
 from driftloop.paths import PROJECT_ROOT
 from pipelines.new_dataset import main
 

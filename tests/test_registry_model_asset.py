@@ -16,6 +16,7 @@ from dagster import AssetKey, DagsterInstance, materialize
 from assets.model import build, model_config_class
 from driftloop.data.contract import Contract, Task
 from driftloop.paths import dataset_paths
+from driftloop.serving.scoring_model import ScoringModel
 from driftloop.training import lightgbm_model
 from driftloop.training.models import make_model
 from driftloop.training.registry import (
@@ -29,7 +30,7 @@ from driftloop.training.registry import (
 from driftloop.training.train import TrainingConfig, load_training_frame, train
 from resources.lake import LakeResource
 from resources.mlflow import MlflowResource, mlflow_ui_base
-from tests.test_training import FAST, synthetic_contract, write_features
+from tests.test_training import FAST, SHOPS, synthetic_contract, write_features
 
 REQUIRED_TAGS = (
     "dagster.run_id",
@@ -199,17 +200,18 @@ def test_log_training_registers_a_challenger_and_the_asset_materializes(
     store = mlflow.uri()
     with monkeypatch.context() as elsewhere:
         elsewhere.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'elsewhere.db'}")
-        score = load_scoring_model("models:/synth@challenger", store)
+        score = ScoringModel.load("models:/synth@challenger", store)
         baseline = load_scoring_model(registered.baseline_model_uri, store)
     expected = result.model.predict(holdout)
     np.testing.assert_array_equal(score(holdout), expected)
     assert score.features == contract.features
     assert score.string_features == ["shop"]
+    assert score.kind == "lightgbm" and set(score.categories["shop"]) == set(SHOPS)
     np.testing.assert_array_equal(baseline(holdout), result.baseline.predict(holdout))
     check_scoring_inputs(score, baseline, holdout, tmp_path, expected)
 
     # A version is loaded once per process: the alias and the number give the same model.
-    again = load_scoring_model("models:/synth/1", mlflow.uri())
+    again = ScoringModel.load("models:/synth/1", mlflow.uri())
     assert again.pyfunc is score.pyfunc
     assert again.pyfunc.unwrap_python_model().tabular.booster is not None
 

@@ -12,8 +12,8 @@ from dagster import DagsterInstance, SensorResult, SkipReason, build_sensor_cont
 
 from driftloop.data.contract import Contract
 from driftloop.data.lake import write_parquet_atomic, write_text_atomic
+from driftloop.data.retraining import TriggerPolicy
 from driftloop.monitoring.drift_outcome import summary_path
-from driftloop.monitoring.trigger import TriggerPolicy
 from driftloop.paths import DatasetPaths
 from resources.lake import LakeResource
 from resources.mlflow import MlflowResource

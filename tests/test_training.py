@@ -12,7 +12,7 @@ import pytest
 
 from driftloop.data.contract import Contract, Task, load_contract
 from driftloop.data.lake import write_parquet_atomic
-from driftloop.evaluation.metrics import HIGHER_IS_BETTER, PRIMARY_METRIC, compute_metrics
+from driftloop.metrics import HIGHER_IS_BETTER, PRIMARY_METRIC, compute_metrics
 from driftloop.paths import DatasetPaths, dataset_paths
 from driftloop.training.baseline_model import BaselineModel
 from driftloop.training.lightgbm_model import LightGBMModel

@@ -7,8 +7,8 @@ from datetime import date, timedelta
 import pytest
 from pydantic import ValidationError
 
+from driftloop.data.retraining import TriggerPolicy
 from driftloop.monitoring.trigger import (
-    TriggerPolicy,
     WindowSignal,
     decide_retrain,
     performance_breached,

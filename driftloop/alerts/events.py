@@ -24,6 +24,7 @@ RAW_TABLE = "raw"
 DRIFT_TABLE = "drift"
 PERFORMANCE_TABLE = "performance"
 MAX_REASONS = 3
+ERROR_LINES = 5  # of a failed step's error
 
 
 def run_url(base_url: str, run_id: str) -> str:
@@ -74,7 +75,8 @@ def ledger_alert(paths: DatasetPaths, file: Path, base_url: str) -> Alert | None
         "rollback": f"{dataset}: champion rolled back from {_v(before)} to {_v(after)}",
         "canary_started": f"{dataset}: canary started for {_v(challenger)}",
         "canary_changed": f"{dataset}: canary of {_v(challenger)} changed",
-        "canary_stopped": f"{dataset}: canary of {_v(challenger)} stopped",
+        "canary_stopped": f"{dataset}: canary of {_v(challenger)} "
+        + ("ended" if details.get("ended_by") else "stopped"),
         "reconciled": f"{dataset}: registry reconciled with the ledger",
     }
     if action not in titles:
@@ -88,15 +90,35 @@ def ledger_alert(paths: DatasetPaths, file: Path, base_url: str) -> Alert | None
     lines += [f"- {r}" for r in reasons[:MAX_REASONS]]
     if len(reasons) > MAX_REASONS:
         lines.append(f"- and {len(reasons) - MAX_REASONS} more reason(s) in the ledger")
-    if "share" in details:
-        lines.append(f"canary share: {float(details['share']):.0%}")
+    lines += _canary_lines(details)
     if row.get("report_path"):
-        lines.append(f"eval report: {row['report_path']}")
+        # The report is attached to the eval_report asset; a local path means nothing to a
+        # reader elsewhere.
+        lines.append(f"eval report: {asset_url(base_url, dataset, 'eval_report')}")
     run_id = row.get("dagster_run_id")
     link = run_url(base_url, run_id) if run_id else asset_url(base_url, dataset, "promotion")
     kind = "canary" if action.startswith("canary") else action
     key = f"ledger:{dataset}:{file.stem}"
     return Alert(key=key, kind=kind, title=titles[action], lines=lines, link=link, dataset=dataset)
+
+
+def _canary_lines(details: dict[str, Any]) -> list[str]:
+    """A canary's share (old and new for a change) and each arm's online figures."""
+    if "share" not in details:
+        return []
+    share = float(details["share"])
+    lines = [f"canary share: {share:.0%}"]
+    if details.get("previous_share") is not None:
+        lines = [f"canary share: {float(details['previous_share']):.0%} -> {share:.0%}"]
+    arms = (details.get("online_evidence") or {}).get("arms") or {}
+    for arm, figures in sorted(arms.items()):
+        value, low, high = (optional_float(figures.get(k)) for k in ("value", "ci_low", "ci_high"))
+        text = f"{arm}: {figures.get('rows')} rows, {figures.get('labelled_rows')} labelled"
+        if value is not None:
+            text += f", {figures.get('metric')} {value:.4f}"
+            text += f" [{low:.4f}, {high:.4f}]" if low is not None and high is not None else ""
+        lines.append(text)
+    return lines
 
 
 def new_ledger_alerts(paths: DatasetPaths, after: str, base_url: str) -> tuple[list[Alert], str]:
@@ -149,13 +171,27 @@ def retrain_alert(dataset: str, run_id: str, trigger: str, reason: str, base_url
     )
 
 
-def run_failure_alert(job: str, run_id: str, message: str, base_url: str) -> Alert:
-    first = [line for line in (message or "").splitlines() if line.strip()][:5]
+def run_failure_alert(
+    job: str,
+    run_id: str,
+    message: str,
+    base_url: str,
+    steps: list[tuple[str, str]] | None = None,
+) -> Alert:
+    """A failed run: each failed step with the first lines of its error (else the run's
+    failure message), and the run's page."""
+    lines = []
+    for step, error in steps or []:
+        first = [line for line in (error or "").splitlines() if line.strip()][:ERROR_LINES]
+        lines.append(f"step {step} failed: {first[0] if first else '(no error message)'}")
+        lines += [f"  {line}" for line in first[1:]]
+    if not lines:
+        lines = [line for line in (message or "").splitlines() if line.strip()][:ERROR_LINES]
     return Alert(
         key=f"run_failure:{run_id}",
         kind="run_failure",
         title=f"Run failed: {job} ({run_id[:8]})",
-        lines=first or ["(no error message)"],
+        lines=lines or ["(no error message)"],
         link=run_url(base_url, run_id),
     )
 
@@ -172,11 +208,17 @@ def _performance_rows(paths: DatasetPaths, days: list[str]) -> list[dict[str, An
 
 
 def digest_alert(
-    paths: DatasetPaths, today: date, after_day: str, base_url: str
+    paths: DatasetPaths,
+    today: date,
+    after_day: str,
+    base_url: str,
+    still_running: list[str] | None = None,
 ) -> tuple[Alert | None, str]:
     """The day's monitoring digest: every drift and performance day after ``after_day``
     summed up in one message (None when nothing is new), and the last data day it covers.
-    Keyed by the wall-clock ``today``, so at most one a calendar day."""
+    Keyed by the wall-clock ``today``, so at most one a calendar day. ``still_running``:
+    the dataset's runs not finished when it went out, named so the reader knows more is
+    coming."""
     from driftloop.monitoring.drift_outcome import read_drift_summary
 
     drift_days = [d for d in existing_partitions(paths.table(DRIFT_TABLE)) if d > after_day]
@@ -207,6 +249,8 @@ def digest_alert(
             text += f"; latest {last['day']} {last.get('primary_metric')}={value:.4f}"
             text += f" (floor {floor:.4f})" if floor is not None else ""
         lines.append(text)
+    if still_running:
+        lines.append(f"still running: {', '.join(still_running[:5])}")
     through = max([s["day"] for s in summaries] + [r["day"] for r in performance])
     alert = Alert(
         key=digest_key(paths.dataset, today),

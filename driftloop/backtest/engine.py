@@ -69,7 +69,7 @@ from driftloop.backtest.result import (  # noqa: F401
 )
 from driftloop.data.contract import Contract
 from driftloop.data.lake import days_between
-from driftloop.evaluation.metrics import HIGHER_IS_BETTER, PRIMARY_METRIC
+from driftloop.metrics import HIGHER_IS_BETTER, PRIMARY_METRIC
 from driftloop.monitoring.trigger import WindowSignal, decide_retrain
 
 log = logging.getLogger(__name__)

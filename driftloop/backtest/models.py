@@ -25,7 +25,7 @@ from driftloop.backtest.data import features_identity
 from driftloop.backtest.policies import FIT_MODES, BacktestConfig
 from driftloop.data.contract import Contract
 from driftloop.evaluation.gate import GateConfig
-from driftloop.evaluation.metrics import PRIMARY_METRIC
+from driftloop.metrics import PRIMARY_METRIC
 
 CACHE_VERSION = "1"
 

@@ -16,7 +16,8 @@ import pandas as pd
 
 from driftloop.backtest.models import History, ModelFitter, TrainedModel
 from driftloop.data.contract import Contract
-from driftloop.evaluation.metrics import PRIMARY_METRIC
+from driftloop.data.retraining import TriggerPolicy
+from driftloop.metrics import PRIMARY_METRIC
 from driftloop.monitoring.calibrated_drift import (
     PREDICTION_COLUMN,
     DriftCalibration,
@@ -26,7 +27,7 @@ from driftloop.monitoring.calibrated_drift import (
 from driftloop.monitoring.estimation import estimate, fit_estimator
 from driftloop.monitoring.performance import FloorCache, PooledPerformance, judge, metric_value
 from driftloop.monitoring.signals import REFERENCE_SEED, feature_kinds
-from driftloop.monitoring.trigger import TriggerPolicy, WindowSignal
+from driftloop.monitoring.trigger import WindowSignal
 
 DAY = "partition_date"
 

@@ -9,8 +9,8 @@ from datetime import date
 from typing import Any
 
 from driftloop.data.contract import Contract
+from driftloop.data.retraining import TriggerPolicy
 from driftloop.evaluation.gate import GateConfig
-from driftloop.monitoring.trigger import TriggerPolicy
 
 # The reference schedule policies of every run: name -> retrain every k days (None: never).
 REFERENCE_SCHEDULES: dict[str, int | None] = {

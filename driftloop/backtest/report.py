@@ -15,8 +15,8 @@ import pandas as pd
 from driftloop.backtest.policies import DAILY, STATIC
 from driftloop.backtest.result import BacktestResult, frontier_points
 from driftloop.data.lake import write_text_atomic
+from driftloop.metrics import METRIC_LABELS
 
-METRIC_LABELS = {"roc_auc": "ROC AUC", "rmse": "RMSE", "mae": "MAE", "log_loss": "log loss"}
 ROLLING_DAYS = 7
 
 

@@ -12,15 +12,43 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from driftloop.data.contract_sql import DERIVED_EVENT_TIME, UnsafeSQLError, check_expression
-from driftloop.monitoring.trigger import TriggerPolicy
+from driftloop.data.contract_sql import (
+    DERIVED_EVENT_TIME,
+    UnsafeSQLError,
+    check_expression,
+    sandboxed_connection,
+)
+from driftloop.data.retraining import TriggerPolicy
+from driftloop.names import LABEL
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
-# Columns of the features table (and the raw partitions' `_source_file`): never a contract's.
-RESERVED_NAMES = ("event_time", "label", "partition_date", "_source_file")
+# Names the lake and the features table give columns of their own, each with the reason: a
+# contract column, extra or rolling feature under one of them (in any letter case: DuckDB
+# compares names case-insensitively) would be shadowed or collide. One list, owned here:
+# the drafter and the other checks read it.
+RESERVED_COLUMN_NAMES: dict[str, str] = {
+    "date": "the lake's date=YYYY-MM-DD partition folders add a column of that name",
+    "_source_file": "the raw partitions' column naming the landed file of each row",
+    DERIVED_EVENT_TIME: "where ingestion stores an event time computed from event_time.expression",
+    "event_time": "the features table's event-time column (and the name contract SQL uses for it)",
+    "partition_date": "the features table's partition day column",
+    LABEL: "the features table's target column",
+}
+# The features query names its working columns with this prefix.
+RESERVED_COLUMN_PREFIX = "__"
 DOCS = "docs/contracts.md"
+
+
+def reserved_column_reason(name: str) -> str | None:
+    """Why a column or feature may not take this name, or None when it may."""
+    lowered = name.lower()
+    if lowered in RESERVED_COLUMN_NAMES:
+        return RESERVED_COLUMN_NAMES[lowered]
+    if lowered.startswith(RESERVED_COLUMN_PREFIX):
+        return f"names starting with {RESERVED_COLUMN_PREFIX!r} are the features query's own"
+    return None
 
 
 class ContractError(ValueError):
@@ -246,13 +274,16 @@ class Contract(_Strict):
         need("features", self.features, known | derived)
         need("slices", self.slices, known | derived)
         need("rolling_features.group_by", [r.group_by for r in self.rolling_features], known)
-        reserved = set(RESERVED_NAMES) & (known | derived)
-        if self.event_time.expression is None:
-            reserved |= {DERIVED_EVENT_TIME} & (known | derived)
-        if reserved:
-            raise ValueError(
-                f"{sorted(reserved)} are reserved names (see {DOCS}#reserved-column-names)"
-            )
+        for name in [*known, *derived]:
+            derived_time = name == DERIVED_EVENT_TIME and self.event_time.expression is not None
+            if derived_time and name in known:
+                continue  # declared by `_derived_event_time` for the expression
+            if (why := reserved_column_reason(name)) is not None:
+                field = "columns" if name in known else "extra/rolling features"
+                raise ValueError(
+                    f"{field}: {name!r} is a reserved name ({why}); rename the column in the "
+                    f"files or the feature (see {DOCS}#reserved-column-names)"
+                )
         clash = derived & known
         if clash:
             raise ValueError(f"extra/rolling feature names {sorted(clash)} clash with columns")
@@ -314,8 +345,6 @@ def _check_sql(path: Path, contract: Contract) -> None:
     """Each SQL expression: one scalar expression (the sandbox's rule) that compiles against
     an empty table of the declared columns, on a connection without external access."""
     import duckdb  # light import; only needed for this check
-
-    from driftloop.data.contract_sql import sandboxed_connection
 
     sql_types = {
         ColumnType.numeric: "DOUBLE",

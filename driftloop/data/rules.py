@@ -9,11 +9,8 @@ if TYPE_CHECKING:
     import pandas as pd
 
 from driftloop.data.contract import ColumnType, Contract
-from driftloop.data.contract_sql import (
-    DERIVED_EVENT_TIME,
-    compute_event_time,
-    event_time_inputs_text,
-)
+from driftloop.data.contract_sql import DERIVED_EVENT_TIME
+from driftloop.data.event_time import compute_event_time, event_time_inputs_text
 from driftloop.data.reading import Reject, cast_column, example, examples, fmt_rule_value
 
 

@@ -51,7 +51,7 @@ class _WeightedMetric:
             return
         self.take = rows
         if metric == "log_loss":
-            p = np.clip(score, 1e-7, 1 - 1e-7)  # as driftloop.evaluation.metrics does
+            p = np.clip(score, 1e-7, 1 - 1e-7)  # as driftloop.metrics does
             self.loss = -(y * np.log(p) + (1 - y) * np.log(1 - p))
         elif metric in ("brier", "rmse", "r2"):
             self.loss = (y - score) ** 2
@@ -109,6 +109,28 @@ def _resample_weights(rng: np.random.Generator, resamples: int, n: int) -> np.nd
     draws += (np.arange(resamples) * n)[:, None]
     counts = np.bincount(draws.ravel(), minlength=resamples * n).reshape(resamples, n)
     return counts.astype(np.float32)
+
+
+def metric_resamples(
+    metric: str,
+    y: np.ndarray,
+    score: np.ndarray,
+    *,
+    samples: int = DEFAULT_BOOTSTRAP_SAMPLES,
+    seed: int = DEFAULT_SEED,
+) -> np.ndarray:
+    """The metric of one model under ``samples`` bootstrap resamples of its rows (for an
+    interval around a single metric, e.g. one canary arm's online figure)."""
+    n = len(y)
+    out = np.full(samples, np.nan)
+    if n == 0 or samples <= 0:
+        return out
+    scored = _WeightedMetric(metric, np.asarray(y, dtype=np.float64), np.asarray(score, float))
+    rng = np.random.default_rng(seed)
+    for start in range(0, samples, _CHUNK):
+        stop = min(start + _CHUNK, samples)
+        out[start:stop] = scored(_resample_weights(rng, stop - start, n))
+    return out
 
 
 def paired_bootstrap(

@@ -84,9 +84,10 @@ def evaluate_model(
     """Score the model and the champion (or, with none, the baseline trained beside it) on
     the model's holdout, run the paired bootstrap and the gate, write the report and the
     decision record, and log both to the model's run."""
-    from driftloop.evaluation.comparison import evaluate, render_report
+    from driftloop.evaluation.comparison import evaluate
     from driftloop.evaluation.explain import explain, tabular_model
     from driftloop.evaluation.gate import decide
+    from driftloop.evaluation.report_html import render_report
     from driftloop.training.model_loading import load_scoring_model
 
     name = contract.name

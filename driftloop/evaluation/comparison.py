@@ -25,21 +25,19 @@ import numpy as np
 import pandas as pd
 
 from driftloop.data.contract import ColumnType, Contract, Task
-from driftloop.evaluation.bootstrap import (  # noqa: F401 (public names of the comparison)
+from driftloop.evaluation.bootstrap import (
     DEFAULT_BOOTSTRAP_SAMPLES,
     DEFAULT_SEED,
     paired_bootstrap,
     point_metric,
-    weighted_metric,
 )
-from driftloop.evaluation.gate import GateConfig
-from driftloop.evaluation.metrics import percentile_interval
 from driftloop.floats import optional_float
+from driftloop.metrics import INTERVAL_CONFIDENCE, percentile_interval
 
 if TYPE_CHECKING:
     from driftloop.evaluation.explain import Explanation
 
-DEFAULT_CONFIDENCE = GateConfig.confidence  # the report's interval is the gate's
+DEFAULT_CONFIDENCE = INTERVAL_CONFIDENCE  # the report's interval is the gate's
 CALIBRATION_BINS = 10
 # A numeric slice column with more distinct values than this is cut into quantile bins.
 _MAX_NUMERIC_SLICE_VALUES = 12
@@ -84,7 +82,7 @@ class EvalResult:
     @property
     def overall(self) -> pd.DataFrame:
         """Overall metrics side by side: metric, challenger, reference, diff (sign-adjusted)."""
-        from driftloop.evaluation.metrics import HIGHER_IS_BETTER
+        from driftloop.metrics import HIGHER_IS_BETTER
 
         rows = []
         for name, value in self.challenger_metrics.items():
@@ -239,7 +237,7 @@ def evaluate(
     the two score arrays (and the challenger's ``explanation``, when given) align with its
     rows. Rows without a label are left out.
     """
-    from driftloop.evaluation.metrics import HIGHER_IS_BETTER, PRIMARY_METRIC, compute_metrics
+    from driftloop.metrics import HIGHER_IS_BETTER, PRIMARY_METRIC, compute_metrics
 
     challenger_scores = np.asarray(challenger_scores, dtype=np.float64)
     reference_scores = np.asarray(reference_scores, dtype=np.float64)
@@ -362,10 +360,3 @@ def evaluate(
         skipped_slices=skipped,
         importance=importance,
     )
-
-
-def render_report(result: EvalResult, decision: Any = None, **context: Any) -> str:
-    """A self-contained HTML report (see ``driftloop.evaluation.report_html``)."""
-    from driftloop.evaluation.report_html import render
-
-    return render(result, decision, context)

@@ -29,16 +29,16 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from driftloop.metrics import INTERVAL_CONFIDENCE, METRIC_LABELS, percentile_interval
+
 if TYPE_CHECKING:
     from driftloop.evaluation.comparison import EvalResult
-
-METRIC_LABELS = {"roc_auc": "ROC AUC", "rmse": "RMSE", "log_loss": "log loss", "mae": "MAE"}
 
 
 @dataclass(frozen=True)
 class GateConfig:
     margin: float = 0.0
-    confidence: float = 0.90
+    confidence: float = INTERVAL_CONFIDENCE
     min_slice_rows: int = 500
     slice_tolerance: float = 0.02
     bootstrap_samples: int = 300
@@ -126,10 +126,6 @@ def decide(
     result: EvalResult, config: GateConfig, is_first: bool, holdout_days: int | None = None
 ) -> GateDecision:
     """Promote or not, with a plain-English reason for every rule (passed or failed)."""
-    # On use: evaluation imports numpy and pandas, and loading the code location (which
-    # reads GateConfig's defaults) should not.
-    from driftloop.evaluation.metrics import percentile_interval
-
     label = METRIC_LABELS.get(result.metric, result.metric)
     pct = f"{config.confidence:.0%}"
     against = result.reference_name

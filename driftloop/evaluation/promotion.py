@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from driftloop.data.contract import Contract
 from driftloop.evaluation import ledger
+from driftloop.evaluation.canary_evidence import CanaryEvidence
 from driftloop.faults import fault_point
 from driftloop.paths import DatasetPaths
 from driftloop.training.registry import (
@@ -216,8 +217,12 @@ def promote(
     record: dict[str, Any],
     dagster_run_id: str,
     trigger_reason: str | None = None,
+    canary: CanaryEvidence | None = None,
 ) -> Promotion:
-    """Apply the decision record that evaluate_model wrote for `model`."""
+    """Apply the decision record that evaluate_model wrote for `model`.
+
+    ``canary``: the running canary's online evidence, gathered by the caller; when the
+    canary is of this model, the decision's reasons cite it and the ledger entry holds it."""
     from driftloop.evaluation.gate import GateDecision
 
     name = contract.name
@@ -261,12 +266,10 @@ def promote(
             f"{record.get('champion_version') or '(none)'}, but the champion now is "
             f"{'(none)' if champion is None else 'v' + champion.version}: evaluate it again"
         )
-    from driftloop.serving.canary import promotion_evidence
-
-    # A canary of this model: its online evidence stands beside the offline holdout.
-    online, online_reasons = promotion_evidence(contract, paths, model.version)
-    decision.reasons.extend(online_reasons)
-    record = {**record, "online_evidence": online}
+    if canary is not None and canary.version == str(model.version):
+        # A canary of this model: its online evidence stands beside the offline holdout.
+        decision.reasons.append(canary.sentence())
+        record = {**record, "online_evidence": canary.details()}
     version_tags = client.get_model_version(name, model.version).tags or {}
     if version_tags.get("driftloop.rolled_back_at"):
         decision.promote = False

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from driftloop.metrics import METRIC_LABELS, expected_calibration_error
+
 if TYPE_CHECKING:
     from driftloop.evaluation.comparison import EvalResult
 
@@ -207,9 +209,6 @@ def _reliability_svg(calibration: pd.DataFrame) -> str:
 
 def render(result: EvalResult, decision: Any = None, context: dict[str, Any] | None = None):
     """The report as one HTML string. ``context``: extra facts shown in the header."""
-    from driftloop.evaluation.gate import METRIC_LABELS
-    from driftloop.evaluation.metrics import expected_calibration_error
-
     context = context or {}
     label = METRIC_LABELS.get(result.metric, result.metric)
     title = context.pop("title", f"{result.dataset}: {result.challenger_name} vs "
@@ -296,3 +295,8 @@ def render(result: EvalResult, decision: Any = None, context: dict[str, Any] | N
 
     out.append("</body></html>")
     return "\n".join(out)
+
+
+def render_report(result: EvalResult, decision: Any = None, **context: Any) -> str:
+    """A self-contained HTML report; keyword arguments are extra facts for its header."""
+    return render(result, decision, context)

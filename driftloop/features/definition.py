@@ -43,7 +43,8 @@ if TYPE_CHECKING:
     import pandas as pd
 
 from driftloop.data.contract import ColumnType, Contract, RollingFeature
-from driftloop.data.contract_sql import sandboxed_connection, with_event_time
+from driftloop.data.contract_sql import sandboxed_connection
+from driftloop.data.event_time import with_event_time
 from driftloop.data.lake import (
     blocked_marker,
     days_between,

@@ -22,7 +22,8 @@ if TYPE_CHECKING:
 
 from driftloop.data.contract import Contract
 from driftloop.data.lake import days_between
-from driftloop.evaluation.metrics import PRIMARY_METRIC
+from driftloop.data.retraining import TriggerPolicy
+from driftloop.metrics import PRIMARY_METRIC
 from driftloop.monitoring.calibrated_drift import (
     CalibratedDrift,
     DriftCalibration,
@@ -31,7 +32,6 @@ from driftloop.monitoring.calibrated_drift import (
 )
 from driftloop.monitoring.estimation import estimate, fit_estimator
 from driftloop.monitoring.performance import FloorCache, PooledPerformance, judge, metric_value
-from driftloop.monitoring.trigger import TriggerPolicy
 from driftloop.paths import DatasetPaths
 
 DAY_COLUMN = "partition_date"

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import numpy as np
 
-from driftloop.evaluation.metrics import HIGHER_IS_BETTER
+from driftloop.metrics import HIGHER_IS_BETTER
 
 BOOTSTRAP_SAMPLES = 200
 BOOTSTRAP_SEED = 20130102

@@ -11,7 +11,7 @@ from typing import Any, Protocol
 
 from driftloop.data.contract import Contract
 from driftloop.data.lake import write_parquet_atomic
-from driftloop.evaluation.metrics import HIGHER_IS_BETTER, PRIMARY_METRIC, metric_names
+from driftloop.metrics import HIGHER_IS_BETTER, PRIMARY_METRIC, metric_names
 from driftloop.monitoring.champion import ChampionMonitor, holdout_days
 from driftloop.monitoring.drift_outcome import read_drift_summary
 from driftloop.monitoring.performance import PooledPerformance

@@ -11,7 +11,7 @@ if TYPE_CHECKING:
     import numpy as np
 
 from driftloop.data.contract import Contract
-from driftloop.evaluation.metrics import HIGHER_IS_BETTER, PRIMARY_METRIC, compute_metrics
+from driftloop.metrics import HIGHER_IS_BETTER, PRIMARY_METRIC, compute_metrics
 from driftloop.monitoring.signals import ABSOLUTE_TOLERANCE, MIN_LABELLED_ROWS, RELATIVE_TOLERANCE
 from driftloop.monitoring.trigger import performance_breached
 

@@ -209,12 +209,3 @@ def format_monitoring_text(data: dict[str, Any]) -> str:
     else:
         lines.append("performance: (no labelled day yet)")
     return "\n".join(lines)
-
-
-def register_status_section() -> None:
-    """Add "monitoring" to ``driftloop.status`` (call once, e.g. from pipelines.status)."""
-    from driftloop import status
-
-    status.register_section(
-        "monitoring", lambda ctx: latest_monitoring(ctx.paths), format_monitoring_text
-    )

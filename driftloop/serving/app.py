@@ -4,7 +4,8 @@ request ids, an access log and Prometheus metrics.
 Endpoints (JSON unless said):
   GET  /ping, /health   200 {"status": "alive"} while the process runs
   GET  /ready           200 when a champion is loaded, else 503
-  GET  /version         dataset, alias, model_version, model_uri, run_id, online state, ...
+  GET  /version         dataset, alias, model_version, model_uri, run_id, online state, ...,
+                        and the canary routed now (its model_version, share), else null
   GET  /schema          the request fields: required / optional / ignored, types, allowed
   POST /invocations     {"dataframe_records": [...]} or {"dataframe_split": {...}}
                         -> {"predictions": [...], "model_version": "N", "model_uri": ...,

@@ -1,13 +1,17 @@
 """A canary: a configured share of online requests scored by a challenger, sticky per row id.
 
 The ledger is the canary's one record: ``canary_started`` / ``canary_changed`` entries
-carry its settings in ``details`` (version, run id, share); ``canary_stopped``, a
-rollback or a promotion ends it. `active_canary` replays the ledger, so the command that
-changes a canary and every server that routes by it agree without another store.
+carry its settings in ``details`` (version, run id, share; a change also the share
+before); ``canary_stopped``, a rollback or a promotion ends it. `active_canary` replays the
+ledger, so the command that changes a canary and every server that routes by it agree
+without another store. An end by a promotion or a rollback is followed by its own
+``canary_stopped`` entry saying so (`promote_with_canary`, `end_by`), so every end is on
+the record and alerted; routing stops at the promotion or rollback entry itself, so a
+process that dies between the two entries leaves no canary running.
 
-Routing (`arm_for`): a row goes to the canary when the hash of its id, read as a number in
-[0, 1), is below the share. The same id always gets the same arm, and raising the share
-only moves champion rows to the canary, never back.
+Routing (`arm_for`): a row goes to the canary when the SHA-256 of the dataset's name and
+the row's id, read as a number in [0, 1), is below the share. The same id always gets the
+same arm, and raising the share only moves champion rows to the canary, never back.
 """
 
 from __future__ import annotations
@@ -15,10 +19,20 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+from driftloop.data.contract import Contract
 from driftloop.evaluation import ledger
+from driftloop.evaluation.canary_evidence import CanaryEvidence
+from driftloop.evaluation.promotion import Promotion, promote
 from driftloop.paths import DatasetPaths
+from driftloop.serving import canary_log
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+    from driftloop.training.registry import RegisteredVersion
 
 CANARY = "canary"
 CHAMPION_ARM = "champion"
@@ -85,11 +99,14 @@ def record(
     action: str,
     canary: Canary,
     reason: str,
-    evidence: dict[str, Any] | None = None,
-) -> None:
+    evidence: CanaryEvidence | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Path:
     """Append a canary entry (its settings in ``details``, and the online evidence so far)."""
-    details = asdict(canary) | ({"online_evidence": evidence} if evidence else {})
-    ledger.append(
+    details = asdict(canary) | (extra or {})
+    if evidence is not None:
+        details["online_evidence"] = evidence.online_evidence()
+    return ledger.append(
         paths,
         ledger.LedgerEntry(
             dataset=paths.dataset,
@@ -122,11 +139,11 @@ def change(paths: DatasetPaths, share: float, reason: str = "") -> Canary:
         raise ValueError(f"no canary of {paths.dataset} is running: start one first")
     changed = Canary(**(asdict(running) | {"share": check_share(share)}))
     text = reason or f"share {running.share:.0%} -> {changed.share:.0%}"
-    record(paths, CHANGED, changed, text)
+    record(paths, CHANGED, changed, text, extra={"previous_share": running.share})
     return changed
 
 
-def stop(paths: DatasetPaths, reason: str = "", evidence: dict | None = None) -> Canary:
+def stop(paths: DatasetPaths, reason: str = "", evidence: CanaryEvidence | None = None) -> Canary:
     running = active_canary(paths)
     if running is None:
         raise ValueError(f"no canary of {paths.dataset} is running")
@@ -134,26 +151,55 @@ def stop(paths: DatasetPaths, reason: str = "", evidence: dict | None = None) ->
     return running
 
 
-def promotion_evidence(contract: Any, paths: DatasetPaths, version: str) -> tuple[dict, list[str]]:
-    """For a promotion decision about ``version``: the online evidence of its running
-    canary (ledger details) and a sentence citing it; empty when no canary of it runs."""
-    from driftloop.serving import canary_log
-
+def running_evidence(contract: Contract, paths: DatasetPaths) -> CanaryEvidence | None:
+    """The running canary's online evidence: every row served since it started, pooled per
+    arm (None when no canary runs)."""
     running = active_canary(paths)
-    if running is None or running.version != str(version):
-        return {}, []
-    since = (running.started_at or "")[:10]
-    days = [d for d in canary_log.online_days(paths) if d >= since]
-    proof = canary_log.evidence(contract, paths, days)
-    parts = []
-    for arm, numbers in sorted(proof["arms"].items()):
-        values = {
-            k: v for k, v in numbers.items() if k not in ("versions", "rows", "labelled_rows")
-        }
-        shown = ", ".join(f"{k} {v:.4f}" for k, v in values.items() if v == v) or "no metric yet"
-        parts.append(f"{arm} (v{'/v'.join(numbers['versions'])}) {shown} on "
-                     f"{numbers['labelled_rows']} labelled rows")  # fmt: skip
-    sentence = f"online evidence of the canary at {running.share:.0%} since {since}: " + (
-        "; ".join(parts) if parts else "no online requests logged yet"
+    if running is None:
+        return None
+    since = running.started_at or ""
+    days, arms = canary_log.evidence(contract, paths, since)
+    return CanaryEvidence(
+        version=running.version,
+        share=running.share,
+        started_at=since,
+        settings=asdict(running),
+        days=days,
+        arms=arms,
     )
-    return {"online_evidence": proof, "canary": asdict(running)}, [sentence]
+
+
+def end_by(paths: DatasetPaths, evidence: CanaryEvidence | None, reason: str) -> Path | None:
+    """Record that the canary ``evidence`` describes was ended by another entry (a promotion
+    or a rollback), with its evidence up to then; nothing when no canary ran."""
+    if evidence is None:
+        return None
+    settings = {k: v for k, v in evidence.settings.items() if k in Canary.__dataclass_fields__}
+    return record(paths, STOPPED, Canary(**settings), reason, evidence, {"ended_by": reason})
+
+
+def promote_with_canary(
+    contract: Contract,
+    paths: DatasetPaths,
+    client: MlflowClient,
+    model: RegisteredVersion,
+    decision_record: dict[str, Any],
+    dagster_run_id: str,
+    trigger_reason: str | None = None,
+) -> Promotion:
+    """`promote`, given the running canary's online evidence; a promotion it makes ends the
+    canary, and that end is written to the ledger after it."""
+    evidence = running_evidence(contract, paths)
+    done = promote(
+        contract, paths, client, model, decision_record, dagster_run_id, trigger_reason, evidence
+    )
+    if evidence is not None and done.action == "promoted" and done.ledger_entries:
+        ended = end_by(
+            paths,
+            evidence,
+            f"ended by the promotion of v{done.model.version} to champion "
+            f"(was {'v' + done.champion_before.version if done.champion_before else 'none'})",
+        )
+        if ended is not None:
+            done.ledger_entries.append(ended)
+    return done

@@ -19,6 +19,9 @@ from typing import TYPE_CHECKING, Any
 
 from driftloop.data.contract import Contract
 from driftloop.data.lake import write_parquet_atomic
+from driftloop.evaluation.bootstrap import metric_resamples
+from driftloop.evaluation.canary_evidence import ArmFigures
+from driftloop.metrics import percentile_interval
 from driftloop.names import FEATURES_TABLE, LABEL
 from driftloop.paths import DatasetPaths
 
@@ -68,14 +71,21 @@ class RequestLog:
         return len(rows)
 
 
-def read_day(paths: DatasetPaths, day: str) -> pd.DataFrame:
+def read_day(paths: DatasetPaths, day: str, since: pd.Timestamp | None = None) -> pd.DataFrame:
+    """The logged rows of an event-time day (those received at or after ``since``)."""
     import pandas as pd
 
     folder = paths.table(ONLINE_TABLE) / f"date={day}"
     files = sorted(folder.glob("*.parquet")) if folder.exists() else []
+    if since is not None:
+        # A file is named by the time it was written, after every row in it was received.
+        files = [f for f in files if int(f.name.split("-", 1)[0]) >= since.value]
     if not files:
         return pd.DataFrame(columns=COLUMNS)
-    return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+    frame = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+    if since is not None:
+        frame = frame[pd.to_datetime(frame["received_at"], utc=True) >= since]
+    return frame.reset_index(drop=True)
 
 
 def online_days(paths: DatasetPaths) -> list[str]:
@@ -85,15 +95,17 @@ def online_days(paths: DatasetPaths) -> list[str]:
     return sorted(p.name.removeprefix("date=") for p in folder.glob("date=*") if p.is_dir())
 
 
-def _joined(contract: Contract, paths: DatasetPaths, day: str) -> pd.DataFrame:
+def _joined(
+    contract: Contract, paths: DatasetPaths, day: str, since: pd.Timestamp | None = None
+) -> pd.DataFrame:
     """The day's log (the latest prediction of each row per arm: a row asked for twice is
     one row) with its label from the features table (NaN until known)."""
     import pandas as pd
 
-    log = read_day(paths, day)
+    log = read_day(paths, day, since)
     latest = log.sort_values("received_at").drop_duplicates(["row_id", "arm"], keep="last")
     features = paths.partition_file(FEATURES_TABLE, day)
-    if not features.exists():
+    if not features.exists() or latest.empty:
         return latest.assign(**{LABEL: float("nan")})
     key = contract.id_columns[0]
     labels = pd.read_parquet(features, columns=[key, LABEL]).rename(columns={key: "row_id"})
@@ -104,7 +116,7 @@ def _joined(contract: Contract, paths: DatasetPaths, day: str) -> pd.DataFrame:
 def _metric(contract: Contract, part: pd.DataFrame) -> tuple[str, float, int]:
     """(metric name, value on the labelled rows, labelled rows)."""
     from driftloop.evaluation.bootstrap import point_metric
-    from driftloop.evaluation.metrics import PRIMARY_METRIC
+    from driftloop.metrics import PRIMARY_METRIC
 
     metric = PRIMARY_METRIC[contract.task]
     known = part[part[LABEL].notna()]
@@ -135,22 +147,46 @@ def write_arm_performance(contract: Contract, paths: DatasetPaths, day: str) -> 
     return table
 
 
-def evidence(contract: Contract, paths: DatasetPaths, days: list[str]) -> dict[str, Any]:
-    """The online evidence over days: per arm, its versions, labelled rows and the metric
-    on all of them pooled."""
+def timestamp(value: str) -> pd.Timestamp:
+    """An ISO time or date as a UTC timestamp (a naive one is read as UTC)."""
     import pandas as pd
 
-    frames = [_joined(contract, paths, day) for day in days]
-    joined = pd.concat(
-        [f for f in frames if not f.empty] or [pd.DataFrame(columns=[*COLUMNS, LABEL])]
-    )
+    stamp = pd.Timestamp(value)
+    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+
+
+def evidence(
+    contract: Contract, paths: DatasetPaths, since: str, confidence: float = 0.90
+) -> tuple[list[str], dict[str, ArmFigures]]:
+    """The online evidence of the rows served since ``since`` (an ISO time), whatever
+    event-time day they belong to, so replayed, backfilled and live traffic all count:
+    the days they fall on and, per arm, its versions, rows, labelled rows and the primary
+    metric on all of them pooled, with its bootstrap interval."""
+    import pandas as pd
+
+    start = timestamp(since)
+    frames = [(day, _joined(contract, paths, day, start)) for day in online_days(paths)]
+    frames = [(day, f) for day, f in frames if not f.empty]
+    joined = pd.concat([f for _, f in frames] or [pd.DataFrame(columns=[*COLUMNS, LABEL])])
     arms = {}
     for arm, part in joined.groupby("arm"):
         metric, value, labelled = _metric(contract, part)
-        arms[str(arm)] = {
-            "versions": sorted(part["model_version"].astype(str).unique().tolist()),
-            "rows": len(part),
-            "labelled_rows": labelled,
-            metric: value,
-        }
-    return {"days": days, "arms": arms}
+        low, high = _interval(metric, part, confidence)
+        arms[str(arm)] = ArmFigures(
+            versions=sorted(part["model_version"].astype(str).unique().tolist()),
+            rows=len(part),
+            labelled_rows=labelled,
+            metric=metric,
+            value=value,
+            ci_low=low,
+            ci_high=high,
+        )
+    return [day for day, _ in frames], arms
+
+
+def _interval(metric: str, part: pd.DataFrame, confidence: float) -> tuple[float, float]:
+    known = part[part[LABEL].notna()]
+    if known.empty:
+        return float("nan"), float("nan")
+    y, p = known[LABEL].to_numpy(float), known["prediction"].to_numpy(float)
+    return percentile_interval(metric_resamples(metric, y, p), confidence)

@@ -22,10 +22,10 @@ from typing import Any
 from driftloop.paths import DatasetPaths
 from driftloop.serving.canary import CANARY, CHAMPION_ARM, Canary, active_canary
 from driftloop.serving.canary_log import RequestLog
-from driftloop.serving.champion import LoadedModel, training_categories, tree_input
 from driftloop.serving.online import OnlineScorer, Scored
 from driftloop.serving.periodic import Periodic
 from driftloop.serving.requests import parse_request
+from driftloop.serving.scoring_model import ScoringModel
 
 log = logging.getLogger(__name__)
 
@@ -39,13 +39,11 @@ class CanaryRouter:
         self.paths = paths
         self.tracking_uri = tracking_uri
         self.refresh_seconds = refresh_seconds
-        self.current: tuple[Canary, LoadedModel] | None = None
+        self.current: tuple[Canary, ScoringModel] | None = None
         self.last_error: str | None = None
         self._periodic = Periodic("canary-router", self.refresh, refresh_seconds)
 
-    def refresh(self) -> tuple[Canary, LoadedModel] | None:
-        from driftloop.training.registry import load_scoring_model
-
+    def refresh(self) -> tuple[Canary, ScoringModel] | None:
         try:
             canary = active_canary(self.paths)
         except Exception as error:  # an unreadable ledger: keep routing as before
@@ -61,14 +59,13 @@ class CanaryRouter:
             return self.current
         uri = f"models:/{self.paths.dataset}/{canary.version}"
         try:
-            score = load_scoring_model(uri, tracking_uri=self.tracking_uri)
+            model = ScoringModel.load(
+                uri, self.tracking_uri, canary.version, str(canary.run_id or "")
+            )
         except Exception as error:
             self.last_error = f"loading the canary {uri}: {error}"
             log.error(self.last_error)
             return self.current
-        model = LoadedModel(canary.version, str(canary.run_id or ""), uri, score)
-        model.categories = training_categories(score)
-        model.tree_input = tree_input(score)
         self.current = (canary, model)
         log.info("%s: canary v%s at %.0f%%", self.paths.dataset, canary.version, canary.share * 100)
         return self.current
@@ -89,21 +86,15 @@ def _take(columns: dict[str, Any], rows: list[int]) -> dict[str, Any]:
     return out
 
 
-def explain_rows(model: LoadedModel, columns: dict[str, Any], top: int) -> list | None:
+def explain_rows(model: ScoringModel, columns: dict[str, Any], top: int) -> list | None:
     """Each row's top contributions from our model inside `model` (None for other models)."""
     import pandas as pd
 
     from driftloop.evaluation.explain import explain, top_contributions
-    from driftloop.training.model_base import TabularModel
 
-    pyfunc = getattr(model.score, "pyfunc", None)
-    try:
-        tabular = pyfunc.unwrap_python_model().tabular  # type: ignore[union-attr]
-    except Exception:  # another flavour: it has no contributions of its own
+    if model.tabular is None:  # another flavour: it has no contributions of its own
         return None
-    if not isinstance(tabular, TabularModel):
-        return None
-    return top_contributions(explain(tabular, pd.DataFrame(columns)), top)
+    return top_contributions(explain(model.tabular, pd.DataFrame(columns)), top)
 
 
 class CanaryScorer(OnlineScorer):
@@ -122,6 +113,21 @@ class CanaryScorer(OnlineScorer):
     def stop_background(self) -> None:
         self.router.stop()
         self.request_log.flush()
+
+    def version(self) -> dict[str, Any]:
+        """`OnlineScorer.version` and the canary routed now: its version, share and since
+        when (None without a canary), with the router's last error."""
+        routed = self.router.current
+        canary = None
+        if routed is not None:
+            running, model = routed
+            canary = {
+                "model_version": model.version,
+                "share": running.share,
+                "started_at": running.started_at,
+                "champion_version": running.champion_version,
+            }
+        return super().version() | {"canary": canary, "canary_error": self.router.last_error}
 
     def score(self, payload: Any, request: dict[str, Any] | None = None) -> Scored:
         import numpy as np
@@ -146,7 +152,7 @@ class CanaryScorer(OnlineScorer):
             if not picked:
                 continue
             part = _take(columns, picked)
-            scores[picked] = np.asarray(model.predict(part, len(picked)), dtype=np.float64)
+            scores[picked] = np.asarray(model.predict_columns(part, len(picked)), dtype=np.float64)
             if request.get("explain"):
                 for i, row in zip(picked, explain_rows(model, part, top) or [], strict=False):
                     explanations[i] = row

@@ -33,7 +33,7 @@ from typing import Any
 from driftloop.data.contract import ColumnType, Contract
 from driftloop.features.definition import SQL_TYPES, ident, plain_feature_sql
 from driftloop.paths import DatasetPaths
-from driftloop.serving.champion import ChampionWatcher, LoadedModel
+from driftloop.serving.champion import ChampionWatcher
 from driftloop.serving.online_state import OnlineFeatureState
 from driftloop.serving.requests import (
     DEFAULT_MAX_ROWS,
@@ -46,6 +46,7 @@ from driftloop.serving.requests import (
     raw_record,
     sql_columns,
 )
+from driftloop.serving.scoring_model import ScoringModel
 
 # What callers of this module import (the request and champion parts live beside it).
 __all__ = [
@@ -66,7 +67,7 @@ class Scored:
     """A response body and what the metrics need to know about it."""
 
     body: dict[str, Any]
-    model: LoadedModel
+    model: ScoringModel
     rows: int
     unseen: dict[str, int] = field(default_factory=dict)
     headers: dict[str, str] = field(default_factory=dict)  # e.g. a canary's arms
@@ -171,7 +172,7 @@ class OnlineScorer:
     def stop_background(self) -> None:
         """Stop what `start_background` started."""
 
-    def resolve_model(self, request: dict[str, Any] | None = None) -> LoadedModel:
+    def resolve_model(self, request: dict[str, Any] | None = None) -> ScoringModel:
         """The version that answers this request (read once: the whole request uses it)."""
         model = self.watcher.model
         if model is None:
@@ -218,7 +219,7 @@ class OnlineScorer:
             data[name] = np.array([np.nan if v is None else v for v in values], dtype=np.float64)
         return data
 
-    def unseen(self, model: LoadedModel, rows: Rows) -> dict[str, int]:
+    def unseen(self, model: ScoringModel, rows: Rows) -> dict[str, int]:
         """Per free categorical feature: values in the request the model was not trained on."""
         counts: dict[str, int] = {}
         for name in self.free_categoricals:
@@ -240,14 +241,14 @@ class OnlineScorer:
         model = self.resolve_model(request)
         rows = parse_request(payload, self.schema)
         features = self.features(rows)
-        scores = model.predict(features, rows.count)
+        scores = model.predict_columns(features, rows.count)
         body = self.response_body(model, scores)
         unseen = self.unseen(model, rows)
         if unseen:
             body["unseen_categories"] = unseen
         return Scored(body, model, rows.count, unseen)
 
-    def response_body(self, model: LoadedModel, scores: Any) -> dict[str, Any]:
+    def response_body(self, model: ScoringModel, scores: Any) -> dict[str, Any]:
         """The predictions and the version that answers for them."""
         return {
             "predictions": [float(s) for s in scores],

@@ -33,7 +33,12 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from driftloop.data.contract import ColumnType, Contract
-from driftloop.data.contract_sql import DERIVED_EVENT_TIME, event_time_inputs
+from driftloop.data.contract_sql import DERIVED_EVENT_TIME
+from driftloop.data.event_time import (
+    compute_event_time,
+    event_time_inputs,
+    event_time_inputs_text,
+)
 from driftloop.serving.errors import MAX_REPORTED_ERRORS, Problem, RequestError, fail, shown
 
 __all__ = ["Problem", "RequestError", "RequestSchema", "Rows", "fail", "parse_request"]
@@ -292,7 +297,6 @@ def parse_request(payload: Any, schema: RequestSchema) -> Rows:
 def derive_event_time(contract: Contract, rows: Rows) -> None:
     """Fill the derived event-time column from `event_time.expression`, as ingestion does
     (one sandboxed function computes it everywhere); a row it gives no time is a 422."""
-    from driftloop.data.contract_sql import compute_event_time, event_time_inputs_text
 
     inputs = event_time_inputs(contract)
     frame = raw_frame(contract, {n: rows.columns[n] for n in inputs}, rows.count)

@@ -187,7 +187,7 @@ def _installed_version(name: str) -> str | None:
     return dist.version
 
 
-def _tabular_of(loaded: Any) -> Any:
+def tabular_of(loaded: Any) -> Any:
     """Our TabularModel inside a loaded pyfunc (see `pyfunc_wrapper`), else None."""
     from driftloop.training.model_base import TabularModel
 
@@ -229,11 +229,18 @@ def _check_input_types(model_uri: str, frame: Any, columns: list[tuple[str, str]
             )
 
 
-def load_scoring_model(
-    model_uri: str, tracking_uri: str | None = None
-) -> Callable[[pd.DataFrame | pa.Table], np.ndarray]:
-    """Load a logged pyfunc (models:/<name>@<alias>, models:/<name>/<v>, runs:/...) as
-    score(frame) -> 1-D float array; the frame is a pandas DataFrame or a pyarrow Table.
+def input_columns(loaded: Any) -> list[tuple[str, Any]]:
+    """The logged input signature of a loaded pyfunc: (column, mlflow DataType) pairs, []
+    without a signature."""
+    schema = loaded.metadata.get_input_schema()
+    return [(c.name, c.type) for c in schema.inputs] if schema is not None else []
+
+
+def frame_scorer(
+    model_uri: str, loaded: Any
+) -> Callable[[pd.DataFrame | pa.Table, int], np.ndarray]:
+    """score(frame, threads=0) -> 1-D float array of a loaded pyfunc; the frame is a pandas
+    DataFrame or a pyarrow Table.
 
     The frame may carry extra columns; the signature's columns must be present (KeyError
     naming the missing ones) and hold types that cast to the logged ones (TypeError).
@@ -243,12 +250,8 @@ def load_scoring_model(
     per-row schema enforcement and two string casts per categorical cost several times
     over. Any other pyfunc goes through MLflow's `predict`, its inputs cast to the logged
     types (float64 / string) first so integer or categorical dtypes do not trip MLflow's
-    schema enforcement. A version is loaded once per process (`cached_pyfunc`).
-
-    `threads` caps our models' prediction threads (0: the library's default; other pyfuncs
-    predict as MLflow does). score.features lists the columns it reads,
-    score.string_features those logged as strings (read them dictionary-encoded),
-    score.pyfunc is the loaded model.
+    schema enforcement. `threads` caps our models' prediction threads (0: the library's
+    default; other pyfuncs predict as MLflow does).
     """
     import numpy as np
     import pandas as pd
@@ -256,11 +259,9 @@ def load_scoring_model(
 
     from driftloop.training.columns import as_pandas, column_names
 
-    loaded = cached_pyfunc(model_uri, tracking_uri)
-    schema = loaded.metadata.get_input_schema()
-    columns = [(c.name, c.type) for c in schema.inputs] if schema is not None else []
+    columns = input_columns(loaded)
     names = [name for name, _ in columns]
-    tabular = _tabular_of(loaded)
+    tabular = tabular_of(loaded)
 
     def check(frame: pd.DataFrame | pa.Table) -> None:
         present = set(column_names(frame))
@@ -294,8 +295,14 @@ def load_scoring_model(
                 x[name] = values
         return np.asarray(loaded.predict(x), dtype="float64").ravel()
 
-    score.features = names  # type: ignore[attr-defined]
-    score.string_features = [n for n, k in columns if k == DataType.string]  # type: ignore[attr-defined]
-    score.model_uri = model_uri  # type: ignore[attr-defined]
-    score.pyfunc = loaded  # type: ignore[attr-defined]
     return score
+
+
+def load_scoring_model(
+    model_uri: str, tracking_uri: str | None = None
+) -> Callable[[pd.DataFrame | pa.Table, int], np.ndarray]:
+    """Load a logged pyfunc (models:/<name>@<alias>, models:/<name>/<v>, runs:/...) as
+    score(frame, threads=0) -> 1-D float array (`frame_scorer`). A version is loaded once
+    per process (`cached_pyfunc`). Serving code uses `driftloop.serving.scoring_model.
+    ScoringModel`, which wraps the same function with the model's identity and inputs."""
+    return frame_scorer(model_uri, cached_pyfunc(model_uri, tracking_uri))

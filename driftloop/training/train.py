@@ -19,7 +19,7 @@ import pandas as pd
 
 from driftloop.data.contract import Contract, Task
 from driftloop.data.lake import existing_partitions, is_blocked, partition_files, sql_file_list
-from driftloop.evaluation.metrics import PRIMARY_METRIC, compute_metrics, is_better
+from driftloop.metrics import PRIMARY_METRIC, compute_metrics, is_better
 from driftloop.names import FEATURES_TABLE, LABEL
 from driftloop.paths import DatasetPaths
 from driftloop.training.model_base import TabularModel

@@ -4,7 +4,20 @@ from __future__ import annotations
 
 from dagster import Definitions
 
+from assets import evaluation, features, model, monitoring, predictions, raw_data
 from driftloop.data.contract import Contract
+from pipelines import jobs
+from pipelines.backtest_job import build_backtest_job
+from pipelines.ingest_job import build_ingest_job
+from pipelines.rollback import build_rollback_job
+from sensors.alerts import build_alert_sensor
+from sensors.catch_up import CatchUpJobs, build_catch_up_sensor, build_daily_scoring_schedule
+from sensors.new_data import build_new_data_sensor
+from sensors.reconcile import build_reconcile_sensor
+from sensors.replay_feed import build_replay_sensor
+from sensors.retrain_trigger import build_retrain_sensor
+from sensors.schedules import build_weekly_retrain_schedule
+from sensors.stale_days import build_stale_days_sensor
 
 
 def build_dataset_definitions(contract: Contract) -> Definitions:
@@ -12,19 +25,6 @@ def build_dataset_definitions(contract: Contract) -> Definitions:
 
     Adding a contract file adds a whole graph: nothing here is specific to a dataset.
     """
-    from assets import evaluation, features, model, monitoring, predictions, raw_data
-    from pipelines import jobs
-    from pipelines.backtest_job import build_backtest_job
-    from pipelines.ingest_job import build_ingest_job
-    from pipelines.rollback import build_rollback_job
-    from sensors.alerts import build_alert_sensor
-    from sensors.catch_up import CatchUpJobs, build_catch_up_sensor, build_daily_scoring_schedule
-    from sensors.new_data import build_new_data_sensor
-    from sensors.replay_feed import build_replay_sensor
-    from sensors.retrain_trigger import build_retrain_sensor
-    from sensors.schedules import build_weekly_retrain_schedule
-    from sensors.stale_days import build_stale_days_sensor
-
     daily = jobs.build_daily_job(contract)
     ingest = build_ingest_job(contract)
     retrain = jobs.build_retrain_job(contract)
@@ -38,6 +38,7 @@ def build_dataset_definitions(contract: Contract) -> Definitions:
         build_retrain_sensor(contract, retrain.name),
         build_catch_up_sensor(contract, behind),
         build_alert_sensor(contract, retrain.name),
+        build_reconcile_sensor(contract),
         *([replay] if replay else []),
     ]
     orchestration = Definitions(

@@ -1,4 +1,5 @@
-"""Model quality metrics per task, and which way is better for each of them."""
+"""Model quality metrics per task, and which way is better for each of them (shared by
+training, evaluation, monitoring and the backtest)."""
 
 from __future__ import annotations
 
@@ -26,6 +27,13 @@ HIGHER_IS_BETTER: dict[str, bool] = {
     "mae": False,
     "r2": True,
 }
+
+# How reports and gate reasons name the primary metrics.
+METRIC_LABELS = {"roc_auc": "ROC AUC", "rmse": "RMSE", "log_loss": "log loss", "mae": "MAE"}
+
+# The two-sided interval of a paired metric difference that the eval report shows and the
+# gate judges by default: its lower end is a one-sided 95% bound.
+INTERVAL_CONFIDENCE = 0.90
 
 BINARY_METRICS = ("roc_auc", "log_loss", "brier", "precision", "recall", "positive_rate")
 REGRESSION_METRICS = ("rmse", "mae", "r2")

@@ -16,9 +16,9 @@ from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from driftloop.data.contract import RESERVED_NAMES
+from driftloop.data.contract import reserved_column_reason
 from driftloop.data.contract_sql import check_expression, sandboxed_connection
-from driftloop.data.drafting_profile import (
+from driftloop.drafting.profiling import (
     LEAK_AUC,
     LEAK_R2,
     MAX_ALLOWED_VALUES,
@@ -259,10 +259,20 @@ def draft_contract(
     import pandas as pd
 
     frame = read_sample(sample)
-    reserved = [c for c in frame.columns if c in RESERVED_NAMES or c == "_event_time"]
-    frame = frame.drop(columns=reserved)
+    # A reserved name cannot be declared (the lake or the features table owns it), and the
+    # contract reads columns by their names in the files: such a column is left out.
+    reserved = {c: why for c in frame.columns if (why := reserved_column_reason(c)) is not None}
+    frame = frame.drop(columns=list(reserved))
     profiles = profile(frame, None)
-    column, expression, time_why, times = _event_time(frame, profiles, time)
+    try:
+        column, expression, time_why, times = _event_time(frame, profiles, time)
+    except ValueError as error:
+        if not reserved:
+            raise
+        raise ValueError(
+            f"{error}; the columns {sorted(reserved)} were left out for their reserved names: "
+            "rename them in the files to use them"
+        ) from None
     days = pd.to_datetime(times).dt.strftime("%Y-%m-%d")
     profiles = profile(frame, days)
 
@@ -277,8 +287,8 @@ def draft_contract(
 
     inputs = {column} if column else check_expression(expression or "")
     left_out: dict[str, str] = {}
-    for c in reserved:
-        left_out[c] = "a reserved name of the features table: rename it in the files to use it"
+    for c, why in reserved.items():
+        left_out[c] = f"a reserved name ({why}): rename it in the files to use it"
     for c in components & set(frame.columns):
         left_out[c] = "the target or one of its components"
     ids = [

@@ -6,11 +6,11 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from driftloop.data.drafting_profile import yaml_key
+from driftloop.drafting.profiling import yaml_key
 
 if TYPE_CHECKING:
     from driftloop.data.contract import Contract
-    from driftloop.data.drafting import Draft
+    from driftloop.drafting.draft import Draft
 
 
 def _pad(text: str, why: str, width: int = 40) -> str:

@@ -1,0 +1,1 @@
+"""Drafting a contract from a sample file: profiles, quick fits on the sample, commented YAML."""
