@@ -383,8 +383,6 @@ def load_contract(path: str | Path) -> Contract:
     """Read and validate one contract file; every problem names the file and the field."""
     path = Path(path)
     try:
-        # libyaml's safe loader where PyYAML has it: several times faster than the pure
-        # Python one, which counts when a code location loads many contracts.
         raw = yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except yaml.YAMLError as error:
         raise ContractError(f"contract {path}: not valid YAML: {error}") from error
