@@ -1,7 +1,7 @@
 """Draft a contract for a new dataset from a sample file, validate it, say what comes next.
 
 python -m pipelines.new_dataset NAME --sample FILE [--target EXPR] [--time EXPR]
-    [--label-delay D] [--timezone ZONE] [--force]
+    [--positive VALUE] [--label-delay D] [--timezone ZONE] [--force]
 """
 
 from __future__ import annotations
@@ -26,6 +26,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--target", required=True, help="the target: a column, or SQL over columns ('x > 15')"
     )
+    parser.add_argument(
+        "--positive",
+        default=None,
+        help="for a two-valued target column: its positive class (default: the rarer value)",
+    )
     parser.add_argument("--time", default=None, help="event time: a column or SQL over columns")
     parser.add_argument("--label-delay", default=None, help="e.g. 1d, 6h (default 1d)")
     parser.add_argument("--timezone", default="UTC", help="zone of the partition days")
@@ -40,7 +45,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         draft = draft_contract(
-            args.name, args.sample, args.target, args.time, args.label_delay, args.timezone
+            args.name,
+            args.sample,
+            args.target,
+            args.time,
+            args.label_delay,
+            args.timezone,
+            positive=args.positive,
         )
     except (ValueError, OSError) as error:
         print(f"error: sample {args.sample}: {error}", file=sys.stderr)

@@ -240,3 +240,15 @@ def test_regression_sign_and_slices() -> None:
     assert result.calibration is None
     assert set(result.slices.query("slice == 'km'")["value"]).__len__() == 5  # quintiles
     assert decide(result, GateConfig(slice_tolerance=0.1), is_first=False).promote
+
+
+def test_holdout_far_from_validation_is_warned() -> None:
+    from driftloop.evaluation.challenger import HOLDOUT_SHIFT_WARNING, holdout_shift_warning
+
+    # A holiday week: the holdout RMSE 40% above validation's.
+    warning = holdout_shift_warning("rmse", 10.0, 14.0)
+    assert warning is not None and "40% above validation's" in warning
+    assert "docs/cli.md" in warning
+    assert holdout_shift_warning("rmse", 10.0, 10.0 * (1 + HOLDOUT_SHIFT_WARNING / 2)) is None
+    assert "below" in (holdout_shift_warning("roc_auc", 0.8, 0.55) or "")
+    assert holdout_shift_warning("rmse", None, 14.0) is None

@@ -24,10 +24,8 @@ from driftloop.names import LABEL
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
-# Names the lake and the features table give columns of their own, each with the reason: a
-# contract column, extra or rolling feature under one of them (in any letter case: DuckDB
-# compares names case-insensitively) would be shadowed or collide. One list, owned here:
-# the drafter and the other checks read it.
+# Names the lake and the features table give columns of their own (in any letter case, as
+# DuckDB compares names), with why: the one list the contract, drafter and checks read.
 RESERVED_COLUMN_NAMES: dict[str, str] = {
     "date": "the lake's date=YYYY-MM-DD partition folders add a column of that name",
     "_source_file": "the raw partitions' column naming the landed file of each row",
@@ -36,8 +34,7 @@ RESERVED_COLUMN_NAMES: dict[str, str] = {
     "partition_date": "the features table's partition day column",
     LABEL: "the features table's target column",
 }
-# The features query names its working columns with this prefix.
-RESERVED_COLUMN_PREFIX = "__"
+RESERVED_COLUMN_PREFIX = "__"  # the features query's working columns
 DOCS = "docs/contracts.md"
 
 
@@ -275,10 +272,9 @@ class Contract(_Strict):
         need("slices", self.slices, known | derived)
         need("rolling_features.group_by", [r.group_by for r in self.rolling_features], known)
         for name in [*known, *derived]:
+            # `_derived_event_time` declares the expression's column itself.
             derived_time = name == DERIVED_EVENT_TIME and self.event_time.expression is not None
-            if derived_time and name in known:
-                continue  # declared by `_derived_event_time` for the expression
-            if (why := reserved_column_reason(name)) is not None:
+            if not (derived_time and name in known) and (why := reserved_column_reason(name)):
                 field = "columns" if name in known else "extra/rolling features"
                 raise ValueError(
                     f"{field}: {name!r} is a reserved name ({why}); rename the column in the "

@@ -11,76 +11,38 @@ inferred value. Nothing is keyed on column names.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
-from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from driftloop.data.contract import reserved_column_reason
-from driftloop.data.contract_sql import check_expression, sandboxed_connection
+from driftloop.data.contract import Task, reserved_column_reason
+from driftloop.data.contract_sql import check_expression
+from driftloop.drafting.columns import (
+    carried_by,
+    column_line,
+    draft_slices,
+    partition_bounds,
+)
+from driftloop.drafting.fits import history_leaks
+from driftloop.drafting.ids import draft_id_columns
 from driftloop.drafting.profiling import (
     LEAK_AUC,
     LEAK_R2,
-    MAX_ALLOWED_VALUES,
     MAX_CATEGORIES,
     MAX_CATEGORY_SHARE,
-    MIN_SEEN_PER_VALUE,
     Profile,
     identity_members,
-    null_limit,
-    numeric_rule,
     profile,
     read_sample,
     recorded_with_outcome,
     single_column_score,
     yaml_key,
 )
+from driftloop.drafting.record import Draft, Line
+from driftloop.drafting.render import render
+from driftloop.drafting.targets import evaluate, resolve_target
 
 if TYPE_CHECKING:
     import pandas as pd
-
-
-MAX_SLICES = 2
-MAX_SLICE_VALUES = 12
-
-
-@dataclass
-class Line:
-    """One value of the contract and why it was chosen."""
-
-    value: str
-    why: str
-
-
-@dataclass
-class Draft:
-    name: str
-    sample: Path
-    rows: int
-    event_time: dict[str, Line]
-    target: dict[str, Line]
-    task: Line
-    label_delay: Line
-    start: Line
-    id_columns: Line
-    columns: dict[str, Line]
-    extra_features: dict[str, Line]
-    features: dict[str, str]  # name -> why it is in
-    left_out: dict[str, str]  # name -> why it is not
-    slices: Line
-    training: dict[str, Line]
-    notes: list[str] = field(default_factory=list)
-
-
-def _label(frame: pd.DataFrame, target_sql: str) -> pd.Series:
-    """The target over the sample, computed in the contract SQL sandbox."""
-    con = sandboxed_connection()
-    try:
-        con.register("sample", frame)
-        result = con.execute(f"SELECT {target_sql} AS label FROM sample").fetchdf()["label"]
-    finally:
-        con.close()
-    return result
 
 
 def _event_time(frame: pd.DataFrame, profiles: dict[str, Profile], given: str | None):
@@ -91,7 +53,7 @@ def _event_time(frame: pd.DataFrame, profiles: dict[str, Profile], given: str | 
         if given in frame.columns:
             return given, None, "given with --time", pd.to_datetime(frame[given])
         check_expression(given)
-        times = pd.to_datetime(_label(frame, f"CAST(({given}) AS TIMESTAMP)"))
+        times = pd.to_datetime(evaluate(frame, f"CAST(({given}) AS TIMESTAMP)"))
         return None, given, "given with --time", times
     stamps = [p for p in profiles.values() if p.kind == "timestamp" and p.nulls < p.rows]
     moments = [p for p in stamps if not p.date_only]
@@ -110,15 +72,21 @@ def _event_time(frame: pd.DataFrame, profiles: dict[str, Profile], given: str | 
         )
         return chosen.name, None, why, frame[chosen.name]
     hours = [
-        p for p in profiles.values()
-        if p.kind == "numeric" and p.integer and p.low is not None and p.low >= 0
-        and p.high is not None and p.high <= 23 and p.distinct > 6
-    ]  # fmt: skip
+        p
+        for p in profiles.values()
+        if p.kind == "numeric"
+        and p.integer
+        and p.low is not None
+        and p.low >= 0
+        and p.high is not None
+        and p.high <= 23
+        and p.distinct > 6
+    ]
     if stamps and hours:
         day, hour = stamps[0].name, hours[0].name
         expression = f'CAST("{day}" AS DATE) + to_hours(CAST("{hour}" AS BIGINT))'
         why = f"a date column ({day}) plus an hour column ({hour}: whole numbers 0-23)"
-        times = pd.to_datetime(_label(frame, f"CAST(({expression}) AS TIMESTAMP)"))
+        times = pd.to_datetime(evaluate(frame, f"CAST(({expression}) AS TIMESTAMP)"))
         return None, expression, why, times
     raise ValueError(
         "no timestamp column (nor a date plus an hour column) found in the sample: give the "
@@ -181,72 +149,6 @@ def _leaks(
     return found
 
 
-def _column_line(item: Profile, is_event: bool) -> Line:
-    rule: dict[str, object] = {"type": item.kind}
-    why = [f"{item.kind}"]
-    if item.nulls == 0:
-        rule["nullable"] = False
-        why.append("no nulls in the sample (a null row is quarantined)")
-    else:
-        rule["max_null_fraction"] = null_limit(item)
-        why.append(
-            f"{item.null_share:.1%} null (worst day {item.max_daily_null_share:.1%}); "
-            "limit per partition with room for bad days"
-        )
-    if is_event:
-        rule = {"type": "timestamp", "nullable": False}
-    if item.kind == "numeric" and item.low is not None and item.calendar:
-        why.append("one value per day (a part of the date): a sample's days do not show its range")
-    elif item.kind == "numeric" and item.low is not None and item.low == item.high:
-        why.append(f"always {item.low:g} in the sample: no range to widen")
-    elif item.kind == "numeric" and item.low is not None:
-        rule["min"], rule["max"] = numeric_rule(item)
-        why.append(f"seen {item.low:g} to {item.high:g}, widened by the range on each side")
-    if (
-        item.kind == "categorical"
-        and item.values is not None
-        and item.distinct <= MAX_ALLOWED_VALUES
-        and item.rows >= 200
-        and min(item.values.values()) >= MIN_SEEN_PER_VALUE
-    ):
-        rule["allowed"] = sorted(item.values)
-        why.append(f"all {len(item.values)} values seen at least {MIN_SEEN_PER_VALUE} times")
-    elif item.kind == "categorical":
-        why.append(f"{item.distinct} distinct values: no fixed list")
-    parts = []
-    for key, value in rule.items():
-        if key == "allowed":
-            text = "[" + ", ".join(json.dumps(v) for v in value) + "]"  # type: ignore[union-attr]
-        elif isinstance(value, bool):
-            text = str(value).lower()
-        elif isinstance(value, float):
-            text = f"{value:g}" if abs(value) < 1e15 else repr(value)
-        else:
-            text = str(value)
-        parts.append(f"{key}: {text}")
-    return Line("{" + ", ".join(parts) + "}", "; ".join(why))
-
-
-def _second_share(item: Profile) -> float:
-    counts = sorted((item.values or {}).values(), reverse=True)
-    return counts[1] / sum(counts) if len(counts) > 1 else 0.0
-
-
-def _slices(features: list[str], profiles: dict[str, Profile]) -> list[str]:
-    """Up to two features with a few values of which at least two are common (a group that
-    is 1% of rows never reaches the size a slice is gated at), categorical first."""
-    candidates = [
-        n for n in features
-        if n in profiles and 2 <= profiles[n].distinct <= MAX_SLICE_VALUES
-        and profiles[n].kind != "timestamp" and not profiles[n].calendar
-        and _second_share(profiles[n]) >= 0.1
-    ]  # fmt: skip
-    order = sorted(
-        candidates, key=lambda n: (profiles[n].kind != "categorical", -_second_share(profiles[n]))
-    )
-    return order[:MAX_SLICES]
-
-
 def draft_contract(
     name: str,
     sample: Path,
@@ -254,6 +156,7 @@ def draft_contract(
     time: str | None = None,
     label_delay: str | None = None,
     timezone: str = "UTC",
+    positive: str | None = None,
 ) -> Draft:
     """Everything a contract needs, inferred from the sample (see the module docstring)."""
     import pandas as pd
@@ -276,14 +179,14 @@ def draft_contract(
     days = pd.to_datetime(times).dt.strftime("%Y-%m-%d")
     profiles = profile(frame, days)
 
-    target_is_column = target in frame.columns
-    target_sql = json.dumps(target) if target_is_column else f"({target})"
-    components = {target} if target_is_column else check_expression(target)
-    label = _label(frame, f"CAST({target_sql} AS DOUBLE)")
+    choice = resolve_target(frame, target, positive)
+    components = choice.components
+    label = evaluate(frame, f"CAST({choice.sql} AS DOUBLE)")
     task, task_why = _task(label)
     value_columns = [c for c in components if c in frame and profiles[c].kind == "numeric"]
-    target_value = label if task == "regression" else (
-        frame[value_columns[0]] if len(value_columns) == 1 else None)  # fmt: skip
+    target_value = label if task == "regression" else None
+    if target_value is None and len(value_columns) == 1:
+        target_value = frame[value_columns[0]]
 
     inputs = {column} if column else check_expression(expression or "")
     left_out: dict[str, str] = {}
@@ -291,17 +194,13 @@ def draft_contract(
         left_out[c] = f"a reserved name ({why}): rename it in the files to use it"
     for c in components & set(frame.columns):
         left_out[c] = "the target or one of its components"
-    ids = [
-        p.name for p in profiles.values()
-        if p.nulls == 0 and p.distinct == p.rows and p.kind in ("categorical", "numeric")
-        and (p.kind == "categorical" or p.integer) and p.name not in inputs | components
-    ]  # fmt: skip
     for p in profiles.values():
         if p.name in left_out or p.name in inputs:
             continue
+        keyed = p.kind == "categorical" or (p.kind == "numeric" and p.integer)
         if p.distinct <= 1:
             left_out[p.name] = "constant in the sample: carries no information"
-        elif p.name in ids:
+        elif keyed and p.nulls == 0 and p.distinct == p.rows:
             left_out[p.name] = "unique on every row: an identifier, not a feature"
         elif p.kind == "categorical" and (
             p.distinct > MAX_CATEGORIES or p.distinct > MAX_CATEGORY_SHARE * p.rows
@@ -310,6 +209,8 @@ def draft_contract(
     candidates = [c for c in frame.columns if c not in left_out and c not in inputs]
     binary = task == "binary"
     left_out |= _leaks(frame, profiles, candidates, label, target_value, binary, times)
+    numeric = [c for c in candidates if c not in left_out and profiles[c].kind == "numeric"]
+    left_out |= history_leaks(frame, numeric, label, Task(task), times)
     features = {
         c: profiles[c].kind
         for c in candidates
@@ -318,15 +219,32 @@ def draft_contract(
     for c in candidates:
         if c not in left_out and profiles[c].kind == "timestamp":
             left_out[c] = "a timestamp: not a model input itself"
+    known = [c for c in frame.columns if c not in left_out or "identifier" in left_out[c]]
+    time_columns = [column] if column else sorted(inputs)
+    busiest = int(days.value_counts().max())
+    ids, ids_why = draft_id_columns(frame, profiles, time_columns, known, busiest)
 
     extra: dict[str, Line] = {}
     taken = set(frame.columns)
-    has_clock = bool((pd.to_datetime(times).dt.normalize() != pd.to_datetime(times)).any())
-    proposals = [("weekday", "dayofweek(event_time)", "day of the week of the event (0 = Sunday)")]
+    stamps = pd.to_datetime(times)
+    has_clock = bool((stamps.dt.normalize() != stamps).any())
+    proposals = [
+        (
+            "weekday",
+            "dayofweek(event_time)",
+            "day of the week of the event (0 = Sunday)",
+            stamps.dt.dayofweek,
+        ),
+    ]
     if has_clock:
-        proposals.insert(0, ("hour", "hour(event_time) + minute(event_time) / 60.0",
-                             "time of day of the event, in hours"))  # fmt: skip
-    for base, sql, why in proposals:
+        hour_sql = "hour(event_time) + minute(event_time) / 60.0"
+        proposals.insert(
+            0, ("hour", hour_sql, "time of day of the event, in hours", stamps.dt.hour)
+        )
+    for base, sql, why, part in proposals:
+        if (carrier := carried_by(frame, features, part)) is not None:
+            features[carrier] = f"{features[carrier]}; carries the event's {base}: no {base} added"
+            continue
         feature = base if base not in taken else f"event_{base}"
         while feature in taken:
             feature += "_"
@@ -334,33 +252,49 @@ def draft_contract(
         features = {feature: why} | features
         taken.add(feature)
     for c in list(features):
-        if c in profiles:
-            features[c] = profiles[c].kind
+        if c in profiles and c not in extra:
+            features[c] = features[c] if ";" in features[c] else profiles[c].kind
+            if profiles[c].code:
+                features[c] = f"categorical: whole-number codes, {profiles[c].distinct} values"
 
-    columns = {c: _column_line(profiles[c], c == column) for c in frame.columns}
+    columns = {c: column_line(profiles[c], c == column) for c in frame.columns}
     event = {"timezone": Line(json.dumps(timezone), "zone of the partition days (--timezone)")}
     if column:
         event = {"column": Line(yaml_key(column), time_why)} | event
     else:
         event = {"expression": Line(json.dumps(expression), time_why)} | event
-    first = pd.to_datetime(times).dropna().quantile(0.005)
-    start = date(first.year, first.month, 1)
-    span = (pd.to_datetime(times).max() - pd.to_datetime(times).min()).days + 1
+    start, end, bounds_why = partition_bounds(times)
+    span = (stamps.max() - stamps.min()).days + 1
     per_day = len(frame) / max(span, 1)
-    slices = _slices(list(features), profiles)
+    slices = draft_slices(list(features), profiles)
     holdout = 7
     slice_note = (
         f"the sample holds about {per_day:.0f} rows a day, a {holdout}-day holdout about "
         f"{per_day * holdout:.0f}: a slice is gated from 500 rows (see docs/contracts.md#slices)"
     )
-    return Draft(
+    # Groups for the target's history: categories, and whole numbers naming things (a
+    # location id) that are not parts of the date; ranked by how well each one's mean target
+    # predicts it (learnt on every other row).
+    groups = sorted(
+        (
+            c
+            for c in features
+            if c in profiles
+            and 2 <= profiles[c].distinct <= MAX_CATEGORIES
+            and not profiles[c].calendar
+            and (profiles[c].kind == "categorical" or profiles[c].integer)
+        ),
+        key=lambda c: -(single_column_score(frame[c].astype(str), label, binary) or 0.0),
+    )
+    draft = Draft(
         name=name,
         sample=sample,
         rows=len(frame),
         event_time=event,
         target={
-            "column" if target_is_column else "expression": Line(
-                yaml_key(target) if target_is_column else json.dumps(target), "given with --target"
+            choice.key: Line(
+                yaml_key(choice.value) if choice.key == "column" else json.dumps(choice.value),
+                choice.why,
             )
         },
         task=Line(task, task_why),
@@ -370,13 +304,13 @@ def draft_contract(
             if label_delay
             else "how long after the event the target is known: not in a sample, one day assumed",
         ),
-        start=Line(start.isoformat(), "first month of the sample's event times"),
-        id_columns=Line(
-            "[" + ", ".join(yaml_key(i) for i in ids[:1]) + "]",
-            "unique and never null in the sample"
-            if ids
-            else "no column is unique in the sample (online serving needs one)",
+        start=Line(start.isoformat(), f"first day of {bounds_why}"),
+        end=Line(
+            end.isoformat(),
+            "the day after the sample's last: rows dated later are quarantined, so move it "
+            "forward (or delete it) for data after the sample",
         ),
+        id_columns=Line("[" + ", ".join(yaml_key(i) for i in ids) + "]", ids_why),
         columns=columns,
         extra_features=extra,
         features=features,
@@ -387,5 +321,40 @@ def draft_contract(
             "holdout_days": Line(str(holdout), "latest days kept out to evaluate and gate"),
             "validation_days": Line("7", "days before the holdout for early stopping"),
         },
+        groups=groups,
         notes=[f"{c}: {why}" for c, why in left_out.items()],
     )
+    return propose_rolling(draft)
+
+
+def propose_rolling(draft: Draft) -> Draft:
+    """The draft with the rolling means of the target that a quick fit on the sample keeps
+    (driftloop.drafting.fits.choose_rolling), each with the measured gain."""
+    import yaml
+    from pydantic import ValidationError
+
+    from driftloop.data.contract import Contract
+    from driftloop.data.raw_table import conform
+    from driftloop.data.reading import Reject, read_landed
+    from driftloop.data.rules import cast_and_check
+    from driftloop.drafting.fits import choose_rolling
+
+    try:
+        contract = Contract.model_validate(yaml.safe_load(render(draft)))
+        raw = read_landed(draft.sample, contract).reset_index(drop=True)
+        cast, violations = cast_and_check(contract, raw)
+    except (ValidationError, Reject) as error:
+        # The command validates the draft itself and says what is wrong with it.
+        draft.rolling_summary = f"not measured: {str(error).splitlines()[0]}"
+        return draft
+    rows = conform(contract, cast[~violations.bad].reset_index(drop=True))
+    choice = choose_rolling(contract, rows, draft.groups)
+    draft.rolling_summary = choice.summary
+    for rolling in choice.features:
+        window = f"{rolling.window.days}d"
+        value = (
+            f"{{name: {rolling.name}, group_by: {yaml_key(rolling.group_by)}, window: {window}}}"
+        )
+        draft.rolling.append(Line(value, choice.why[rolling.name]))
+        draft.features[rolling.name] = f"rolling mean of the target by {rolling.group_by}"
+    return draft

@@ -21,6 +21,11 @@ MIN_SEEN_PER_VALUE = 5
 # More distinct values than this (or a larger share of rows) is an identifier, not a category.
 MAX_CATEGORIES = 1000
 MAX_CATEGORY_SHARE = 0.5
+# An integer column with this few values is a code (a vendor, a payment type, a 0/1 flag):
+# typed categorical, since its numbers name things rather than measure them.
+MAX_CODE_VALUES = 10
+# A numeric column's min/max: the sample's range widened by this share of it on each side.
+RANGE_MARGIN = 0.1
 # A single column whose metric alone reaches these is the answer key, not a feature.
 LEAK_AUC = 0.97
 LEAK_R2 = 0.98
@@ -45,6 +50,7 @@ class Profile:
     date_only: bool = False  # a timestamp column whose values are all at midnight
     integer: bool = False
     calendar: bool = False  # one value per day on every day: a part of the date
+    code: bool = False  # integer values typed categorical (see MAX_CODE_VALUES)
 
     @property
     def null_share(self) -> float:
@@ -127,6 +133,12 @@ def profile(frame: pd.DataFrame, days: pd.Series | None) -> dict[str, Profile]:
             numbers = present.astype(float)
             item.low, item.high = float(numbers.min()), float(numbers.max())
             item.integer = bool((numbers == numbers.round()).all())
+        small = 2 <= item.distinct <= MAX_CODE_VALUES
+        if kind == "numeric" and item.integer and small and not item.calendar:
+            # Spelled as ingestion spells a whole number stored as a float ('3', not '3.0').
+            item.kind, item.code = "categorical", True
+            present = present.astype(float).astype("int64").astype(str)
+            item.low = item.high = None
         if kind != "timestamp" and item.distinct <= MAX_ALLOWED_VALUES:
             counts = present.astype(str).value_counts()
             item.values = {str(k): int(v) for k, v in counts.items()}
@@ -147,14 +159,14 @@ def nice_bound(value: float, up: bool) -> float:
 
 
 def numeric_rule(item: Profile) -> tuple[float, float]:
-    """min/max: the sample's range widened by its own span on each side (a sign never
-    seen stays out: a column never negative keeps 0 as its floor)."""
+    """min/max: the sample's range widened by RANGE_MARGIN of its span on each side (a
+    sign never seen stays out: a column never negative keeps 0 as its floor)."""
     low, high = item.low or 0.0, item.high or 0.0
-    span = (high - low) or max(abs(high), 1.0)
-    floor = low - span
+    margin = RANGE_MARGIN * ((high - low) or max(abs(high), 1.0))
+    floor = low - margin
     if low >= 0 > floor:
         floor = 0.0
-    return nice_bound(floor, up=False), nice_bound(high + span, up=True)
+    return nice_bound(floor, up=False), nice_bound(high + margin, up=True)
 
 
 def null_limit(item: Profile) -> float:

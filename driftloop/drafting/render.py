@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import json
+import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from driftloop.drafting.profiling import yaml_key
+from driftloop.drafting.record import Draft
 
 if TYPE_CHECKING:
     from driftloop.data.contract import Contract
-    from driftloop.drafting.draft import Draft
 
 
 def _pad(text: str, why: str, width: int = 40) -> str:
@@ -34,6 +35,7 @@ def render(draft: Draft) -> str:
         _pad(f"label_delay: {draft.label_delay.value}", draft.label_delay.why),
         "partitions:",
         _pad(f"  start: {draft.start.value}", draft.start.why),
+        _pad(f"  end: {draft.end.value}", draft.end.why),
         _pad(f"slices: {draft.slices.value}", draft.slices.why),
         _pad("max_bad_row_fraction: 0.2", "a file with more bad rows is quarantined whole"),
         "",
@@ -42,6 +44,16 @@ def render(draft: Draft) -> str:
         "",
         "extra_features:" + ("" if draft.extra_features else " {}"),
         *(_pad(f"  {k}: {v.value}", v.why) for k, v in draft.extra_features.items()),
+        "",
+        *textwrap.wrap(
+            "The target's recent history by group, as known after the label delay: "
+            + draft.rolling_summary,
+            width=88,
+            initial_indent="# ",
+            subsequent_indent="# ",
+        ),
+        "rolling_features:" + ("" if draft.rolling else " []"),
+        *(_pad(f"  - {r.value}", r.why, 0) for r in draft.rolling),
         "",
         "features:",
         *(_pad(f"  - {yaml_key(f)}", why, 30) for f, why in draft.features.items()),

@@ -8,6 +8,7 @@ caller and recorded in the decision, which driftloop.evaluation.promotion applie
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -15,9 +16,16 @@ from typing import TYPE_CHECKING
 
 from driftloop.data.contract import Contract
 from driftloop.data.lake import days_between, partition_files, sql_file_list, write_text_atomic
-from driftloop.evaluation.promotion import PromotionError, check_model
+from driftloop.evaluation.comparison import evaluate
+from driftloop.evaluation.explain import explain, tabular_model
+from driftloop.evaluation.gate import decide
+from driftloop.evaluation.promotion import PromotionError, check_model, check_store
+from driftloop.evaluation.reconcile import reconcile_registry
+from driftloop.evaluation.report_html import render_report
+from driftloop.names import CHAMPION
 from driftloop.paths import DatasetPaths
-from driftloop.training.registry import CHAMPION, RegisteredVersion, aliased
+from driftloop.training.model_loading import load_scoring_model
+from driftloop.training.registry import RegisteredVersion, aliased
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -25,6 +33,28 @@ if TYPE_CHECKING:
 
     from driftloop.evaluation.comparison import EvalResult
     from driftloop.evaluation.gate import GateConfig, GateDecision
+
+
+# A holdout metric this far (relative) from the validation days' means the newest days
+# differ from those the model was early-stopped on (a holiday week, a shift): the gate's
+# verdict then says as much about those days as about the model.
+HOLDOUT_SHIFT_WARNING = 0.25
+
+
+def holdout_shift_warning(metric: str, validation: float | None, holdout: float) -> str | None:
+    """A warning when the holdout's metric moved HOLDOUT_SHIFT_WARNING or more from
+    validation's, else None."""
+    if validation is None or not math.isfinite(validation) or validation == 0:
+        return None
+    change = (holdout - validation) / abs(validation)
+    if not abs(change) >= HOLDOUT_SHIFT_WARNING:
+        return None
+    return (
+        f"the holdout {metric} ({holdout:.4g}) is {abs(change):.0%} "
+        f"{'above' if change > 0 else 'below'} validation's ({validation:.4g}): the holdout "
+        "days may be unusual (a holiday, a shift); look at them, or end the range elsewhere "
+        "(docs/cli.md, how the range sets the holdout)"
+    )
 
 
 @dataclass
@@ -40,6 +70,7 @@ class Evaluation:
     result: EvalResult
     html_path: Path
     json_path: Path
+    warnings: list[str] = field(default_factory=list)
 
 
 def report_paths(paths: DatasetPaths, model: RegisteredVersion) -> tuple[Path, Path]:
@@ -84,12 +115,6 @@ def evaluate_model(
     """Score the model and the champion (or, with none, the baseline trained beside it) on
     the model's holdout, run the paired bootstrap and the gate, write the report and the
     decision record, and log both to the model's run."""
-    from driftloop.evaluation.comparison import evaluate
-    from driftloop.evaluation.explain import explain, tabular_model
-    from driftloop.evaluation.gate import decide
-    from driftloop.evaluation.report_html import render_report
-    from driftloop.training.model_loading import load_scoring_model
-
     name = contract.name
     check_model(client, model)
     tags = dict(client.get_model_version(name, model.version).tags or {})
@@ -124,11 +149,15 @@ def evaluate_model(
     )
     days = (date.fromisoformat(end) - date.fromisoformat(start)).days + 1
     decision = decide(result, gate_config, is_first=champion is None, holdout_days=days)
+    valid = client.get_run(model.run_id).data.metrics.get(f"valid_{result.metric}")
+    shift = holdout_shift_warning(result.metric, valid, result.challenger_metrics[result.metric])
+    warnings = [shift] if shift else []
     html_path, json_path = report_paths(paths, model)
     html = render_report(
         result,
         decision,
         holdout=f"{start} to {end}",
+        **({"warning": shift} if shift else {}),
         **{"challenger model": model.model_uri, "reference model": reference_uri},
         **{"model run": model.run_id, "dagster run": dagster_run_id},
     )
@@ -151,6 +180,7 @@ def evaluate_model(
         "gate_config": asdict(gate_config),
         "decision": decision.to_dict(),
         "evaluation": result.to_dict(),
+        "warnings": warnings,
     }
     write_text_atomic(json.dumps(record, indent=2, default=str), json_path)
     client.log_artifact(model.run_id, str(html_path), artifact_path="eval_report")
@@ -166,6 +196,7 @@ def evaluate_model(
         result,
         html_path,
         json_path,
+        warnings,
     )
 
 
@@ -191,9 +222,6 @@ def evaluate_trained(
 ) -> EvalOutcome:
     """Finish any champion change a dead process left half done, resolve the champion once,
     and evaluate `model` against it (or against its baseline when there is none)."""
-    from driftloop.evaluation.promotion import check_store
-    from driftloop.evaluation.reconcile import reconcile_registry
-
     name = contract.name
     check_store(paths, client, name)
     repair = reconcile_registry(paths, client, name, dagster_run_id)

@@ -230,7 +230,8 @@ def feature_sql(
     source = "\n    UNION ALL\n    ".join(sources)
 
     event = ident(contract.event_time.column)
-    ids = [ident(i) for i in contract.id_columns]
+    # An id column that is also a feature appears once, as the feature.
+    ids = [ident(i) for i in contract.id_columns if i not in contract.features]
     rolling = {r.name for r in contract.rolling_features}
     rolling_sources = group_rolling_sources(contract)
     groups = {
