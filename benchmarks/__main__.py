@@ -11,7 +11,7 @@ the published figures are the full run's.
 
 Cases are the modules of `benchmarks/cases/`; each exposes `run(quick: bool) -> list[dict]`
 with the keys of `benchmarks.ROW_KEYS`. A case that raises is recorded as not met, with
-the error in its note, and the others still run. Cases in OPT_IN (the year-long backfill)
+the error in its note, and the others still run. Cases in OPT_IN (the year-long backfills)
 run only when named: `python -m benchmarks --only backfill --out PATH`.
 """
 
@@ -37,9 +37,9 @@ from benchmarks.lanes import run_in_lanes
 CASES_DIR = Path(__file__).resolve().parent / "cases"
 # Cheap cases first; the rest in any order after these.
 ORDER = ("load", "drift", "scoring", "orchestration", "serving", "loop_latency", "scale")
-# Cases that run only when named with --only: the backfill case takes the better part of an
+# Cases that run only when named with --only: each backfill case takes the better part of an
 # hour (a year of flights, three times), beyond a full run's budget.
-OPT_IN = ("backfill",)
+OPT_IN = ("backfill", "celery_backfill", "many_datasets")
 
 
 def discover() -> list[str]:

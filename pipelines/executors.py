@@ -6,9 +6,11 @@ code location again for each step; concurrent runs already share the two cores.
 `multiprocess`: a process per step, at most $DRIFTLOOP_MAX_CONCURRENT_STEPS (default 2) at
 once, started by a forkserver that has preloaded the code location (pays where a run holds
 independent heavy steps, such as a backfill's drift and performance on many cores).
-`celery` / `k8s`: dagster-celery's and dagster-k8s' executors (the optional `scale` group),
-configured by the YAML file $DRIFTLOOP_EXECUTOR_CONFIG names (deploy/celery/executor.yaml,
-deploy/k8s/executor.yaml: the run config's `execution: config:` block).
+`celery`: dagster-celery's executor, each step a task on a Celery worker (a Redis broker;
+docs/deploy.md). `k8s`: dagster-k8s' executor (the optional `scale` group), each step a
+Kubernetes Job. Both are configured by the YAML file $DRIFTLOOP_EXECUTOR_CONFIG names
+(deploy/celery/executor.yaml, deploy/k8s/executor.yaml: the run config's `execution:
+config:` block).
 """
 
 from __future__ import annotations
@@ -36,11 +38,11 @@ def execution_config(path: str | Path) -> dict[str, Any]:
 
 
 def _scale_executor(name: str) -> ExecutorDefinition:
-    try:
-        if name == "celery":
-            from dagster_celery import celery_executor
+    if name == "celery":
+        from dagster_celery import celery_executor
 
-            return celery_executor
+        return celery_executor
+    try:
         from dagster_k8s import k8s_job_executor
 
         return k8s_job_executor

@@ -1,6 +1,7 @@
-"""Real engines for tests: a PostgreSQL server and a Redis server (Debian's packages) and
-an MLflow tracking server with a PostgreSQL backend store and proxied artifacts, each on a
-free loopback port.
+"""Real engines for tests: a PostgreSQL server (Debian's package), an MLflow tracking
+server with a PostgreSQL backend store and proxied artifacts, and a Redis server (Debian's
+`redis-server`, a Celery broker), each on a free loopback port; and Celery workers of
+dagster-celery on that broker.
 
 PostgreSQL refuses to run as root, so as root its programs run as the `postgres` user
 (`runuser`) in a temporary folder that user owns; it is stopped and removed at the end.
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -17,14 +19,17 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from e2e_helpers import free_port, process_group, wait_for
 
+from driftloop.paths import PROJECT_ROOT
 from pipelines.instance import libpq_url
+
+CELERY_CONFIG = PROJECT_ROOT / "deploy" / "celery" / "executor.yaml"
 
 
 @dataclass(frozen=True)
@@ -109,42 +114,6 @@ def postgres_server() -> Iterator[Postgres]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-@contextmanager
-def redis_server() -> Iterator[str]:
-    """Debian's `redis-server` on a free loopback port in a temporary folder, without
-    persistence; yields its URL (redis://127.0.0.1:<port>/0); stopped and removed at the
-    end."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise RuntimeError(
-            "Redis's server is not installed: apt-get install -y redis-server (.ci/run does this)"
-        )
-    folder = Path(tempfile.mkdtemp(prefix="driftloop-redis-"))
-    port = free_port()
-    args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(folder)]
-    args += ["--save", "", "--appendonly", "no"]  # a test's streams need not survive it
-    try:
-        with process_group(args, dict(os.environ), folder / "redis.log") as process:
-            url = f"redis://127.0.0.1:{port}/0"
-
-            def up() -> bool:
-                import redis
-
-                if process.poll() is not None:
-                    raise AssertionError(
-                        f"redis-server exited: {(folder / 'redis.log').read_text()}"
-                    )
-                try:
-                    return bool(redis.Redis.from_url(url).ping())
-                except redis.exceptions.ConnectionError:
-                    return False
-
-            wait_for("the Redis server", up, timeout=60, every=0.1)
-            yield url
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-
-
 def _answers(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=5) as response:
@@ -184,6 +153,72 @@ def mlflow_server(backend_uri: str, artifacts: Path, log_path: Path) -> Iterator
 
         wait_for("the MLflow server", up, timeout=300, every=1)
         yield uri
+
+
+@contextmanager
+def redis_server(log_path: Path | None = None) -> Iterator[str]:
+    """Debian's `redis-server` on a free loopback port, keeping nothing on disk; yields its
+    URL (redis://127.0.0.1:PORT, database 0; a database number may be appended as the path,
+    /0, /1). Its log goes to `log_path`, else to a temporary folder removed at the end."""
+    import redis
+
+    if log_path is None:
+        with (
+            tempfile.TemporaryDirectory(prefix="driftloop-redis-") as folder,
+            redis_server(Path(folder) / "redis.log") as url,
+        ):
+            yield url
+        return
+
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RuntimeError(
+            "redis-server is not installed: apt-get install -y redis-server (tests/run.sh does)"
+        )
+    port = free_port()
+    # No snapshots and no append-only file: a test's broker need not survive a restart.
+    args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
+    args += ["--appendonly", "no", "--dir", str(log_path.parent)]
+    with process_group(args, dict(os.environ), log_path, stop=signal.SIGTERM) as process:
+        url = f"redis://127.0.0.1:{port}"
+
+        def up() -> bool:
+            if process.poll() is not None:
+                raise AssertionError(f"redis-server exited: {log_path.read_text()[-3000:]}")
+            try:
+                return bool(redis.Redis.from_url(url, socket_timeout=2).ping())
+            except redis.ConnectionError:
+                return False
+
+        wait_for("the Redis server", up, timeout=60, every=0.2)
+        yield url
+
+
+@contextmanager
+def celery_workers(names: tuple[str, ...], env: dict[str, str], logs: Path) -> Iterator[None]:
+    """dagster-celery workers started side by side, one pool process each, ready to take
+    steps. `env` names the broker and the instance (deploy/celery/executor.yaml); the code
+    location is imported before the pool forks, so each step starts with it loaded."""
+    bindir = Path(sys.executable).parent  # `dagster-celery` starts `celery` from PATH
+    env = {**env, "PATH": f"{bindir}{os.pathsep}{env.get('PATH', '')}"}
+    with ExitStack() as stack:
+        started = {}
+        for name in names:
+            args = [str(bindir / "dagster-celery"), "worker", "start", "-A", "dagster_celery.app"]
+            args += ["-y", str(CELERY_CONFIG), "-n", name, "-i", "pipelines.definitions"]
+            args += ["--", "--concurrency", "1"]
+            log = logs / f"worker-{name}.log"
+            process = stack.enter_context(process_group(args, env, log, stop=signal.SIGTERM))
+            started[name] = (process, log)
+
+        def ready() -> bool:
+            for name, (process, log) in started.items():
+                if process.poll() is not None:
+                    raise AssertionError(f"worker {name} exited: {log.read_text()[-3000:]}")
+            return all(" ready." in log.read_text(errors="replace") for _, log in started.values())
+
+        wait_for("the Celery workers", ready, timeout=300, every=1)
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,5 @@
 """deploy/'s configuration files loaded by Dagster's own config schemas: the instance files,
-the Celery and Kubernetes executors' run config (dagster-celery, dagster-k8s: the `scale`
+the Celery and Kubernetes executors' run config (dagster-celery; dagster-k8s, the `scale`
 group) and the Kubernetes run launcher; and the executor chosen by $DRIFTLOOP_EXECUTOR.
 
 Nothing here starts a broker or a cluster: the Kubernetes launcher is built from a
@@ -42,11 +42,16 @@ def _run_config(name: str) -> dict:
 def test_the_celery_executor_config_loads(monkeypatch: pytest.MonkeyPatch) -> None:
     from dagster_celery import celery_executor
 
-    monkeypatch.setenv("DRIFTLOOP_CELERY_BROKER", "pyamqp://guest@127.0.0.1:5672//")
+    monkeypatch.setenv("DRIFTLOOP_CELERY_BROKER", "redis://127.0.0.1:6379/0")
+    monkeypatch.setenv("DRIFTLOOP_CELERY_BACKEND", "redis://127.0.0.1:6379/1")
     config = _run_config("celery")
     validated = validate_run_config(_job_on(celery_executor), config)
     [executor] = validated["execution"].values()  # keyed by the executor's name
-    assert executor["broker"] == "pyamqp://guest@127.0.0.1:5672//"
+    assert executor["broker"] == "redis://127.0.0.1:6379/0"
+    assert executor["backend"] == "redis://127.0.0.1:6379/1"
+    # A step whose worker process dies goes back on the queue (tests/test_e2e_celery.py).
+    settings = executor["config_source"]
+    assert settings["task_acks_late"] and settings["task_reject_on_worker_lost"]
     config["execution"]["config"]["brokr"] = "x"  # a misspelt key is refused
     with pytest.raises(Exception, match="brokr"):
         validate_run_config(_job_on(celery_executor), config)

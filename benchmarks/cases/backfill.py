@@ -25,6 +25,8 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
@@ -112,8 +114,19 @@ def breakdown(instance: Any, backfill_id: str) -> dict[str, Any]:
     return {"runs": len(records), **{k: round(v, 1) for k, v in totals.items()}}
 
 
-def measure(source: Path, contracts: Path, database: str, runs: int, spec: dict) -> dict:
-    """One backfill of the daily path with at most `runs` runs at once; wall time, parts."""
+def measure(
+    source: Path,
+    contracts: Path,
+    database: str,
+    runs: int,
+    spec: dict,
+    extra_env: dict[str, str] | None = None,
+    around: Callable[[dict[str, str], Path], AbstractContextManager[Any]] | None = None,
+) -> dict:
+    """One backfill of the daily path with at most `runs` runs at once; wall time, parts.
+
+    `extra_env` is added to `dagster dev`'s environment; `around(env, folder)` is entered
+    before `dagster dev` starts and left after it stops (Celery workers with that env)."""
     sys.path.insert(0, str(PROJECT_ROOT / "tests"))
     from e2e_helpers import dagster_dev, free_port, wait_for
 
@@ -141,11 +154,13 @@ def measure(source: Path, contracts: Path, database: str, runs: int, spec: dict)
                 "DRIFTLOOP_BACKFILL_DAYS_PER_RUN": str(spec["per_run"]),
                 # Only the backfill works: the catch-up sensor ticks once at start-up.
                 "DRIFTLOOP_CATCH_UP_SENSOR_SECONDS": "86400",
+                **(extra_env or {}),
             }
         )
         port = free_port()
         url = f"http://127.0.0.1:{port}"
-        with dagster_dev(env, tmp / "dagster_dev.log", port):
+        outside = around(env, tmp) if around else nullcontext()
+        with outside, dagster_dev(env, tmp / "dagster_dev.log", port):
             wait_for("the webserver", lambda: _answers(url), timeout=600, every=2)
             started = time.monotonic()
             backfill_id = backfill.launch(url, DATASET, days, ("raw_data", *DAILY_ASSETS))

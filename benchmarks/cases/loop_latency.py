@@ -58,8 +58,11 @@ def contracts_dir(folder: Path) -> Path:
     return target
 
 
-def prepare_steady_state(root: Path, contracts: Path, days: int = HISTORY_DAYS) -> None:
-    """Raw, features, a promoted champion, predictions, performance and the reference."""
+def prepare_steady_state(
+    root: Path, contracts: Path, days: int = HISTORY_DAYS, dataset: str = DATASET
+) -> None:
+    """Raw, features, a promoted champion, predictions, performance and the reference, for
+    `dataset` (its contract is `contracts/<dataset>.yaml`; the embedded flights feed it)."""
     from benchmarks.data import real_flights, write_features_lake, write_raw_lake
     from driftloop.data.contract import load_contract
     from driftloop.data.lake import write_parquet_atomic
@@ -79,8 +82,8 @@ def prepare_steady_state(root: Path, contracts: Path, days: int = HISTORY_DAYS) 
     from driftloop.training.registry import make_client, set_alias
     from driftloop.training.train import TrainingConfig, load_training_frame, train
 
-    contract = load_contract(contracts / f"{DATASET}.yaml")
-    paths = dataset_paths(DATASET, root)
+    contract = load_contract(contracts / f"{dataset}.yaml")
+    paths = dataset_paths(dataset, root)
     written = write_raw_lake(contract, paths, real_flights(FIRST_DAY, days))
     write_features_lake(contract, paths, written)
     uri = f"sqlite:///{root / 'mlflow.db'}"
@@ -91,8 +94,8 @@ def prepare_steady_state(root: Path, contracts: Path, days: int = HISTORY_DAYS) 
         contract, result, used, digests, uri, artifact_root=root / "mlartifacts"
     )
     client = make_client(uri)
-    set_alias(client, DATASET, "champion", registered.version)
-    version = client.get_model_version(DATASET, registered.version)
+    set_alias(client, dataset, "champion", registered.version)
+    version = client.get_model_version(dataset, registered.version)
     score = load_scoring_model(registered.model_uri, uri)
     clock = data_clock(contract, paths)
     holdout = float(result.holdout_metrics[result.primary_metric])

@@ -379,7 +379,7 @@ def load_contract(path: str | Path) -> Contract:
     """Read and validate one contract file; every problem names the file and the field."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except yaml.YAMLError as error:
         raise ContractError(f"contract {path}: not valid YAML: {error}") from error
     if not isinstance(raw, dict):

@@ -13,6 +13,7 @@ files, no network), so a contract can compute values but never read anything els
 from __future__ import annotations
 
 import json
+import os
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -48,15 +49,30 @@ def sandboxed_connection(allowed_directories: list[str] | None = None) -> duckdb
     return con
 
 
-def _parse(statement: str) -> dict[str, Any]:
+# The process's parsing connection: opening a DuckDB connection costs as much as parsing a
+# hundred expressions, and a code location with many contracts parses hundreds at import.
+_PARSER: dict[int, duckdb.DuckDBPyConnection] = {}
+
+
+def _parser() -> duckdb.DuckDBPyConnection:
+    """An in-memory connection of this process, keyed by pid: a forked child (a Celery pool
+    process, a forkserver's) opens its own and leaves its parent's untouched, as closing a
+    connection whose threads stayed in the parent is not safe."""
     import duckdb
 
-    con = duckdb.connect()
+    pid = os.getpid()
+    if pid not in _PARSER:
+        _PARSER[pid] = duckdb.connect()
+    return _PARSER[pid]
+
+
+def _parse(statement: str) -> dict[str, Any]:
+    cursor = _parser().cursor()  # a cursor per call: threads must not share one
     try:
-        text = con.execute("SELECT json_serialize_sql(?)", [statement])
+        text = cursor.execute("SELECT json_serialize_sql(?)", [statement])
         return json.loads(text.fetchall()[0][0])
     finally:
-        con.close()
+        cursor.close()
 
 
 def _walk(node: Any, seen: list[str], columns: set[str]) -> None:
