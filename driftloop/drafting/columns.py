@@ -4,7 +4,6 @@ partition bounds: each from the sample's values."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from datetime import date, timedelta
 from itertools import pairwise
 from typing import TYPE_CHECKING
@@ -17,17 +16,10 @@ from driftloop.drafting.profiling import (
     null_limit,
     numeric_rule,
 )
+from driftloop.drafting.result import Line
 
 if TYPE_CHECKING:
     import pandas as pd
-
-
-@dataclass
-class Line:
-    """One value of the contract and why it was chosen."""
-
-    value: str
-    why: str
 
 
 MAX_SLICES = 2

@@ -11,14 +11,12 @@ inferred value. Nothing is keyed on column names.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from driftloop.data.contract import Task, reserved_column_reason
 from driftloop.data.contract_sql import check_expression
 from driftloop.drafting.columns import (
-    Line,
     carried_by,
     column_line,
     draft_slices,
@@ -39,34 +37,11 @@ from driftloop.drafting.profiling import (
     single_column_score,
     yaml_key,
 )
+from driftloop.drafting.result import Draft, Line
 from driftloop.drafting.targets import evaluate, resolve_target
 
 if TYPE_CHECKING:
     import pandas as pd
-
-
-@dataclass
-class Draft:
-    name: str
-    sample: Path
-    rows: int
-    event_time: dict[str, Line]
-    target: dict[str, Line]
-    task: Line
-    label_delay: Line
-    start: Line
-    end: Line
-    id_columns: Line
-    columns: dict[str, Line]
-    extra_features: dict[str, Line]
-    features: dict[str, str]  # name -> why it is in
-    left_out: dict[str, str]  # name -> why it is not
-    slices: Line
-    training: dict[str, Line]
-    groups: list[str] = field(default_factory=list)  # categorical features, most telling first
-    rolling: list[Line] = field(default_factory=list)  # rolling features' YAML, each with why
-    rolling_summary: str = "not measured"
-    notes: list[str] = field(default_factory=list)
 
 
 def _event_time(frame: pd.DataFrame, profiles: dict[str, Profile], given: str | None):

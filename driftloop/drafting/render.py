@@ -11,7 +11,7 @@ from driftloop.drafting.profiling import yaml_key
 
 if TYPE_CHECKING:
     from driftloop.data.contract import Contract
-    from driftloop.drafting.draft import Draft
+    from driftloop.drafting.result import Draft
 
 
 def _pad(text: str, why: str, width: int = 40) -> str:
