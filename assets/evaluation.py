@@ -22,9 +22,6 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from driftloop.evaluation.challenger import Evaluation
-    from driftloop.evaluation.gate import GateConfig
-    from driftloop.evaluation.promotion import Promotion
-    from driftloop.training.registry import RegisteredVersion
 
 from dagster import (
     AssetExecutionContext,
@@ -42,8 +39,11 @@ from assets.cost import measured_step
 from assets.partitions import ONE_RUN
 from assets.retrain_run import fail, trained_model
 from driftloop.data.contract import Contract
-from driftloop.evaluation.promotion import PromotionError
+from driftloop.evaluation.gate import GateConfig
+from driftloop.evaluation.promotion import Promotion, PromotionError
 from driftloop.names import TRIGGER_REASON_TAG
+from driftloop.training.registry import RegisteredVersion
+from driftloop.training.retrain_lock import release
 
 
 class EvalReportConfig(Config):
@@ -62,11 +62,7 @@ class EvalReportConfig(Config):
     bootstrap_samples: int = Field(default=300, description="paired bootstrap resamples")
     seed: int = Field(default=20130101, description="bootstrap seed (reproducible results)")
 
-    def gate(self) -> "GateConfig":
-        from driftloop.evaluation.gate import (
-            GateConfig,  # imports the evaluation stack: on use only
-        )
-
+    def gate(self) -> GateConfig:
         return GateConfig(**self.model_dump())
 
 
@@ -127,7 +123,7 @@ def _eval_metadata(evaluation: "Evaluation", version_url: str) -> dict[str, Any]
 def _eval_report(
     context: AssetExecutionContext, contract: Contract, config: EvalReportConfig
 ) -> MaterializeResult:
-    from driftloop.evaluation.challenger import evaluate_trained
+    from driftloop.evaluation.challenger import evaluate_trained  # numpy and pandas: on use
 
     name = contract.name
     model, source = trained_model(context, name)
@@ -167,9 +163,8 @@ def _v(version: str | None) -> str:
 
 
 def _promotion(context: AssetExecutionContext, contract: Contract) -> MaterializeResult:
-    from driftloop.evaluation.challenger import report_paths
+    from driftloop.evaluation.challenger import report_paths  # numpy and pandas: on use
     from driftloop.serving.canary import promote_with_canary
-    from driftloop.training.retrain_lock import release
 
     name = contract.name
     paths = context.resources.lake.paths(name)
@@ -212,7 +207,7 @@ def _promotion(context: AssetExecutionContext, contract: Contract) -> Materializ
     return MaterializeResult(metadata=_promotion_metadata(done, model, url))
 
 
-def _promotion_metadata(done: "Promotion", model: "RegisteredVersion", url: str) -> dict[str, Any]:
+def _promotion_metadata(done: Promotion, model: RegisteredVersion, url: str) -> dict[str, Any]:
     """The promotion's decision, champions before and after, reasons and ledger entries."""
     before = done.champion_before.version if done.champion_before else None
     after = done.champion_after.version if done.champion_after else None

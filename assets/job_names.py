@@ -3,7 +3,13 @@ that refer to those parts (a sensor launching the ingest job, the model asset's 
 
 from __future__ import annotations
 
+from typing import Any
+
 from driftloop.data.contract import Contract
+
+# What `dagster.define_asset_job` returns: Dagster exports no public name for its class;
+# sensors, schedules and Definitions take it wherever a job goes.
+AssetJob = Any
 
 # The model asset's concurrency pool: at most `pools.default_limit` trainings at once across
 # datasets and runs (deploy/dagster.yaml; `dagster instance concurrency set training N`).

@@ -37,11 +37,12 @@ from assets.retrain_run import fail, identity_metadata, run_in_progress
 from driftloop.data.contract import Contract
 from driftloop.evaluation.promotion import PromotionError, check_store
 from driftloop.training.lightgbm_model import LIGHTGBM_DEFAULTS, RUN_PARAMS
+from driftloop.training.retrain_lock import RetrainBusy, acquire
 from resources.lake import LakeResource
 from resources.mlflow import MlflowResource
 
 if TYPE_CHECKING:
-    from driftloop.training.retrain import TrainedModel
+    from driftloop.training.retrain import RegisteredTraining
     from driftloop.training.train import TrainingConfig
 
 
@@ -114,7 +115,7 @@ def _table(importance: dict[str, float]) -> MetadataValue:
     )
 
 
-def _metadata(trained: "TrainedModel", links: dict[str, MetadataValue]) -> dict[str, Any]:
+def _metadata(trained: "RegisteredTraining", links: dict[str, MetadataValue]) -> dict[str, Any]:
     """The materialization's metadata: the model's identity first (read back by eval_report
     and promotion of the same run), then what it was trained on and how well it did."""
     result, registered, days = trained.result, trained.registered, trained.days
@@ -173,7 +174,6 @@ def build(contract: Contract) -> Definitions:
     ) -> MaterializeResult:
         # Imported here: the training stack is heavy and only this step needs it.
         from driftloop.training.retrain import train_and_register
-        from driftloop.training.retrain_lock import RetrainBusy, acquire
 
         paths = lake.paths(name)
         try:

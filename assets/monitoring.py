@@ -23,6 +23,8 @@ import math
 import time
 import warnings
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -234,16 +236,13 @@ def _drift_compute(contract: Contract, key: AssetKey) -> Callable[..., Iterator[
             max_rows=config.reference_max_rows,
         )
         monitor = champion_monitor_for(contract, paths, champion, mlflow, reference)
-        frames: dict[str, pd.DataFrame] = {}
+        run = DriftRun(context, contract, paths, champion, config, reference, monitor, {})
         outcomes: dict[str, DriftOutcome] = {}
         # Rendering Evidently's page is the slow part of a day; a 60-day backfill needs the
         # verdicts of every day but a person reads the pages of the latest few.
         html_days = set(sorted(days)[-config.html_latest_days :]) if config.html else set()
         for day in days:
-            outcomes[day] = _drift_day(
-                context, contract, paths, champion, config, reference, monitor, frames, day,
-                html=day in html_days,
-            )  # fmt: skip
+            outcomes[day] = _drift_day(run, day, html=day in html_days)
 
         yield MaterializeResult(
             metadata={
@@ -267,20 +266,26 @@ def _drift_compute(contract: Contract, key: AssetKey) -> Callable[..., Iterator[
     return drift_report
 
 
-def _drift_day(
-    context: AssetExecutionContext,
-    contract: Contract,
-    paths: DatasetPaths,
-    champion: Champion,
-    config: DriftReportConfig,
-    reference: "pd.DataFrame",
-    monitor: ChampionMonitor,
-    frames: dict[str, "pd.DataFrame"],
-    day: str,
-    html: bool,
-) -> DriftOutcome:
+@dataclass
+class DriftRun:
+    """What every day of one drift_report run shares: the champion, its reference and
+    monitor, and the feature frames read so far (each day's window overlaps the last)."""
+
+    context: AssetExecutionContext
+    contract: Contract
+    paths: DatasetPaths
+    champion: Champion
+    config: DriftReportConfig
+    reference: "pd.DataFrame"
+    monitor: ChampionMonitor
+    frames: dict[str, "pd.DataFrame"]
+
+
+def _drift_day(run: DriftRun, day: str, html: bool) -> DriftOutcome:
     """One day's drift: the per-column tests, the calibrated verdict, the HTML page, the
     files and the day's metadata."""
+    context, contract, paths, champion = run.context, run.contract, run.paths, run.champion
+    config, reference, monitor, frames = run.config, run.reference, run.monitor, run.frames
     name = contract.name
     window = trailing_days(day, config.window_days)
     current, sources = window_frame(contract, paths, window, champion.number, champion.score)
@@ -291,16 +296,38 @@ def _drift_day(
             f"v{champion.number} (or absent): scored them now for the drift window"
         )
     outcome = compute_drift(
-        contract, reference, current, day=day, version=champion.number,
+        contract,
+        reference,
+        current,
+        day=day,
+        version=champion.number,
         window=[d for d in window if d in sources],
         drift_share_threshold=config.drift_share_threshold,
         prediction_drift_breaches=config.prediction_drift_breaches,
-    )  # fmt: skip
+    )
     _calibrate_outcome(contract, paths, champion, monitor, outcome, day, frames)
     report = _html_page(context, contract, paths, config, reference, current, day) if html else None
     if report is not None:
         outcome.summary["report_path"] = str(report)
-    table_path, summary_file = write_drift(paths, outcome)
+    files = write_drift(paths, outcome)
+    rows = (len(reference), len(current))
+    meta = _drift_day_metadata(paths, day, outcome, champion.number, rows, files, report)
+    context.add_asset_metadata(meta, partition_key=day)
+    context.log.info(_drift_description(outcome))
+    return outcome
+
+
+def _drift_day_metadata(
+    paths: DatasetPaths,
+    day: str,
+    outcome: DriftOutcome,
+    version: str,
+    rows: tuple[int, int],
+    files: tuple[Path, Path],
+    report: Path | None,
+) -> dict[str, Any]:
+    """A day's drift metadata: the verdicts, the column table and the files written."""
+    table_path, summary_file = files
     s = outcome.summary
     meta: dict[str, Any] = calibrated_metadata(s)
     meta |= {
@@ -309,9 +336,9 @@ def _drift_day(
         "prediction_drifted": bool(s["prediction_drifted"]),
         "prediction_drift_score": float(s["prediction_drift_score"] or 0.0),
         "breached": bool(s["breached"]),
-        "champion_version": champion.number,
-        "reference_rows": len(reference),
-        "current_rows": len(current),
+        "champion_version": version,
+        "reference_rows": rows[0],
+        "current_rows": rows[1],
         "columns": drift_table_metadata(outcome.table),
         "top_drifted_features": MetadataValue.json(s["ranked_features"]),
         # Values of free categorical features no earlier raw day held (scored as missing).
@@ -322,9 +349,7 @@ def _drift_day(
     if report is not None:
         meta["report_path"] = MetadataValue.path(str(report))
         meta["report_url"] = MetadataValue.url(report.resolve().as_uri())
-    context.add_asset_metadata(meta, partition_key=day)
-    context.log.info(_drift_description(outcome))
-    return outcome
+    return meta
 
 
 def _html_page(
@@ -383,4 +408,4 @@ def _calibrate_outcome(
     outcome.summary["breached"] = calibrated["drift_breached"]
 
 
-__all__ = ["Champion", "DriftReportConfig", "PerformanceConfig", "build_monitoring"]
+__all__ = ["DriftReportConfig", "PerformanceConfig", "build_monitoring"]

@@ -37,11 +37,8 @@ from driftloop.monitoring.champion import (
     holdout_days,
     importance_of,
 )
-from driftloop.monitoring.signals import (
-    FEATURES_TABLE,
-    PREDICTION,
-    window_frame,
-)
+from driftloop.monitoring.signals import PREDICTION, window_frame
+from driftloop.names import FEATURES_TABLE
 from driftloop.paths import DatasetPaths
 from resources.mlflow import MlflowResource
 

@@ -25,12 +25,13 @@ from driftloop.monitoring.performance_day import DaySettings, PerformanceDay, pe
 from driftloop.monitoring.signals import (
     MIN_LABELLED_ROWS,
     MODEL_VERSION,
-    PREDICTIONS_TABLE,
     data_clock,
     labels_due,
     labels_due_at,
 )
+from driftloop.names import PREDICTIONS_TABLE
 from driftloop.paths import DatasetPaths
+from driftloop.serving import canary_log
 from resources.lake import LakeResource
 from resources.mlflow import MlflowResource
 
@@ -100,9 +101,16 @@ def _performance_day(
         threshold=config.threshold,
     )
     result = performance_day(
-        contract, paths, day, clock,
-        client=client, model=model, champion=champion, monitor=monitor, settings=settings,
-    )  # fmt: skip
+        contract,
+        paths,
+        day,
+        clock,
+        client=client,
+        model=model,
+        champion=champion,
+        monitor=monitor,
+        settings=settings,
+    )
     if not result.has_reference:
         context.log.warning(
             f"{contract.name} v{model.number}: no holdout_{result.row['primary_metric']} on "
@@ -115,8 +123,6 @@ def _performance_day(
 def _canary_arms(contract: Contract, paths: DatasetPaths, day: str) -> dict[str, Any]:
     """Each canary arm's realised performance on the day, when rows were served online
     (the arm_performance table's partition, and a metadata table); nothing otherwise."""
-    from driftloop.serving import canary_log
-
     if day not in canary_log.online_days(paths):
         return {}
     table = canary_log.write_arm_performance(contract, paths, day)

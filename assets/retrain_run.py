@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING, Any
 
 from dagster import AssetKey, DagsterRunStatus, Failure
 
+from driftloop.names import CHALLENGER
 from driftloop.processes import token_alive
-from driftloop.training.registry import CHALLENGER, RegisteredVersion, aliased
+from driftloop.training.registry import RegisteredVersion, aliased
 
 if TYPE_CHECKING:
     from dagster import AssetExecutionContext, DagsterInstance

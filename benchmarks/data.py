@@ -171,15 +171,42 @@ SCENARIOS = ("none", "numeric_shift", "category_mix", "mixed")
 # Shift of the numeric columns, in units of the column's std (normed Wasserstein ~ shift):
 # four below Evidently's 0.1 threshold, six above it, the rest unchanged.
 NUMERIC_SHIFTS = {
-    "n00": 0.03, "n01": 0.05, "n02": 0.2, "n03": 0.5, "n04": 0.15,
-    "n08": 0.04, "n09": 0.3, "n12": 0.25, "n14": 0.06, "n17": 0.4,
-}  # fmt: skip
+    "n00": 0.03,
+    "n01": 0.05,
+    "n02": 0.2,
+    "n03": 0.5,
+    "n04": 0.15,
+    "n08": 0.04,
+    "n09": 0.3,
+    "n12": 0.25,
+    "n14": 0.06,
+    "n17": 0.4,
+}
 # Weight of the other distribution mixed into each categorical column's shares.
 CATEGORY_MIXES = {"c0": 0.05, "c1": 0.6, "c2": 0.5, "c3": 0.7, "c4": 0.04}
 
 _C0 = np.array(["EWR", "JFK", "LGA"], dtype=object)
-_C1 = np.array(["9E", "AA", "AS", "B6", "DL", "EV", "F9", "FL", "HA", "MQ", "OO", "UA", "US",
-                "VX", "WN", "YV"], dtype=object)  # fmt: skip
+_C1 = np.array(
+    [
+        "9E",
+        "AA",
+        "AS",
+        "B6",
+        "DL",
+        "EV",
+        "F9",
+        "FL",
+        "HA",
+        "MQ",
+        "OO",
+        "UA",
+        "US",
+        "VX",
+        "WN",
+        "YV",
+    ],
+    dtype=object,
+)
 _C2 = np.array([f"D{k:03d}" for k in range(100)], dtype=object)
 _C3 = np.array(["N", "Y"], dtype=object)
 _C4 = np.array(["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"], dtype=object)

@@ -77,6 +77,12 @@ class DatasetPaths:
         return self.root / "reports" / self.dataset
 
     @property
+    def models(self) -> Path:
+        """Derived forms of registered versions (ONNX exports, compiled trees), per version:
+        models/<dataset>/v<N>/<form>/."""
+        return self.root / "models" / self.dataset
+
+    @property
     def ledger(self) -> Path:
         """Append-only promotion ledger: one Parquet file per entry."""
         return self.root / "ledger" / self.dataset

@@ -21,8 +21,10 @@ from typing import Any
 import pandas as pd
 
 from driftloop.evaluation import ledger
+from driftloop.evaluation.reconcile import check
 from driftloop.floats import optional_float
 from driftloop.paths import DatasetPaths
+from driftloop.training.registry import version_for_alias
 
 ALIASES = ("champion", "challenger")
 LEDGER_LIMIT = 10
@@ -58,8 +60,6 @@ def register_section(
 
 def version_info(client: Any, dataset: str, alias: str) -> dict[str, Any] | None:
     """One aliased model version: tags, holdout, gate outcome and its run's metrics."""
-    from driftloop.training.registry import version_for_alias
-
     version = version_for_alias(client, dataset, alias)
     if version is None:
         return None
@@ -124,7 +124,6 @@ def ledger_records(paths: DatasetPaths, limit: int = LEDGER_LIMIT) -> list[dict[
 def collect(
     client: Any, paths: DatasetPaths, dataset: str, ledger_limit: int = LEDGER_LIMIT
 ) -> dict[str, Any]:
-    from driftloop.evaluation.reconcile import check
 
     status: dict[str, Any] = {
         "dataset": dataset,

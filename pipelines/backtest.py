@@ -36,6 +36,15 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from driftloop.backtest import engine as backtest
+from driftloop.backtest.engine import BACKTEST_MODEL_PARAMS, BacktestConfig, trigger_settings
+from driftloop.backtest.report import (
+    log_to_mlflow,
+    signals_markdown,
+    summary_markdown,
+    write_report,
+)
+from driftloop.data.contract import load_contract
 from driftloop.paths import PROJECT_ROOT, contracts_dir, data_root, default_mlflow_uri
 
 FLIGHTS_RANGE = (date(2013, 3, 1), date(2013, 12, 31))
@@ -73,8 +82,6 @@ def policies_and_params(
     """The trigger policies (driftloop's own `main`, then 'name:key=value,...' specs) and
     the LightGBM parameters (the backtest's, then 'key=value' overrides) of a run: the
     CLI and the `<dataset>_backtest` job read their options the same way."""
-    from driftloop.backtest.engine import BACKTEST_MODEL_PARAMS, trigger_settings
-
     triggers = [main]
     for spec in policy_specs:
         name, _, pairs = spec.partition(":")
@@ -167,7 +174,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(contract, args, start: date, end: date):
-    from driftloop.backtest.engine import BacktestConfig, trigger_settings
 
     main = trigger_settings(
         contract,
@@ -195,15 +201,6 @@ def config_from_args(contract, args, start: date, end: date):
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-
-    from driftloop.backtest import engine as backtest
-    from driftloop.backtest.report import (
-        log_to_mlflow,
-        signals_markdown,
-        summary_markdown,
-        write_report,
-    )
-    from driftloop.data.contract import load_contract
 
     contract = load_contract(find_contract(args.dataset, args.contract))
     contract = backtest.with_label_delay(contract, args.label_delay)

@@ -138,6 +138,39 @@ def _table(rows: list[dict[str, Any]]) -> MetadataValue:
     )
 
 
+def _report_metadata(
+    result: Any, files: dict[str, Path], table: str, policies: list[str]
+) -> dict[str, Any]:
+    """The backtest op's metadata: summary and signal tables, report files, plots and each
+    policy's headline figures."""
+    from driftloop.backtest.report import signal_rows, summary_rows  # pandas: on use
+
+    metadata: dict[str, Any] = {
+        "summary": _table(summary_rows(result)),
+        "summary_md": MetadataValue.md(table),
+        "signals": _table(signal_rows(result)) if signal_rows(result) else None,
+        "html_report": MetadataValue.path(str(files["html"])),
+        "json_report": MetadataValue.path(str(files["json"])),
+        "timings": MetadataValue.json(result.timings),
+        "config": MetadataValue.json(result.config.to_dict()),
+    }
+    if "png" in files:
+        encoded = base64.b64encode(files["png"].read_bytes()).decode()
+        metadata["plot"] = MetadataValue.md(f"![daily metric](data:image/png;base64,{encoded})")
+        metadata["plot_path"] = MetadataValue.path(str(files["png"]))
+    if "frontier_png" in files:
+        encoded = base64.b64encode(files["frontier_png"].read_bytes()).decode()
+        metadata["frontier"] = MetadataValue.md(f"![frontier](data:image/png;base64,{encoded})")
+    metadata = {k: v for k, v in metadata.items() if v is not None}
+    summary = result.summary().set_index("policy")
+    for policy in policies:
+        for key in ("value_capture", "retrain_cost", "frontier_capture", "cpu_seconds"):
+            value = float(summary.loc[policy, key])
+            if math.isfinite(value):
+                metadata[f"{policy}_{key}"] = value
+    return metadata
+
+
 def build_backtest_job(contract: Contract) -> JobDefinition:
     """`<dataset>_backtest`: one op configured with the policy parameters; uses `lake` and
     `mlflow` (only for the data root and the tracking store)."""
@@ -154,13 +187,7 @@ def build_backtest_job(contract: Contract) -> JobDefinition:
     )
     def backtest_op(context: OpExecutionContext, config: config_class) -> Output:
         from driftloop.backtest import engine as backtest
-        from driftloop.backtest.report import (
-            log_to_mlflow,
-            signal_rows,
-            summary_markdown,
-            summary_rows,
-            write_report,
-        )
+        from driftloop.backtest.report import log_to_mlflow, summary_markdown, write_report
 
         root = Path(context.resources.lake.root())
         source = Path(config.source) if config.source.strip() else None
@@ -183,29 +210,7 @@ def build_backtest_job(contract: Contract) -> JobDefinition:
         files = write_report(result, backtest.backtest_paths(root, name).output)
         table = summary_markdown(result)
         context.log.info(f"{name} backtest:\n{table}")
-        metadata: dict[str, Any] = {
-            "summary": _table(summary_rows(result)),
-            "summary_md": MetadataValue.md(table),
-            "signals": _table(signal_rows(result)) if signal_rows(result) else None,
-            "html_report": MetadataValue.path(str(files["html"])),
-            "json_report": MetadataValue.path(str(files["json"])),
-            "timings": MetadataValue.json(result.timings),
-            "config": MetadataValue.json(result.config.to_dict()),
-        }
-        if "png" in files:
-            encoded = base64.b64encode(files["png"].read_bytes()).decode()
-            metadata["plot"] = MetadataValue.md(f"![daily metric](data:image/png;base64,{encoded})")
-            metadata["plot_path"] = MetadataValue.path(str(files["png"]))
-        if "frontier_png" in files:
-            encoded = base64.b64encode(files["frontier_png"].read_bytes()).decode()
-            metadata["frontier"] = MetadataValue.md(f"![frontier](data:image/png;base64,{encoded})")
-        metadata = {k: v for k, v in metadata.items() if v is not None}
-        summary = result.summary().set_index("policy")
-        for policy in (t.name for t in run_config.triggers):
-            for key in ("value_capture", "retrain_cost", "frontier_capture", "cpu_seconds"):
-                value = float(summary.loc[policy, key])
-                if math.isfinite(value):
-                    metadata[f"{policy}_{key}"] = value
+        metadata = _report_metadata(result, files, table, [t.name for t in run_config.triggers])
         if config.log_mlflow:
             mlflow = context.resources.mlflow
             run_id = log_to_mlflow(

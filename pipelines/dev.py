@@ -25,7 +25,13 @@ import urllib.request
 from pathlib import Path
 
 from driftloop.paths import PROJECT_ROOT, data_root, default_mlflow_uri
-from pipelines.instance import POSTGRES_URL_ENV, libpq_url, project_dagster_home, sqlalchemy_url
+from pipelines.instance import (
+    POSTGRES_URL_ENV,
+    instance_at,
+    libpq_url,
+    project_dagster_home,
+    sqlalchemy_url,
+)
 
 # How long what dg dev leaves behind may take to stop on its own, and then on SIGTERM.
 GRACE_SECONDS = 5.0
@@ -132,8 +138,6 @@ def prepare_storage(home: Path, env: dict[str, str]) -> None:
     daemon and code server each open the instance, and three processes creating a new
     SQLite storage at once can leave its schema-version table with two heads."""
     from dagster import AssetKey
-
-    from pipelines.instance import instance_at
 
     os.environ.update({k: v for k, v in env.items() if k == POSTGRES_URL_ENV})
     with instance_at(home) as instance:

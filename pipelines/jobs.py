@@ -9,18 +9,12 @@ otherwise: pipelines/executors.py).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from dagster import AssetSelection, define_asset_job
 
+from assets.job_names import AssetJob
 from assets.partitions import daily_partitions
 from driftloop.data.contract import Contract
 from driftloop.names import TRAINING_TAG
-
-if TYPE_CHECKING:  # the type define_asset_job returns; Dagster exports no public name for it
-    from dagster._core.definitions.unresolved_asset_job_definition import (
-        UnresolvedAssetJobDefinition,
-    )
 
 DAILY_ASSETS = ("features", "predictions", "drift_report", "performance")
 CATCH_UP_ASSETS = ("predictions", "drift_report", "performance")
@@ -50,7 +44,7 @@ def retrain_job_name(contract: Contract) -> str:
 
 def _partitioned_job(
     contract: Contract, name: str, assets: tuple[str, ...], description: str
-) -> UnresolvedAssetJobDefinition:
+) -> AssetJob:
     return define_asset_job(
         name,
         selection=_keys(contract, assets),
@@ -59,7 +53,7 @@ def _partitioned_job(
     )
 
 
-def build_daily_job(contract: Contract) -> UnresolvedAssetJobDefinition:
+def build_daily_job(contract: Contract) -> AssetJob:
     """Days whose raw data is new or changed: featurize, score with the champion, watch drift."""
     return _partitioned_job(
         contract,
@@ -69,14 +63,14 @@ def build_daily_job(contract: Contract) -> UnresolvedAssetJobDefinition:
     )
 
 
-def build_catch_up_job(contract: Contract) -> UnresolvedAssetJobDefinition:
+def build_catch_up_job(contract: Contract) -> AssetJob:
     """Days that waited for a champion, or whose labels have since arrived."""
     return _partitioned_job(
         contract, catch_up_job_name(contract), CATCH_UP_ASSETS, "score and monitor days behind."
     )
 
 
-def build_performance_job(contract: Contract) -> UnresolvedAssetJobDefinition:
+def build_performance_job(contract: Contract) -> AssetJob:
     """Realised performance of days whose labels have arrived since they were scored."""
     return _partitioned_job(
         contract,
@@ -86,7 +80,7 @@ def build_performance_job(contract: Contract) -> UnresolvedAssetJobDefinition:
     )
 
 
-def build_retrain_job(contract: Contract) -> UnresolvedAssetJobDefinition:
+def build_retrain_job(contract: Contract) -> AssetJob:
     """Train a challenger on the latest window, evaluate it, and run the promotion gate."""
     return define_asset_job(
         retrain_job_name(contract),

@@ -14,7 +14,16 @@ import argparse
 import json
 import sys
 
+from driftloop.evaluation.reconcile import (
+    adopt_store,
+    check,
+    end_dead_mlflow_runs,
+    reconcile_registry,
+)
 from driftloop.paths import data_root, dataset_paths, default_mlflow_uri
+from driftloop.training.registry import make_client
+from pipelines.instance import instance_at, project_dagster_home
+from sensors.reconcile import fail_dead_runs
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,16 +34,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", default=None, help="data root (default $DRIFTLOOP_DATA_DIR)")
     parser.add_argument("--tracking-uri", default=None, help="MLflow store (default as above)")
     args = parser.parse_args(argv)
-
-    from driftloop.evaluation.reconcile import (
-        adopt_store,
-        check,
-        end_dead_mlflow_runs,
-        reconcile_registry,
-    )
-    from driftloop.training.registry import make_client
-    from pipelines.instance import instance_at, project_dagster_home
-    from sensors.reconcile import fail_dead_runs
 
     root = data_root(args.data_dir)
     paths = dataset_paths(args.dataset, root)

@@ -12,14 +12,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from driftloop.names import DATA_DAY_TAG, TRIGGER_REASON_TAG, TRIGGER_TAG
+from pipelines.instance import project_dagster_home
 
 RECENT_RUNS = 5
 
 
 def retrain_history(dataset: str, limit: int = RECENT_RUNS) -> dict[str, Any]:
     from dagster import DagsterInstance, RunsFilter
-
-    from pipelines.instance import project_dagster_home
 
     os.environ.setdefault("DAGSTER_HOME", str(project_dagster_home()))
     with DagsterInstance.get() as instance:

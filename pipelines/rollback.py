@@ -29,8 +29,10 @@ from pydantic import Field
 
 from driftloop.data.contract import Contract
 from driftloop.evaluation import ledger
+from driftloop.evaluation.promotion import PromotionError, check_store
 from driftloop.names import CHALLENGER, CHAMPION, DATASET_TAG
 from driftloop.serving import canary
+from driftloop.training.registry import aliased, set_alias, version_for_alias, version_of_run
 
 
 class RollbackConfig(Config):
@@ -46,9 +48,6 @@ def rollback(
 ) -> dict:
     """Move `champion` back; returns what happened. Raises Failure with a clear message."""
     from mlflow.exceptions import MlflowException
-
-    from driftloop.evaluation.promotion import PromotionError, check_store
-    from driftloop.training.registry import aliased, set_alias, version_for_alias, version_of_run
 
     name = contract.name
     try:

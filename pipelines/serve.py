@@ -29,9 +29,13 @@ from typing import Any
 
 from driftloop.data.contract import load_contracts
 from driftloop.paths import contracts_dir, data_root, dataset_paths, default_mlflow_uri
-from driftloop.serving.app import DEFAULT_MAX_BODY_BYTES
-from driftloop.serving.champion import DEFAULT_REFRESH_SECONDS
-from driftloop.serving.online_state import DEFAULT_HISTORY_DAYS
+from driftloop.serving.app import DEFAULT_MAX_BODY_BYTES, AppSettings, create_app
+from driftloop.serving.canary_log import RequestLog
+from driftloop.serving.canary_online import CanaryRouter, CanaryScorer
+from driftloop.serving.champion import DEFAULT_REFRESH_SECONDS, ChampionWatcher
+from driftloop.serving.event_log import EventLog
+from driftloop.serving.metrics import MULTIPROC_ENV
+from driftloop.serving.online_state import DEFAULT_HISTORY_DAYS, OnlineFeatureState, log_path
 from driftloop.serving.requests import DEFAULT_MAX_ROWS
 
 log = logging.getLogger("driftloop.serve")
@@ -56,13 +60,6 @@ class ServeConfig:
 
 def build_app(config: ServeConfig) -> Any:
     """The app of one worker: contract, champion watcher, online state, scorer."""
-    from driftloop.serving.app import AppSettings, create_app
-    from driftloop.serving.canary_log import RequestLog
-    from driftloop.serving.canary_online import CanaryRouter, CanaryScorer
-    from driftloop.serving.champion import ChampionWatcher
-    from driftloop.serving.event_log import EventLog
-    from driftloop.serving.online_state import OnlineFeatureState, log_path
-
     contracts = load_contracts(contracts_dir())
     if config.dataset not in contracts:
         raise SystemExit(
@@ -145,8 +142,6 @@ def main(argv: list[str] | None = None) -> None:
     os.environ[SETTINGS_ENV] = json.dumps(asdict(config))
     metrics_dir = None
     if args.workers > 1:
-        from driftloop.serving.metrics import MULTIPROC_ENV
-
         metrics_dir = tempfile.mkdtemp(prefix="driftloop-metrics-")
         os.environ[MULTIPROC_ENV] = metrics_dir
     _logging(config.access_log)

@@ -18,6 +18,7 @@ from driftloop import cost
 from driftloop.monitoring.status_section import format_monitoring_text, latest_monitoring
 from driftloop.paths import data_root, dataset_paths, default_mlflow_uri
 from driftloop.status import LEDGER_LIMIT, collect, format_text, register_section
+from driftloop.training.registry import make_client
 from pipelines.retrain_history import format_retrain_history, retrain_history
 
 
@@ -40,8 +41,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", default=None, help="data root (default $DRIFTLOOP_DATA_DIR)")
     parser.add_argument("--tracking-uri", default=None, help="MLflow store (default as above)")
     args = parser.parse_args(argv)
-
-    from driftloop.training.registry import make_client
 
     register_sections()
     root = data_root(args.data_dir)

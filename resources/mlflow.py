@@ -17,6 +17,7 @@ from dagster import ConfigurableResource
 
 from driftloop.paths import data_root, default_mlflow_uri
 from driftloop.training import registry
+from driftloop.training.mlflow_logging import log_training
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -84,7 +85,7 @@ class MlflowResource(ConfigurableResource):
         tags: dict[str, str] | None = None,
         source: str | None = None,
     ) -> registry.RegisteredVersion:
-        return registry.log_training(
+        return log_training(
             contract,
             result,
             days,

@@ -29,10 +29,8 @@ from dagster import (
     schedule,
     sensor,
 )
-from dagster._core.definitions.unresolved_asset_job_definition import (
-    UnresolvedAssetJobDefinition as ExecutableDefinition,
-)
 
+from assets.job_names import AssetJob
 from driftloop.data.contract import Contract
 from driftloop.data.lake import existing_partitions
 from driftloop.names import CHAMPION_TAG, TRIGGER_TAG
@@ -44,8 +42,8 @@ from sensors.settings import seconds
 
 @dataclass(frozen=True)
 class CatchUpJobs:
-    score: ExecutableDefinition
-    performance: ExecutableDefinition
+    score: AssetJob
+    performance: AssetJob
     daily_name: str
 
     @property

@@ -28,8 +28,11 @@ from dagster import (
     sensor,
 )
 
+from assets.retrain_run import run_in_progress
 from driftloop.data.contract import Contract
+from driftloop.evaluation.reconcile import end_dead_mlflow_runs, reconcile_registry
 from driftloop.processes import ran_since
+from driftloop.training.retrain_lock import holder
 from resources.lake import LakeResource
 from resources.mlflow import MlflowResource
 from sensors.settings import seconds
@@ -93,9 +96,6 @@ def build_reconcile_sensor(contract: Contract) -> SensorDefinition:
     def reconcile(
         context: SensorEvaluationContext, lake: LakeResource, mlflow: MlflowResource
     ) -> SkipReason:
-        from assets.retrain_run import run_in_progress
-        from driftloop.evaluation.reconcile import end_dead_mlflow_runs, reconcile_registry
-        from driftloop.training.retrain_lock import holder
 
         failed = fail_dead_runs(context.instance)
         done = [f"Dagster run {run_id} failed: its process is gone" for run_id in failed]

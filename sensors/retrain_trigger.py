@@ -28,6 +28,7 @@ from dagster import (
 
 from driftloop.data.contract import Contract
 from driftloop.data.lake import existing_partitions
+from driftloop.monitoring.status_section import read_signals, write_decision
 from driftloop.monitoring.trigger import decide_retrain
 from driftloop.names import DATA_DAY_TAG, TRIGGER_REASON_TAG, TRIGGER_TAG
 from resources.lake import LakeResource
@@ -62,7 +63,6 @@ def build_retrain_sensor(contract: Contract, job_name: str) -> SensorDefinition:
     def retrain_trigger(
         context: SensorEvaluationContext, lake: LakeResource, mlflow: MlflowResource
     ) -> SensorResult | SkipReason:
-        from driftloop.monitoring.status_section import read_signals, write_decision
 
         paths = lake.paths(contract.name)
         days = existing_partitions(paths.table("features"))

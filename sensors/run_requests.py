@@ -5,12 +5,13 @@ from __future__ import annotations
 import hashlib
 
 from dagster import DagsterRunStatus, RunRequest
-from dagster._core.storage.tags import (
-    ASSET_PARTITION_RANGE_END_TAG,
-    ASSET_PARTITION_RANGE_START_TAG,
-)
 
 from driftloop.data.lake import contiguous_ranges
+
+# Dagster's run tags for one run over a range of partitions (the tags a single-run backfill
+# carries); `RunRequest.partition_key_range` reads them back.
+PARTITION_RANGE_START_TAG = "dagster/asset_partition_range_start"
+PARTITION_RANGE_END_TAG = "dagster/asset_partition_range_end"
 
 # Runs that are waiting or working: a sensor does not pile new runs on top of these.
 ACTIVE = [
@@ -32,7 +33,7 @@ def range_run_requests(
     """One run per block of consecutive days; each run processes its block in one step."""
     requests = []
     for first, last in contiguous_ranges(days):
-        range_tags = {ASSET_PARTITION_RANGE_START_TAG: first, ASSET_PARTITION_RANGE_END_TAG: last}
+        range_tags = {PARTITION_RANGE_START_TAG: first, PARTITION_RANGE_END_TAG: last}
         requests.append(
             RunRequest(
                 run_key=f"{key_prefix}:{first}..{last}",

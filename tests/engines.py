@@ -122,9 +122,20 @@ def mlflow_server(backend_uri: str, artifacts: Path, log_path: Path) -> Iterator
     the artifacts kept in `artifacts`; yields its tracking URI."""
     port = free_port()
     mlflow = str(Path(sys.executable).with_name("mlflow"))
-    args = [mlflow, "server", "--backend-store-uri", backend_uri,
-            "--artifacts-destination", str(artifacts), "--host", "127.0.0.1",
-            "--port", str(port), "--workers", "1"]  # fmt: skip
+    args = [
+        mlflow,
+        "server",
+        "--backend-store-uri",
+        backend_uri,
+        "--artifacts-destination",
+        str(artifacts),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     with process_group(args, env, log_path) as process:
         uri = f"http://127.0.0.1:{port}"

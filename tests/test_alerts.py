@@ -144,9 +144,13 @@ def test_dataset_sensor_reports_each_event_once(
     _ledger_entry(paths, "rejected", "2", "1")
     marker = paths.table("raw") / "date=2013-01-05" / "BLOCKED.json"
     marker.parent.mkdir(parents=True)
-    body = {"partition": "2013-01-05", "written_at": "t1", "failed_checks": [
-        {"name": "ranges", "description": "distance below 0", "source_files": ["bad.csv"]}
-    ]}  # fmt: skip
+    body = {
+        "partition": "2013-01-05",
+        "written_at": "t1",
+        "failed_checks": [
+            {"name": "ranges", "description": "distance below 0", "source_files": ["bad.csv"]}
+        ],
+    }
     marker.write_text(json.dumps(body))
     _drift_day(paths, "2013-01-04", False)
     _drift_day(paths, "2013-01-05", True)

@@ -405,13 +405,24 @@ def test_cli_options_reach_the_config(flights_contract) -> None:
     from pipelines.backtest import build_parser, config_from_args
 
     args = build_parser().parse_args(
-        ["--dataset", "flights", "--fit", "window", "--label-delay", "0h", "--param",
-         "learning_rate=0.05", "--workers", "1"]
-    )  # fmt: skip
+        [
+            "--dataset",
+            "flights",
+            "--fit",
+            "window",
+            "--label-delay",
+            "0h",
+            "--param",
+            "learning_rate=0.05",
+            "--workers",
+            "1",
+        ]
+    )
     config = config_from_args(flights_contract, args, START, END)
     assert config.fit == "window" and config.workers == 1
     assert config.model_params["learning_rate"] == 0.05
     assert args.label_delay == "0h"
-    default = config_from_args(flights_contract, build_parser().parse_args(["--dataset", "x"]),
-                               START, END)  # fmt: skip
+    default = config_from_args(
+        flights_contract, build_parser().parse_args(["--dataset", "x"]), START, END
+    )
     assert default.fit == "split" and default.model_params["learning_rate"] == 0.1

@@ -13,10 +13,6 @@ from dagster import (
     build_schedule_context,
     build_sensor_context,
 )
-from dagster._core.storage.tags import (
-    ASSET_PARTITION_RANGE_END_TAG,
-    ASSET_PARTITION_RANGE_START_TAG,
-)
 
 from driftloop.data.lake import write_parquet_atomic
 from pipelines import jobs
@@ -74,7 +70,7 @@ def test_sensor_waits_for_a_champion_then_scores_and_measures_what_is_behind(
 
     assert isinstance(result, SensorResult)
     runs = [
-        (r.job_name, r.tags[ASSET_PARTITION_RANGE_START_TAG], r.tags[ASSET_PARTITION_RANGE_END_TAG])
+        (r.job_name, r.partition_key_range.start, r.partition_key_range.end)
         for r in result.run_requests
     ]
     # Unscored days in two blocks; day 1's labels are due (clock 03-05 23:00 >= 03-03 00:00).
@@ -101,7 +97,7 @@ def test_daily_schedule_scores_the_same_days_with_one_job(
     ) as context:
         requests = schedule.evaluate_tick(context).run_requests
 
-    assert [r.tags[ASSET_PARTITION_RANGE_START_TAG] for r in requests] == [
+    assert [r.partition_key_range.start for r in requests] == [
         "2013-03-01",
         "2013-03-05",
     ]

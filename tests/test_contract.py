@@ -146,9 +146,15 @@ def test_copy_under_another_name_loads_independently(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("6h", timedelta(hours=6)), ("1d", timedelta(days=1)), ("90m", timedelta(minutes=90)),
-     ("2w", timedelta(weeks=2)), (3600, timedelta(hours=1)), ("0s", timedelta(0))],
-)  # fmt: skip
+    [
+        ("6h", timedelta(hours=6)),
+        ("1d", timedelta(days=1)),
+        ("90m", timedelta(minutes=90)),
+        ("2w", timedelta(weeks=2)),
+        (3600, timedelta(hours=1)),
+        ("0s", timedelta(0)),
+    ],
+)
 def test_durations(text: str | int, expected: timedelta) -> None:
     assert parse_duration(text) == expected
 
@@ -286,9 +292,11 @@ def _model_fields(model: type, prefix: str = "") -> dict[str, type | None]:
         candidates = [info.annotation, *typing.get_args(info.annotation)]
         nested = [c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)]
         nested += [
-            a for c in candidates for a in typing.get_args(c)
+            a
+            for c in candidates
+            for a in typing.get_args(c)
             if isinstance(a, type) and issubclass(a, BaseModel)
-        ]  # fmt: skip
+        ]
         out[path] = nested[0] if nested else None
         if nested:
             out |= _model_fields(nested[0], f"{path}.")

@@ -10,8 +10,16 @@ from dagster import AssetKey, DefaultSensorStatus
 
 from driftloop.paths import PROJECT_ROOT
 
-GRAPH = ["raw_data", "features", "model", "eval_report", "promotion", "predictions",
-         "drift_report", "performance"]  # fmt: skip
+GRAPH = [
+    "raw_data",
+    "features",
+    "model",
+    "eval_report",
+    "promotion",
+    "predictions",
+    "drift_report",
+    "performance",
+]
 
 
 def test_workspace_names_the_module_that_holds_defs() -> None:
@@ -133,8 +141,17 @@ def test_a_cli_materialization_runs_checks_and_captures_logs_in_one_process(
         "DRIFTLOOP_REPLAY": "off",
     }
     dagster = str(Path(sys.executable).with_name("dagster"))
-    command = [dagster, "asset", "materialize", "-m", "pipelines.definitions",
-               "--select", "flights/raw_data", "--partition", "2013-01-01"]  # fmt: skip
+    command = [
+        dagster,
+        "asset",
+        "materialize",
+        "-m",
+        "pipelines.definitions",
+        "--select",
+        "flights/raw_data",
+        "--partition",
+        "2013-01-01",
+    ]
     done = subprocess.run(
         command, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=600
     )

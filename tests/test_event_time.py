@@ -100,8 +100,10 @@ def test_date_plus_hour_from_landing_to_predictions(tmp_path: Path, monkeypatch)
     days = [(first + timedelta(days=i)).isoformat() for i in range(DAYS)]
 
     assets = list(build_dataset_definitions(contract).assets or [])
-    resources = {"lake": LakeResource(data_dir=str(root)), "mlflow": MlflowResource(
-        tracking_uri=uri, data_dir=str(root))}  # fmt: skip
+    resources = {
+        "lake": LakeResource(data_dir=str(root)),
+        "mlflow": MlflowResource(tracking_uri=uri, data_dir=str(root)),
+    }
     with DagsterInstance.get() as instance:
 
         def run(names: list[str], ranged: bool) -> None:

@@ -57,12 +57,16 @@ def test_small_holdout_says_slices_were_not_gated_and_what_would_be_needed(
     ledger.append(
         flights_paths,
         ledger.LedgerEntry(
-            dataset="flights", action=decision.action, challenger_version="2",
-            champion_before="1", champion_after="1", metric=decision.metric,
+            dataset="flights",
+            action=decision.action,
+            challenger_version="2",
+            champion_before="1",
+            champion_after="1",
+            metric=decision.metric,
             reasons=decision.reasons,
             details={"slices_gated": decision.slices_gated, "slices": decision.slice_note},
         ),
-    )  # fmt: skip
+    )
     stored = json.loads(ledger.read(flights_paths)["details"].iloc[-1])
     assert stored["slices_gated"] == 0 and "not gated" in stored["slices"]
 

@@ -52,7 +52,7 @@ def _snapshot(paths) -> dict[str, tuple[int, int]]:
 
 def test_empty_ledger(flights_paths) -> None:
     frame = ledger.read(flights_paths)
-    assert frame.empty and list(frame.columns) == ledger.COLUMNS
+    assert frame.empty and list(frame.columns) == ledger.columns()
     assert ledger.previous_champion(flights_paths) is None
 
 
@@ -150,8 +150,14 @@ def test_identity_is_the_run_id_and_a_new_store_starts_history_again(flights_pat
 
     # The store is replaced and adopted: the old versions are gone from history; a version
     # number that comes back ("1") is a different model, told apart by its run id.
-    _entry(flights_paths, "reconciled", None, b, store_id="s2",
-           details={"adopted_store": "s2", "previous_store": "s1"})  # fmt: skip
+    _entry(
+        flights_paths,
+        "reconciled",
+        None,
+        b,
+        store_id="s2",
+        details={"adopted_store": "s2", "previous_store": "s1"},
+    )
     assert ledger.latest_store_id(flights_paths) == "s2"
     champion = ledger.ledger_champion(flights_paths)
     assert (champion.version, champion.run_id) == (None, None)

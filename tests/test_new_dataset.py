@@ -76,8 +76,19 @@ def test_draft_leaves_out_what_is_known_after_the_event(
     tmp_path: Path, kind: str, rename: bool
 ) -> None:
     sample, target, names, zone = _sample(kind, tmp_path, rename)
-    code = main(["ds", "--sample", str(sample), "--target", target, "--timezone", zone,
-                 "--contracts-dir", str(tmp_path)])  # fmt: skip
+    code = main(
+        [
+            "ds",
+            "--sample",
+            str(sample),
+            "--target",
+            target,
+            "--timezone",
+            zone,
+            "--contracts-dir",
+            str(tmp_path),
+        ]
+    )
     assert code == 0
     contract = load_contract(tmp_path / "ds.yaml")
     back = {new: old for old, new in names.items()}
@@ -127,8 +138,15 @@ def test_drafts_agree_under_renamed_columns(tmp_path: Path) -> None:
 def test_refuses_to_overwrite_without_force(tmp_path: Path, capsys) -> None:
     existing = tmp_path / "taxi_x.yaml"
     existing.write_text("name: keep me\n")
-    args = ["taxi_x", "--sample", str(TAXI), "--target", "fare_amount", "--contracts-dir",
-            str(tmp_path)]  # fmt: skip
+    args = [
+        "taxi_x",
+        "--sample",
+        str(TAXI),
+        "--target",
+        "fare_amount",
+        "--contracts-dir",
+        str(tmp_path),
+    ]
     assert main(args) == 2
     assert "--force" in capsys.readouterr().err
     assert existing.read_text() == "name: keep me\n"
@@ -145,15 +163,24 @@ def test_date_plus_hour_becomes_an_event_time_expression(tmp_path: Path) -> None
     hour = rng.integers(0, 24, n)
     load = 50 + 10 * np.sin(hour / 24 * 2 * np.pi) + rng.normal(0, 3, n)
     frame = pd.DataFrame(
-        {"d": day.strftime("%Y-%m-%d"), "h": hour, "zone": rng.choice(["a", "b", "c"], n),
-         "temperature": rng.normal(10, 5, n), "load": load.round(2),
-         # The answer key: the load itself, recorded after the hour as a grade code.
-         "grade": ["g" + str(int(v)) for v in (load * 2).round()]}
-    )  # fmt: skip
+        {
+            "d": day.strftime("%Y-%m-%d"),
+            "h": hour,
+            "zone": rng.choice(["a", "b", "c"], n),
+            "temperature": rng.normal(10, 5, n),
+            "load": load.round(2),
+            # The answer key: the load itself, recorded after the hour as a grade code.
+            "grade": ["g" + str(int(v)) for v in (load * 2).round()],
+        }
+    )
     sample = tmp_path / "power.csv"
     frame.to_csv(sample, index=False)
-    assert main(["power", "--sample", str(sample), "--target", "load",
-                 "--contracts-dir", str(tmp_path)]) == 0  # fmt: skip
+    assert (
+        main(
+            ["power", "--sample", str(sample), "--target", "load", "--contracts-dir", str(tmp_path)]
+        )
+        == 0
+    )
     contract = load_contract(tmp_path / "power.yaml")
     assert contract.event_time.expression is not None
     assert {"d", "h"} <= set(contract.columns)
@@ -169,9 +196,13 @@ def test_date_plus_hour_becomes_an_event_time_expression(tmp_path: Path) -> None
 
 def _run(args: list[str], env: dict[str, str], timeout: int = 900) -> str:
     done = subprocess.run(
-        [sys.executable, *args], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True,
+        [sys.executable, *args],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
         timeout=timeout,
-    )  # fmt: skip
+    )
     assert done.returncode == 0, f"{args} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
     return done.stdout
 
@@ -199,12 +230,32 @@ def _ingest_retrain_status(name: str, env: dict[str, str], first: str, last: str
     return json.loads(_run(["-m", "pipelines.status", "--dataset", name, "--json"], env))
 
 
-def _cli_path(tmp_path: Path, name: str, sample: Path, target: str, zone: str,
-              land: list[pd.DataFrame], first: str, last: str) -> dict:  # fmt: skip
+def _cli_path(
+    tmp_path: Path,
+    name: str,
+    sample: Path,
+    target: str,
+    zone: str,
+    land: list[pd.DataFrame],
+    first: str,
+    last: str,
+) -> dict:
     """Draft, land, ingest the range, retrain, status: as docs/cli.md says, no edits."""
     env = _env(tmp_path)
-    _run(["-m", "pipelines.new_dataset", name, "--sample", str(sample), "--target", target,
-          "--timezone", zone], env)  # fmt: skip
+    _run(
+        [
+            "-m",
+            "pipelines.new_dataset",
+            name,
+            "--sample",
+            str(sample),
+            "--target",
+            target,
+            "--timezone",
+            zone,
+        ],
+        env,
+    )
     landing = tmp_path / "data" / "landing" / name
     landing.mkdir(parents=True)
     for i, frame in enumerate(land):
@@ -230,8 +281,9 @@ def test_drafted_flights_contract_runs_the_cli_path_with_renamed_columns(tmp_pat
     raw = raw_flights().rename(columns=names)
     day = names["day"]
     days = [rows for _, rows in raw.groupby([names["month"], day], sort=True)]
-    status = _cli_path(tmp_path, "flights_draft", sample, target, zone, days,
-                       "2013-01-01", "2013-03-01")  # fmt: skip
+    status = _cli_path(
+        tmp_path, "flights_draft", sample, target, zone, days, "2013-01-01", "2013-03-01"
+    )
     metric, value = _holdout_metric(status)
     # The hand-written contract on the same 60 days, through the same commands (its files
     # come from the replay feed, with the origin's weather and the plane's year joined in).
@@ -241,8 +293,10 @@ def test_drafted_flights_contract_runs_the_cli_path_with_renamed_columns(tmp_pat
     (hand / "contracts" / "flights.yaml").write_text(
         (PROJECT_ROOT / "contracts" / "flights.yaml").read_text()
     )
-    _run(["-m", "pipelines.replay", "--dataset", "flights", "--start", "2013-01-01",
-          "--days", "60"], env)  # fmt: skip
+    _run(
+        ["-m", "pipelines.replay", "--dataset", "flights", "--start", "2013-01-01", "--days", "60"],
+        env,
+    )
     hand_metric, hand_value = _holdout_metric(
         _ingest_retrain_status("flights", env, "2013-01-01", "2013-03-01")
     )
@@ -258,8 +312,9 @@ def test_drafted_flights_contract_runs_the_cli_path_with_renamed_columns(tmp_pat
 def test_drafted_taxi_contract_runs_the_cli_path(tmp_path: Path) -> None:
     sample, target, _, zone = _sample("taxi", tmp_path, rename=False)
     frame = pd.read_parquet(TAXI)
-    status = _cli_path(tmp_path, "taxi_draft", sample, target, zone, [frame],
-                       "2019-01-01", "2019-03-01")  # fmt: skip
+    status = _cli_path(
+        tmp_path, "taxi_draft", sample, target, zone, [frame], "2019-01-01", "2019-03-01"
+    )
     metric, value = _holdout_metric(status)
     print(f"drafted taxi contract: holdout {metric} {value:.4f}")
     assert metric == "rmse" and 0 < value < 10

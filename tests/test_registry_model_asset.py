@@ -15,18 +15,14 @@ from dagster import AssetKey, DagsterInstance, materialize
 
 from assets.model import build, model_config_class
 from driftloop.data.contract import Contract, Task
+from driftloop.names import CHALLENGER
 from driftloop.paths import dataset_paths
 from driftloop.serving.scoring_model import ScoringModel
 from driftloop.training import lightgbm_model
+from driftloop.training.mlflow_logging import split_digest
+from driftloop.training.model_loading import load_scoring_model
 from driftloop.training.models import make_model
-from driftloop.training.registry import (
-    CHALLENGER,
-    load_scoring_model,
-    set_alias,
-    split_digest,
-    store_id,
-    version_for_alias,
-)
+from driftloop.training.registry import set_alias, store_id, version_for_alias
 from driftloop.training.train import TrainingConfig, load_training_frame, train
 from resources.lake import LakeResource
 from resources.mlflow import MlflowResource, mlflow_ui_base

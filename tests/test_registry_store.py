@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
 from pathlib import Path
 
 import pytest
 
-from driftloop.training.registry import make_client
+from driftloop.training.registry import make_client, using_tracking_uri
 
 
 def _open_store(uri: str) -> None:
@@ -33,7 +34,7 @@ def test_fast_dataset_schema_equals_mlflows_inference() -> None:
     import pandas as pd
     from mlflow.models import infer_signature
 
-    from driftloop.training.registry import dataset_schema
+    from driftloop.training.mlflow_logging import dataset_schema
 
     rng = np.random.default_rng(0)
     n = 5000
@@ -78,3 +79,27 @@ def test_only_a_process_first_client_of_a_store_probes_it(tmp_path: Path, monkey
     later = [make_client(uri) for _ in range(3)]
     assert len(probes) == 1
     assert [c.get_registered_model("m").name for c in later] == ["m"] * 3
+
+
+@pytest.mark.parametrize("outside", [None, "sqlite:///outside.db"])
+def test_using_a_tracking_uri_points_mlflow_there_and_then_back_at_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, outside: str | None
+) -> None:
+    import mlflow
+
+    for key in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+        monkeypatch.delenv(key, raising=False)
+    if outside is not None:
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", outside)
+    inside = f"sqlite:///{tmp_path / 'inside.db'}"
+    with using_tracking_uri(inside):
+        assert (mlflow.get_tracking_uri(), mlflow.get_registry_uri()) == (inside, inside)
+    assert os.environ.get("MLFLOW_TRACKING_URI") == outside
+    assert "MLFLOW_REGISTRY_URI" not in os.environ
+    if outside is not None:
+        assert mlflow.get_tracking_uri().endswith("outside.db")
+        # The environment leads again: a later change of it is followed.
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'later.db'}")
+        assert mlflow.get_tracking_uri().endswith("later.db")
+    else:
+        assert mlflow.get_tracking_uri() != inside

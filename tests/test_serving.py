@@ -334,12 +334,8 @@ def test_promotion_and_rollback_are_served_without_restart(server: Served) -> No
 
     from driftloop.data.contract import load_contract
     from driftloop.paths import PROJECT_ROOT
-    from driftloop.training.registry import (
-        load_scoring_model,
-        make_client,
-        set_alias,
-        using_tracking_uri,
-    )
+    from driftloop.training.model_loading import load_scoring_model
+    from driftloop.training.registry import make_client, set_alias, using_tracking_uri
     from pipelines.rollback import RollbackConfig, rollback
 
     uri = server.prepared.tracking_uri

@@ -65,16 +65,17 @@ def prepare_steady_state(root: Path, contracts: Path, days: int = HISTORY_DAYS) 
     from driftloop.monitoring.realised import realised_performance
     from driftloop.monitoring.reference import reference_data
     from driftloop.monitoring.signals import (
-        PERFORMANCE_TABLE,
-        PREDICTIONS_TABLE,
         data_clock,
         labels_due,
         predictions_table,
         read_partition,
         score_frame,
     )
+    from driftloop.names import PERFORMANCE_TABLE, PREDICTIONS_TABLE
     from driftloop.paths import dataset_paths
-    from driftloop.training.registry import load_scoring_model, log_training, make_client, set_alias
+    from driftloop.training.mlflow_logging import log_training
+    from driftloop.training.model_loading import load_scoring_model
+    from driftloop.training.registry import make_client, set_alias
     from driftloop.training.train import TrainingConfig, load_training_frame, train
 
     contract = load_contract(contracts / f"{DATASET}.yaml")

@@ -118,9 +118,16 @@ def retrain_cli(
     dagster = str(Path(sys.executable).with_name("dagster"))
     selection = ",".join(f"{DATASET}/{name}" for name in RETRAIN_PATH)
     command = [
-        dagster, "asset", "materialize", "-m", "pipelines.definitions",
-        "--select", selection, "--partition-range", f"{days[0]}...{days[-1]}",
-    ]  # fmt: skip
+        dagster,
+        "asset",
+        "materialize",
+        "-m",
+        "pipelines.definitions",
+        "--select",
+        selection,
+        "--partition-range",
+        f"{days[0]}...{days[-1]}",
+    ]
     env = dagster_env(root, home, postgres_url)  # creates the storage if needed: untimed
     started = time.time()
     run = run_child(command, env=env)

@@ -79,7 +79,8 @@ def prepare(root: Path, score_rows: int, train_days: int, train_rows: int) -> st
     """Raw + features for the training days and one big day; a champion. Returns the day."""
     from driftloop.data.contract import load_contract
     from driftloop.paths import PROJECT_ROOT, dataset_paths
-    from driftloop.training.registry import log_training, make_client, set_alias
+    from driftloop.training.mlflow_logging import log_training
+    from driftloop.training.registry import make_client, set_alias
     from driftloop.training.train import TrainingConfig, load_training_frame, train
 
     contract = load_contract(PROJECT_ROOT / "contracts" / f"{DATASET}.yaml")

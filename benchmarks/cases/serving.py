@@ -55,7 +55,8 @@ def prepare(root: Path, days: int) -> str:
     """Raw + features of `days` real days and a champion; returns the last day."""
     from driftloop.data.contract import load_contract
     from driftloop.paths import PROJECT_ROOT, dataset_paths
-    from driftloop.training.registry import log_training, make_client, set_alias
+    from driftloop.training.mlflow_logging import log_training
+    from driftloop.training.registry import make_client, set_alias
     from driftloop.training.train import TrainingConfig, load_training_frame, train
 
     contract = load_contract(PROJECT_ROOT / "contracts" / f"{DATASET}.yaml")
@@ -178,9 +179,12 @@ def server(command: list[str], env: dict[str, str], ready: str, log_path: Path):
     port = _free_port()
     with log_path.open("w") as log:
         process = subprocess.Popen(
-            [*command, str(port)], env=env, stdout=log, stderr=subprocess.STDOUT,
+            [*command, str(port)],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
-        )  # fmt: skip
+        )
     try:
         deadline = time.monotonic() + 300
         while True:

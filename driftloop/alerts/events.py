@@ -18,6 +18,7 @@ from driftloop.alerts.notify import Alert
 from driftloop.data.lake import BLOCKED_MARKER, existing_partitions
 from driftloop.evaluation import ledger
 from driftloop.floats import optional_float
+from driftloop.monitoring.drift_outcome import read_drift_summary
 from driftloop.paths import DatasetPaths
 
 RAW_TABLE = "raw"
@@ -219,8 +220,6 @@ def digest_alert(
     Keyed by the wall-clock ``today``, so at most one a calendar day. ``still_running``:
     the dataset's runs not finished when it went out, named so the reader knows more is
     coming."""
-    from driftloop.monitoring.drift_outcome import read_drift_summary
-
     drift_days = [d for d in existing_partitions(paths.table(DRIFT_TABLE)) if d > after_day]
     perf_days = [d for d in existing_partitions(paths.table(PERFORMANCE_TABLE)) if d > after_day]
     summaries = [s for d in drift_days if (s := read_drift_summary(paths, d))]

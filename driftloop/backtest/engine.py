@@ -69,7 +69,10 @@ from driftloop.backtest.result import (  # noqa: F401
 )
 from driftloop.data.contract import Contract
 from driftloop.data.lake import days_between
+from driftloop.evaluation.comparison import evaluate
+from driftloop.evaluation.gate import decide
 from driftloop.metrics import HIGHER_IS_BETTER, PRIMARY_METRIC
+from driftloop.monitoring.performance import metric_value
 from driftloop.monitoring.trigger import WindowSignal, decide_retrain
 
 log = logging.getLogger(__name__)
@@ -153,8 +156,6 @@ class Backtest:
 
     def _realised(self, model: TrainedModel, day: str) -> dict:
         """The day's realised metric of ``model`` on its labelled rows."""
-        from driftloop.monitoring.performance import metric_value
-
         key = (model.id, day)
         if key not in self.performance:
             rows = self.history.day_rows(day)
@@ -168,8 +169,6 @@ class Backtest:
         return self.performance[key]
 
     def _gate(self, challenger: TrainedModel, champion: TrainedModel, settings: TriggerSettings):
-        from driftloop.evaluation.comparison import evaluate
-        from driftloop.evaluation.gate import decide
 
         started = time.perf_counter()
         gate = settings.gate

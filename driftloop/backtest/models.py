@@ -24,8 +24,12 @@ import pandas as pd
 from driftloop.backtest.data import features_identity
 from driftloop.backtest.policies import FIT_MODES, BacktestConfig
 from driftloop.data.contract import Contract
-from driftloop.evaluation.gate import GateConfig
+from driftloop.evaluation.comparison import evaluate
+from driftloop.evaluation.gate import GateConfig, decide
 from driftloop.metrics import PRIMARY_METRIC
+from driftloop.names import LABEL
+from driftloop.training.models import make_model
+from driftloop.training.train import TrainingConfig, time_split, train
 
 CACHE_VERSION = "1"
 
@@ -157,7 +161,6 @@ class ModelFitter:
         return trained
 
     def training_config(self):
-        from driftloop.training.train import TrainingConfig
 
         c = self.config
         return TrainingConfig(
@@ -171,8 +174,6 @@ class ModelFitter:
 
     def split(self, day: date):
         """The production time split of the training frame of a model trained at ``day``."""
-        from driftloop.training.train import time_split
-
         cutoff = datetime.combine(day, datetime.min.time())
         frame = self.history.training_frame(cutoff, self.config.window_days)
         config = self.config
@@ -186,8 +187,6 @@ class ModelFitter:
         the baseline: only the first model's gate compares with it, and a retrain judged
         against the champion does not. The holdout frame is not kept (it would travel back
         from a worker process and stay in memory): ``holdout`` re-derives it on demand."""
-        from driftloop.training.train import train
-
         started, cpu = time.perf_counter(), time.process_time()
         cutoff = datetime.combine(day, datetime.min.time())
         frame = self.history.training_frame(cutoff, self.config.window_days)
@@ -201,8 +200,6 @@ class ModelFitter:
         configuration refitted on every row of the training frame (see FIT_MODES)."""
         if self.config.fit == "split":
             return model
-        from driftloop.names import LABEL
-        from driftloop.training.models import make_model
 
         c = self.config
         # The order time_split uses, so that the read order cannot change the model.
@@ -242,10 +239,6 @@ class ModelFitter:
     def fit_first(self, day: date) -> TrainedModel:
         """The first model: LightGBM and the baseline through ``train``; the gate's rule for
         a first model decides which serves (the baseline when LightGBM is refused)."""
-        from driftloop.evaluation.comparison import evaluate
-        from driftloop.evaluation.gate import decide
-        from driftloop.training.train import train
-
         started, cpu = time.perf_counter(), time.process_time()
         cutoff = datetime.combine(day, datetime.min.time())
         frame = self.history.training_frame(cutoff, self.config.window_days)

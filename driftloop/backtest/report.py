@@ -16,6 +16,7 @@ from driftloop.backtest.policies import DAILY, STATIC
 from driftloop.backtest.result import BacktestResult, frontier_points
 from driftloop.data.lake import write_text_atomic
 from driftloop.metrics import METRIC_LABELS
+from driftloop.training.registry import experiment_id_for, make_client
 
 ROLLING_DAYS = 7
 
@@ -124,8 +125,13 @@ def render_frontier(result: BacktestResult, path: Path) -> Path | None:
         capture = {STATIC: 0.0, DAILY: 1.0}.get(row["policy"], row["value_capture"])
         if row["kind"] == "schedule":
             ax.scatter([cost], [capture], color="grey", s=18, zorder=3)
-            ax.annotate(row["policy"], (cost, capture), fontsize=7, xytext=(4, -10),
-                        textcoords="offset points")  # fmt: skip
+            ax.annotate(
+                row["policy"],
+                (cost, capture),
+                fontsize=7,
+                xytext=(4, -10),
+                textcoords="offset points",
+            )
         else:
             ax.scatter([cost], [capture], s=70, marker="*", zorder=4, label=row["policy"])
     ax.set_xscale("symlog", linthresh=0.02)
@@ -296,8 +302,6 @@ def log_to_mlflow(
     """One run in the experiment ``<dataset>-backtest``: the settings as params, per policy
     the mean metric, retrains, value capture and retrain cost as metrics, the report files
     as artifacts. Returns the run id."""
-    from driftloop.training.registry import experiment_id_for, make_client
-
     client = make_client(tracking_uri)
     name = f"{result.dataset}-backtest"
     experiment = experiment_id_for(client, name, tracking_uri, artifact_root)

@@ -17,8 +17,16 @@ from pathlib import Path
 import pandas as pd
 
 WEATHER_COLUMNS = [
-    "temp", "dewp", "humid", "wind_dir", "wind_speed", "wind_gust", "precip", "pressure", "visib",
-]  # fmt: skip
+    "temp",
+    "dewp",
+    "humid",
+    "wind_dir",
+    "wind_speed",
+    "wind_gust",
+    "precip",
+    "pressure",
+    "visib",
+]
 
 
 def package_files() -> Path:
@@ -65,9 +73,19 @@ def all_flights() -> pd.DataFrame:
         + flights["sched_dep_time"].astype(str)
     )
     columns = [
-        "flight_id", "scheduled_departure", "carrier", "flight", "tailnum", "origin", "dest",
-        "distance", "dep_delay", "arr_delay", *WEATHER_COLUMNS, "plane_year",
-    ]  # fmt: skip
+        "flight_id",
+        "scheduled_departure",
+        "carrier",
+        "flight",
+        "tailnum",
+        "origin",
+        "dest",
+        "distance",
+        "dep_delay",
+        "arr_delay",
+        *WEATHER_COLUMNS,
+        "plane_year",
+    ]
     out = flights[columns].sort_values(["scheduled_departure", "flight_id"], kind="stable")
     # A handful of flights share carrier, number, origin and scheduled time: keep ids unique.
     duplicate_rank = out.groupby("flight_id").cumcount()

@@ -16,7 +16,7 @@ from driftloop.drafting.profiling import (
     null_limit,
     numeric_rule,
 )
-from driftloop.drafting.result import Line
+from driftloop.drafting.record import Line
 
 if TYPE_CHECKING:
     import pandas as pd

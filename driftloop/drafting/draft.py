@@ -14,15 +14,18 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from driftloop.data.contract import Task, reserved_column_reason
+from driftloop.data.contract import Contract, Task, reserved_column_reason
 from driftloop.data.contract_sql import check_expression
+from driftloop.data.raw_table import conform
+from driftloop.data.reading import Reject, read_landed
+from driftloop.data.rules import cast_and_check
 from driftloop.drafting.columns import (
     carried_by,
     column_line,
     draft_slices,
     partition_bounds,
 )
-from driftloop.drafting.fits import history_leaks
+from driftloop.drafting.fits import choose_rolling, history_leaks
 from driftloop.drafting.ids import draft_id_columns
 from driftloop.drafting.profiling import (
     LEAK_AUC,
@@ -37,7 +40,8 @@ from driftloop.drafting.profiling import (
     single_column_score,
     yaml_key,
 )
-from driftloop.drafting.result import Draft, Line
+from driftloop.drafting.record import Draft, Line
+from driftloop.drafting.render import render
 from driftloop.drafting.targets import evaluate, resolve_target
 
 if TYPE_CHECKING:
@@ -331,13 +335,6 @@ def propose_rolling(draft: Draft) -> Draft:
     (driftloop.drafting.fits.choose_rolling), each with the measured gain."""
     import yaml
     from pydantic import ValidationError
-
-    from driftloop.data.contract import Contract
-    from driftloop.data.raw_table import conform
-    from driftloop.data.reading import Reject, read_landed
-    from driftloop.data.rules import cast_and_check
-    from driftloop.drafting.fits import choose_rolling
-    from driftloop.drafting.render import render
 
     try:
         contract = Contract.model_validate(yaml.safe_load(render(draft)))

@@ -15,7 +15,10 @@ from typing import TYPE_CHECKING
 
 from driftloop.data.contract import Contract, RollingFeature, Task
 from driftloop.drafting.profiling import LEAK_AUC, LEAK_R2
+from driftloop.features.definition import build_features
 from driftloop.names import LABEL
+from driftloop.paths import DatasetPaths
+from driftloop.training.lightgbm_model import LightGBMModel
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -69,8 +72,6 @@ def quick_loss(
     categorical: list[str],
 ) -> float:
     """The holdout loss of a small LightGBM fit on (train, valid, holdout)."""
-    from driftloop.training.lightgbm_model import LightGBMModel
-
     train, valid, holdout = parts
     model = LightGBMModel(features, [c for c in categorical if c in features], task, QUICK_PARAMS)
     model.fit(train, valid)
@@ -80,9 +81,6 @@ def quick_loss(
 def _sample_features(contract: Contract, rows: pd.DataFrame) -> pd.DataFrame:
     """The features table of the sample's rows, built by the feature definition."""
     import tempfile
-
-    from driftloop.features.definition import build_features
-    from driftloop.paths import DatasetPaths
 
     days = rows[contract.event_time.column].dt.date
     # The rows are all extra rows: the lake's missing partitions are expected, not news.

@@ -7,11 +7,13 @@ import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from driftloop.data.reading import Reject, read_landed
+from driftloop.data.rules import cast_and_check
 from driftloop.drafting.profiling import yaml_key
+from driftloop.drafting.record import Draft
 
 if TYPE_CHECKING:
     from driftloop.data.contract import Contract
-    from driftloop.drafting.result import Draft
 
 
 def _pad(text: str, why: str, width: int = 40) -> str:
@@ -68,9 +70,6 @@ def render(draft: Draft) -> str:
 
 def check_sample(contract: Contract, sample: Path) -> str:
     """The sample run through the drafted contract's row rules, as ingestion would."""
-    from driftloop.data.reading import Reject, read_landed
-    from driftloop.data.rules import cast_and_check
-
     try:
         raw = read_landed(sample, contract).reset_index(drop=True)
         _, violations = cast_and_check(contract, raw)

@@ -16,9 +16,16 @@ from typing import TYPE_CHECKING
 
 from driftloop.data.contract import Contract
 from driftloop.data.lake import days_between, partition_files, sql_file_list, write_text_atomic
-from driftloop.evaluation.promotion import PromotionError, check_model
+from driftloop.evaluation.comparison import evaluate
+from driftloop.evaluation.explain import explain, tabular_model
+from driftloop.evaluation.gate import decide
+from driftloop.evaluation.promotion import PromotionError, check_model, check_store
+from driftloop.evaluation.reconcile import reconcile_registry
+from driftloop.evaluation.report_html import render_report
+from driftloop.names import CHAMPION
 from driftloop.paths import DatasetPaths
-from driftloop.training.registry import CHAMPION, RegisteredVersion, aliased
+from driftloop.training.model_loading import load_scoring_model
+from driftloop.training.registry import RegisteredVersion, aliased
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -108,12 +115,6 @@ def evaluate_model(
     """Score the model and the champion (or, with none, the baseline trained beside it) on
     the model's holdout, run the paired bootstrap and the gate, write the report and the
     decision record, and log both to the model's run."""
-    from driftloop.evaluation.comparison import evaluate
-    from driftloop.evaluation.explain import explain, tabular_model
-    from driftloop.evaluation.gate import decide
-    from driftloop.evaluation.report_html import render_report
-    from driftloop.training.model_loading import load_scoring_model
-
     name = contract.name
     check_model(client, model)
     tags = dict(client.get_model_version(name, model.version).tags or {})
@@ -221,9 +222,6 @@ def evaluate_trained(
 ) -> EvalOutcome:
     """Finish any champion change a dead process left half done, resolve the champion once,
     and evaluate `model` against it (or against its baseline when there is none)."""
-    from driftloop.evaluation.promotion import check_store
-    from driftloop.evaluation.reconcile import reconcile_registry
-
     name = contract.name
     check_store(paths, client, name)
     repair = reconcile_registry(paths, client, name, dagster_run_id)

@@ -31,8 +31,15 @@ from driftloop.evaluation.bootstrap import (
     paired_bootstrap,
     point_metric,
 )
+from driftloop.evaluation.explain import importance_table
 from driftloop.floats import optional_float
-from driftloop.metrics import INTERVAL_CONFIDENCE, percentile_interval
+from driftloop.metrics import (
+    HIGHER_IS_BETTER,
+    INTERVAL_CONFIDENCE,
+    PRIMARY_METRIC,
+    compute_metrics,
+    percentile_interval,
+)
 
 if TYPE_CHECKING:
     from driftloop.evaluation.explain import Explanation
@@ -82,8 +89,6 @@ class EvalResult:
     @property
     def overall(self) -> pd.DataFrame:
         """Overall metrics side by side: metric, challenger, reference, diff (sign-adjusted)."""
-        from driftloop.metrics import HIGHER_IS_BETTER
-
         rows = []
         for name, value in self.challenger_metrics.items():
             ref = self.reference_metrics.get(name, math.nan)
@@ -237,8 +242,6 @@ def evaluate(
     the two score arrays (and the challenger's ``explanation``, when given) align with its
     rows. Rows without a label are left out.
     """
-    from driftloop.metrics import HIGHER_IS_BETTER, PRIMARY_METRIC, compute_metrics
-
     challenger_scores = np.asarray(challenger_scores, dtype=np.float64)
     reference_scores = np.asarray(reference_scores, dtype=np.float64)
     if not len(challenger_scores) == len(reference_scores) == len(holdout):
@@ -324,8 +327,6 @@ def evaluate(
 
     importance = None
     if explanation is not None:
-        from driftloop.evaluation.explain import importance_table
-
         if len(explanation) != len(holdout):
             raise ValueError(f"explanation has {len(explanation)} rows, holdout {len(holdout)}")
         by_slice = dict(zip(keys, groups, strict=True))

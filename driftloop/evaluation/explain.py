@@ -12,6 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from driftloop.training.model_base import TabularModel
+from driftloop.training.model_loading import cached_pyfunc
+
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
@@ -48,9 +51,6 @@ def explain(model: TabularModel, frame: Frame) -> Explanation:
 
 def tabular_model(model_uri: str, tracking_uri: str | None = None) -> TabularModel | None:
     """Our TabularModel inside a logged pyfunc (None for a model of another kind)."""
-    from driftloop.training.model_base import TabularModel
-    from driftloop.training.registry import cached_pyfunc
-
     loaded = cached_pyfunc(model_uri, tracking_uri)
     try:
         inner = loaded.unwrap_python_model()

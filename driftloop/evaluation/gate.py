@@ -142,9 +142,16 @@ def decide(
             "cannot be estimated, so nothing is promoted"
         )
         return GateDecision(
-            False, reasons, result.metric, result.diff, ci_low, ci_high, [], is_first,
+            False,
+            reasons,
+            result.metric,
+            result.diff,
+            ci_low,
+            ci_high,
+            [],
+            is_first,
             config.confidence,
-        )  # fmt: skip
+        )
 
     c_val = result.challenger_metrics.get(result.metric, math.nan)
     r_val = result.reference_metrics.get(result.metric, math.nan)

@@ -38,7 +38,7 @@ ACTIONS = (
 
 
 @cache
-def _schema() -> pa.Schema:
+def schema() -> pa.Schema:
     """The ledger's Arrow schema, built on first use (pyarrow is imported lazily so that
     loading the code location does not pay for it)."""
     import pyarrow as pa
@@ -77,17 +77,9 @@ def _schema() -> pa.Schema:
     )
 
 
-def _columns() -> list[str]:
-    return [f.name for f in _schema()]
-
-
-def __getattr__(name: str):
-    # SCHEMA and COLUMNS are importable names, built on first access (PEP 562).
-    if name == "SCHEMA":
-        return _schema()
-    if name == "COLUMNS":
-        return _columns()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+def columns() -> list[str]:
+    """The ledger's column names, in order."""
+    return [f.name for f in schema()]
 
 
 @dataclass
@@ -136,7 +128,7 @@ def append(paths: DatasetPaths, entry: LedgerEntry) -> Path:
     }
     for key in ("challenger_version", "champion_before", "champion_after"):
         row[key] = None if row[key] is None else str(row[key])
-    table = pa.Table.from_pylist([{k: row[k] for k in _columns()}], schema=_schema())
+    table = pa.Table.from_pylist([{k: row[k] for k in columns()}], schema=schema())
     path = paths.ledger / _file_name(now_ns)
     if path.exists():  # uuid4 collision: practically impossible, but never overwrite
         raise FileExistsError(path)
@@ -146,7 +138,7 @@ def append(paths: DatasetPaths, entry: LedgerEntry) -> Path:
 def _sql_type(name: str) -> str:
     import pyarrow as pa
 
-    kind = _schema().field(name).type
+    kind = schema().field(name).type
     return "DOUBLE" if pa.types.is_floating(kind) else "VARCHAR"
 
 
@@ -163,7 +155,7 @@ def read(paths: DatasetPaths, limit: int | None = None) -> pd.DataFrame:
 
     files = entry_files(paths)
     if not files:
-        frame = _schema().empty_table().to_pandas()
+        frame = schema().empty_table().to_pandas()
         return frame
     source = f"read_parquet({sql_file_list(files)}, union_by_name = true, filename = true)"
     con = duckdb.connect()
@@ -172,7 +164,7 @@ def read(paths: DatasetPaths, limit: int | None = None) -> pd.DataFrame:
         # Entries written before a column existed read it as NULL.
         select = ", ".join(
             name if name in present else f"CAST(NULL AS {_sql_type(name)}) AS {name}"
-            for name in _columns()
+            for name in columns()
         )
         order = "timestamp, filename"
         frame = con.execute(f"SELECT {select} FROM {source} ORDER BY {order}").df()
@@ -196,7 +188,7 @@ def _text(value: Any) -> str | None:
 
 
 @dataclass(frozen=True)
-class Champion:
+class LedgerChampion:
     """The champion as the ledger records it: the model's identity and where it was set."""
 
     version: str | None
@@ -212,17 +204,17 @@ def _identity(version: str | None, run_id: str | None) -> str | None:
     return run_id or (None if version is None else f"v{version}")
 
 
-def ledger_champion(paths: DatasetPaths) -> Champion | None:
+def ledger_champion(paths: DatasetPaths) -> LedgerChampion | None:
     """The champion the ledger's last champion-setting entry names (None: none recorded).
 
     A champion_after of None (a store adopted with no champion in it) is returned as a
-    Champion whose version and run_id are None."""
+    LedgerChampion whose version and run_id are None."""
     frame = read(paths)
     frame = frame[frame["action"].isin(CHAMPION_ACTIONS)]
     if frame.empty:
         return None
     row = frame.iloc[-1]
-    return Champion(
+    return LedgerChampion(
         version=_text(row["champion_after"]),
         run_id=_text(row["champion_after_run_id"]),
         store_id=_text(row["store_id"]),

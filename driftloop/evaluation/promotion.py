@@ -24,10 +24,11 @@ from typing import TYPE_CHECKING, Any
 from driftloop.data.contract import Contract
 from driftloop.evaluation import ledger
 from driftloop.evaluation.canary_evidence import CanaryEvidence
+from driftloop.evaluation.gate import GateDecision
 from driftloop.faults import fault_point
+from driftloop.names import CHAMPION
 from driftloop.paths import DatasetPaths
 from driftloop.training.registry import (
-    CHAMPION,
     RegisteredVersion,
     aliased,
     register_run_model,
@@ -198,13 +199,25 @@ def _unchanged(
     """A decision that leaves the champion where it is, written to the ledger with
     `entry_champions` as the entry's champion before and after."""
     done = Promotion(
-        action, model, champion, champion, decision.reasons, decision,
+        action,
+        model,
+        champion,
+        champion,
+        decision.reasons,
+        decision,
         str(record.get("report_path")),
-    )  # fmt: skip
+    )
     entry = _entry(
-        contract, action, model, *entry_champions, decision, record, decision.reasons,
-        run_id, trigger_reason,
-    )  # fmt: skip
+        contract,
+        action,
+        model,
+        *entry_champions,
+        decision,
+        record,
+        decision.reasons,
+        run_id,
+        trigger_reason,
+    )
     _record(paths, entry, done, action)
     return done
 
@@ -223,8 +236,6 @@ def promote(
 
     ``canary``: the running canary's online evidence, gathered by the caller; when the
     canary is of this model, the decision's reasons cite it and the ledger entry holds it."""
-    from driftloop.evaluation.gate import GateDecision
-
     name = contract.name
     check_model(client, model)
     check_store(paths, client, name)
@@ -255,9 +266,17 @@ def promote(
     now_run = None if champion is None else champion.run_id
     if champion is not None and now_run == model.run_id:
         done = _unchanged(
-            "promoted", contract, paths, model, champion, (None, model), decision, record,
-            dagster_run_id, trigger_reason,
-        )  # fmt: skip
+            "promoted",
+            contract,
+            paths,
+            model,
+            champion,
+            (None, model),
+            decision,
+            record,
+            dagster_run_id,
+            trigger_reason,
+        )
         done.notes.append(f"v{model.version} already is the champion")
         return done
     if now_run != evaluated_against:
@@ -292,9 +311,17 @@ def promote(
             trigger_reason,
         )
     done = _unchanged(
-        "rejected", contract, paths, model, champion, (champion, champion), decision, record,
-        dagster_run_id, trigger_reason,
-    )  # fmt: skip
+        "rejected",
+        contract,
+        paths,
+        model,
+        champion,
+        (champion, champion),
+        decision,
+        record,
+        dagster_run_id,
+        trigger_reason,
+    )
     for key, value in _gate_tags(decision, "rejected", record, dagster_run_id).items():
         client.set_model_version_tag(name, model.version, key, value)
     if champion is None and record.get("baseline_run_id") and decision.is_first:

@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from driftloop.evaluation import ledger
+from driftloop.names import CHAMPION
 from driftloop.paths import DatasetPaths
 from driftloop.processes import token_alive
 from driftloop.training.registry import (
-    CHAMPION,
     PROCESS_TAG,
     RegisteredVersion,
     aliased,

@@ -211,8 +211,9 @@ def render(result: EvalResult, decision: Any = None, context: dict[str, Any] | N
     """The report as one HTML string. ``context``: extra facts shown in the header."""
     context = context or {}
     label = METRIC_LABELS.get(result.metric, result.metric)
-    title = context.pop("title", f"{result.dataset}: {result.challenger_name} vs "
-                        f"{result.reference_name}")  # fmt: skip
+    title = context.pop(
+        "title", f"{result.dataset}: {result.challenger_name} vs {result.reference_name}"
+    )
     pct = f"{result.confidence:.0%}"
     out = [
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
@@ -231,8 +232,11 @@ def render(result: EvalResult, decision: Any = None, context: dict[str, Any] | N
         rate = result.n_positive / result.n_rows if result.n_rows else math.nan
         facts["positives"] = f"{result.n_positive:,} ({rate:.1%})"
     facts |= {k: str(v) for k, v in context.items()}
-    out.append("<dl>" + "".join(f"<dt>{escape(k)}</dt><dd>{escape(v)}</dd>"
-                                for k, v in facts.items()) + "</dl>")  # fmt: skip
+    out.append(
+        "<dl>"
+        + "".join(f"<dt>{escape(k)}</dt><dd>{escape(v)}</dd>" for k, v in facts.items())
+        + "</dl>"
+    )
 
     out.append("<h2>Decision</h2>")
     if decision is None:

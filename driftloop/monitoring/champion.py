@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from driftloop.monitoring.signals import feature_kinds
+
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
@@ -65,9 +67,14 @@ class ChampionMonitor:
         """The pool's estimated metric against the floor at its size."""
         value = estimate(self.estimator, pool, scores) if len(pool) else math.nan
         return judge(
-            "estimated", self.metric, value, self.holdout_metric, len(pool), days,
+            "estimated",
+            self.metric,
+            value,
+            self.holdout_metric,
+            len(pool),
+            days,
             self.floors(confidence),
-        )  # fmt: skip
+        )
 
     def realised(
         self, labels: np.ndarray, scores: np.ndarray, days: int, confidence: float
@@ -81,9 +88,14 @@ class ChampionMonitor:
         if known.any():
             value = metric_value(self.metric, labels[known], np.asarray(scores)[known])
         return judge(
-            "realised", self.metric, value, self.holdout_metric, int(known.sum()), days,
+            "realised",
+            self.metric,
+            value,
+            self.holdout_metric,
+            int(known.sum()),
+            days,
             self.floors(confidence),
-        )  # fmt: skip
+        )
 
 
 def monitor_path(paths: DatasetPaths, version: str) -> Path:
@@ -120,8 +132,6 @@ def champion_monitor(
     estimate speak of the same rows).
     """
     import numpy as np
-
-    from driftloop.monitoring.signals import feature_kinds
 
     path = monitor_path(paths, version)
     if path.exists():

@@ -17,12 +17,12 @@ from driftloop.floats import json_float
 from driftloop.monitoring.drift import column_drift, drift_table
 from driftloop.monitoring.signals import (
     DRIFT_SHARE_THRESHOLD,
-    DRIFT_TABLE,
     PREDICTION,
     SUMMARY_FILE,
     TOP_COLUMNS,
     feature_kinds,
 )
+from driftloop.names import DRIFT_TABLE
 from driftloop.paths import DatasetPaths
 
 # --------------------------------------------------------------------------- drift

@@ -18,7 +18,6 @@ from driftloop.monitoring.performance import PooledPerformance
 from driftloop.monitoring.realised import holdout_reference, realised_performance
 from driftloop.monitoring.signals import (
     MIN_LABELLED_ROWS,
-    PERFORMANCE_TABLE,
     PREDICTION,
     labelled_predictions,
     labels_due,
@@ -27,6 +26,7 @@ from driftloop.monitoring.signals import (
     training_days,
     window_frame,
 )
+from driftloop.names import PERFORMANCE_TABLE
 from driftloop.paths import DatasetPaths
 
 
@@ -180,12 +180,17 @@ def performance_day(
         contract, paths, [day], model.number, model.score, with_label=True
     )
     row = realised_performance(
-        contract, day, frame["label"].to_numpy(dtype="float64", na_value=math.nan),
-        frame[PREDICTION].to_numpy(dtype="float64"), version=model.number,
-        reference=reference, tolerance=settings.tolerance,
+        contract,
+        day,
+        frame["label"].to_numpy(dtype="float64", na_value=math.nan),
+        frame[PREDICTION].to_numpy(dtype="float64"),
+        version=model.number,
+        reference=reference,
+        tolerance=settings.tolerance,
         relative=settings.relative_tolerance,
-        min_labelled_rows=settings.min_labelled_rows, threshold=settings.threshold,
-    )  # fmt: skip
+        min_labelled_rows=settings.min_labelled_rows,
+        threshold=settings.threshold,
+    )
     pooled = pooled_realised(contract, paths, champion, monitor, day, clock)
     row |= {
         "daily_breached": bool(row["breached"]),

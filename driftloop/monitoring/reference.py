@@ -15,7 +15,6 @@ from driftloop.data.contract import Contract
 from driftloop.data.lake import write_parquet_atomic
 from driftloop.monitoring.signals import (
     DAY,
-    FEATURES_TABLE,
     PREDICTION,
     REFERENCE_MAX_ROWS,
     REFERENCE_SEED,
@@ -24,6 +23,7 @@ from driftloop.monitoring.signals import (
     score_frame,
     training_days,
 )
+from driftloop.names import FEATURES_TABLE
 from driftloop.paths import DatasetPaths
 
 

@@ -37,6 +37,8 @@ from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from driftloop.training.columns import is_arrow_table, row_slice
+
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
@@ -48,11 +50,9 @@ from driftloop.data.lake import (
     existing_partitions,
 )
 from driftloop.monitoring.drift import Kind
-from driftloop.names import (  # noqa: F401 - the monitoring tables, importable from here too
-    DRIFT_TABLE,
+from driftloop.names import (
     FEATURES_TABLE,
     LABEL,
-    PERFORMANCE_TABLE,
     PREDICTIONS_TABLE,
     RAW_TABLE,
 )
@@ -80,7 +80,7 @@ SCORE_CHUNK_ROWS = 250_000
 
 class ScoreFn(Protocol):
     """score(frame) -> one score per row; the frame is a pandas DataFrame or a pyarrow
-    Table (see registry.load_scoring_model); `threads` caps the model's prediction
+    Table (see model_loading.load_scoring_model); `threads` caps the model's prediction
     threads (0: its library's default)."""
 
     def __call__(self, frame: pd.DataFrame | pa.Table, threads: int = 0) -> np.ndarray: ...
@@ -137,7 +137,6 @@ def score_frame(
 
     if len(frame) == 0:
         return np.empty(0, dtype="float64")
-    from driftloop.training.columns import row_slice
 
     parts = [
         np.asarray(score(row_slice(frame, i, chunk_rows), threads), dtype="float64").ravel()
@@ -170,8 +169,6 @@ def predictions_table(
     pandas path writes (the id strings pass through without becoming Python objects).
     """
     import numpy as np
-
-    from driftloop.training.columns import is_arrow_table
 
     if is_arrow_table(features):
         return _predictions_arrow(

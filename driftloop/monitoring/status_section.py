@@ -17,13 +17,9 @@ from datetime import date
 from driftloop.data.lake import existing_partitions, write_text_atomic
 from driftloop.floats import json_float
 from driftloop.monitoring.drift_outcome import read_drift_summary
-from driftloop.monitoring.signals import (
-    DRIFT_TABLE,
-    MODEL_VERSION,
-    PERFORMANCE_TABLE,
-    PREDICTIONS_TABLE,
-)
+from driftloop.monitoring.signals import MODEL_VERSION
 from driftloop.monitoring.trigger import WindowSignal
+from driftloop.names import DRIFT_TABLE, PERFORMANCE_TABLE, PREDICTIONS_TABLE
 from driftloop.paths import DatasetPaths
 
 # ------------------------------------------------------------------------- signals

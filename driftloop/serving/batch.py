@@ -22,15 +22,15 @@ from typing import TYPE_CHECKING
 
 from driftloop.data.contract import Contract
 from driftloop.data.lake import ParquetSink, parquet_sink
+from driftloop.evaluation.explain import explain, top_contributions_json
 from driftloop.monitoring.signals import (
-    FEATURES_TABLE,
     MODEL_VERSION,
-    PREDICTIONS_TABLE,
     SHADOW_MODEL_VERSION,
     ScoreFn,
     predictions_table,
     score_frame,
 )
+from driftloop.names import FEATURES_TABLE, PREDICTIONS_TABLE
 from driftloop.paths import DatasetPaths
 
 if TYPE_CHECKING:
@@ -70,8 +70,6 @@ TOP_CONTRIBUTIONS = "top_contributions"
 def explained(table: pa.Table, rows: pa.Table, explainer: Explainer) -> pa.Table:
     """`rows` (the predictions of `table`) with the top contributions column appended."""
     import pyarrow as pa
-
-    from driftloop.evaluation.explain import explain, top_contributions_json
 
     texts = (
         top_contributions_json(explain(explainer.model, table), explainer.top) if len(table) else []

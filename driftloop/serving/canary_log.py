@@ -19,9 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 from driftloop.data.contract import Contract
 from driftloop.data.lake import write_parquet_atomic
-from driftloop.evaluation.bootstrap import metric_resamples
 from driftloop.evaluation.canary_evidence import ArmFigures
-from driftloop.metrics import percentile_interval
+from driftloop.metrics import PRIMARY_METRIC, percentile_interval
 from driftloop.names import FEATURES_TABLE, LABEL
 from driftloop.paths import DatasetPaths
 
@@ -115,8 +114,8 @@ def _joined(
 
 def _metric(contract: Contract, part: pd.DataFrame) -> tuple[str, float, int]:
     """(metric name, value on the labelled rows, labelled rows)."""
+    # On use: bootstrap imports numpy, and the code location loads this module.
     from driftloop.evaluation.bootstrap import point_metric
-    from driftloop.metrics import PRIMARY_METRIC
 
     metric = PRIMARY_METRIC[contract.task]
     known = part[part[LABEL].notna()]
@@ -185,6 +184,8 @@ def evidence(
 
 
 def _interval(metric: str, part: pd.DataFrame, confidence: float) -> tuple[float, float]:
+    from driftloop.evaluation.bootstrap import metric_resamples  # numpy: on use
+
     known = part[part[LABEL].notna()]
     if known.empty:
         return float("nan"), float("nan")

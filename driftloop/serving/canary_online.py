@@ -19,6 +19,7 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
+from driftloop.evaluation.explain import explain, top_contributions
 from driftloop.paths import DatasetPaths
 from driftloop.serving.canary import CANARY, CHAMPION_ARM, Canary, active_canary
 from driftloop.serving.canary_log import RequestLog
@@ -89,8 +90,6 @@ def _take(columns: dict[str, Any], rows: list[int]) -> dict[str, Any]:
 def explain_rows(model: ScoringModel, columns: dict[str, Any], top: int) -> list | None:
     """Each row's top contributions from our model inside `model` (None for other models)."""
     import pandas as pd
-
-    from driftloop.evaluation.explain import explain, top_contributions
 
     if model.tabular is None:  # another flavour: it has no contributions of its own
         return None

@@ -20,6 +20,7 @@ from typing import Any
 from driftloop.names import CHAMPION
 from driftloop.serving.periodic import Periodic
 from driftloop.serving.scoring_model import ScoringModel
+from driftloop.training.registry import make_client, version_for_alias
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +51,6 @@ class ChampionWatcher:
 
     def refresh(self) -> ScoringModel | None:
         """Resolve the alias now; load the version if it is not the one served."""
-        from driftloop.training.registry import make_client, version_for_alias
-
         with self._refresh_lock:
             try:
                 if self._client is None:  # one client (and one database engine) for good

@@ -357,11 +357,6 @@ def parse_events(payload: Any, contract: Contract, max_rows: int) -> list[dict[s
     return events
 
 
-def jsonable(record: dict[str, Any]) -> dict[str, Any]:
-    """A validated record with its datetimes as ISO strings (for the event log)."""
-    return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in record.items()}
-
-
 def raw_record(row: Any, schema: RequestSchema) -> dict[str, Any]:
     """A JSON-ready request record of a stored raw row (a pandas Series or a dict): its
     required and optional fields."""

@@ -16,6 +16,14 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from driftloop.training.lightgbm_model import LightGBMModel
+from driftloop.training.model_loading import (
+    cached_pyfunc,
+    frame_scorer,
+    input_columns,
+    tabular_of,
+)
+
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
@@ -93,13 +101,6 @@ class ScoringModel:
         `version` and `run_id` name it in responses and logs."""
         from mlflow.types import DataType
 
-        from driftloop.training.model_loading import (
-            cached_pyfunc,
-            frame_scorer,
-            input_columns,
-            tabular_of,
-        )
-
         loaded = cached_pyfunc(model_uri, tracking_uri)
         columns = input_columns(loaded)
         tabular = tabular_of(loaded)
@@ -138,16 +139,12 @@ class ScoringModel:
 def _training_categories(tabular: Any) -> dict[str, frozenset[str]]:
     """The categories our LightGBM model was trained with, per feature (else {}: the
     baseline's one-hot encoder ignores unknown values by design)."""
-    from driftloop.training.lightgbm_model import LightGBMModel
-
     categories = tabular.categories if isinstance(tabular, LightGBMModel) else {}
     return {name: frozenset(map(str, values)) for name, values in categories.items()}
 
 
 def _tree_input(model_uri: str, tabular: Any) -> TreeInput | None:
     """The direct input path of our LightGBM model, else None (MLflow's predict is used)."""
-    from driftloop.training.lightgbm_model import LightGBMModel
-
     if not isinstance(tabular, LightGBMModel) or tabular.booster is None:
         return None
     try:

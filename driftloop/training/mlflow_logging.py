@@ -25,11 +25,11 @@ from typing import TYPE_CHECKING, Any
 
 from driftloop.data.contract import Contract
 from driftloop.faults import fault_point
+from driftloop.names import CHALLENGER
 from driftloop.processes import process_token
 from driftloop.training.model_loading import quiet_pyfunc
 from driftloop.training.provenance import PACKAGE_DIR, code_version, requirements, source_hash
 from driftloop.training.registry import (
-    CHALLENGER,
     MODEL_NAME,
     PROCESS_TAG,
     RegisteredVersion,

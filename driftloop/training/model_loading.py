@@ -14,6 +14,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from driftloop.training.columns import as_pandas, column_names, is_arrow_table
+from driftloop.training.model_base import TabularModel
 from driftloop.training.registry import make_client, using_tracking_uri
 
 if TYPE_CHECKING:
@@ -189,8 +191,6 @@ def _installed_version(name: str) -> str | None:
 
 def tabular_of(loaded: Any) -> Any:
     """Our TabularModel inside a loaded pyfunc (see `pyfunc_wrapper`), else None."""
-    from driftloop.training.model_base import TabularModel
-
     try:
         python_model = loaded.unwrap_python_model()
     except Exception:  # not a PythonModel pyfunc (another flavor): MLflow's path
@@ -205,8 +205,6 @@ def _check_input_types(model_uri: str, frame: Any, columns: list[tuple[str, str]
     and nested values do not. String inputs take any type (compared as text)."""
     import pandas as pd
     import pyarrow as pa
-
-    from driftloop.training.columns import is_arrow_table
 
     arrow = is_arrow_table(frame)
     for name, kind in columns:
@@ -256,8 +254,6 @@ def frame_scorer(
     import numpy as np
     import pandas as pd
     from mlflow.types import DataType
-
-    from driftloop.training.columns import as_pandas, column_names
 
     columns = input_columns(loaded)
     names = [name for name, _ in columns]

@@ -1,9 +1,9 @@
 """The model registry (no Dagster): MLflow clients, experiments, versions, aliases, store id.
 
 Aliases, never stages (deprecated in MLflow 3): `challenger` = the newest trained version,
-`champion` = the version serving. Logging a training run is in
-driftloop.training.mlflow_logging, loading a model for scoring in
-driftloop.training.model_loading (both importable from here too).
+`champion` = the version serving (their names are in driftloop.names). Logging a training
+run is in driftloop.training.mlflow_logging, loading a model for scoring in
+driftloop.training.model_loading.
 """
 
 from __future__ import annotations
@@ -13,9 +13,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from driftloop.names import CHALLENGER, CHAMPION  # noqa: F401 (the aliases, importable here)
 from driftloop.paths import data_root
 
 if TYPE_CHECKING:
@@ -24,7 +23,6 @@ if TYPE_CHECKING:
 
 
 MODEL_NAME = "model"  # name of the logged model in the run
-BASELINE_NAME = "baseline"
 # The token of the process that logs a run (driftloop.processes): a run left RUNNING by a
 # process that is gone is ended by the reconciler.
 PROCESS_TAG = "driftloop.process"
@@ -55,25 +53,28 @@ def is_local_store(tracking_uri: str) -> bool:
 
 @contextmanager
 def using_tracking_uri(tracking_uri: str) -> Iterator[None]:
-    """Point MLflow's fluent API (tracking and registry) at a URI, then restore it.
+    """Point MLflow's fluent API (tracking and registry) at a URI, then back at the
+    environment's.
 
-    mlflow.set_tracking_uri(None) also deletes $MLFLOW_TRACKING_URI, so the environment
-    is saved and restored too.
+    The fluent API (`mlflow.start_run`, `log_model`) has no client argument, so its URIs are
+    set through MLflow's public setters for the block. Nothing in the project sets them
+    otherwise, so on exit they are unset again and the saved $MLFLOW_TRACKING_URI and
+    $MLFLOW_REGISTRY_URI (which the setters overwrite or delete) restored: the URIs come
+    from the environment as before. Everything else uses a client made for its URI
+    (`make_client`).
     """
     import mlflow
-    from mlflow.tracking._model_registry import utils as registry_utils
-    from mlflow.tracking._tracking_service import utils as tracking_utils
 
     saved_env = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
-    saved_tracking = tracking_utils._tracking_uri
-    saved_registry = registry_utils._registry_uri
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
     try:
         yield
     finally:
-        mlflow.set_tracking_uri(saved_tracking)
-        mlflow.set_registry_uri(saved_registry)
+        # None is "not set": MLflow reads the environment again (and deletes the variables,
+        # restored next).
+        mlflow.set_tracking_uri(None)  # type: ignore[arg-type]
+        mlflow.set_registry_uri(None)  # type: ignore[arg-type]
         for key, value in saved_env.items():
             if value is None:
                 os.environ.pop(key, None)
@@ -216,27 +217,3 @@ def register_run_model(
             name, f"runs:/{run_id}/{MODEL_NAME}", run_id=run_id, tags=tags
         )
     return describe(client, existing)
-
-
-_ELSEWHERE = {
-    "log_training": "mlflow_logging",
-    "training_tags": "mlflow_logging",
-    "code_version": "provenance",
-    "source_hash": "provenance",
-    "dataset_schema": "mlflow_logging",
-    "split_digest": "mlflow_logging",
-    "pyfunc_wrapper": "mlflow_logging",
-    "load_scoring_model": "model_loading",
-    "cached_pyfunc": "model_loading",
-    "LOADED_MODELS_KEPT": "model_loading",
-}
-
-
-def __getattr__(name: str) -> Any:
-    # Logging and loading live in their own modules; importing them from here as well
-    # keeps one entry point for callers (PEP 562, on first use, without an import cycle).
-    if name in _ELSEWHERE:
-        import importlib
-
-        return getattr(importlib.import_module(f"driftloop.training.{_ELSEWHERE[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

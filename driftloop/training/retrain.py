@@ -9,14 +9,16 @@ from typing import TYPE_CHECKING
 from driftloop.data.contract import Contract
 from driftloop.faults import fault_point
 from driftloop.paths import DatasetPaths
+from driftloop.training.mlflow_logging import log_training
 from driftloop.training.registry import RegisteredVersion
+from driftloop.training.train import load_training_frame, train
 
 if TYPE_CHECKING:
     from driftloop.training.train import TrainingConfig, TrainingResult
 
 
 @dataclass
-class TrainedModel:
+class RegisteredTraining:
     """A trained model, its data and its registry identity, to hand along the run."""
 
     result: TrainingResult
@@ -32,12 +34,9 @@ def train_and_register(
     tracking_uri: str,
     tags: dict[str, str],
     artifact_root: Path | None = None,
-) -> TrainedModel:
+) -> RegisteredTraining:
     """Train on the latest features window (ending at config.end_date), log the run to
     MLflow and register the model as the `challenger` of the dataset."""
-    from driftloop.training.mlflow_logging import log_training
-    from driftloop.training.train import load_training_frame, train
-
     frame, days, digests = load_training_frame(contract, paths, config.end_date, config.window_days)
     result = train(contract, frame, config)
     del frame  # the split keeps the rows it needs
@@ -53,4 +52,4 @@ def train_and_register(
         source=str(paths.table("features")),
     )
     fault_point("after_model")
-    return TrainedModel(result, registered, days, digests)
+    return RegisteredTraining(result, registered, days, digests)

@@ -298,15 +298,7 @@ def train(
     return result
 
 
-def primary_beats_baseline(result: TrainingResult) -> bool:
-    """Whether the model's holdout primary metric is better than the baseline's."""
-    metric = result.primary_metric
-    return is_better(
-        metric, result.holdout_metrics[metric], result.baseline_holdout_metrics[metric]
-    )
-
-
-def file_digest(path) -> str:
+def file_sha256(path) -> str:
     """sha256 of a file's bytes: the provenance of one partition."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -358,5 +350,5 @@ def load_training_frame(
     finally:
         con.close()
     frame[DAY] = frame[DAY].astype(str)
-    digests = {d: file_digest(f) for d, f in zip(days, files, strict=True)}
+    digests = {d: file_sha256(f) for d, f in zip(days, files, strict=True)}
     return frame, days, digests

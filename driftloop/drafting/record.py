@@ -1,4 +1,4 @@
-"""What the drafter proposes: each value of the contract with why it was chosen."""
+"""What a draft holds: every value of the contract with why it was chosen, for rendering."""
 
 from __future__ import annotations
 
