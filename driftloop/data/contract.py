@@ -40,12 +40,9 @@ DOCS = "docs/contracts.md"
 
 def reserved_column_reason(name: str) -> str | None:
     """Why a column or feature may not take this name, or None when it may."""
-    lowered = name.lower()
-    if lowered in RESERVED_COLUMN_NAMES:
-        return RESERVED_COLUMN_NAMES[lowered]
-    if lowered.startswith(RESERVED_COLUMN_PREFIX):
+    if name.lower().startswith(RESERVED_COLUMN_PREFIX):
         return f"names starting with {RESERVED_COLUMN_PREFIX!r} are the features query's own"
-    return None
+    return RESERVED_COLUMN_NAMES.get(name.lower())
 
 
 class ContractError(ValueError):

@@ -225,7 +225,9 @@ def identity_members(frame: pd.DataFrame, value: pd.Series, candidates: list[str
     the numeric candidates is near exact, the columns it cannot do without."""
     import numpy as np
 
-    mask = value.notna()
+    # Extreme values (a fare of 429,490) would dominate the variance the fit is judged on.
+    low, high = value.quantile(0.01), value.quantile(0.99)
+    mask = value.notna() & value.between(low, high)
     if mask.sum() < 50 or not candidates:
         return []
     x = frame.loc[mask, candidates].astype(float).fillna(0.0).to_numpy()
