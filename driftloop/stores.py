@@ -9,6 +9,8 @@ passes; stores on a server (PostgreSQL, an MLflow server) report their own error
 from __future__ import annotations
 
 import sqlite3
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -85,3 +87,13 @@ def check_dagster_home(home: Path) -> None:
             f"{home / relative}.broken) and start again (`python -m pipelines.dev`): run "
             "history and sensor cursors start empty, the lake and MLflow are untouched",
         )
+
+
+def exit_code(command: Callable[[], int]) -> int:
+    """A command's exit code, with a store it cannot use reported as one line naming the
+    store, the problem and the recovering command (exit 2) instead of a traceback."""
+    try:
+        return command()
+    except StoreError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2

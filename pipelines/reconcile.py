@@ -21,6 +21,7 @@ from driftloop.evaluation.reconcile import (
     reconcile_registry,
 )
 from driftloop.paths import data_root, dataset_paths, default_mlflow_uri
+from driftloop.stores import exit_code
 from driftloop.training.registry import make_client
 from pipelines.instance import instance_at, project_dagster_home
 from sensors.reconcile import fail_dead_runs
@@ -34,17 +35,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", default=None, help="data root (default $DRIFTLOOP_DATA_DIR)")
     parser.add_argument("--tracking-uri", default=None, help="MLflow store (default as above)")
     args = parser.parse_args(argv)
-    from driftloop.stores import StoreError
-
-    try:
-        return _run(args)
-    except StoreError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    return exit_code(lambda: _run(args))
 
 
 def _run(args: argparse.Namespace) -> int:
-
     root = data_root(args.data_dir)
     paths = dataset_paths(args.dataset, root)
     client = make_client(args.tracking_uri or default_mlflow_uri(root))

@@ -19,6 +19,7 @@ from driftloop.backtest import in_force
 from driftloop.monitoring.status_section import format_monitoring_text, latest_monitoring
 from driftloop.paths import data_root, dataset_paths, default_mlflow_uri
 from driftloop.status import LEDGER_LIMIT, collect, format_text, register_section
+from driftloop.stores import exit_code
 from driftloop.training.registry import make_client
 from pipelines.retrain_history import format_retrain_history, retrain_history
 
@@ -43,17 +44,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", default=None, help="data root (default $DRIFTLOOP_DATA_DIR)")
     parser.add_argument("--tracking-uri", default=None, help="MLflow store (default as above)")
     args = parser.parse_args(argv)
-    from driftloop.stores import StoreError
-
-    try:
-        return _run(args)
-    except StoreError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    return exit_code(lambda: _run(args))
 
 
 def _run(args: argparse.Namespace) -> int:
-
     register_sections()
     root = data_root(args.data_dir)
     client = make_client(args.tracking_uri or default_mlflow_uri(root))
