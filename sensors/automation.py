@@ -10,10 +10,13 @@ from dagster import AssetSelection, AutomationConditionSensorDefinition, Default
 from assets.automation import AUTOMATED_ASSETS
 from driftloop.data.contract import Contract
 from driftloop.names import TRIGGER_TAG
-from sensors.settings import seconds
+from sensors.settings import seconds, switched_on
 
 AUTOMATION_SECONDS_ENV = "DRIFTLOOP_AUTOMATION_SECONDS"
 AUTOMATION_SECONDS = 5
+# DRIFTLOOP_AUTOMATION=off starts the sensor stopped: a run driven by hand (a test, a
+# debugging session) then has the instance to itself until the sensor is switched on.
+AUTOMATION_ENV = "DRIFTLOOP_AUTOMATION"
 
 
 def automation_sensor_name(contract: Contract) -> str:
@@ -26,7 +29,11 @@ def build_automation_sensor(contract: Contract) -> AutomationConditionSensorDefi
     return AutomationConditionSensorDefinition(
         automation_sensor_name(contract),
         target=AssetSelection.assets(*keys),
-        default_status=DefaultSensorStatus.RUNNING,
+        default_status=(
+            DefaultSensorStatus.RUNNING
+            if switched_on(AUTOMATION_ENV, default=True)
+            else DefaultSensorStatus.STOPPED
+        ),
         # Short: the interval adds to the time from a landed day to its scores; a tick
         # reads the event log only.
         minimum_interval_seconds=seconds(AUTOMATION_SECONDS_ENV, AUTOMATION_SECONDS),

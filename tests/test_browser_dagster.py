@@ -52,6 +52,7 @@ def test_dagster_ui_shows_the_graph_reports_and_runs_a_materialization(
         "DRIFTLOOP_NEW_DATA_SENSOR_SECONDS": "3600",
         "DRIFTLOOP_CATCH_UP_SENSOR_SECONDS": "3600",
         "DRIFTLOOP_RETRAIN_SENSOR_SECONDS": "3600",
+        "DRIFTLOOP_AUTOMATION": "off",
     }
     port = free_port()
     base = f"http://127.0.0.1:{port}"
