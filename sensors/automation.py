@@ -37,10 +37,10 @@ def build_automation_sensor(contract: Contract) -> AutomationConditionSensorDefi
         # Short: the interval adds to the time from a landed day to its scores; a tick
         # reads the event log only.
         minimum_interval_seconds=seconds(AUTOMATION_SECONDS_ENV, AUTOMATION_SECONDS),
-        # Runs, not backfills: a run starts at the next look at the queue, while the backfill
-        # daemon looks at its backfills far less often. Each asset's single-run backfill
-        # policy still makes one run per block of days.
-        emit_backfills=False,
+        # Backfills (Dagster's default): a tick that asks for many days of an asset becomes
+        # one backfill, which its single-run backfill policy turns into one run per block of
+        # days. As plain runs, each day was a run (and a process) of its own.
+        emit_backfills=True,
         # The automation requests a failed partition again itself: the instance's run
         # retries (deploy/dagster.yaml) would launch a second run beside it.
         run_tags={TRIGGER_TAG: "automation", "dagster/max_retries": "0"},
