@@ -176,3 +176,14 @@ def test_empty_frame_keeps_blocking_checks_green_but_row_count_warns(
     outcomes = _by_name(validate_partition(flights_contract, empty, DAY, [800, 900]))
     assert all(outcomes[name].passed for name in BLOCKING_CHECKS)
     assert not outcomes["row_count"].passed
+
+
+def test_integer_codes_spelled_as_floats_are_the_same_categories() -> None:
+    """A CSV written from integer codes with NULLs spells 3 as '3.0': the categorical
+    cast reads it as the code '3' (other text, '1.5' included, is left as it is)."""
+    from driftloop.data.contract import Column
+    from driftloop.data.reading import cast_column
+
+    values = pd.Series(["2.0", "1", None, "AA", "10.00", "1.5"], dtype=object)
+    cast = cast_column(values, Column(type="categorical"), None)
+    assert list(cast) == ["2", "1", None, "AA", "10", "1.5"]

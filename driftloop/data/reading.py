@@ -151,7 +151,12 @@ def cast_column(values: pd.Series, column: Column, contract: Contract) -> pd.Ser
         return out
     if column.type == ColumnType.categorical:
         if pd.api.types.infer_dtype(values, skipna=True) in ("string", "empty"):  # the fast case
-            return values.astype(object).where(values.notna(), None)
+            text = values.astype(object).where(values.notna(), None)
+            # '3.0' -> '3': a CSV written from integer codes with NULLs spells them as floats.
+            whole = text.str.fullmatch(r"-?\d+\.0+", na=False)
+            if whole.any():
+                text = text.where(~whole, text.str.replace(r"\.0+$", "", regex=True))
+            return text
         if pd.api.types.is_float_dtype(values.dtype):
             # 3.0 -> '3': integers stored as floats (NULLs force that) keep their spelling.
             text = values.map(lambda v: fmt_rule_value(v) if pd.notna(v) else None)
