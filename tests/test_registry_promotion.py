@@ -118,7 +118,12 @@ def test_the_baseline_becomes_champion_when_it_wins_and_reconcile_repairs(
     assert evaluated["challenger_version"] == trained["model_version"] == "1"
     assert evaluated["model_run_id"] == trained["mlflow_run_id"]
     assert evaluated["decision"] == "reject"
-    assert trained["holdout_roc_auc"] < trained["baseline_holdout_roc_auc"]
+    # The weak LightGBM loses to the baseline on the validation days, so the model trained
+    # is itself of the baseline's kind (the kind better on validation serves): equal on the
+    # holdout, which the gate's interval cannot call better.
+    kind = client.get_model_version("synth", "1").tags["driftloop.model_kind"]
+    assert kind == "baseline"
+    assert trained["holdout_roc_auc"] == trained["baseline_holdout_roc_auc"]
 
     # No champion before: the baseline, the better of the two by the gate, is champion,
     # registered as a version of its own (logged by its own run).
@@ -133,7 +138,7 @@ def test_the_baseline_becomes_champion_when_it_wins_and_reconcile_repairs(
     assert list(entries["model_run_id"]) == [trained["mlflow_run_id"], champion.run_id]
     assert entries["store_id"].tolist() == [store_id(client, "synth")] * 2
     reasons = json.loads(entries.iloc[-1]["reasons"])
-    assert reasons[0].startswith("first model: the gate did not promote v1 (lightgbm)")
+    assert reasons[0].startswith(f"first model: the gate did not promote v1 ({kind})")
     # It scores like any registered model.
     holdout = pd.read_parquet(paths.partition_file("features", "2024-03-14"))
     assert load_scoring_model("models:/synth@champion", client.tracking_uri)(holdout).shape == (
@@ -144,16 +149,16 @@ def test_the_baseline_becomes_champion_when_it_wins_and_reconcile_repairs(
     # Status says the baseline was kept over the refused model, with the sign explained,
     # and never shows the challenger alias as a second model when it names the champion.
     gate = state["registry"]["champion"]["gate"]
-    assert (gate["challenger_version"], gate["challenger_kind"]) == ("1", "lightgbm")
-    assert gate["diff"] < 0
+    assert (gate["challenger_version"], gate["challenger_kind"]) == ("1", kind)
+    assert gate["diff"] <= 0
     text = format_text(state)
     champion_row = next(line for line in text.splitlines() if line.startswith("champion"))
     assert "v2 (baseline)" in champion_row
-    assert "kept over refused v1 (lightgbm): v1 minus v2 = -" in champion_row
+    assert f"kept over refused v1 ({kind}): v1 minus v2 = " in champion_row
     assert "promoted -" not in text
     challenger_row = next(line for line in text.splitlines() if line.startswith("challenger"))
     assert state["registry"]["challenger"]["version"] == "1"
-    assert "v1 (lightgbm)" in challenger_row and "rejected -" in challenger_row
+    assert f"v1 ({kind})" in challenger_row and "rejected " in challenger_row
     assert "the champion itself" not in challenger_row
     set_alias(client, "synth", "challenger", "2")
     text = format_text(collect(client, paths, "synth"))
