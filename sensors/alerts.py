@@ -4,6 +4,9 @@ the daily monitoring digest, delivered through `AlertsResource` (off until confi
 They read what the loop already writes (the ledger, the lake's BLOCKED markers, the run
 records, the monitoring partitions) instead of adding calls to the assets, so an alert can
 never fail or slow down the work it reports on.
+
+Why sensors and not Dagster's automation: they deliver messages to people (a side effect,
+deduplicated in their cursors); they build no asset.
 """
 
 from __future__ import annotations

@@ -12,6 +12,10 @@ Every tick, for its dataset:
 - the registry's champion is put back in line with the ledger
   (driftloop.evaluation.reconcile), unless a retrain holds the dataset's lock right now
   (its promotion may be between its ledger entry and its alias move).
+
+Why a sensor and not Dagster's automation: it repairs state, it builds no asset. Whether a
+run's process is alive, whether an MLflow run was left RUNNING and where the registry's
+alias points are all outside the event log that automation conditions read.
 """
 
 from __future__ import annotations

@@ -4,6 +4,9 @@ On its first tick it drops a head start of DRIFTLOOP_REPLAY_INITIAL_DAYS days (e
 train a first champion), then one more day every DRIFTLOOP_REPLAY_SECONDS seconds (default
 60), so the year plays out in the UI. DRIFTLOOP_REPLAY=off switches it off (it is only
 built for the embedded datasets; real data simply lands in the landing zone).
+
+Why a sensor and not Dagster's automation: it plays the upstream system, writing files into
+the landing zone on a clock; it builds no asset.
 """
 
 from __future__ import annotations

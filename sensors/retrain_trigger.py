@@ -8,6 +8,11 @@ to the run's tags and to `pipelines.status`. The cooldown counts from the last r
 launched, whether the gate promoted its challenger or not. With no champion yet, enough
 days of features start the first training. Time is the data's clock: "today" is the
 latest day with features.
+
+Why a sensor and not Dagster's automation: the decision reads values, not events (the
+verdicts inside the lake's drift and performance partitions, N of the last M days), and
+state outside Dagster (the champion alias in MLflow, the cooldown since the last retrain);
+an automation condition can tell that a partition was updated, not what it says.
 """
 
 from __future__ import annotations
