@@ -57,6 +57,14 @@ class Postgres:
             connection.close()
         return self.url(name)
 
+    def stop(self) -> None:
+        """Stop the server (fast shutdown: open connections are cut), keeping its data."""
+        _pg_ctl(postgres_bindir(), self.folder, ["-m", "fast", "stop"])
+
+    def start(self) -> None:
+        """Start the stopped server again on the same port and data."""
+        _pg_ctl(postgres_bindir(), self.folder, _start_args(self.folder, self.port))
+
 
 def postgres_bindir() -> Path:
     """The folder of initdb and pg_ctl (not on PATH in Debian's package): pg_config's
@@ -80,6 +88,17 @@ def _as_postgres(args: list[str]) -> list[str]:
     return ["runuser", "-u", "postgres", "--", *args] if os.geteuid() == 0 else args
 
 
+def _start_args(folder: Path, port: int) -> list[str]:
+    # fsync off: a test database need not survive a power cut, and it saves disk waits.
+    options = f"-k {folder} -p {port} -c listen_addresses=127.0.0.1 -c fsync=off"
+    return ["-o", options, "-l", str(folder / "server.log"), "-w", "-t", "120", "start"]
+
+
+def _pg_ctl(bindir: Path, folder: Path, args: list[str]) -> None:
+    command = [str(bindir / "pg_ctl"), "-D", str(folder / "data"), *args]
+    subprocess.run(_as_postgres(command), check=True, capture_output=True, text=True, timeout=300)
+
+
 @contextmanager
 def postgres_server() -> Iterator[Postgres]:
     """initdb in a new folder, start on a free loopback port, stop and remove at the end."""
@@ -91,14 +110,10 @@ def postgres_server() -> Iterator[Postgres]:
         shutil.chown(folder, "postgres", "postgres")
     data, port = folder / "data", free_port()
     run = {"check": True, "capture_output": True, "text": True, "timeout": 300}
-    # fsync off: a test database need not survive a power cut, and it saves disk waits.
-    options = f"-k {folder} -p {port} -c listen_addresses=127.0.0.1 -c fsync=off"
     initdb = [str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"]
-    start = [str(bindir / "pg_ctl"), "-D", str(data), "-o", options]
-    start += ["-l", str(folder / "server.log"), "-w", "-t", "120", "start"]
     try:
         subprocess.run(_as_postgres([*initdb, "-E", "UTF8", "--no-sync"]), **run)
-        subprocess.run(_as_postgres(start), **run)
+        _pg_ctl(bindir, folder, _start_args(folder, port))
         yield Postgres(port=port, folder=folder)
     except subprocess.CalledProcessError as error:
         log = folder / "server.log"

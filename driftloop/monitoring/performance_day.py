@@ -11,6 +11,7 @@ from typing import Any, Protocol
 
 from driftloop.data.contract import Contract
 from driftloop.data.lake import write_parquet_atomic
+from driftloop.faults import fault_point
 from driftloop.metrics import HIGHER_IS_BETTER, PRIMARY_METRIC, metric_names
 from driftloop.monitoring.champion import ChampionMonitor, holdout_days
 from driftloop.monitoring.drift_outcome import read_drift_summary
@@ -204,4 +205,5 @@ def performance_day(
         "estimated_before_labels": estimated_before(paths, day),
     }
     path = write_parquet_atomic(pd.DataFrame([row]), paths.partition_file(PERFORMANCE_TABLE, day))
+    fault_point("daily_performance")
     return PerformanceDay(row=row, path=path)
