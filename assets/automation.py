@@ -6,10 +6,11 @@ dataset evaluates it (sensors/automation.py). A partition is requested when, sin
 last requested or materialized, one of its upstream partitions was updated (a new day, a
 correction, a rebuilt features or predictions day: every asset downstream of a rebuilt
 partition goes stale, not only the next one), it went missing, or its last run failed (a
-failed or killed run is tried again at the next evaluation, without new data). It waits
-while an upstream partition is missing or in progress, and while it is in progress itself.
-Partitions an upstream of the same tick will build are requested with it, so one run
-carries a day from features to monitoring.
+failed or killed run is tried again at the next evaluation, without new data; performance,
+which skips days whose labels are not due, leaves that to the catch-up sensor: see
+`keep_current`). It waits while an upstream partition is missing or in progress, and while
+it is in progress itself. Partitions an upstream of the same tick will build are requested
+with it, so one run carries a day from features to monitoring.
 
 A raw day blocked by its checks is requested like any other and stops at `features`, which
 reads the day's `BLOCKED.json` and materializes nothing for it, so its downstream steps are
@@ -30,8 +31,16 @@ from dagster import AutomationCondition, Backoff, RetryPolicy
 AUTOMATED_ASSETS = ("features", "predictions", "drift_report", "performance")
 
 
-def keep_current() -> AutomationCondition:
-    """Rebuild a partition whose inputs changed or whose last run failed (module docstring)."""
+def keep_current(retry_failed: bool = True) -> AutomationCondition:
+    """Rebuild a partition whose inputs changed or, with `retry_failed`, whose last run failed
+    (module docstring).
+
+    `retry_failed=False` is for an asset that skips partitions in successful runs (performance
+    skips a day whose labels are not due yet): Dagster counts a partition as failed from a
+    failed run until it is materialized, and a successful run that skips it does not clear
+    that, so a retry trigger would request the day again after every run until its labels
+    arrive. Such an asset's failed days are retried by its own sensor (the catch-up sensor for
+    performance) and by the instance's run retries."""
     condition = AutomationCondition
     trigger = (
         condition.missing().newly_true().with_label("newly missing")
@@ -39,8 +48,9 @@ def keep_current() -> AutomationCondition:
         | condition.any_deps_match(condition.will_be_requested()).with_label(
             "an upstream partition will be requested"
         )
-        | condition.execution_failed()
     )
+    if retry_failed:
+        trigger = trigger | condition.execution_failed()
     handled = condition.newly_requested() | condition.newly_updated()
     return (
         trigger.since(handled).with_label("inputs changed or last run failed, since handled")

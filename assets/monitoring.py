@@ -156,7 +156,7 @@ def build_monitoring(contract: Contract) -> Definitions:
             deps=[dep],
             backfill_policy=range_policy(),
             output_required=False,
-            automation_condition=keep_current(),
+            automation_condition=keep_current(retry_failed=False),
             retry_policy=store_retry_policy(),
             check_specs=[
                 check_spec(

@@ -195,3 +195,67 @@ def test_the_trigger_reads_recomputed_signals_as_no_news(
     assert latest_signal_is_recompute(flights_contract, dagster_instance)
     materialize([drift_report], instance=dagster_instance)
     assert not latest_signal_is_recompute(flights_contract, dagster_instance)
+
+
+@pytest.mark.parametrize("retry_failed", [True, False])
+def test_a_failed_partition_that_later_runs_skip_is_retried_only_with_retry_failed(
+    dagster_instance: DagsterInstance, retry_failed: bool
+) -> None:
+    """Dagster counts a partition failed from a failed run until it is materialized: a later
+    run that succeeds but skips it (performance on a day whose labels are not due) leaves it
+    failed, so `execution_failed` requests it after every such run. `keep_current(False)`,
+    the performance asset's, leaves failed days to its sensor."""
+    from dagster import DailyPartitionsDefinition, Definitions, Output
+
+    from assets.automation import keep_current
+
+    days = DailyPartitionsDefinition(start_date="2013-01-01")
+    behaviour = {"mode": "fail"}
+
+    @asset(key="upstream", partitions_def=days)
+    def upstream() -> None:
+        return None
+
+    @asset(
+        key="downstream",
+        partitions_def=days,
+        deps=[upstream],
+        output_required=False,
+        automation_condition=keep_current(retry_failed),
+    )
+    def downstream():
+        if behaviour["mode"] == "fail":
+            raise RuntimeError("the store is unavailable")
+        if behaviour["mode"] == "run":
+            yield Output(None)
+
+    defs = Definitions(assets=[upstream, downstream])
+    cursor = None
+
+    def requested() -> list[str]:
+        nonlocal cursor
+        result = evaluate_automation_conditions(defs=defs, instance=dagster_instance, cursor=cursor)
+        cursor = result.cursor
+        return sorted(result.get_requested_partitions(AssetKey("downstream")))
+
+    day = "2013-01-02"
+    requested()
+    assert materialize([upstream], instance=dagster_instance, partition_key=day).success
+    assert requested() == [day]
+    behaviour["mode"] = "run"
+    assert materialize([downstream], instance=dagster_instance, partition_key=day).success
+    assert requested() == []
+    behaviour["mode"] = "fail"
+    run = materialize(
+        [downstream], instance=dagster_instance, partition_key=day, raise_on_error=False
+    )
+    assert not run.success
+    assert requested() == ([day] if retry_failed else [])
+    behaviour["mode"] = "skip"
+    for _ in range(2):  # a run that succeeds and skips the day, twice
+        assert requested() == []  # the daemon's tick while the requested run is in flight
+        assert materialize([downstream], instance=dagster_instance, partition_key=day).success
+        assert requested() == ([day] if retry_failed else [])
+    behaviour["mode"] = "run"
+    assert materialize([downstream], instance=dagster_instance, partition_key=day).success
+    assert requested() == []
