@@ -46,14 +46,17 @@ PID_EVENTS = ("Started process for run", "Executing steps")
 
 def run_pid(instance: DagsterInstance, run_id: str) -> int | None:
     """The pid of the process executing a run's steps, from its engine events (the last one
-    that names a pid: a run worker's steps run in the worker itself)."""
+    that names a pid: a run worker's steps run in the worker itself). The code server's
+    "Started process for run" event carries its text in the event's message, not the log
+    entry's: a run whose worker died before its first step has only that one."""
     pid = None
     for entry in instance.all_logs(run_id, of_type=DagsterEventType.ENGINE_EVENT):
         event = entry.dagster_event
         data = getattr(event, "engine_event_data", None) if event else None
         value = (data.metadata or {}).get("pid") if data is not None else None
         text = str(getattr(value, "value", value) or "")
-        if text.isdigit() and (entry.user_message or "").startswith(PID_EVENTS):
+        message = entry.user_message or (event.message if event else None) or ""
+        if text.isdigit() and message.startswith(PID_EVENTS):
             pid = int(text)
     return pid
 
