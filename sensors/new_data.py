@@ -5,6 +5,10 @@ takes the same few milliseconds whatever lands. A file is taken once it has been
 for DRIFTLOOP_LANDING_QUIET_SECONDS; an archived file written to after archiving counts as
 waiting again (driftloop/data/landing.py). The ingest run (pipelines/ingest_job.py)
 does the reading; Dagster's automation (assets/automation.py) follows its days.
+
+Why a sensor and not Dagster's automation: a landed file is not an asset partition until it
+has been read (its days are in its rows), and the landing zone is outside Dagster's view;
+an automation condition reacts only to what the event log records.
 """
 
 from __future__ import annotations
@@ -35,6 +39,10 @@ from sensors.settings import seconds
 
 # A batch whose files are still in landing after this many runs waits for a person.
 MAX_ATTEMPTS = 3
+NEW_DATA_SECONDS_ENV = "DRIFTLOOP_NEW_DATA_SENSOR_SECONDS"
+# Short: the interval adds to the time from a landed file to its scores, and a tick lists
+# the landing zone only.
+NEW_DATA_SECONDS = 5
 
 
 def landing_listing(
@@ -74,7 +82,7 @@ def build_new_data_sensor(contract: Contract, job_name: str) -> SensorDefinition
     @sensor(
         name=f"{contract.name}_new_data",
         job_name=job_name,
-        minimum_interval_seconds=seconds("DRIFTLOOP_NEW_DATA_SENSOR_SECONDS", 15),
+        minimum_interval_seconds=seconds(NEW_DATA_SECONDS_ENV, NEW_DATA_SECONDS),
         default_status=DefaultSensorStatus.RUNNING,
         description=(
             f"Lists files dropped into landing/{contract.name}/ and launches one ingest run "
