@@ -125,15 +125,20 @@ def test_only_days_before_the_cutoff_count() -> None:
     assert first.days == 30
 
 
-def test_a_stationary_history_chooses_the_cheapest_candidate() -> None:
-    pool, runs = _pool_and_runs({}, {pool_name: 40 for pool_name in ("t0000",)})
+def test_a_stationary_history_chooses_the_quietest_trigger() -> None:
+    # t0000 and t0001 retrain least of the triggers (once); every_60_days never did.
+    pool, runs = _pool_and_runs({}, {"t0000": 59, "t0001": 59})
     for run in runs.values():
         for row in run.daily:
             row["metric"] = 0.65  # every day retraining gains nothing
     choice = choose_policy(runs, pool, START + timedelta(days=60), True)
     assert not choice.capture_defined and math.isnan(choice.flatness)
-    fewest = min(r["retrains"] for r in choice.table)
-    assert next(r for r in choice.table if r["chosen"])["retrains"] == fewest
+    chosen = next(r for r in choice.table if r["chosen"])
+    triggers = [r for r in choice.table if r["kind"] == "trigger"]
+    assert chosen["kind"] == "trigger" and chosen["candidate"] == "t0000"
+    assert chosen["retrains"] == min(r["retrains"] for r in triggers)
+    cheapest_schedule = next(r for r in choice.table if r["candidate"] == "every_60_days")
+    assert cheapest_schedule["retrains"] <= chosen["retrains"]
 
 
 # -- the walk-forward self-tuning loop on a short generated stream
@@ -215,8 +220,10 @@ def test_the_policy_of_day_d_depends_on_no_day_from_d_on(tmp_path: Path) -> None
 def test_the_policy_in_force_is_the_contracts_else_the_choice_else_the_defaults(
     tmp_path: Path,
 ) -> None:
+    from assets.evaluation import EvalReportConfig
     from driftloop.backtest.in_force import policy_in_force, write_choice
     from driftloop.backtest.selection import PolicyChoice
+    from driftloop.evaluation.gate import GateConfig
     from driftloop.monitoring.trigger import scheduled_retrain
     from driftloop.paths import dataset_paths
 
@@ -234,11 +241,19 @@ def test_the_policy_in_force_is_the_contracts_else_the_choice_else_the_defaults(
     assert chosen.source == "chosen" and chosen.candidate == pick.name
     assert chosen.policy == pick.settings.policy and chosen.every_days is None
     assert "chosen on 2021-01-01" in chosen.describe()
+    # The production gate judges with the chosen trigger's confidence unless its run config
+    # sets one.
+    assert pick.settings.gate.confidence != GateConfig().confidence
+    assert EvalReportConfig().gate(chosen.gate_confidence).confidence == (
+        pick.settings.gate.confidence
+    )
+    assert EvalReportConfig(confidence=0.95).gate(chosen.gate_confidence).confidence == 0.95
 
     schedule = Candidate("every_7_days", every=7)
     write_choice(paths, PolicyChoice(schedule, START, 30, 4.0), START + timedelta(days=1))
     weekly = policy_in_force(contract, paths)
     assert weekly.every_days == 7 and "every 7 days" in weekly.describe()
+    assert EvalReportConfig().gate(weekly.gate_confidence) == GateConfig()
     assert (paths.reports / "retraining_policy" / "2021-01-01.json").exists()  # versions stay
     assert not scheduled_retrain(START + timedelta(days=6), START, 7).fire
     assert scheduled_retrain(START + timedelta(days=7), START, 7).fire

@@ -15,8 +15,11 @@ daily models; ``choose_policy`` then looks only at the days before a given day a
    and the one with the fewest retrains wins (then the one listed first).
 
 When retraining every day did not pay on those days (its mean daily gain over never
-retraining is within two standard errors of zero: a stationary stream, where capture is 0
-over 0), the cheapest candidate wins. The flatness
+retraining is within two standard errors of zero: a stationary stream so far, where
+capture is 0 over 0), the trigger candidate with the fewest retrains wins, and among
+equally cheap ones the first listed (the shortest cooldown): with no gain shown yet a
+schedule only spends retrains on the calendar, while a quiet trigger spends nothing until
+its signals breach and still answers a change that starts after the choice. The flatness
 reported is the spread (highest minus lowest capture) of the chosen candidate and its
 neighbours.
 """
@@ -211,7 +214,8 @@ def choose_policy(
         best = max(row["plateau_capture"] for row in allowed)
         ties = [row for row in allowed if row["plateau_capture"] >= best - TIE]
     else:
-        ties = allowed
+        # No gain from retraining shown yet: a trigger, which retrains only on evidence.
+        ties = [row for row in allowed if row["kind"] == "trigger"] or allowed
     pick = min(ties, key=lambda row: row["retrains"])  # min keeps the first listed on a tie
     chosen = next(c for c in pool if c.name == pick["candidate"])
     for row in table:
