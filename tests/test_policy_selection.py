@@ -262,3 +262,51 @@ def test_the_policy_in_force_is_the_contracts_else_the_choice_else_the_defaults(
     path.write_text(path.read_text() + "retraining: {cooldown_days: 5}\n")
     own = policy_in_force(load_contract(path), paths)
     assert own.source == "contract" and own.policy.cooldown_days == 5
+
+
+@pytest.mark.slow
+def test_the_retraining_policy_asset_chooses_and_shows_its_table_and_plot(
+    tmp_path: Path,
+) -> None:
+    import shutil
+
+    from dagster import DagsterInstance, materialize
+
+    from assets import retraining_policy
+    from driftloop.backtest.data import backtest_paths, prepare
+    from driftloop.backtest.in_force import policy_in_force
+    from driftloop.paths import dataset_paths
+    from resources.lake import LakeResource
+    from resources.mlflow import MlflowResource
+
+    streams, contract = _contract(tmp_path)
+    days = 20  # 6 days replayed after the first full training window
+    root = tmp_path / "data"
+    # The asset replays the production lake's raw partitions: land the stream there.
+    frame = streams.stream("abrupt", days=days, rows=ROWS, seed=3)
+    prepare(contract, root, frame, "stream")
+    raw = dataset_paths(contract.name, root).table("raw")
+    shutil.copytree(backtest_paths(root, contract.name).table("raw"), raw)
+
+    defs = retraining_policy.build(contract)
+    (asset,) = defs.assets
+    resources = {
+        "lake": LakeResource(data_dir=str(root)),
+        "mlflow": MlflowResource(
+            tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", data_dir=str(root)
+        ),
+    }
+    result = materialize([asset], resources=resources, instance=DagsterInstance.ephemeral())
+    assert result.success
+    (materialization,) = result.asset_materializations_for_node(asset.op.name)
+    meta = {k: v.value for k, v in materialization.metadata.items()}
+    names = {c.name for c in candidates(trigger_settings(contract))}
+    assert meta["chosen"] in names
+    assert 0 < meta["days judged"] <= days and meta["selection CPU seconds"] >= 0
+    table = meta["comparison"]
+    assert f"| **{meta['chosen']}** |" in table
+    assert all(f"| {n} |" in table or f"| **{n}** |" in table for n in CANDIDATE_SCHEDULES)
+    assert meta["frontier"].startswith("![frontier](data:image/png;base64,")
+    in_force = policy_in_force(contract, dataset_paths(contract.name, root))
+    assert in_force.source == "chosen" and in_force.candidate == meta["chosen"]
+    assert Path(meta["version"]).exists()
