@@ -38,7 +38,7 @@ from pydantic import Field
 from assets.cost import measured_step
 from assets.partitions import ONE_RUN
 from assets.retrain_run import fail, trained_model
-from driftloop.backtest.in_force import policy_in_force
+from driftloop.backtest.in_force import PolicyInForce, gate_in_force, policy_in_force
 from driftloop.data.contract import Contract
 from driftloop.evaluation.gate import GateConfig
 from driftloop.evaluation.promotion import Promotion, PromotionError
@@ -65,11 +65,13 @@ class EvalReportConfig(Config):
     bootstrap_samples: int = Field(default=300, description="paired bootstrap resamples")
     seed: int = Field(default=20130101, description="bootstrap seed (reproducible results)")
 
-    def gate(self, in_force: float | None = None) -> GateConfig:
-        """The gate; ``in_force`` is the chosen policy's confidence, used when unset here."""
+    def gate(self, in_force: PolicyInForce | None = None) -> GateConfig:
+        """The gate under the retraining policy in force (``gate_in_force``), with this
+        config's confidence when set."""
         values = self.model_dump()
         confidence = values.pop("confidence")
-        confidence = in_force if confidence is None else confidence
+        if in_force is not None:
+            return gate_in_force(in_force, GateConfig(**values), confidence)
         return GateConfig(**values, **({} if confidence is None else {"confidence": confidence}))
 
 
@@ -142,9 +144,9 @@ def _eval_report(
     mlflow = context.resources.mlflow
     paths = context.resources.lake.paths(name)
     try:
-        # The gate the chosen policy was judged with in the replays (a chosen trigger's
-        # confidence), so production promotes as the selection assumed.
-        gate = config.gate(policy_in_force(contract, paths).gate_confidence)
+        # The gate the chosen policy was judged with in the replays, so production
+        # promotes as the selection assumed.
+        gate = config.gate(policy_in_force(contract, paths))
         outcome = evaluate_trained(
             contract, paths, mlflow.client(), mlflow.uri(), model, gate, context.run_id
         )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import math
 import sys
+from dataclasses import replace
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -244,16 +245,17 @@ def test_the_policy_in_force_is_the_contracts_else_the_choice_else_the_defaults(
     # The production gate judges with the chosen trigger's confidence unless its run config
     # sets one.
     assert pick.settings.gate.confidence != GateConfig().confidence
-    assert EvalReportConfig().gate(chosen.gate_confidence).confidence == (
-        pick.settings.gate.confidence
+    assert EvalReportConfig().gate(chosen) == replace(
+        GateConfig(), confidence=pick.settings.gate.confidence
     )
-    assert EvalReportConfig(confidence=0.95).gate(chosen.gate_confidence).confidence == 0.95
+    assert EvalReportConfig(confidence=0.95).gate(chosen).confidence == 0.95
 
     schedule = Candidate("every_7_days", every=7)
     write_choice(paths, PolicyChoice(schedule, START, 30, 4.0), START + timedelta(days=1))
     weekly = policy_in_force(contract, paths)
     assert weekly.every_days == 7 and "every 7 days" in weekly.describe()
-    assert EvalReportConfig().gate(weekly.gate_confidence) == GateConfig()
+    # A chosen schedule's retrains replace the champion unless it is confidently worse.
+    assert EvalReportConfig().gate(weekly) == GateConfig(require="not_worse")
     assert (paths.reports / "retraining_policy" / "2021-01-01.json").exists()  # versions stay
     assert not scheduled_retrain(START + timedelta(days=6), START, 7).fire
     assert scheduled_retrain(START + timedelta(days=7), START, 7).fire
@@ -262,6 +264,7 @@ def test_the_policy_in_force_is_the_contracts_else_the_choice_else_the_defaults(
     path.write_text(path.read_text() + "retraining: {cooldown_days: 5}\n")
     own = policy_in_force(load_contract(path), paths)
     assert own.source == "contract" and own.policy.cooldown_days == 5
+    assert EvalReportConfig().gate(own) == GateConfig()
 
 
 @pytest.mark.slow

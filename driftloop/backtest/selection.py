@@ -231,6 +231,14 @@ def choose_policy(
     )
 
 
+def scheduled_gate(settings: TriggerSettings) -> TriggerSettings:
+    """The gate of a chosen schedule's retrains: its candidate was replayed replacing the
+    model on every retrain and chosen for it, so a retrain is refused only when the
+    challenger is confidently worse (``GateConfig.require``), as in production
+    (``driftloop.backtest.in_force.gate_in_force``)."""
+    return replace(settings, gate=replace(settings.gate, require="not_worse"))
+
+
 class SelectionSteps:
     """The backtest engine's steps for the self-tuning loop (``BacktestConfig.selected``):
     the candidates it replays, the monthly choice and the loop's morning. Mixed into
@@ -279,7 +287,8 @@ class SelectionSteps:
 
     def _selected_morning(self, p: PolicyRun, day: date, state: dict) -> dict | None:
         """The self-tuning loop's morning: the chosen trigger's morning, or a chosen
-        schedule's retrain (through the gate, as production's retrain always is)."""
+        schedule's retrain, judged by the gate as production judges it (promoted unless
+        confidently worse: ``scheduled_gate``)."""
         if p.settings is not None:
             return self._trigger_morning(p, day, state)
         last = state["last_retrain"]
@@ -288,7 +297,7 @@ class SelectionSteps:
         state["last_retrain"] = day - timedelta(days=1)
         cpu = time.process_time()
         challenger = self.model_for(day)
-        gate = self._gate(challenger, state["champion"], self.config.triggers[0])
+        gate = self._gate(challenger, state["champion"], scheduled_gate(self.config.triggers[0]))
         if gate.promote:
             state["champion"], state["since"] = challenger, day
         p.cpu_seconds += challenger.cpu_seconds + time.process_time() - cpu
