@@ -239,6 +239,14 @@ def scheduled_gate(settings: TriggerSettings) -> TriggerSettings:
     return replace(settings, gate=replace(settings.gate, require="not_worse"))
 
 
+def table_order(row: dict[str, Any]) -> tuple[bool, float, int]:
+    """Sort key of a choice's table: the chosen first, then by plateau capture (undefined
+    last), then by retrains."""
+    plateau = row["plateau_capture"]
+    finite = isinstance(plateau, float) and math.isfinite(plateau)
+    return (not row["chosen"], -plateau if finite else math.inf, row["retrains"])
+
+
 class SelectionSteps:
     """The backtest engine's steps for the self-tuning loop (``BacktestConfig.selected``):
     the candidates it replays, the monthly choice and the loop's morning. Mixed into
