@@ -23,15 +23,8 @@ import socket
 import threading
 from typing import Any
 
-from driftloop.data.contract import Contract, load_contracts
-from driftloop.paths import (
-    DatasetPaths,
-    contracts_dir,
-    data_root,
-    dataset_paths,
-    default_mlflow_uri,
-)
 from driftloop.serving.champion import DEFAULT_REFRESH_SECONDS
+from driftloop.serving.installation import Installation, installation, online_scorer
 from driftloop.serving.online_state import DEFAULT_HISTORY_DAYS
 from driftloop.serving.stream import DEFAULT_BATCH, DEFAULT_GROUP
 
@@ -41,29 +34,15 @@ REDIS_URL_ENV = "DRIFTLOOP_REDIS_URL"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
-def online_scorer(
-    contract: Contract,
-    paths: DatasetPaths,
-    tracking_uri: str,
+def started_scorer(
+    place: Installation,
     refresh_seconds: float = DEFAULT_REFRESH_SECONDS,
     history_days: int = DEFAULT_HISTORY_DAYS,
 ) -> Any:
     """The endpoint's scorer (champion watcher, online state, canary router, request log),
     its background refreshes started."""
-    from driftloop.serving.canary_log import RequestLog
-    from driftloop.serving.canary_online import CanaryRouter, CanaryScorer
-    from driftloop.serving.champion import ChampionWatcher
-    from driftloop.serving.event_log import EventLog
-    from driftloop.serving.online_state import OnlineFeatureState, log_path
-
-    watcher = ChampionWatcher(contract.name, tracking_uri, refresh_seconds=refresh_seconds)
-    event_log = EventLog(log_path(paths)) if contract.id_columns else None
-    state = OnlineFeatureState(contract, paths, history_days, event_log)
-    router = CanaryRouter(paths, tracking_uri, refresh_seconds)
-    scorer = CanaryScorer(
-        contract, paths, watcher, state, router=router, request_log=RequestLog(paths)
-    )
-    watcher.start()
+    scorer = online_scorer(place, refresh_seconds, history_days)
+    scorer.watcher.start()
     scorer.start_background()
     return scorer
 
@@ -104,16 +83,9 @@ def main(argv: list[str] | None = None) -> None:
 
     from driftloop.serving.stream import StreamConsumer
 
-    contracts = load_contracts(contracts_dir())
-    if args.dataset not in contracts:
-        raise SystemExit(f"no contract for dataset {args.dataset!r} in {contracts_dir()}")
-    root = data_root(args.data_dir)
-    paths = dataset_paths(args.dataset, root)
-    uri = args.tracking_uri or default_mlflow_uri(root)
+    place = installation(args.dataset, args.data_dir, args.tracking_uri)
     url = args.redis_url or os.environ.get(REDIS_URL_ENV) or DEFAULT_REDIS_URL
-    scorer = online_scorer(
-        contracts[args.dataset], paths, uri, args.refresh_seconds, args.history_days
-    )
+    scorer = started_scorer(place, args.refresh_seconds, args.history_days)
     name = args.consumer or f"{socket.gethostname()}-{os.getpid()}"
     consumer = StreamConsumer(
         scorer,

@@ -39,8 +39,9 @@ def test_two_consumers_score_every_event_once_through_a_promotion(redis_url: str
     import mlflow
     import redis
 
+    from driftloop.serving.installation import Installation
     from driftloop.training.registry import make_client, set_alias, using_tracking_uri
-    from pipelines.stream import online_scorer, stop_scorer
+    from pipelines.stream import started_scorer, stop_scorer
 
     prepared, _ = prepared_flights()
     contract = load_contract(PROJECT_ROOT / "contracts" / "flights.yaml")
@@ -79,7 +80,8 @@ def test_two_consumers_score_every_event_once_through_a_promotion(redis_url: str
     ]
     with using_tracking_uri(uri):
         new = str(mlflow.register_model(baseline_uri, "flights").version)
-    scorer = online_scorer(contract, paths, uri, refresh_seconds=0.3)
+    place = Installation(contract, prepared.root, paths, uri)
+    scorer = started_scorer(place, refresh_seconds=0.3)
     try:
         first = StreamConsumer(scorer, client, "one", batch=100, claim_idle_ms=500)
         other = redis.Redis.from_url(redis_url)

@@ -61,7 +61,7 @@ class CanaryRouter:
         uri = f"models:/{self.paths.dataset}/{canary.version}"
         try:
             model = ScoringModel.load(
-                uri, self.tracking_uri, canary.version, str(canary.run_id or "")
+                uri, self.tracking_uri, canary.version, str(canary.run_id or ""), self.paths.root
             )
         except Exception as error:
             self.last_error = f"loading the canary {uri}: {error}"
