@@ -26,12 +26,15 @@ from typing import Any
 from driftloop.serving.champion import DEFAULT_REFRESH_SECONDS
 from driftloop.serving.installation import Installation, installation, online_scorer
 from driftloop.serving.online_state import DEFAULT_HISTORY_DAYS
-from driftloop.serving.stream import DEFAULT_BATCH, DEFAULT_GROUP
+from driftloop.serving.stream import (
+    DEFAULT_BATCH,
+    DEFAULT_GROUP,
+    DEFAULT_REDIS_URL,
+    REDIS_URL_ENV,
+    redis_url,
+)
 
 log = logging.getLogger("driftloop.stream")
-
-REDIS_URL_ENV = "DRIFTLOOP_REDIS_URL"
-DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
 def started_scorer(
@@ -84,7 +87,7 @@ def main(argv: list[str] | None = None) -> None:
     from driftloop.serving.stream import StreamConsumer
 
     place = installation(args.dataset, args.data_dir, args.tracking_uri)
-    url = args.redis_url or os.environ.get(REDIS_URL_ENV) or DEFAULT_REDIS_URL
+    url = redis_url(args.redis_url)
     scorer = started_scorer(place, args.refresh_seconds, args.history_days)
     name = args.consumer or f"{socket.gethostname()}-{os.getpid()}"
     consumer = StreamConsumer(
