@@ -83,13 +83,8 @@ def redis_server(folder: Path):
 
 @contextmanager
 def consumers(count: int, url: str, env: dict[str, str], folder: Path):
-    """`count` consumer processes of the group, until each has read once."""
-    import redis
-
-    from driftloop.serving.stream import DEFAULT_GROUP, stream_names
-
-    client = redis.Redis.from_url(url)
-    events = stream_names(DATASET)["events"]
+    """`count` consumer processes of the group, until each has its model and is reading
+    (its log says `consuming`)."""
     processes = []
     names = [f"c{i}" for i in range(count)]
     for name in names:
@@ -104,13 +99,9 @@ def consumers(count: int, url: str, env: dict[str, str], folder: Path):
     try:
         deadline = time.monotonic() + 600
         while True:
-            with suppress(redis.exceptions.ResponseError):
-                seen = {
-                    (c["name"].decode() if isinstance(c["name"], bytes) else c["name"])
-                    for c in client.xinfo_consumers(events, DEFAULT_GROUP)
-                }
-                if set(names) <= seen:
-                    break
+            logs = [(folder / f"{name}.log").read_text() for name in names]
+            if all(": consuming " in text for text in logs):
+                break
             for process, name in zip(processes, names, strict=True):
                 if process.poll() is not None:
                     raise RuntimeError((folder / f"{name}.log").read_text()[-3000:])
