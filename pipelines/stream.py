@@ -16,6 +16,7 @@ DRIFTLOOP_REDIS_URL (the default --redis-url).
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 import signal
@@ -43,15 +44,17 @@ def started_scorer(
     history_days: int = DEFAULT_HISTORY_DAYS,
 ) -> Any:
     """The endpoint's scorer (champion watcher, online state, canary router, request log),
-    its background refreshes started."""
+    loaded, its background refreshes started (as the server's lifespan starts them)."""
     scorer = online_scorer(place, refresh_seconds, history_days)
     scorer.watcher.start()
+    scorer.state.start(refresh_seconds)
     scorer.start_background()
     return scorer
 
 
 def stop_scorer(scorer: Any) -> None:
     scorer.stop_background()
+    scorer.state.stop()
     scorer.watcher.stop()
 
 
@@ -89,6 +92,9 @@ def main(argv: list[str] | None = None) -> None:
     place = installation(args.dataset, args.data_dir, args.tracking_uri)
     url = redis_url(args.redis_url)
     scorer = started_scorer(place, args.refresh_seconds, args.history_days)
+    # The model and the online state are loaded and live for good: out of the garbage
+    # collector's sight, its full collections stop walking them (pauses an event waits out).
+    gc.freeze()
     name = args.consumer or f"{socket.gethostname()}-{os.getpid()}"
     consumer = StreamConsumer(
         scorer,
