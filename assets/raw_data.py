@@ -1,7 +1,7 @@
 """`<dataset>/raw_data`: one raw Parquet file per day, assembled from the staged pieces and checked.
 
 The ingest job (pipelines/ingest_job.py) records this asset's materializations for the days
-a batch of landed files filled. Materializing the asset itself (`dagster asset materialize`)
+a batch of landed files filled. Materializing the asset itself (`dg launch --assets`)
 ingests whatever waits in landing too, rebuilds the days asked for, and records the other
 days the files touched as materializations of their own, so no staged day is left behind.
 
