@@ -10,7 +10,8 @@ unscorable events to `<dataset>:dead` with the reason (`driftloop.serving.stream
 several with different --consumer names to share the stream. --metrics-port serves the
 consumer's Prometheus metrics on 127.0.0.1. SIGTERM or Ctrl-C stops after the batch in
 hand. Settings: DRIFTLOOP_DATA_DIR, MLFLOW_TRACKING_URI, DRIFTLOOP_CONTRACTS_DIR,
-DRIFTLOOP_REDIS_URL (the default --redis-url).
+DRIFTLOOP_REDIS_URL (the default --redis-url), DRIFTLOOP_COMPILED (off: LightGBM's own
+predict instead of the champion's compiled trees).
 """
 
 from __future__ import annotations
