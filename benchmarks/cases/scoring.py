@@ -4,11 +4,12 @@ Ours: the real `flights/predictions` asset (assets/predictions.py) materialized 
 day with `dagster.materialize` in a fresh process: resolve the champion in MLflow, load
 it (its trees compiled by TL2cgen, found in the cache the setup filled, as every load
 after a version's first finds them), read the features partition, turn it into the
-model's matrix, predict, and write the predictions partition (batch by batch, reading and writing beside the scoring:
-driftloop/serving/batch.py). The timed region is the `materialize` call: the whole step,
-Dagster's run and events and the model's resolving and loading included; the step's own
-account of its parts (`model`, `read`, `score`, `write` seconds in its metadata; read and
-write overlap the scoring) is reported beside it.
+model's matrix, predict, and write the predictions partition (batch by batch, reading
+and writing beside the scoring: driftloop/serving/batch.py). The timed region is the
+`materialize` call: the whole step, Dagster's run and events and the model's resolving
+and loading included; the step's own account of its parts (`model`, `read`, `score`,
+`write` seconds in its metadata; read and write overlap the scoring) is reported beside
+it.
 
 Not timed, and reported on their own (`fixed_seconds`, and `ratio_cold` with them
 included): the interpreter, the dagster import, loading the code location (as the run
