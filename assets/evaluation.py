@@ -38,6 +38,7 @@ from pydantic import Field
 from assets.cost import measured_step
 from assets.partitions import ONE_RUN
 from assets.retrain_run import fail, trained_model
+from driftloop.backtest.in_force import PolicyInForce, gate_in_force, policy_in_force
 from driftloop.data.contract import Contract
 from driftloop.evaluation.gate import GateConfig
 from driftloop.evaluation.promotion import Promotion, PromotionError
@@ -52,8 +53,10 @@ class EvalReportConfig(Config):
     margin: float = Field(
         default=0.0, description="the CI lower bound of the improvement must exceed this"
     )
-    confidence: float = Field(
-        default=0.90, description="two-sided bootstrap interval level (one-sided 95% bound)"
+    confidence: float | None = Field(
+        default=None,
+        description="two-sided bootstrap interval level; unset: the gate confidence of the "
+        "retraining policy chosen from the dataset's history, else 0.90 (a one-sided 95% bound)",
     )
     min_slice_rows: int = Field(default=500, description="smaller slices are not gated")
     slice_tolerance: float = Field(
@@ -62,8 +65,14 @@ class EvalReportConfig(Config):
     bootstrap_samples: int = Field(default=300, description="paired bootstrap resamples")
     seed: int = Field(default=20130101, description="bootstrap seed (reproducible results)")
 
-    def gate(self) -> GateConfig:
-        return GateConfig(**self.model_dump())
+    def gate(self, in_force: PolicyInForce | None = None) -> GateConfig:
+        """The gate under the retraining policy in force (``gate_in_force``), with this
+        config's confidence when set."""
+        values = self.model_dump()
+        confidence = values.pop("confidence")
+        if in_force is not None:
+            return gate_in_force(in_force, GateConfig(**values), confidence)
+        return GateConfig(**values, **({} if confidence is None else {"confidence": confidence}))
 
 
 def _md_table(frame: "pd.DataFrame", signed: tuple[str, ...] = ()) -> str:
@@ -133,17 +142,15 @@ def _eval_report(
         return MaterializeResult(metadata={"status": message})
     context.log.info(f"{name}: evaluating v{model.version} (run {model.run_id}) from {source}")
     mlflow = context.resources.mlflow
+    paths = context.resources.lake.paths(name)
     try:
+        # The gate the chosen policy was judged with in the replays, so production
+        # promotes as the selection assumed.
+        gate = config.gate(policy_in_force(contract, paths))
         outcome = evaluate_trained(
-            contract,
-            context.resources.lake.paths(name),
-            mlflow.client(),
-            mlflow.uri(),
-            model,
-            config.gate(),
-            context.run_id,
+            contract, paths, mlflow.client(), mlflow.uri(), model, gate, context.run_id
         )
-    except (PromotionError, FileNotFoundError) as error:
+    except (PromotionError, FileNotFoundError, ValueError) as error:
         raise fail(error) from error
     for repair in outcome.repairs:
         context.log.warning(f"{name}: reconciled before evaluating: {repair}")

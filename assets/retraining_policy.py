@@ -29,9 +29,11 @@ from resources.mlflow import MlflowResource
 
 
 def _table_markdown(rows: list[dict]) -> str:
+    from driftloop.backtest.selection import table_order  # numpy: on use
+
     head = "| candidate | kind | retrains | value capture | plateau capture | within budget |"
     lines = [head, "|---|---|---:|---:|---:|---|"]
-    for r in sorted(rows, key=lambda r: (not r["chosen"], -(r["plateau_capture"] or -9))):
+    for r in sorted(rows, key=table_order):
         capture = r["value_capture"]
         plateau = r["plateau_capture"]
         lines.append(

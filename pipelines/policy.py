@@ -47,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         write_choice,
     )
     from driftloop.backtest.report import render_frontier
+    from driftloop.backtest.selection import table_order
     from driftloop.data.contract import load_contract
 
     contract = load_contract(find_contract(args.dataset, args.contract))
@@ -74,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         f"judged on {choice.days} days before {choice.before}; budget {choice.budget_retrains:.1f} "
         f"retrains; flatness {choice.flatness:.3f}; selection CPU {choice.cpu_seconds:.0f} s"
     )
-    for row in sorted(choice.table, key=lambda r: -(r["plateau_capture"] or -9)):
+    for row in sorted(choice.table, key=table_order):
         print(
             f"  {row['candidate']:<14} {row['kind']:<8} retrains {row['retrains']:>3}  capture "
             f"{row['value_capture']:.3f}  plateau {row['plateau_capture']:.3f}"

@@ -77,6 +77,7 @@ def build_retrain_sensor(contract: Contract, job_name: str) -> SensorDefinition:
         last_day = state.get("last_retrain_day")
         last = date.fromisoformat(last_day) if last_day else None
 
+        in_force: PolicyInForce | None = None
         if mlflow.version_for_alias(contract.name, "champion") is None:
             waiting = _first_model_wait(contract, days, today, last)
             if waiting is not None:
@@ -96,7 +97,7 @@ def build_retrain_sensor(contract: Contract, job_name: str) -> SensorDefinition:
 
         context.log.info(f"retraining {contract.name}: {reason}")
         cursor = json.dumps({"last_retrain_day": today.isoformat(), "last_reason": reason})
-        request = _retrain_request(contract, job_name, today, kind, reason)
+        request = _retrain_request(contract, job_name, today, kind, reason, in_force)
         return SensorResult(run_requests=[request], cursor=cursor)
 
     return retrain_trigger
@@ -127,10 +128,22 @@ def _first_model_wait(
 
 
 def _retrain_request(
-    contract: Contract, job_name: str, today: date, kind: str, reason: str
+    contract: Contract,
+    job_name: str,
+    today: date,
+    kind: str,
+    reason: str,
+    in_force: PolicyInForce | None = None,
 ) -> RunRequest:
-    """The retraining run, keyed by what decided it, with the decision in its tags."""
+    """The retraining run, keyed by what decided it, with the decision and the policy that
+    decided it (the policy in force; the contract's for a first model) in its tags."""
     policy = contract.retraining
+    described = (
+        in_force.describe()
+        if in_force is not None
+        else f"{policy.n_breaches} of {policy.window} days, drift >= "
+        f"{policy.drift_threshold}, cooldown {policy.cooldown_days} days"
+    )
     return RunRequest(
         run_key=f"retrain:{content_key(contract.name, today.isoformat(), reason)}",
         job_name=job_name,
@@ -138,9 +151,6 @@ def _retrain_request(
             TRIGGER_TAG: kind,
             TRIGGER_REASON_TAG: reason[:480],
             DATA_DAY_TAG: today.isoformat(),
-            "driftloop/trigger_policy": (
-                f"{policy.n_breaches} of {policy.window} days, drift >= "
-                f"{policy.drift_threshold}, cooldown {policy.cooldown_days} days"
-            ),
+            "driftloop/trigger_policy": described[:480],
         },
     )

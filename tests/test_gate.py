@@ -126,6 +126,23 @@ def test_worse_challenger_is_rejected_with_numbers(flights_contract, holdout) ->
     assert f"{result.diff:+.4f}" in decision.reasons[0]
 
 
+def test_a_chosen_schedule_replaces_the_champion_unless_the_challenger_is_worse(
+    flights_contract, holdout
+) -> None:
+    frame, signal = holdout
+    scheduled = GateConfig(require="not_worse")
+    equal = _run(flights_contract, frame, _model(signal, 0.6, 1), _model(signal, 0.6, 2))
+    decision = decide(equal, scheduled, is_first=False)
+    assert decision.promote and decision.reasons[0].startswith("not worse than champion v1")
+    worse = _run(flights_contract, frame, _model(signal, 1.2, 1), _model(signal, 0.3, 2))
+    refused = decide(worse, scheduled, is_first=False)
+    assert not refused.promote and refused.reasons[0].startswith("worse than champion v1")
+    # A first model still has to beat the baseline.
+    assert not decide(equal, scheduled, is_first=True).promote
+    with pytest.raises(ValueError, match="require"):
+        GateConfig(require="maybe")
+
+
 def test_slice_regression_blocks_promotion(flights_contract, holdout) -> None:
     frame, signal = holdout
     challenger = _model(signal, 0.3, 1)

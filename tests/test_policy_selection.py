@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import math
 import sys
+from dataclasses import replace
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -125,15 +126,20 @@ def test_only_days_before_the_cutoff_count() -> None:
     assert first.days == 30
 
 
-def test_a_stationary_history_chooses_the_cheapest_candidate() -> None:
-    pool, runs = _pool_and_runs({}, {pool_name: 40 for pool_name in ("t0000",)})
+def test_a_stationary_history_chooses_the_quietest_trigger() -> None:
+    # t0000 and t0001 retrain least of the triggers (once); every_60_days never did.
+    pool, runs = _pool_and_runs({}, {"t0000": 59, "t0001": 59})
     for run in runs.values():
         for row in run.daily:
             row["metric"] = 0.65  # every day retraining gains nothing
     choice = choose_policy(runs, pool, START + timedelta(days=60), True)
     assert not choice.capture_defined and math.isnan(choice.flatness)
-    fewest = min(r["retrains"] for r in choice.table)
-    assert next(r for r in choice.table if r["chosen"])["retrains"] == fewest
+    chosen = next(r for r in choice.table if r["chosen"])
+    triggers = [r for r in choice.table if r["kind"] == "trigger"]
+    assert chosen["kind"] == "trigger" and chosen["candidate"] == "t0000"
+    assert chosen["retrains"] == min(r["retrains"] for r in triggers)
+    cheapest_schedule = next(r for r in choice.table if r["candidate"] == "every_60_days")
+    assert cheapest_schedule["retrains"] <= chosen["retrains"]
 
 
 # -- the walk-forward self-tuning loop on a short generated stream
@@ -215,8 +221,10 @@ def test_the_policy_of_day_d_depends_on_no_day_from_d_on(tmp_path: Path) -> None
 def test_the_policy_in_force_is_the_contracts_else_the_choice_else_the_defaults(
     tmp_path: Path,
 ) -> None:
+    from assets.evaluation import EvalReportConfig
     from driftloop.backtest.in_force import policy_in_force, write_choice
     from driftloop.backtest.selection import PolicyChoice
+    from driftloop.evaluation.gate import GateConfig
     from driftloop.monitoring.trigger import scheduled_retrain
     from driftloop.paths import dataset_paths
 
@@ -234,11 +242,20 @@ def test_the_policy_in_force_is_the_contracts_else_the_choice_else_the_defaults(
     assert chosen.source == "chosen" and chosen.candidate == pick.name
     assert chosen.policy == pick.settings.policy and chosen.every_days is None
     assert "chosen on 2021-01-01" in chosen.describe()
+    # The production gate judges with the chosen trigger's confidence unless its run config
+    # sets one.
+    assert pick.settings.gate.confidence != GateConfig().confidence
+    assert EvalReportConfig().gate(chosen) == replace(
+        GateConfig(), confidence=pick.settings.gate.confidence
+    )
+    assert EvalReportConfig(confidence=0.95).gate(chosen).confidence == 0.95
 
     schedule = Candidate("every_7_days", every=7)
     write_choice(paths, PolicyChoice(schedule, START, 30, 4.0), START + timedelta(days=1))
     weekly = policy_in_force(contract, paths)
     assert weekly.every_days == 7 and "every 7 days" in weekly.describe()
+    # A chosen schedule's retrains replace the champion unless it is confidently worse.
+    assert EvalReportConfig().gate(weekly) == GateConfig(require="not_worse")
     assert (paths.reports / "retraining_policy" / "2021-01-01.json").exists()  # versions stay
     assert not scheduled_retrain(START + timedelta(days=6), START, 7).fire
     assert scheduled_retrain(START + timedelta(days=7), START, 7).fire
@@ -247,3 +264,52 @@ def test_the_policy_in_force_is_the_contracts_else_the_choice_else_the_defaults(
     path.write_text(path.read_text() + "retraining: {cooldown_days: 5}\n")
     own = policy_in_force(load_contract(path), paths)
     assert own.source == "contract" and own.policy.cooldown_days == 5
+    assert EvalReportConfig().gate(own) == GateConfig()
+
+
+@pytest.mark.slow
+def test_the_retraining_policy_asset_chooses_and_shows_its_table_and_plot(
+    tmp_path: Path,
+) -> None:
+    import shutil
+
+    from dagster import DagsterInstance, materialize
+
+    from assets import retraining_policy
+    from driftloop.backtest.data import backtest_paths, prepare
+    from driftloop.backtest.in_force import policy_in_force
+    from driftloop.paths import dataset_paths
+    from resources.lake import LakeResource
+    from resources.mlflow import MlflowResource
+
+    streams, contract = _contract(tmp_path)
+    days = 20  # 6 days replayed after the first full training window
+    root = tmp_path / "data"
+    # The asset replays the production lake's raw partitions: land the stream there.
+    frame = streams.stream("abrupt", days=days, rows=ROWS, seed=3)
+    prepare(contract, root, frame, "stream")
+    raw = dataset_paths(contract.name, root).table("raw")
+    shutil.copytree(backtest_paths(root, contract.name).table("raw"), raw)
+
+    defs = retraining_policy.build(contract)
+    (asset,) = defs.assets
+    resources = {
+        "lake": LakeResource(data_dir=str(root)),
+        "mlflow": MlflowResource(
+            tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", data_dir=str(root)
+        ),
+    }
+    result = materialize([asset], resources=resources, instance=DagsterInstance.ephemeral())
+    assert result.success
+    (materialization,) = result.asset_materializations_for_node(asset.op.name)
+    meta = {k: v.value for k, v in materialization.metadata.items()}
+    names = {c.name for c in candidates(trigger_settings(contract))}
+    assert meta["chosen"] in names
+    assert 0 < meta["days judged"] <= days and meta["selection CPU seconds"] >= 0
+    table = meta["comparison"]
+    assert f"| **{meta['chosen']}** |" in table
+    assert all(f"| {n} |" in table or f"| **{n}** |" in table for n in CANDIDATE_SCHEDULES)
+    assert meta["frontier"].startswith("![frontier](data:image/png;base64,")
+    in_force = policy_in_force(contract, dataset_paths(contract.name, root))
+    assert in_force.source == "chosen" and in_force.candidate == meta["chosen"]
+    assert Path(meta["version"]).exists()

@@ -107,6 +107,9 @@ def test_one_drifted_day_does_not_retrain_but_n_of_m_do(
     from driftloop.monitoring.status_section import read_decision
 
     assert read_decision(flights_paths)["reason"] == reason
+    # The run names the policy in force that decided it (here the contract's defaults).
+    assert request.tags["driftloop/trigger_policy"] == read_decision(flights_paths)["policy"]
+    assert "the defaults" in request.tags["driftloop/trigger_policy"]
     assert all(day in reason for day in days[-3:])
     assert json.loads(fired.cursor)["last_retrain_day"] == days[-1]
 

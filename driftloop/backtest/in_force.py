@@ -25,6 +25,7 @@ from driftloop.paths import DatasetPaths
 
 if TYPE_CHECKING:
     from driftloop.backtest.selection import PolicyChoice
+    from driftloop.evaluation.gate import GateConfig
 
 FOLDER = "retraining_policy"
 CURRENT = "current.json"
@@ -45,7 +46,7 @@ class PolicyInForce:
     def describe(self) -> str:
         p = self.policy
         what = (
-            f"retrain every {self.every_days} days (through the gate)"
+            f"retrain every {self.every_days} days (the gate refuses a confidently worse model)"
             if self.every_days
             else f"{p.n_breaches} of {p.window} days, cooldown {p.cooldown_days} days, drift "
             f"{'>= ' + str(p.drift_threshold) if p.use_drift else 'not counted'}"
@@ -55,6 +56,23 @@ class PolicyInForce:
         if self.source == "chosen":
             return f"{what}; chosen on {self.chosen_on} ({self.candidate}), {self.path}"
         return f"{what}; the defaults (no choice yet)"
+
+
+def gate_in_force(
+    in_force: PolicyInForce, gate: GateConfig, confidence: float | None = None
+) -> GateConfig:
+    """The gate a retrain is judged by under the policy in force, as the replays that chose
+    it judged it: ``confidence`` when given, else a chosen trigger's; a chosen schedule's
+    retrains are promoted unless the challenger is confidently worse (its replays replaced
+    the model on every retrain; ``GateConfig.require``)."""
+    from dataclasses import replace
+
+    confidence = in_force.gate_confidence if confidence is None else confidence
+    if confidence is not None:
+        gate = replace(gate, confidence=confidence)
+    if in_force.source == "chosen" and in_force.every_days:
+        gate = replace(gate, require="not_worse")
+    return gate
 
 
 def policy_folder(paths: DatasetPaths) -> Path:

@@ -15,8 +15,11 @@ daily models; ``choose_policy`` then looks only at the days before a given day a
    and the one with the fewest retrains wins (then the one listed first).
 
 When retraining every day did not pay on those days (its mean daily gain over never
-retraining is within two standard errors of zero: a stationary stream, where capture is 0
-over 0), the cheapest candidate wins. The flatness
+retraining is within two standard errors of zero: a stationary stream so far, where
+capture is 0 over 0), the trigger candidate with the fewest retrains wins, and among
+equally cheap ones the first listed (the shortest cooldown): with no gain shown yet a
+schedule only spends retrains on the calendar, while a quiet trigger spends nothing until
+its signals breach and still answers a change that starts after the choice. The flatness
 reported is the spread (highest minus lowest capture) of the chosen candidate and its
 neighbours.
 """
@@ -211,7 +214,8 @@ def choose_policy(
         best = max(row["plateau_capture"] for row in allowed)
         ties = [row for row in allowed if row["plateau_capture"] >= best - TIE]
     else:
-        ties = allowed
+        # No gain from retraining shown yet: a trigger, which retrains only on evidence.
+        ties = [row for row in allowed if row["kind"] == "trigger"] or allowed
     pick = min(ties, key=lambda row: row["retrains"])  # min keeps the first listed on a tie
     chosen = next(c for c in pool if c.name == pick["candidate"])
     for row in table:
@@ -225,6 +229,22 @@ def choose_policy(
         flatness=pick["spread"] if defined else math.nan,
         capture_defined=defined,
     )
+
+
+def scheduled_gate(settings: TriggerSettings) -> TriggerSettings:
+    """The gate of a chosen schedule's retrains: its candidate was replayed replacing the
+    model on every retrain and chosen for it, so a retrain is refused only when the
+    challenger is confidently worse (``GateConfig.require``), as in production
+    (``driftloop.backtest.in_force.gate_in_force``)."""
+    return replace(settings, gate=replace(settings.gate, require="not_worse"))
+
+
+def table_order(row: dict[str, Any]) -> tuple[bool, float, int]:
+    """Sort key of a choice's table: the chosen first, then by plateau capture (undefined
+    last), then by retrains."""
+    plateau = row["plateau_capture"]
+    finite = isinstance(plateau, float) and math.isfinite(plateau)
+    return (not row["chosen"], -plateau if finite else math.inf, row["retrains"])
 
 
 class SelectionSteps:
@@ -275,7 +295,8 @@ class SelectionSteps:
 
     def _selected_morning(self, p: PolicyRun, day: date, state: dict) -> dict | None:
         """The self-tuning loop's morning: the chosen trigger's morning, or a chosen
-        schedule's retrain (through the gate, as production's retrain always is)."""
+        schedule's retrain, judged by the gate as production judges it (promoted unless
+        confidently worse: ``scheduled_gate``)."""
         if p.settings is not None:
             return self._trigger_morning(p, day, state)
         last = state["last_retrain"]
@@ -284,7 +305,7 @@ class SelectionSteps:
         state["last_retrain"] = day - timedelta(days=1)
         cpu = time.process_time()
         challenger = self.model_for(day)
-        gate = self._gate(challenger, state["champion"], self.config.triggers[0])
+        gate = self._gate(challenger, state["champion"], scheduled_gate(self.config.triggers[0]))
         if gate.promote:
             state["champion"], state["since"] = challenger, day
         p.cpu_seconds += challenger.cpu_seconds + time.process_time() - cpu

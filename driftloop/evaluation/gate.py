@@ -15,6 +15,14 @@ Rules (``decide``), all on sign-adjusted differences (positive = challenger bett
    bound rather than the point estimate means noise in a slice of a few hundred rows cannot
    block a retrain, while a real, material regression in a sizeable group always does.
    ``slice_tolerance`` is in units of the primary metric (0.02 AUC by default).
+   With ``require="not_worse"`` (the retrains of a schedule chosen from the dataset's
+   history, driftloop.backtest.selection) the question is the other one: the schedule was
+   chosen because replacing the model on its cadence paid over months of replays, in
+   which every retrain replaced the champion, so a retrain is promoted unless the
+   challenger is *confidently worse*: the upper end of the interval below ``-margin``.
+   The burden of proof then lies on months of history rather than on a week's holdout,
+   on which a fresh model trained on the same concept is rarely distinguishable from the
+   champion.
 3. First model (no champion): the reference is the scikit-learn baseline trained on the
    same split, and rule 1 applies against it (the baseline is a floor). Slices are
    reported for information only: with no model serving, a champion that beats the
@@ -31,6 +39,8 @@ from typing import TYPE_CHECKING, Any
 
 from driftloop.metrics import INTERVAL_CONFIDENCE, METRIC_LABELS, percentile_interval
 
+REQUIRE = ("better", "not_worse")
+
 if TYPE_CHECKING:
     from driftloop.evaluation.comparison import EvalResult
 
@@ -43,10 +53,14 @@ class GateConfig:
     slice_tolerance: float = 0.02
     bootstrap_samples: int = 300
     seed: int = 20130101
+    # "better": promote a challenger shown better; "not_worse": promote unless shown worse.
+    require: str = "better"
 
     def __post_init__(self) -> None:
         if not 0.5 <= self.confidence < 1:
             raise ValueError(f"confidence must be in [0.5, 1), got {self.confidence}")
+        if self.require not in REQUIRE:
+            raise ValueError(f"require must be one of {REQUIRE}, got {self.require!r}")
         if self.slice_tolerance < 0 or self.min_slice_rows < 0 or self.bootstrap_samples < 1:
             raise ValueError("slice_tolerance, min_slice_rows must be >= 0, samples >= 1")
 
@@ -161,7 +175,19 @@ def decide(
         f"{pct} CI {_f(ci_low)} to {_f(ci_high)} from {result.bootstrap_samples} paired "
         "bootstrap resamples"
     )
-    if ci_low > config.margin:
+    if config.require == "not_worse" and not is_first:
+        if ci_high >= -config.margin:
+            reasons.append(
+                f"not worse than {against}: {summary}; a retrain of the chosen schedule "
+                f"replaces the champion unless the upper bound is below {-config.margin:+.4f}"
+            )
+        else:
+            ok = False
+            reasons.append(
+                f"worse than {against}: {summary}; the upper bound is below "
+                f"{-config.margin:+.4f}, so even a scheduled retrain keeps the champion"
+            )
+    elif ci_low > config.margin:
         reasons.append(
             f"better than {against}: {summary}; the lower bound is above the margin "
             f"{config.margin:+.4f}"
