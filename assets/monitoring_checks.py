@@ -29,7 +29,6 @@ from dagster import (
 
 from assets.partitions import daily_partitions
 from assets.predictions import Champion, skip_outputs
-from assets.raw_checks import target_materialization
 from driftloop.data.contract import Contract
 from driftloop.monitoring.champion import (
     ChampionMonitor,
@@ -131,7 +130,6 @@ def check_results(
             check_name=check,
             passed=passed,
             metadata=metadata,
-            target_materialization_data=target_materialization(context, key, day),
             severity=AssetCheckSeverity.WARN,
             description=description,
             blocking=False,

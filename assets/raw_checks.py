@@ -8,10 +8,8 @@ from typing import TYPE_CHECKING, Any
 from dagster import (
     AssetCheckEvaluation,
     AssetCheckSeverity,
-    AssetExecutionContext,
     AssetKey,
     AssetMaterialization,
-    AssetRecordsFilter,
     MetadataValue,
     TableColumn,
     TableRecord,
@@ -96,13 +94,14 @@ def day_metadata(raw: RawDay) -> dict[str, Any]:
     return metadata
 
 
-def evaluations(
-    key: AssetKey, raw: RawDay, selected: set[str], target: Any = None
-) -> list[AssetCheckEvaluation]:
-    """One evaluation per selected check of a day, stored against that day's partition."""
+def evaluations(key: AssetKey, raw: RawDay, selected: set[str]) -> list[AssetCheckEvaluation]:
+    """One evaluation per selected check of a day, stored against that day's partition.
+
+    Dagster 1.13 has no public way to link an evaluation to its partition's materialization,
+    so Dagster does not count these as the partition's current check status; the day's own
+    blocking is read from the lake (`BLOCKED.json`, assets/features.py) instead."""
     return [
         AssetCheckEvaluation(
-            target_materialization_data=target,
             asset_key=key,
             check_name=outcome.name,
             passed=outcome.passed,
@@ -115,29 +114,6 @@ def evaluations(
         for outcome in raw.outcomes
         if outcome.name in selected
     ]
-
-
-def target_materialization(context: AssetExecutionContext, key: AssetKey, day: str) -> Any:
-    """The materialization of `day` just recorded, so each evaluation links to it."""
-    try:
-        from dagster._core.definitions.asset_checks.asset_check_evaluation import (
-            AssetCheckEvaluationTargetMaterializationData,
-        )
-    except ImportError:
-        # Dagster 1.13 has no public constructor for this link, and the automation's
-        # blocking-check gate counts a partitioned check only when it is linked; without
-        # the class (a Dagster that moved it) the checks stand, unlinked.
-        return None
-    records = context.instance.fetch_materializations(
-        AssetRecordsFilter(asset_key=key, asset_partitions=[day]), limit=1
-    ).records
-    if not records:
-        return None
-    return AssetCheckEvaluationTargetMaterializationData(
-        run_id=records[0].event_log_entry.run_id,
-        storage_id=records[0].storage_id,
-        timestamp=records[0].timestamp,
-    )
 
 
 def log_ingest(context: Any, run: IngestRun) -> None:
@@ -160,9 +136,7 @@ def record_days(context: Any, key: AssetKey, result: RawDaysResult, checks: set[
         context.log_event(
             AssetMaterialization(asset_key=key, partition=raw.day, metadata=day_metadata(raw))
         )
-        # Linked to the materialization just logged: Dagster counts a partitioned check's
-        # result as current (what the automation's blocking-check gate reads) only then.
-        out.extend(evaluations(key, raw, checks, target_materialization(context, key, raw.day)))
+        out.extend(evaluations(key, raw, checks))
     return out
 
 

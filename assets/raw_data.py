@@ -49,7 +49,6 @@ from assets.raw_checks import (
     log_ingest,
     record_days,
     severity,
-    target_materialization,
 )
 from driftloop.data.contract import Contract
 from driftloop.data.raw_days import RawDaysResult, ingest_and_build
@@ -167,8 +166,7 @@ def _check_events(
             if spec.name in selected:
                 yield Output(None, output_name=output_name)
         for raw in result.written:
-            target = target_materialization(context, key, raw.day)
-            yield from evaluations(key, raw, selected, target)
+            yield from evaluations(key, raw, selected)
     # Dagster fails the step for failed blocking checks it was given; a failure of a
     # check that was not selected would slip through, so stop the run here instead.
     unreported = sorted(

@@ -55,18 +55,3 @@ def dagster_instance(tmp_path: Path, empty_dagster_home: Path) -> Iterator[Dagst
     with instance_for_test(temp_dir=str(home)) as instance:
         assert Path(instance.root_directory) == home
         yield instance
-
-
-@pytest.fixture(autouse=True)
-def _no_defs_state_storage_from_earlier_tests() -> Iterator[None]:
-    """Each test starts without a published defs-state storage, as a fresh process does.
-
-    An open DagsterInstance publishes its defs-state storage in a context variable. An
-    instance opened inside a generator that is never closed (a schedule context's
-    `instance`, outside `with`) restores its predecessor's storage whenever the garbage
-    collector gets to it, possibly tests later; loading definitions then follows the
-    storage's weakref to an instance that is gone (DagsterInvariantViolationError)."""
-    from dagster._core.storage.defs_state.base import set_defs_state_storage
-
-    with set_defs_state_storage(None):
-        yield

@@ -4,8 +4,8 @@ with `dagster.evaluate_automation_conditions` on a real instance and lake.
 New days are requested from features to performance in one tick; a correction makes every
 day whose rolling windows read the corrected day stale, and the rebuilt features equal those
 of a lake that held the corrected file from the start; a rebuilt features day makes its
-predictions, drift and performance stale; a failed run is requested again without new data;
-a blocked day is not requested."""
+predictions, drift and performance stale; a failed run is requested again without new data.
+(A blocked day stops at features: tests/test_raw_data_asset.py.)"""
 
 from __future__ import annotations
 

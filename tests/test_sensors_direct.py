@@ -98,11 +98,10 @@ def test_weekly_schedule_requests_a_tagged_retrain_in_the_contract_zone(
     assert schedule.execution_timezone == flights_contract.event_time.timezone
     # Off by default: the trigger decides when a retrain pays.
     assert schedule.default_status == DefaultScheduleStatus.STOPPED
-    context = build_schedule_context(
+    with build_schedule_context(
         instance=dagster_instance, scheduled_execution_time=datetime(2013, 3, 4, 4)
-    )
-
-    [request] = schedule.evaluate_tick(context).run_requests
+    ) as context:
+        [request] = schedule.evaluate_tick(context).run_requests
 
     assert request.tags[TRIGGER_TAG] == "schedule"
     assert request.tags[TRIGGER_REASON_TAG] == "calendar retrain"

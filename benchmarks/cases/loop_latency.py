@@ -123,14 +123,10 @@ def prepare_steady_state(
 
 def record_steady_state(home: Path, days: int) -> None:
     """The prepared days as the loop would have recorded them in the Dagster instance: a
-    materialization per daily asset and day, raw days with their checks passed. Dagster's
-    automation reads the event log, not the lake."""
-    from types import SimpleNamespace
+    materialization per daily asset and day. Dagster's automation reads the event log, not
+    the lake."""
+    from dagster import AssetKey, AssetMaterialization
 
-    from dagster import AssetCheckEvaluation, AssetKey, AssetMaterialization
-
-    from assets.raw_checks import target_materialization
-    from driftloop.data.validation import CHECKS
     from pipelines.instance import instance_at
 
     names = ("raw_data", "features", "predictions", "drift_report", "performance")
@@ -140,19 +136,6 @@ def record_steady_state(home: Path, days: int) -> None:
             for k in range(days):
                 day = (FIRST_DAY + timedelta(days=k)).isoformat()
                 instance.report_runless_asset_event(AssetMaterialization(key, partition=day))
-                if name != "raw_data":
-                    continue
-                target = target_materialization(SimpleNamespace(instance=instance), key, day)
-                for check in CHECKS:
-                    instance.report_runless_asset_event(
-                        AssetCheckEvaluation(
-                            asset_key=key,
-                            check_name=check,
-                            passed=True,
-                            partition=day,
-                            target_materialization_data=target,
-                        )
-                    )
 
 
 def child_main(argv: list[str]) -> None:
