@@ -2,9 +2,8 @@
 
 One core call per Dagster step: `ingest_batch` (the ingest run: the landed files of one
 batch, then every day they touched) and `ingest_and_build` (the `raw_data` asset: whatever
-waits in landing, then the days asked for and any other day the files touched, so that no
-staged day is left unwritten). Each returns a typed result the Dagster layer turns into
-metadata.
+waits in landing, then the days asked for; the other days the files touched stay staged
+until asked for). Each returns a typed result the Dagster layer turns into metadata.
 """
 
 from __future__ import annotations
@@ -85,11 +84,12 @@ class RawDaysResult:
 @dataclass
 class IngestRun:
     """Landed files ingested, and raw days rewritten: `days` those asked for (or, for a
-    batch, those touched), `extra` the other days the files touched."""
+    batch, those touched); `waiting` the other days the files touched, staged and not
+    written (a run that asks for days writes only those)."""
 
     report: IngestReport
     days: RawDaysResult
-    extra: RawDaysResult = field(default_factory=RawDaysResult)
+    waiting: list[str] = field(default_factory=list)
 
 
 class RowCounts:
@@ -240,22 +240,18 @@ def ingest_and_build(
     days: list[str],
     limits: IngestLimits | None = None,
 ) -> IngestRun:
-    """Ingest what waits in landing, then write the days asked for and the others it touched.
+    """Ingest what waits in landing, then write the days asked for, and only those.
 
-    All are written in day order, so each day's history holds the days before it. The days
-    asked for follow `build_raw_days` without `write_empty`: if one of them has no rows at
-    all, none of them is written (`days.empty` says which), the others still are.
+    The other days the landed files touched stay staged (`IngestRun.waiting`) until a run
+    asks for them, or the ingest job of a later batch touches them. If one of the days asked
+    for has no staged rows at all, none is written (`days.empty` says which): an empty day
+    is almost always a missing delivery.
     """
     report = ingest_landing(contract, paths, None, limits)
-    wanted = set(days)
-    others = [d for d in report.days if d not in wanted]
-    manifests = load_manifests(paths)
-    probe = RawDaysResult(
-        empty=[d for d in sorted(wanted) if not any(d in m["days"] for m in manifests)]
-    )
-    if probe.empty:
-        return IngestRun(report, probe, build_raw_days(contract, paths, others, write_empty=True))
-    built = build_raw_days(contract, paths, sorted(wanted | set(others)), write_empty=True)
-    asked = RawDaysResult(written=[r for r in built.written if r.day in wanted])
-    extra = RawDaysResult(written=[r for r in built.written if r.day not in wanted])
-    return IngestRun(report, asked, extra)
+    wanted = sorted(set(days))
+    staged = {d for m in load_manifests(paths) for d in m["days"]}
+    waiting = [d for d in report.days if d not in set(wanted)]
+    empty = [d for d in wanted if d not in staged]
+    if empty:
+        return IngestRun(report, RawDaysResult(empty=empty), waiting)
+    return IngestRun(report, build_raw_days(contract, paths, wanted, write_empty=True), waiting)
