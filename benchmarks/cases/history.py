@@ -114,7 +114,7 @@ def _run_breakdown(home: Path, postgres_url: str | None) -> dict[str, Any]:
     checks_from = first.get("ASSET_CHECK_EVALUATION", end)
     return {
         "status": run.status.value,
-        "run_start_to_step": round(first["STEP_START"] - first["RUN_START"], 1),
+        "run_start_to_step": round(first["STEP_START"] - first["PIPELINE_START"], 1),
         "compute": round(records_from - first["STEP_START"], 1),
         "materializations": round(checks_from - records_from, 1),
         "check_evaluations": round(end - checks_from, 1),
