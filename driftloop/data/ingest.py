@@ -215,7 +215,7 @@ def _stage(
     staged = _day_counts(event_days)
     # One conversion to Arrow for the whole file, rows grouped by day (in file order within
     # a day), then a slice per day: a history of many days costs its rows, not its days.
-    order = event_days.reset_index(drop=True).sort_values(kind="stable")
+    order = event_days.reset_index(drop=True).dropna().sort_values(kind="stable")
     table = to_arrow(contract, good.reset_index(drop=True).iloc[order.index])
     bounds = order.to_numpy()
     for day in sorted(staged):
