@@ -26,7 +26,7 @@ def range_policy() -> BackfillPolicy:
 
     Unset ($DRIFTLOOP_BACKFILL_DAYS_PER_RUN): the whole range in one run, which loads the
     code location, the champion and DuckDB once (best where runs compete for two cores),
-    and which `dagster asset materialize --partition-range` requires. Set to N: runs of at
+    and which `dg launch --partition-range` requires. Set to N: runs of at
     most N days each, which the daemon's run queue starts as slots free up (at most
     `max_concurrent_runs` at once: deploy/dagster.yaml), so a year spreads over the
     instance's run workers.
@@ -39,8 +39,8 @@ def range_policy() -> BackfillPolicy:
     return BackfillPolicy.multi_run(int(days))
 
 
-# The retrain assets are not partitioned but carry the single-run policy: `dagster asset
-# materialize --partition-range` runs a selection in one run only if every selected asset has
+# The retrain assets are not partitioned but carry the single-run policy: `dg launch
+# --partition-range` runs a selection in one run only if every selected asset has
 # it, and that is how the whole retraining path (features over a range, then model,
 # eval_report and promotion, once) is one command (docs/cli.md, "Land, ingest, train, promote"). For
 # an unpartitioned asset the policy changes nothing else: a backfill materializes it once.

@@ -162,7 +162,7 @@ def step_error(event: DagsterEvent) -> str:
 def build_run_failure_alert_sensor() -> SensorDefinition:
     """One alert per failed run of any job in the code location."""
 
-    # All code locations: a run executed by the CLI (`dagster job execute`) has no code
+    # All code locations: a run executed by the CLI (`dg launch --job`) has no code
     # location of its own, and its failure must alert as a launched run's does.
     @run_failure_sensor(
         name="driftloop_run_failure_alerts",

@@ -266,7 +266,7 @@ def test_a_failed_rollback_alerts_with_its_error_even_when_run_by_the_cli(
         alerts = AlertsResource(webhook_url=url, dagster_url="http://ui:3000")
 
         # Evaluated as the daemon does, for the code location "driftloop": a run executed
-        # in process (as `dagster job execute` runs it) belongs to no code location.
+        # in process (as `dg launch --job` runs it) belongs to no code location.
         def tick(cursor: str | None) -> str | None:
             context = build_sensor_context(
                 instance=dagster_instance,

@@ -49,9 +49,9 @@ def test_a_backfill_splits_into_runs_that_run_side_by_side(
         # The backfill alone builds the features: the automation would build them beside it.
         "DRIFTLOOP_AUTOMATION": "off",
     }
-    dagster = str(Path(sys.executable).with_name("dagster"))
-    command = [dagster, "asset", "materialize", "-m", "pipelines.definitions"]
-    command += ["--select", "flights/raw_data", "--partition-range", f"{days[0]}...{days[-1]}"]
+    dg = str(Path(sys.executable).with_name("dg"))
+    command = [dg, "launch", "--assets", "flights/raw_data"]
+    command += ["--partition-range", f"{days[0]}...{days[-1]}"]
     ingest = subprocess.run(
         command, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=600
     )

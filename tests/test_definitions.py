@@ -80,7 +80,7 @@ def test_a_copied_contract_gives_a_second_independent_graph(
 def test_every_job_runs_its_steps_in_the_run_process() -> None:
     # Steps of our jobs form chains and import mlflow/lightgbm/duckdb: a process per step
     # (the multiprocess executor) would re-import the code location for each of them. The
-    # implicit asset jobs behind `dagster asset materialize`, UI materializations, backfills
+    # implicit asset jobs behind `dg launch --assets`, UI materializations, backfills
     # and sensors' asset selections inherit the same default executor.
     from pipelines.definitions import defs
 
@@ -124,9 +124,9 @@ def test_the_postgres_instance_file_differs_only_in_its_storage() -> None:
 def test_a_cli_materialization_runs_checks_and_captures_logs_in_one_process(
     tmp_path: Path,
 ) -> None:
-    """`dagster asset materialize` on the project's instance: the raw_data step and every
-    contract check run in the CLI's own process, and its stdout/stderr are captured for
-    the UI as with any executor."""
+    """`dg launch` on the project's instance, with no supersession warning: the raw_data
+    step and every contract check run in the CLI's own process, and its stdout/stderr are
+    captured for the UI as with any executor."""
     import os
     import subprocess
     import sys
@@ -150,22 +150,13 @@ def test_a_cli_materialization_runs_checks_and_captures_logs_in_one_process(
         "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
         "DRIFTLOOP_REPLAY": "off",
     }
-    dagster = str(Path(sys.executable).with_name("dagster"))
-    command = [
-        dagster,
-        "asset",
-        "materialize",
-        "-m",
-        "pipelines.definitions",
-        "--select",
-        "flights/raw_data",
-        "--partition",
-        "2013-01-01",
-    ]
+    dg = str(Path(sys.executable).with_name("dg"))
+    command = [dg, "launch", "--assets", "flights/raw_data", "--partition", "2013-01-01"]
     done = subprocess.run(
         command, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=600
     )
     assert done.returncode == 0, done.stderr[-4000:]
+    assert "SupersessionWarning" not in done.stdout + done.stderr
 
     with instance_at(home) as instance:
         [run] = instance.get_runs()

@@ -34,10 +34,10 @@ WORKERS = ("w1", "w2")
 BIN = Path(sys.executable).parent
 
 
-def _dagster(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
+def _dg_launch(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
     with log.open("w") as out:
         return subprocess.Popen(
-            [str(BIN / "dagster"), *args, "-m", "pipelines.definitions"],
+            [str(BIN / "dg"), "launch", *args],
             cwd=PROJECT_ROOT,
             env=env,
             stdout=out,
@@ -116,7 +116,7 @@ def test_steps_run_on_two_celery_workers_and_survive_a_killed_worker(
         # 1. The retrain; its model step's worker process is killed once the step has begun.
         clock = time.monotonic()
         retrain_log = tmp_path / "retrain.log"
-        retrain = _dagster(["job", "execute", "-j", "flights_retrain"], env, retrain_log)
+        retrain = _dg_launch(["--job", "flights_retrain"], env, retrain_log)
         run_id = wait_for(
             "the retrain run",
             lambda: next(iter(instance.get_run_ids()), None),
@@ -142,8 +142,8 @@ def test_steps_run_on_two_celery_workers_and_survive_a_killed_worker(
         # 2. The daily assets over 30 days as one run.
         selection = "flights/features,flights/predictions,flights/drift_report,flights/performance"
         log = tmp_path / "backfill.log"
-        materialize = ["asset", "materialize", "--select", selection]
-        backfill = _dagster([*materialize, "--partition-range", f"{FIRST}...{LAST}"], env, log)
+        span = ["--partition-range", f"{FIRST}...{LAST}"]
+        backfill = _dg_launch(["--assets", selection, *span], env, log)
         _finish(backfill, log)
         print(f"30-day backfill: {time.monotonic() - clock:.0f} s")
         runs = {r.job_name: r for r in instance.get_runs()}

@@ -69,8 +69,8 @@ class Loop:
         run_config = self.root / f"run{self.runs}.yaml"
         run_config.write_text(f"ops:\n  synth__model:\n    config: {config}\n")
         log = self.root / f"run{self.runs}.log"
-        args = [sys.executable, "-m", "dagster", "job", "execute", "-m", "pipelines.definitions"]
-        args += ["-j", "synth_retrain", "-c", str(run_config)]
+        dg = str(Path(sys.executable).with_name("dg"))
+        args = [dg, "launch", "--job", "synth_retrain", "--config", str(run_config)]
         with log.open("w") as out:
             process = subprocess.Popen(
                 args, cwd=PROJECT_ROOT, env=self.env(fault), stdout=out, stderr=subprocess.STDOUT

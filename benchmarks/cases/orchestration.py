@@ -1,6 +1,6 @@
 """orchestration: the retraining path through the dagster CLI vs the same functions in one process.
 
-Ours: one command, `dagster asset materialize -m pipelines.definitions --select
+Ours: one command, `dg launch --assets
 flights/features,flights/model,flights/eval_report,flights/promotion --partition-range
 FIRST...LAST`: one run that builds the features of the range (one DuckDB query) and then
 trains, evaluates and gates once (docs/cli.md, "Land, ingest, train, promote"; every asset of the
@@ -115,19 +115,9 @@ def retrain_cli(
     root: Path, home: Path, days: list[str], postgres_url: str | None = None
 ) -> dict[str, Any]:
     """The CLI command; its wall time, peak RSS and where its time went."""
-    dagster = str(Path(sys.executable).with_name("dagster"))
+    dg = str(Path(sys.executable).with_name("dg"))
     selection = ",".join(f"{DATASET}/{name}" for name in RETRAIN_PATH)
-    command = [
-        dagster,
-        "asset",
-        "materialize",
-        "-m",
-        "pipelines.definitions",
-        "--select",
-        selection,
-        "--partition-range",
-        f"{days[0]}...{days[-1]}",
-    ]
+    command = [dg, "launch", "--assets", selection, "--partition-range", f"{days[0]}...{days[-1]}"]
     env = dagster_env(root, home, postgres_url)  # creates the storage if needed: untimed
     started = time.time()
     run = run_child(command, env=env)
@@ -316,7 +306,7 @@ def measure(kind: str, quick: bool, stack: ExitStack) -> dict:
     phases = {phase: median([rep[phase] for rep in cli_phase_reps]) for phase in PHASES}
     last = cli_phase_reps[-1]
     note = (
-        f"dagster CLI on {kind} {ours:.1f} s (one `dagster asset materialize` over the path) "
+        f"dagster CLI on {kind} {ours:.1f} s (one `dg launch` over the path) "
         f"vs one "
         f"Python process {theirs:.1f} s (stages "
         + ", ".join(f"{k} {v:.1f}" for k, v in own_t.items())
