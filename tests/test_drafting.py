@@ -1,5 +1,5 @@
 """The drafter on small synthetic samples, one per case it must get right the first time
-(text targets, reserved names, ids, integer codes and ranges, calendar parts the data
+(text targets, reserved names, ids, integer codes and ranges, outliers, calendar parts the data
 carries, a leak through a column's own history, rolling features of the target), and on
 one real day of flights. Every draft must validate as written."""
 
@@ -83,6 +83,28 @@ def test_a_unique_regular_event_time_is_the_id(tmp_path: Path) -> None:
     contract, text = _contract(tmp_path)
     assert contract.id_columns == ["at"]
     assert "the event time is unique and ticks regularly" in text
+
+
+def test_gross_outliers_and_rare_negatives_fall_outside_the_drafted_range(
+    tmp_path: Path,
+) -> None:
+    """A fare-like target: mostly 3-60, one entry error of 429,490 and a few refunds below
+    zero. The range keeps every ordinary value and leaves the error and the refunds out
+    (quarantined at ingestion), saying why."""
+    frame = _stream(n=3000)
+    rng = np.random.default_rng(6)
+    frame["fare"] = (frame["reading"] * 2 + rng.exponential(8, len(frame))).round(2)
+    frame.loc[[10, 500], "fare"] = [-52.0, -30.5]
+    frame.loc[1200, "fare"] = 429490.0
+    assert _draft(tmp_path, frame, "fare") == 0
+    contract, text = _contract(tmp_path)
+    ordinary = frame["fare"].drop([10, 500, 1200])
+    fare = contract.columns["fare"]
+    assert fare.min == 0 and ordinary.max() <= fare.max < 1000
+    assert "gross outliers and rare negatives are quarantined" in text
+    # A column without outliers keeps the sample's range widened by the margin.
+    reading = contract.columns["reading"]
+    assert reading.min <= frame["reading"].min() and reading.max >= frame["reading"].max()
 
 
 def test_integer_codes_ranges_and_the_datas_own_hour(tmp_path: Path) -> None:

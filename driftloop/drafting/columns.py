@@ -13,6 +13,7 @@ from driftloop.drafting.profiling import (
     MIN_SEEN_PER_VALUE,
     RANGE_MARGIN,
     Profile,
+    fenced,
     null_limit,
     numeric_rule,
 )
@@ -50,6 +51,11 @@ def column_line(item: Profile, is_event: bool) -> Line:
         rule["min"], rule["max"] = numeric_rule(item)
         margin = f"{RANGE_MARGIN:.0%} of that range"
         why.append(f"seen {item.low:g} to {item.high:g}, widened by {margin} on each side")
+        if fenced(item):
+            why.append(
+                f"1%-99% is {item.q_low:g} to {item.q_high:g}: gross outliers and rare "
+                "negatives are quarantined (widen by hand if they are real)"
+            )
     if (
         item.kind == "categorical"
         and item.values is not None

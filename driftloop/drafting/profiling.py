@@ -24,8 +24,14 @@ MAX_CATEGORY_SHARE = 0.5
 # An integer column with this few values is a code (a vendor, a payment type, a 0/1 flag):
 # typed categorical, since its numbers name things rather than measure them.
 MAX_CODE_VALUES = 10
-# A numeric column's min/max: the sample's range widened by this share of it on each side.
+# A numeric column's min/max: the sample's range widened by this share of it on each side,
+# within fences at the 1st and 99th percentiles widened by FENCE times their spread: a value
+# that far out is a gross error (a fare of 429,490, a trip of 46,826 miles), quarantined
+# rather than learnt from. A column non-negative at its 1st percentile keeps 0 as its floor:
+# its rare negatives are corrections (a refund, a reversed charge), not measurements.
 RANGE_MARGIN = 0.1
+FENCE_QUANTILES = (0.01, 0.99)
+FENCE = 3.0
 # A single column whose metric alone reaches these is the answer key, not a feature.
 LEAK_AUC = 0.97
 LEAK_R2 = 0.98
@@ -46,6 +52,8 @@ class Profile:
     max_daily_null_share: float = 0.0
     low: float | None = None
     high: float | None = None
+    q_low: float | None = None  # FENCE_QUANTILES of a numeric column
+    q_high: float | None = None
     values: dict[str, int] | None = None  # categorical value counts (when few)
     date_only: bool = False  # a timestamp column whose values are all at midnight
     integer: bool = False
@@ -132,6 +140,7 @@ def profile(frame: pd.DataFrame, days: pd.Series | None) -> dict[str, Profile]:
         if kind == "numeric" and len(present):
             numbers = present.astype(float)
             item.low, item.high = float(numbers.min()), float(numbers.max())
+            item.q_low, item.q_high = (float(q) for q in numbers.quantile(FENCE_QUANTILES))
             item.integer = bool((numbers == numbers.round()).all())
         small = 2 <= item.distinct <= MAX_CODE_VALUES
         if kind == "numeric" and item.integer and small and not item.calendar:
@@ -159,14 +168,27 @@ def nice_bound(value: float, up: bool) -> float:
 
 
 def numeric_rule(item: Profile) -> tuple[float, float]:
-    """min/max: the sample's range widened by RANGE_MARGIN of its span on each side (a
-    sign never seen stays out: a column never negative keeps 0 as its floor)."""
+    """min/max: the sample's range widened by RANGE_MARGIN of its span on each side, within
+    the outlier fences (module constants); a column non-negative at its 1st percentile keeps
+    0 as its floor."""
     low, high = item.low or 0.0, item.high or 0.0
     margin = RANGE_MARGIN * ((high - low) or max(abs(high), 1.0))
-    floor = low - margin
-    if low >= 0 > floor:
+    floor, ceiling = low - margin, high + margin
+    q_low = low if item.q_low is None else item.q_low
+    q_high = high if item.q_high is None else item.q_high
+    spread = q_high - q_low
+    if spread > 0:
+        floor = max(floor, q_low - FENCE * spread)
+        ceiling = min(ceiling, q_high + FENCE * spread)
+    if q_low >= 0 > floor:
         floor = 0.0
-    return nice_bound(floor, up=False), nice_bound(high + margin, up=True)
+    return nice_bound(floor, up=False), nice_bound(ceiling, up=True)
+
+
+def fenced(item: Profile) -> bool:
+    """Whether numeric_rule's bounds leave out values the sample holds."""
+    floor, ceiling = numeric_rule(item)
+    return (item.low or 0.0) < floor or (item.high or 0.0) > ceiling
 
 
 def null_limit(item: Profile) -> float:
