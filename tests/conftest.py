@@ -9,7 +9,11 @@ from pathlib import Path
 
 import pytest
 from dagster import DagsterInstance, instance_for_test
-from engines import mlflow_tracking_server, postgres  # noqa: F401  (fixtures: real engines)
+from engines import (  # noqa: F401  (fixtures: real engines)
+    mlflow_tracking_server,
+    postgres,
+    postgres_stack,
+)
 
 from driftloop.data.contract import Contract, load_contract
 from driftloop.paths import PROJECT_ROOT, DatasetPaths, dataset_paths
