@@ -33,6 +33,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import numpy as np
 
 from dagster import (
@@ -74,6 +76,7 @@ class Champion:
     mlflow: MlflowResource
     _loading: "Future[ScoringModel] | None" = None
     load_seconds: float = 0.0
+    root: "Path | None" = None  # the data root, where the compiled trees are cached
 
     @property
     def number(self) -> str:
@@ -95,7 +98,7 @@ class Champion:
     def _load(self) -> ScoringModel:
         started = time.perf_counter()
         model = ScoringModel.load(
-            self.model_uri, self.mlflow.uri(), self.number, str(self.version.run_id)
+            self.model_uri, self.mlflow.uri(), self.number, str(self.version.run_id), self.root
         )
         self.load_seconds = time.perf_counter() - started
         return model
@@ -186,10 +189,11 @@ def _make_compute(contract: Contract) -> Callable[..., Iterator[Any]]:
         champion = resolve_champion(context, name, mlflow)
         if champion is None:
             return
+        champion.root = paths.root
         shadow = None
         challenger = mlflow.version_for_alias(name, CHALLENGER)
         if challenger is not None and str(challenger.version) != champion.number:
-            shadow = Champion(name, challenger, mlflow)
+            shadow = Champion(name, challenger, mlflow, root=paths.root)
         models = [m for m in (champion, shadow) if m is not None]
         resolve_seconds = time.perf_counter() - started
         # The models load in a thread of their own while the first batches are read (the

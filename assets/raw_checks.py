@@ -19,6 +19,7 @@ from dagster import (
 if TYPE_CHECKING:
     import pandas as pd
 
+from driftloop.data.lake import contiguous_ranges
 from driftloop.data.raw_days import IngestRun, RawDay, RawDaysResult
 from driftloop.data.validation import CheckOutcome
 
@@ -126,6 +127,13 @@ def log_ingest(context: Any, run: IngestRun) -> None:
         context.log.warning(f"quarantined {rows} row(s) of {name}; the rest was ingested")
     for name, digest in report.corrected.items():
         context.log.info(f"{name} landed again with new content: replaced the rows of {digest}")
+    if run.waiting:
+        spans = waiting_spans(run.waiting)
+        context.log.warning(
+            f"{len(run.waiting)} other day(s) of the landed files staged, not written (the run "
+            f"asked for its own days only): {', '.join(spans[:10])}; write them with "
+            f"--partition-range {run.waiting[0]}...{run.waiting[-1]}"
+        )
 
 
 def record_days(context: Any, key: AssetKey, result: RawDaysResult, checks: set[str]) -> list:
@@ -140,6 +148,11 @@ def record_days(context: Any, key: AssetKey, result: RawDaysResult, checks: set[
     return out
 
 
+def waiting_spans(days: list[str]) -> list[str]:
+    """Days staged and not written, as spans of consecutive days ('A...B' or 'A')."""
+    return [a if a == b else f"{a}...{b}" for a, b in contiguous_ranges(days)]
+
+
 def ingest_metadata(run: IngestRun) -> dict[str, Any]:
     """What the landing zone gave, for a run's materialization."""
     report = run.report
@@ -148,6 +161,6 @@ def ingest_metadata(run: IngestRun) -> dict[str, Any]:
         "quarantined_files": MetadataValue.json(report.quarantined),
         "quarantined_rows": MetadataValue.json(report.quarantined_rows),
         "corrected_files": MetadataValue.json(report.corrected),
-        "other_days_written": MetadataValue.json([r.day for r in run.extra.written]),
+        "days_staged_not_written": MetadataValue.json(waiting_spans(run.waiting)),
         "ingest": report.summary(),
     }

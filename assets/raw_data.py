@@ -1,9 +1,10 @@
 """`<dataset>/raw_data`: one raw Parquet file per day, assembled from the staged pieces and checked.
 
 The ingest job (pipelines/ingest_job.py) records this asset's materializations for the days
-a batch of landed files filled. Materializing the asset itself (`dg launch --assets`)
-ingests whatever waits in landing too, rebuilds the days asked for, and records the other
-days the files touched as materializations of their own, so no staged day is left behind.
+a batch of landed files filled. Materializing the asset itself (`dg launch --assets
+NAME/raw_data --partition-range A...B`) ingests whatever waits in landing too and writes
+the days asked for, and only those: the other days the files touched stay staged, named
+in the run's log and metadata, until a run asks for them (docs/cli.md).
 
 Blocking in Dagster 1.13 (verified in tests/test_raw_data_asset.py): an asset check result
 yielded from the asset body with passed=False, severity ERROR and a blocking spec makes
@@ -47,7 +48,6 @@ from assets.raw_checks import (
     evaluations,
     ingest_metadata,
     log_ingest,
-    record_days,
     severity,
 )
 from driftloop.data.contract import Contract
@@ -113,10 +113,6 @@ def _make_compute(contract: Contract, key: AssetKey) -> Callable[..., Iterator[A
         paths = lake.paths(contract.name)
         run = ingest_and_build(contract, paths, list(context.partition_keys))
         log_ingest(context, run)
-        # The other days' evaluations go to the instance directly: an asset body may yield
-        # check results only for its own partitions.
-        for evaluation in record_days(context, key, run.extra, set(CHECKS)):
-            context.instance.report_runless_asset_event(evaluation)
         result = run.days
         if result.empty:
             # Nothing is written: an empty day is almost always a missing delivery.

@@ -39,7 +39,7 @@ CASES_DIR = Path(__file__).resolve().parent / "cases"
 ORDER = ("load", "drift", "scoring", "orchestration", "serving", "loop_latency", "scale")
 # Cases that run only when named with --only: each backfill case takes the better part of an
 # hour (a year of flights, three times), beyond a full run's budget.
-OPT_IN = ("backfill", "celery_backfill", "many_datasets")
+OPT_IN = ("backfill", "celery_backfill", "many_datasets", "history")
 
 
 def discover() -> list[str]:

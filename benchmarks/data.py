@@ -282,3 +282,62 @@ def write_drift_frames(folder: Path, n: int, scenario: str, seed: int = 0) -> tu
     reference.to_parquet(ref_path, index=False)
     current.to_parquet(cur_path, index=False)
     return ref_path, cur_path
+
+
+# ------------------------------------------------------------------- an hourly history
+
+HOURLY_START = date(2019, 1, 1)
+HOURLY_SITES = np.array([f"site_{k:02d}" for k in range(12)], dtype=object)
+
+
+def hourly_history(days: int, start: date = HOURLY_START, seed: int = 3) -> pd.DataFrame:
+    """One row an hour for `days` days: a reading a new user might keep as one history file
+    (ids, a timestamp, four numeric columns with a daily cycle, a free categorical column,
+    a yes/no target)."""
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    n = days * 24
+    ts = pd.date_range(pd.Timestamp(start), periods=n, freq="h")
+    hour = ts.hour.to_numpy()
+    cycle = np.sin(2 * np.pi * hour / 24)
+    load = 50 + 20 * cycle + rng.normal(0, 5, n)
+    temp = 12 + 8 * cycle + rng.normal(0, 2, n)
+    frame = pd.DataFrame(
+        {
+            "reading_id": np.arange(n).astype(str),
+            "ts": ts,
+            "load": load.round(3),
+            "temperature": temp.round(2),
+            "humidity": rng.uniform(20, 90, n).round(1),
+            "pressure": rng.normal(1013, 6, n).round(1),
+            "site": HOURLY_SITES[rng.integers(0, len(HOURLY_SITES), n)],
+        }
+    )
+    frame["peak"] = (load + rng.normal(0, 5, n) > 65).astype("int64")
+    return frame
+
+
+def hourly_contract(name: str, days: int, start: date = HOURLY_START) -> str:
+    """The contract of `hourly_history` (YAML), its partitions covering the history."""
+    end = start + timedelta(days=days)
+    return (
+        f"name: {name}\n"
+        "description: a generated hourly history (benchmarks/data.py)\n"
+        "event_time: {column: ts, timezone: UTC}\n"
+        "id_columns: [reading_id]\n"
+        "target: {column: peak}\n"
+        "task: binary\n"
+        "label_delay: 1d\n"
+        f"partitions: {{start: {start.isoformat()}, end: {end.isoformat()}}}\n"
+        "columns:\n"
+        "  reading_id: {type: categorical, nullable: false}\n"
+        "  ts: {type: timestamp, nullable: false}\n"
+        "  load: {type: numeric}\n"
+        "  temperature: {type: numeric, min: -60, max: 60}\n"
+        "  humidity: {type: numeric, min: 0, max: 100}\n"
+        "  pressure: {type: numeric}\n"
+        "  site: {type: categorical}\n"
+        "  peak: {type: numeric, nullable: false, min: 0, max: 1}\n"
+        "features: [load, temperature, humidity, pressure, site]\n"
+    )

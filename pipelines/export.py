@@ -15,9 +15,8 @@ import argparse
 import json
 import logging
 
-from driftloop.data.contract import load_contracts
-from driftloop.paths import contracts_dir, data_root, dataset_paths, default_mlflow_uri
 from driftloop.serving.edge import ExportError, export_version
+from driftloop.serving.installation import installation
 
 FORMATS = ("onnx",)
 
@@ -35,17 +34,9 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("mlflow").setLevel(logging.WARNING)
 
-    contracts = load_contracts(contracts_dir())
-    if args.dataset not in contracts:
-        raise SystemExit(
-            f"no contract for dataset {args.dataset!r} in {contracts_dir()} "
-            f"(known: {', '.join(sorted(contracts)) or 'none'})"
-        )
-    root = data_root(args.data_dir)
-    paths = dataset_paths(args.dataset, root)
-    uri = args.tracking_uri or default_mlflow_uri(root)
+    place = installation(args.dataset, args.data_dir, args.tracking_uri)
     try:
-        exported = export_version(contracts[args.dataset], paths, uri, args.version)
+        exported = export_version(place.contract, place.paths, place.tracking_uri, args.version)
     except ExportError as error:
         raise SystemExit(str(error)) from error
     manifest = exported.manifest

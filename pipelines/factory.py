@@ -13,6 +13,7 @@ from assets import (
     raw_data,
     retraining_policy,
 )
+from assets.stream_status import build_stream_status
 from driftloop.data.contract import Contract
 from pipelines import jobs
 from pipelines.backtest_job import build_backtest_job
@@ -71,6 +72,7 @@ def build_dataset_definitions(contract: Contract) -> Definitions:
         model.build(contract),
         evaluation.build(contract),
         predictions.build_predictions(contract),
+        build_stream_status(contract),
         monitoring.build_monitoring(contract),
         retraining_policy.build(contract),
     ]

@@ -27,15 +27,11 @@ import tempfile
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from driftloop.data.contract import load_contracts
-from driftloop.paths import contracts_dir, data_root, dataset_paths, default_mlflow_uri
 from driftloop.serving.app import DEFAULT_MAX_BODY_BYTES, AppSettings, create_app
-from driftloop.serving.canary_log import RequestLog
-from driftloop.serving.canary_online import CanaryRouter, CanaryScorer
-from driftloop.serving.champion import DEFAULT_REFRESH_SECONDS, ChampionWatcher
-from driftloop.serving.event_log import EventLog
+from driftloop.serving.champion import DEFAULT_REFRESH_SECONDS
+from driftloop.serving.installation import installation, online_scorer
 from driftloop.serving.metrics import MULTIPROC_ENV
-from driftloop.serving.online_state import DEFAULT_HISTORY_DAYS, OnlineFeatureState, log_path
+from driftloop.serving.online_state import DEFAULT_HISTORY_DAYS
 from driftloop.serving.requests import DEFAULT_MAX_ROWS
 
 log = logging.getLogger("driftloop.serve")
@@ -60,25 +56,8 @@ class ServeConfig:
 
 def build_app(config: ServeConfig) -> Any:
     """The app of one worker: contract, champion watcher, online state, scorer."""
-    contracts = load_contracts(contracts_dir())
-    if config.dataset not in contracts:
-        raise SystemExit(
-            f"no contract for dataset {config.dataset!r} in {contracts_dir()} "
-            f"(known: {', '.join(sorted(contracts)) or 'none'})"
-        )
-    contract = contracts[config.dataset]
-    root = data_root(config.data_dir)
-    paths = dataset_paths(config.dataset, root)
-    uri = config.tracking_uri or default_mlflow_uri(root)
-    watcher = ChampionWatcher(config.dataset, uri, refresh_seconds=config.refresh_seconds)
-    event_log = EventLog(log_path(paths)) if contract.id_columns else None
-    state = OnlineFeatureState(contract, paths, config.history_days, event_log)
-    # The canary (if one runs) and the request log ride along with the champion.
-    router = CanaryRouter(paths, uri, config.refresh_seconds)
-    requests = RequestLog(paths)
-    scorer = CanaryScorer(
-        contract, paths, watcher, state, config.max_rows, router=router, request_log=requests
-    )
+    place = installation(config.dataset, config.data_dir, config.tracking_uri)
+    scorer = online_scorer(place, config.refresh_seconds, config.history_days, config.max_rows)
     settings = AppSettings(
         max_body_bytes=config.max_body_bytes,
         refresh_seconds=config.refresh_seconds,
@@ -126,8 +105,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--graceful-seconds", type=int, default=10)
     parser.add_argument("--quiet", action="store_true", help="no access log")
     args = parser.parse_args(argv)
-    if args.dataset not in load_contracts(contracts_dir()):
-        parser.error(f"no contract for dataset {args.dataset!r} in {contracts_dir()}")
+    installation(args.dataset, args.data_dir, args.tracking_uri)  # exits naming the known ones
     config = ServeConfig(
         dataset=args.dataset,
         data_dir=args.data_dir,

@@ -10,12 +10,14 @@ unscorable events to `<dataset>:dead` with the reason (`driftloop.serving.stream
 several with different --consumer names to share the stream. --metrics-port serves the
 consumer's Prometheus metrics on 127.0.0.1. SIGTERM or Ctrl-C stops after the batch in
 hand. Settings: DRIFTLOOP_DATA_DIR, MLFLOW_TRACKING_URI, DRIFTLOOP_CONTRACTS_DIR,
-DRIFTLOOP_REDIS_URL (the default --redis-url).
+DRIFTLOOP_REDIS_URL (the default --redis-url), DRIFTLOOP_COMPILED (off: LightGBM's own
+predict instead of the champion's compiled trees).
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 import signal
@@ -23,53 +25,37 @@ import socket
 import threading
 from typing import Any
 
-from driftloop.data.contract import Contract, load_contracts
-from driftloop.paths import (
-    DatasetPaths,
-    contracts_dir,
-    data_root,
-    dataset_paths,
-    default_mlflow_uri,
-)
 from driftloop.serving.champion import DEFAULT_REFRESH_SECONDS
+from driftloop.serving.installation import Installation, installation, online_scorer
 from driftloop.serving.online_state import DEFAULT_HISTORY_DAYS
-from driftloop.serving.stream import DEFAULT_BATCH, DEFAULT_GROUP
+from driftloop.serving.stream import (
+    DEFAULT_BATCH,
+    DEFAULT_GROUP,
+    DEFAULT_REDIS_URL,
+    REDIS_URL_ENV,
+    redis_url,
+)
 
 log = logging.getLogger("driftloop.stream")
 
-REDIS_URL_ENV = "DRIFTLOOP_REDIS_URL"
-DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
-
-def online_scorer(
-    contract: Contract,
-    paths: DatasetPaths,
-    tracking_uri: str,
+def started_scorer(
+    place: Installation,
     refresh_seconds: float = DEFAULT_REFRESH_SECONDS,
     history_days: int = DEFAULT_HISTORY_DAYS,
 ) -> Any:
     """The endpoint's scorer (champion watcher, online state, canary router, request log),
-    its background refreshes started."""
-    from driftloop.serving.canary_log import RequestLog
-    from driftloop.serving.canary_online import CanaryRouter, CanaryScorer
-    from driftloop.serving.champion import ChampionWatcher
-    from driftloop.serving.event_log import EventLog
-    from driftloop.serving.online_state import OnlineFeatureState, log_path
-
-    watcher = ChampionWatcher(contract.name, tracking_uri, refresh_seconds=refresh_seconds)
-    event_log = EventLog(log_path(paths)) if contract.id_columns else None
-    state = OnlineFeatureState(contract, paths, history_days, event_log)
-    router = CanaryRouter(paths, tracking_uri, refresh_seconds)
-    scorer = CanaryScorer(
-        contract, paths, watcher, state, router=router, request_log=RequestLog(paths)
-    )
-    watcher.start()
+    loaded, its background refreshes started (as the server's lifespan starts them)."""
+    scorer = online_scorer(place, refresh_seconds, history_days)
+    scorer.watcher.start()
+    scorer.state.start(refresh_seconds)
     scorer.start_background()
     return scorer
 
 
 def stop_scorer(scorer: Any) -> None:
     scorer.stop_background()
+    scorer.state.stop()
     scorer.watcher.stop()
 
 
@@ -104,16 +90,12 @@ def main(argv: list[str] | None = None) -> None:
 
     from driftloop.serving.stream import StreamConsumer
 
-    contracts = load_contracts(contracts_dir())
-    if args.dataset not in contracts:
-        raise SystemExit(f"no contract for dataset {args.dataset!r} in {contracts_dir()}")
-    root = data_root(args.data_dir)
-    paths = dataset_paths(args.dataset, root)
-    uri = args.tracking_uri or default_mlflow_uri(root)
-    url = args.redis_url or os.environ.get(REDIS_URL_ENV) or DEFAULT_REDIS_URL
-    scorer = online_scorer(
-        contracts[args.dataset], paths, uri, args.refresh_seconds, args.history_days
-    )
+    place = installation(args.dataset, args.data_dir, args.tracking_uri)
+    url = redis_url(args.redis_url)
+    scorer = started_scorer(place, args.refresh_seconds, args.history_days)
+    # The model and the online state are loaded and live for good: out of the garbage
+    # collector's sight, its full collections stop walking them (pauses an event waits out).
+    gc.freeze()
     name = args.consumer or f"{socket.gethostname()}-{os.getpid()}"
     consumer = StreamConsumer(
         scorer,

@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from dagster import DagsterInstance, instance_for_test
-from engines import mlflow_tracking_server, postgres  # noqa: F401  (fixtures: real engines)
+from engines import (  # noqa: F401  (fixtures: real engines)
+    mlflow_tracking_server,
+    postgres,
+    postgres_stack,
+)
 
 from driftloop.data.contract import Contract, load_contract
 from driftloop.paths import PROJECT_ROOT, DatasetPaths, dataset_paths
 
 FLIGHTS_CONTRACT = PROJECT_ROOT / "contracts" / "flights.yaml"
+# Compiling a model version's trees is a gcc build of seconds: the tests of the compiled
+# form switch it on (tests/test_edge_export.py, tests/test_stream.py); the rest score with
+# LightGBM's predict, which gives the same scores.
+os.environ.setdefault("DRIFTLOOP_COMPILED", "off")
 
 
 @pytest.fixture

@@ -27,7 +27,7 @@ import pytest
 from e2e_helpers import free_port, process_group, wait_for
 
 from driftloop.paths import PROJECT_ROOT
-from pipelines.instance import libpq_url
+from pipelines.instance import POSTGRES_URL_ENV, libpq_url, write_instance
 
 CELERY_CONFIG = PROJECT_ROOT / "deploy" / "celery" / "executor.yaml"
 
@@ -251,3 +251,34 @@ def mlflow_tracking_server(postgres: Postgres, tmp_path: Path) -> Iterator[str]:
     with mlflow_server(backend, tmp_path / "mlflow-artifacts", tmp_path / "mlflow.log") as uri:
         print(f"MLflow server at {uri} up in {time.monotonic() - started:.0f} s")
         yield uri
+
+
+@dataclass(frozen=True)
+class PostgresStack:
+    """A new Dagster instance on the session's PostgreSQL server (its own database) and an
+    MLflow tracking server: what a test on the deployment's engines starts from."""
+
+    home: Path
+    database: str
+    mlflow_uri: str
+
+    def env(self) -> dict[str, str]:
+        """The variables a child process needs to use this instance and tracking server."""
+        return {
+            "DAGSTER_HOME": str(self.home),
+            POSTGRES_URL_ENV: self.database,
+            "MLFLOW_TRACKING_URI": self.mlflow_uri,
+        }
+
+
+@pytest.fixture
+def postgres_stack(
+    postgres: Postgres, mlflow_tracking_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> PostgresStack:
+    """The instance's home (deploy/postgres/dagster.yaml) and database, also set in this
+    process's environment, and the tracking server's URI."""
+    home = write_instance(tmp_path / "dagster_home", postgres=True)
+    database = postgres.create_database("dagster")
+    monkeypatch.setenv(POSTGRES_URL_ENV, database)
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    return PostgresStack(home, database, mlflow_tracking_server)

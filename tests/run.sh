@@ -8,11 +8,12 @@ cd "$(dirname "$0")/.."
 
 # Servers and a browser the tests start themselves, from Debian's packages (nothing
 # downloads a browser or a server binary): Chromium for the browser tests, PostgreSQL
-# for the engine tests, Redis for the broker tests.
+# for the engine tests, Redis for the broker tests, gcc for the compiled trees (TL2cgen).
 missing=()
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v gcc >/dev/null 2>&1 || missing+=(gcc)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "tests/run.sh: installing Debian's ${missing[*]}" >&2
   as_root=()

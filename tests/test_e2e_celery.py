@@ -23,10 +23,10 @@ from pathlib import Path
 
 import pytest
 from e2e_helpers import wait_for
-from engines import CELERY_CONFIG, Postgres, celery_workers, redis_server
+from engines import CELERY_CONFIG, PostgresStack, celery_workers, redis_server
 
 from driftloop.paths import PROJECT_ROOT, dataset_paths
-from pipelines.instance import POSTGRES_URL_ENV, instance_at, write_instance
+from pipelines.instance import instance_at
 
 DAYS = 30
 FIRST, LAST = "2013-01-01", "2013-01-30"
@@ -81,10 +81,7 @@ def _step_events(instance, run_id: str, kind: str) -> list:
 @pytest.mark.slow
 @pytest.mark.timeout(1500)
 def test_steps_run_on_two_celery_workers_and_survive_a_killed_worker(
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    postgres: Postgres,
-    mlflow_tracking_server: str,
+    tmp_path: Path, postgres_stack: PostgresStack
 ) -> None:
     from benchmarks.data import real_flights, write_features_lake, write_raw_lake
     from driftloop.data.contract import load_contract
@@ -92,8 +89,6 @@ def test_steps_run_on_two_celery_workers_and_survive_a_killed_worker(
     from driftloop.evaluation.ledger import read as read_ledger
 
     root = tmp_path / "data"
-    home = write_instance(tmp_path / "dagster_home", postgres=True)
-    database = postgres.create_database("dagster")
     contract = load_contract(PROJECT_ROOT / "contracts" / "flights.yaml")
     paths = dataset_paths("flights", root)
     # The lake of the first 30 days (raw and features) is the retrain's input.
@@ -106,9 +101,7 @@ def test_steps_run_on_two_celery_workers_and_survive_a_killed_worker(
             **os.environ,
             "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
             "DRIFTLOOP_DATA_DIR": str(root),
-            "DAGSTER_HOME": str(home),
-            POSTGRES_URL_ENV: database,
-            "MLFLOW_TRACKING_URI": mlflow_tracking_server,
+            **postgres_stack.env(),
             "DRIFTLOOP_REPLAY": "off",
             "DRIFTLOOP_EXECUTOR": "celery",
             "DRIFTLOOP_EXECUTOR_CONFIG": str(CELERY_CONFIG),
@@ -118,8 +111,7 @@ def test_steps_run_on_two_celery_workers_and_survive_a_killed_worker(
         clock = time.monotonic()
         stack.enter_context(celery_workers(WORKERS, env, tmp_path))
         print(f"two workers ready in {time.monotonic() - clock:.0f} s")
-        monkeypatch.setenv(POSTGRES_URL_ENV, database)
-        instance = stack.enter_context(instance_at(home))
+        instance = stack.enter_context(instance_at(postgres_stack.home))
 
         # 1. The retrain; its model step's worker process is killed once the step has begun.
         clock = time.monotonic()

@@ -27,41 +27,28 @@ from e2e_helpers import (
     process_group,
     wait_for,
 )
-from engines import Postgres
+from engines import PostgresStack
 
 from driftloop.data.replay import replay_days
 from driftloop.paths import PROJECT_ROOT, dataset_paths
-from pipelines.instance import POSTGRES_URL_ENV, write_instance
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(1500)
 def test_the_loop_runs_on_postgres_and_an_mlflow_server(
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    postgres: Postgres,
-    mlflow_tracking_server: str,
+    tmp_path: Path, postgres_stack: PostgresStack
 ) -> None:
     root = tmp_path / "data"
-    home = write_instance(tmp_path / "dagster_home", postgres=True)
-    dagster_db = postgres.create_database("dagster")
-    env = loop_environment(
-        tmp_path,
-        root,
-        home,
-        MLFLOW_TRACKING_URI=mlflow_tracking_server,
-        **{POSTGRES_URL_ENV: dagster_db},
-    )
+    mlflow_uri = postgres_stack.mlflow_uri
+    env = loop_environment(tmp_path, root, postgres_stack.home, **postgres_stack.env())
     replay_days(dataset_paths("flights", root), date(2013, 1, 1), FIRST_BATCH_DAYS)
 
     with dagster_dev(env, tmp_path / "dagster_dev.log", free_port()):
-        monkeypatch.setenv("DAGSTER_HOME", str(home))
-        monkeypatch.setenv(POSTGRES_URL_ENV, dagster_db)
         instance = DagsterInstance.get()
         try:
             assert type(instance.run_storage).__name__ == "PostgresRunStorage"
             assert type(instance.event_log_storage).__name__ == "PostgresEventLogStorage"
-            drive_the_loop(instance, root, mlflow_tracking_server)
+            drive_the_loop(instance, root, mlflow_uri)
         finally:
             instance.dispose()
 
@@ -69,7 +56,7 @@ def test_the_loop_runs_on_postgres_and_an_mlflow_server(
     status = subprocess.run(
         [sys.executable, "-m", "pipelines.status", "--dataset", "flights", "--json"],
         cwd=PROJECT_ROOT,
-        env={**env, "MLFLOW_TRACKING_URI": mlflow_tracking_server},
+        env={**env, "MLFLOW_TRACKING_URI": mlflow_uri},
         capture_output=True,
         text=True,
         timeout=300,
@@ -92,7 +79,7 @@ def test_the_loop_runs_on_postgres_and_an_mlflow_server(
     assert not (root / "mlflow.db").exists() and not (root / "mlartifacts").exists()
     assert any((tmp_path / "mlflow-artifacts").rglob("MLmodel"))
     # Dagster kept nothing of its runs in SQLite files under its home.
-    assert not list(home.rglob("*.db"))
+    assert not list(postgres_stack.home.rglob("*.db"))
 
 
 def _json(url: str) -> dict | None:

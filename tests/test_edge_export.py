@@ -1,6 +1,7 @@
-"""The edge export: LightGBM (binary, regression) and the baseline as ONNX, scored on a
-real features partition by ONNX Runtime and by the standalone example scorer, against
-batch scoring; the export logged to the version's MLflow run."""
+"""The edge export and the compiled trees: LightGBM (binary, regression) and the baseline
+as ONNX, scored on a real features partition by ONNX Runtime and by the standalone example
+scorer, against batch scoring; LightGBM's trees compiled (TL2cgen), equal to its own
+predict; both logged to the version's MLflow run."""
 
 from __future__ import annotations
 
@@ -35,7 +36,12 @@ def edge_scorer_module():
 
 @pytest.mark.parametrize("task", [Task.binary, Task.regression])
 def test_onnx_export_scores_a_partition_as_batch_does(
-    task: Task, data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+    task: Task,
+    data_root: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     from pipelines.export import main
 
@@ -73,6 +79,29 @@ def test_onnx_export_scores_a_partition_as_batch_does(
     checked = parity(expected, OnnxScorer(folder).predict(table), task.value)
     print(f"{task.value} lightgbm: {checked.describe()}")
     assert checked.ok, checked.describe()
+
+    # The compiled trees: LightGBM's own scores, built once per version, logged to its run.
+    monkeypatch.setenv("DRIFTLOOP_COMPILED", "on")
+    version, run_id = registered.version, registered.run_id
+    compiled = ScoringModel.load(registered.model_uri, uri, version, run_id, data_root)
+    assert compiled.compiled is not None and compiled.compiled.built
+    assert compiled.compiled.folder.parent == paths.models / f"v{version}" / "compiled"
+    np.testing.assert_allclose(compiled.predict(table), expected, rtol=0, atol=1e-12)
+    rows = table.slice(0, 40).select(contract.features).to_pydict()
+    columns = {
+        n: v if n in compiled.tree_input.positions else np.array(v, dtype=float)
+        for n, v in rows.items()
+    }
+    one_by_one = compiled.predict_columns(columns, 40)
+    np.testing.assert_allclose(one_by_one, expected[:40], rtol=0, atol=1e-12)
+    cached = ScoringModel.load(registered.model_uri, uri, version, run_id, data_root)
+    assert cached.compiled is not None and not cached.compiled.built
+    logged = {a.path for a in client.list_artifacts(run_id, "compiled")}
+    assert {"compiled/model.so", "compiled/compiled.json"} <= logged
+    monkeypatch.setenv("DRIFTLOOP_COMPILED", "off")
+    with caplog.at_level("WARNING", logger="driftloop.serving.scoring_model"):
+        plain = ScoringModel.load(registered.model_uri, uri, version, run_id, data_root)
+    assert plain.compiled is None and "scoring with LightGBM's predict" in caplog.text
 
     # The standalone scorer (onnxruntime and numpy only) gives the same scores from rows.
     example = edge_scorer_module()

@@ -134,10 +134,10 @@ def test_days_materialize_and_pass_their_checks(
 
     first = _run(assets, dagster_instance, data_root, DAYS[:1])
     assert first.success
-    # The days the landed files also filled are written and recorded too, not left staged.
-    assert _materialized(first) == {(RAW, d) for d in DAYS} | {(PROBE, DAYS[0])}
-    checks = {k: v for k, v in _checks(first).items() if k[1] == DAYS[0]}
-    assert checks == {(name, DAYS[0]): True for name in CHECK_NAMES}
+    # Only the day asked for: the days the landed files also filled stay staged.
+    assert _materialized(first) == {(RAW, DAYS[0]), (PROBE, DAYS[0])}
+    assert _checks(first) == {(name, DAYS[0]): True for name in CHECK_NAMES}
+    assert not flights_paths.partition_file("raw", DAYS[1]).exists()
     [meta] = [
         e.materialization.metadata
         for e in first.get_asset_materialization_events()
@@ -242,6 +242,43 @@ def test_a_day_without_data_fails_clearly(
     assert not result.success
     assert "no data landed for 2013-01-05" in _failure_messages(result)
     assert not flights_paths.partition_file("raw", "2013-01-05").exists()
-    # The landed file was still ingested, and its own day written and recorded.
-    assert flights_paths.partition_file("raw", DAYS[0]).exists()
-    assert dagster_instance.get_materialized_partitions(RAW) == {DAYS[0]}
+    # The landed file was still ingested: its own day is staged, not written (not asked for).
+    assert list((flights_paths.staged / f"date={DAYS[0]}").glob("*.parquet"))
+    assert not flights_paths.partition_file("raw", DAYS[0]).exists()
+    assert dagster_instance.get_materialized_partitions(RAW) == set()
+
+
+@pytest.mark.slow
+def test_a_range_writes_and_records_only_its_days(
+    data_root: Path, dagster_instance: DagsterInstance, tmp_path: Path
+) -> None:
+    """A landed history of 12 days and a run for 3 of them: those 3 are written and recorded,
+    the other 9 stay staged and are named, and a second run writes them."""
+    from benchmarks.data import hourly_contract, hourly_history
+    from driftloop.data.contract import load_contract
+    from driftloop.paths import dataset_paths
+
+    (tmp_path / "hourly.yaml").write_text(hourly_contract("hourly", 12))
+    contract = load_contract(tmp_path / "hourly.yaml")
+    paths = dataset_paths("hourly", data_root)
+    _land(paths, hourly_history(12), "history.csv")
+    days = [f"2019-01-{d:02d}" for d in range(1, 13)]
+    key = AssetKey(["hourly", "raw_data"])
+    assets = [_raw_assets_def(contract)]
+
+    first = _run(assets, dagster_instance, data_root, days[3:6])
+
+    assert first.success, _failure_messages(first)
+    assert dagster_instance.get_materialized_partitions(key) == set(days[3:6])
+    assert {p for _, p in _checks(first)} == set(days[3:6])
+    assert [paths.partition_file("raw", d).exists() for d in days] == [d in days[3:6] for d in days]
+    assert all(list((paths.staged / f"date={d}").glob("*.parquet")) for d in days)
+    # Every day's materialization of a range run carries the run's metadata.
+    recorded = first.get_asset_materialization_events()[0].materialization
+    waiting = recorded.metadata["days_staged_not_written"].value
+    assert waiting == ["2019-01-01...2019-01-03", "2019-01-07...2019-01-12"]
+
+    rest = _run(assets, dagster_instance, data_root, days)
+    assert rest.success, _failure_messages(rest)
+    assert dagster_instance.get_materialized_partitions(key) == set(days)
+    assert all(len(pd.read_parquet(paths.partition_file("raw", d))) == 24 for d in days)

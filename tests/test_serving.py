@@ -163,6 +163,21 @@ def test_no_champion_is_a_503_not_a_crash(flights_contract: Contract, flights_pa
     assert raised.value.status == 503 and "no 'champion' model" in raised.value.message
 
 
+def test_row_expressions_are_remembered_by_their_inputs(
+    flights_contract: Contract, flights_paths
+) -> None:
+    watcher = ChampionWatcher("flights", "sqlite:///unused.db", refresh_seconds=0)
+    scorer = OnlineScorer(flights_contract, flights_paths, watcher)
+    other = {**FLIGHT, "scheduled_departure": "2013-02-06 17:45:00", "plane_year": 1999.0}
+    both = parse_request({"dataframe_records": [FLIGHT, other]}, scorer.schema)
+    first = scorer._expression_rows(both)
+    assert first[1] == (17.75, 3.0, 14.0) and len(scorer._memo) == 2  # hour, weekday, age
+    # A row seen before runs no query: the connection is closed and the answer comes.
+    scorer._connection().close()
+    again = parse_request({"dataframe_records": [other]}, scorer.schema)
+    assert scorer._expression_rows(again) == [first[1]]
+
+
 # --- end to end, against the served command --------------------------------------------------
 
 

@@ -2,7 +2,7 @@
 group, each scored exactly once (by prediction id), poison events in the dead-letter
 stream with their reason, the champion promoted mid-stream without loss, entries a dead
 consumer left behind claimed, online == batch for the events the first champion scored,
-and the group's lag back to 0."""
+and the group's lag back to 0, as the flights/stream_status asset reads it."""
 
 from __future__ import annotations
 
@@ -35,12 +35,15 @@ def redis_url() -> Iterator[str]:
 
 
 @pytest.mark.slow
-def test_two_consumers_score_every_event_once_through_a_promotion(redis_url: str) -> None:
+def test_two_consumers_score_every_event_once_through_a_promotion(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import mlflow
     import redis
 
+    from driftloop.serving.installation import Installation
     from driftloop.training.registry import make_client, set_alias, using_tracking_uri
-    from pipelines.stream import online_scorer, stop_scorer
+    from pipelines.stream import started_scorer, stop_scorer
 
     prepared, _ = prepared_flights()
     contract = load_contract(PROJECT_ROOT / "contracts" / "flights.yaml")
@@ -79,7 +82,10 @@ def test_two_consumers_score_every_event_once_through_a_promotion(redis_url: str
     ]
     with using_tracking_uri(uri):
         new = str(mlflow.register_model(baseline_uri, "flights").version)
-    scorer = online_scorer(contract, paths, uri, refresh_seconds=0.3)
+    monkeypatch.setenv("DRIFTLOOP_COMPILED", "on")  # the champion's trees compiled
+    place = Installation(contract, prepared.root, paths, uri)
+    scorer = started_scorer(place, refresh_seconds=0.3)
+    first_model = scorer.watcher.model
     try:
         first = StreamConsumer(scorer, client, "one", batch=100, claim_idle_ms=500)
         other = redis.Redis.from_url(redis_url)
@@ -114,7 +120,10 @@ def test_two_consumers_score_every_event_once_through_a_promotion(redis_url: str
     assert len(output) == EVENTS and max(ids.values()) == 1
     # Reported, not asserted (a figure, not a target: the events were all queued before the
     # consumers started, and the scorer is shared by the two consumer threads).
-    print(f"2 consumers: {EVENTS / seconds:.0f} events/s over {seconds:.1f} s")
+    print(
+        f"2 consumers: {EVENTS / seconds:.0f} events/s over {seconds:.1f} s; first champion "
+        f"{first_model.kind}, compiled: {first_model.compiled is not None}"
+    )
     assert set(ids) == set(sent)
     assert all(row["prediction_id"] == f"flights:{row['event_id']}" for row in output)
     assert counts["one"] > 0 and counts["two"] > 0 and sum(counts.values()) == EVENTS
@@ -138,11 +147,26 @@ def test_two_consumers_score_every_event_once_through_a_promotion(redis_url: str
     np.testing.assert_allclose(online, expected.to_numpy(), rtol=0, atol=1e-12)
 
     # A redelivered event (its prediction id seen) is acknowledged, not predicted again.
-    again = first._deliver(
-        keys=[f"{names['predictions']}:seen:flights:e0", names["predictions"], names["events"]],
-        args=[first.group, "0-1", 60, "event_id", "e0"],
+    again = first.deliver(
+        names["predictions"],
+        ("event_id",),
+        [{"entry": "0-1", "event_id": "e0", "prediction_id": "flights:e0"}],
     )
-    assert again == 0 and client.xlen(names["predictions"]) == EVENTS
+    assert again == [0] and client.xlen(names["predictions"]) == EVENTS
     assert group_state(client, names["events"], first.group) == {"lag": 0, "pending": 0}
     metrics = first.metrics.exposition().decode()
     assert "driftloop_stream_lag" in metrics and "driftloop_stream_latency_seconds" in metrics
+
+    # The Dagster-visible status: the flights/stream_status asset reads the broker.
+    from dagster import DagsterInstance, materialize
+
+    from assets.stream_status import build_stream_status
+
+    monkeypatch.setenv("DRIFTLOOP_REDIS_URL", redis_url)
+    with DagsterInstance.ephemeral() as instance:
+        result = materialize(build_stream_status(contract).assets, instance=instance)
+    (event,) = result.get_asset_materialization_events()
+    status = {k: v.value for k, v in event.event_specific_data.materialization.metadata.items()}
+    assert (status["lag"], status["pending"], status["consumers"]) == (0, 0, 3)
+    assert status["predictions"] == EVENTS and status["dead_letters"] == len(poison)
+    assert status["events"] == EVENTS + len(poison) and status["last_prediction_age_seconds"] >= 0

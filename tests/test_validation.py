@@ -187,3 +187,44 @@ def test_integer_codes_spelled_as_floats_are_the_same_categories() -> None:
     values = pd.Series(["2.0", "1", None, "AA", "10.00", "1.5"], dtype=object)
     cast = cast_column(values, Column(type="categorical"), None)
     assert list(cast) == ["2", "1", None, "AA", "10", "1.5"]
+
+
+def test_many_days_checked_at_once_match_each_day_checked_alone(tmp_path) -> None:
+    """validate_days (one grouped pass) gives every day exactly validate_partition's
+    outcomes, on clean days and on days that break each row-level rule."""
+    from benchmarks.data import hourly_contract, hourly_history
+    from driftloop.data.assembly import AssembledDay
+    from driftloop.data.contract import load_contract
+    from driftloop.data.validation import validate_days, validate_partition
+
+    (tmp_path / "hourly.yaml").write_text(hourly_contract("hourly", 5))
+    contract = load_contract(tmp_path / "hourly.yaml")
+    rows = hourly_history(5).assign(**{SOURCE_FILE: "history.csv"})
+    rows.loc[30:31, "humidity"] = 150.0  # day 2: outside max
+    rows.loc[50, "reading_id"] = None  # day 3: null in a non-nullable column
+    rows.loc[60, "ts"] = pd.Timestamp("2019-01-05 01:00")  # day 3: a row of another day
+    rows.loc[80:95, "temperature"] = None  # day 4: nulls where allowed
+    frame = conform(contract, rows)
+    days = {}
+    for day in ["2019-01-01", "2019-01-02", "2019-01-03", "2019-01-04", "2019-01-05"]:
+        start = (pd.Timestamp(day) - pd.Timestamp("2019-01-01")).days * 24
+        part = frame.iloc[start : start + 24].reset_index(drop=True)
+        days[day] = AssembledDay(day, part, part.iloc[0:0], len(part), 0, 0)
+    trailing = {day: [24] * i for i, day in enumerate(days)}
+    unseen = {day: {} for day in days}
+
+    together = validate_days(contract, days, trailing, unseen)
+
+    for day, assembled in days.items():
+        alone = validate_partition(
+            contract, assembled.frame, day, trailing[day], assembled=assembled, unseen={}
+        )
+        assert together[day] == alone, day
+    failed = {day: [o.name for o in outcomes if not o.passed] for day, outcomes in together.items()}
+    assert failed == {
+        "2019-01-01": [],
+        "2019-01-02": ["value_ranges"],
+        "2019-01-03": ["null_fractions", "event_time_in_partition"],
+        "2019-01-04": [],
+        "2019-01-05": [],
+    }

@@ -25,8 +25,8 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
@@ -199,36 +199,54 @@ def _answers(url: str) -> bool:
     return True
 
 
-def run(quick: bool) -> list[dict]:
-    sys.path.insert(0, str(PROJECT_ROOT / "tests"))
-    from engines import postgres_server
-
-    from benchmarks.cases.loop_latency import contracts_dir
-
+def spec_for(quick: bool) -> dict[str, int]:
+    """Days and days per run; a shorter span for a machine that cannot spare the year's hour
+    (BENCH_BACKFILL_DAYS, BENCH_BACKFILL_PER_RUN; said in the row)."""
     spec = dict(QUICK if quick else FULL)
-    # A shorter span for a machine that cannot spare the year's hour (said in the row).
     for key, variable in (("days", "BENCH_BACKFILL_DAYS"), ("per_run", "BENCH_BACKFILL_PER_RUN")):
         if os.environ.get(variable):
             spec[key] = int(os.environ[variable])
-    results: dict[int, dict] = {}
-    with tempfile.TemporaryDirectory(prefix="bench-backfill-") as tmp:
+    return spec
+
+
+@contextmanager
+def prepared(prefix: str, spec: dict[str, int]) -> Iterator[tuple[Path, Path, Path]]:
+    """A scratch folder with the contracts and the source data root of `prepare` (made in
+    a child process); (folder, contracts, source), removed on exit."""
+    from benchmarks.cases.loop_latency import contracts_dir
+
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
         folder = Path(tmp)
         contracts = contracts_dir(folder)
         source = folder / "source"
         env = child_env({"DRIFTLOOP_DATA_DIR": str(source), "DRIFTLOOP_REPLAY": "off"})
         args = [str(source), str(contracts), str(HISTORY_DAYS), str(spec["days"])]
         python_child(MODULE, *args, env=env)
-        with postgres_server() as server:
-            for runs in CONCURRENCY:
-                database = server.create_database(f"backfill_{runs}")
-                results[runs] = measure(source, contracts, database, runs, spec)
-    one, two = results[1]["seconds"], results[2]["seconds"]
-    parts = "; ".join(
-        f"{n} at once: {r['seconds']:.0f} s over {r['runs']} runs ("
+        yield folder, contracts, source
+
+
+def where_the_time_goes(results: dict[Any, dict]) -> str:
+    """Each measurement's wall time, runs and breakdown, in one sentence."""
+    return "; ".join(
+        f"{name}: {r['seconds']:.0f} s over {r['runs']} runs ("
         + ", ".join(f"{k} {v}" for k, v in r.items() if k not in SUMMARY_KEYS)
         + " s)"
-        for n, r in results.items()
+        for name, r in results.items()
     )
+
+
+def run(quick: bool) -> list[dict]:
+    sys.path.insert(0, str(PROJECT_ROOT / "tests"))
+    from engines import postgres_server
+
+    spec = spec_for(quick)
+    results: dict[int, dict] = {}
+    with prepared("bench-backfill-", spec) as (_, contracts, source), postgres_server() as server:
+        for runs in CONCURRENCY:
+            database = server.create_database(f"backfill_{runs}")
+            results[runs] = measure(source, contracts, database, runs, spec)
+    one, two = results[1]["seconds"], results[2]["seconds"]
+    parts = where_the_time_goes({f"{n} at once": r for n, r in results.items()})
     note = (
         f"{spec['days']} days of 2013 flights, landed and taken in, through raw_data, "
         f"features, predictions, drift_report and performance as one backfill of runs of "

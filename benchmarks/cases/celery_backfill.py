@@ -17,14 +17,12 @@ Target: two workers take at most 0.85 of the baseline's time.
 
 from __future__ import annotations
 
-import os
 import sys
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from benchmarks import PROJECT_ROOT, child_env, python_child, row
+from benchmarks import PROJECT_ROOT, row
 from benchmarks.cases import backfill
 
 TARGET = 0.85
@@ -49,43 +47,30 @@ def run(quick: bool) -> list[dict]:
     sys.path.insert(0, str(PROJECT_ROOT / "tests"))
     from engines import CELERY_CONFIG, postgres_server, redis_server
 
-    from benchmarks.cases.loop_latency import contracts_dir
-
-    spec = dict(backfill.QUICK if quick else backfill.FULL)
-    for key, variable in (("days", "BENCH_BACKFILL_DAYS"), ("per_run", "BENCH_BACKFILL_PER_RUN")):
-        if os.environ.get(variable):
-            spec[key] = int(os.environ[variable])
+    spec = backfill.spec_for(quick)
     results: dict[str, dict] = {}
-    with tempfile.TemporaryDirectory(prefix="bench-celery-backfill-") as tmp:
-        folder = Path(tmp)
-        contracts = contracts_dir(folder)
-        source = folder / "source"
-        env = child_env({"DRIFTLOOP_DATA_DIR": str(source), "DRIFTLOOP_REPLAY": "off"})
-        args = [str(source), str(contracts), str(backfill.HISTORY_DAYS), str(spec["days"])]
-        python_child(backfill.MODULE, *args, env=env)
-        with postgres_server() as server, redis_server(folder / "redis.log") as broker:
-            database = server.create_database("backfill_baseline")
-            results["one run at a time"] = backfill.measure(source, contracts, database, 1, spec)
-            for count in WORKER_COUNTS:
-                celery = {
-                    "DRIFTLOOP_EXECUTOR": "celery",
-                    "DRIFTLOOP_EXECUTOR_CONFIG": str(CELERY_CONFIG),
-                    # Each measurement its own Redis databases: nothing queued carries over.
-                    "DRIFTLOOP_CELERY_BROKER": f"{broker}/{2 * count}",
-                    "DRIFTLOOP_CELERY_BACKEND": f"{broker}/{2 * count + 1}",
-                }
-                database = server.create_database(f"backfill_celery_{count}")
-                results[f"{count} celery worker(s)"] = backfill.measure(
-                    source, contracts, database, CELERY_RUNS, spec, celery, _workers(count)
-                )
+    with (
+        backfill.prepared("bench-celery-backfill-", spec) as (folder, contracts, source),
+        postgres_server() as server,
+        redis_server(folder / "redis.log") as broker,
+    ):
+        database = server.create_database("backfill_baseline")
+        results["one run at a time"] = backfill.measure(source, contracts, database, 1, spec)
+        for count in WORKER_COUNTS:
+            celery = {
+                "DRIFTLOOP_EXECUTOR": "celery",
+                "DRIFTLOOP_EXECUTOR_CONFIG": str(CELERY_CONFIG),
+                # Each measurement its own Redis databases: nothing queued carries over.
+                "DRIFTLOOP_CELERY_BROKER": f"{broker}/{2 * count}",
+                "DRIFTLOOP_CELERY_BACKEND": f"{broker}/{2 * count + 1}",
+            }
+            database = server.create_database(f"backfill_celery_{count}")
+            results[f"{count} celery worker(s)"] = backfill.measure(
+                source, contracts, database, CELERY_RUNS, spec, celery, _workers(count)
+            )
     one = results["one run at a time"]["seconds"]
     two = results["2 celery worker(s)"]["seconds"]
-    parts = "; ".join(
-        f"{name}: {r['seconds']:.0f} s over {r['runs']} runs ("
-        + ", ".join(f"{k} {v}" for k, v in r.items() if k not in backfill.SUMMARY_KEYS)
-        + " s)"
-        for name, r in results.items()
-    )
+    parts = backfill.where_the_time_goes(results)
     note = (
         f"{spec['days']} days of 2013 flights through raw_data, features, predictions, "
         f"drift_report and performance as one backfill of runs of {spec['per_run']} days on "

@@ -2,12 +2,14 @@
 
 Ours: the real `flights/predictions` asset (assets/predictions.py) materialized for one
 day with `dagster.materialize` in a fresh process: resolve the champion in MLflow, load
-it, read the features partition, turn it into the model's matrix, predict, and write the
-predictions partition (batch by batch, reading and writing beside the scoring:
-driftloop/serving/batch.py). The timed region is the `materialize` call: the whole step,
-Dagster's run and events and the model's resolving and loading included; the step's own
-account of its parts (`model`, `read`, `score`, `write` seconds in its metadata; read and
-write overlap the scoring) is reported beside it.
+it (its trees compiled by TL2cgen, found in the cache the setup filled, as every load
+after a version's first finds them), read the features partition, turn it into the
+model's matrix, predict, and write the predictions partition (batch by batch, reading
+and writing beside the scoring: driftloop/serving/batch.py). The timed region is the
+`materialize` call: the whole step, Dagster's run and events and the model's resolving
+and loading included; the step's own account of its parts (`model`, `read`, `score`,
+`write` seconds in its metadata; read and write overlap the scoring) is reported beside
+it.
 
 Not timed, and reported on their own (`fixed_seconds`, and `ratio_cold` with them
 included): the interpreter, the dagster import, loading the code location (as the run
@@ -35,6 +37,7 @@ Data: replicated flights; the champion is trained on the days before the scored 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import tempfile
@@ -55,7 +58,7 @@ from benchmarks import (
 )
 from benchmarks.data import START, replicated_flights, write_features_lake, write_raw_lake
 
-TARGET_RATIO = 0.5
+TARGET_RATIO = 1.0
 MODULE = "benchmarks.cases.scoring"
 DATASET = "flights"
 # The step's own account of its time (the asset's `<part>_seconds` metadata).
@@ -94,6 +97,8 @@ def prepare(root: Path, score_rows: int, train_days: int, train_rows: int) -> st
     config = TrainingConfig.for_contract(
         contract, window_days=train_days, end_date=day - timedelta(days=1)
     )
+    # A LightGBM champion whatever the baseline scores: the baseline is bare LightGBM.
+    config = dataclasses.replace(config, choose_kind=False)
     frame, used, digests = load_training_frame(contract, paths, config.end_date, train_days)
     result = train(contract, frame, config)
     uri = f"sqlite:///{root / 'mlflow.db'}"
@@ -101,12 +106,26 @@ def prepare(root: Path, score_rows: int, train_days: int, train_rows: int) -> st
         contract, result, used, digests, uri, artifact_root=root / "mlartifacts"
     )
     set_alias(make_client(uri), DATASET, "champion", registered.version)
+    # Its trees compiled once, as the version's first load (the server's, the stream's or
+    # a predictions step's) does; the steps timed find them in the cache.
+    from driftloop.serving.scoring_model import ScoringModel
+
+    os.environ["DRIFTLOOP_COMPILED"] = "on"
+    model = ScoringModel.load(
+        registered.model_uri, uri, registered.version, registered.run_id, root
+    )
+    if model.compiled is None:
+        raise RuntimeError(f"no compiled trees: {model.compiled_reason}")
     return day.isoformat()
 
 
-def scoring_env(root: Path) -> dict[str, str]:
+def scoring_env(root: Path, compiled: str = "on") -> dict[str, str]:
     return child_env(
-        {"DRIFTLOOP_DATA_DIR": str(root), "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}"}
+        {
+            "DRIFTLOOP_DATA_DIR": str(root),
+            "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
+            "DRIFTLOOP_COMPILED": compiled,
+        }
     )
 
 
@@ -264,6 +283,9 @@ def run(quick: bool) -> list[dict]:
                     bare_s.append(child.result["seconds"])
                     split_s.append(child.result["split_seconds"])
                     bare = child.result
+        # The fallback (LightGBM's own predict in the step), once, for reference.
+        env_off = scoring_env(root, compiled="off")
+        fallback_s = python_child(MODULE, "ours", str(root), day, env=env_off).result["seconds"]
     ours_rate, bare_rate = rows / median(ours_s), rows / median(bare_s)
     # Throughput ratio (ours / bare rows per second) of each back-to-back pair, median.
     ratio = paired_ratio(bare_s, ours_s)
@@ -271,6 +293,7 @@ def run(quick: bool) -> list[dict]:
     fixed = median(fixed_s)
     ratio_cold = rows / (median(ours_s) + fixed) / bare_rate
     ratio_split = median(split_s) / median(ours_s)
+    ratio_lightgbm = median(bare_s) / fallback_s
     met = ratio >= TARGET_RATIO
     # The parts of the median run (one run's parts add up; medians of parts need not).
     mid = sorted(range(len(ours_s)), key=ours_s.__getitem__)[(len(ours_s) - 1) // 2]
@@ -293,7 +316,10 @@ def run(quick: bool) -> list[dict]:
         "reference; the target's baseline is LightGBM's default). Not timed, "
         f"reported: the step process's fixed costs, {fixed:.2f} s (imports of numpy, "
         "pandas, pyarrow, MLflow with its SQL store and LightGBM, and the first Parquet "
-        f"read/write); with them the ratio is {ratio_cold:.3f}."
+        f"read/write); with them the ratio is {ratio_cold:.3f}. The step scores with the "
+        f"champion's compiled trees (TL2cgen, built beforehand as a version's first load "
+        f"does); with LightGBM's own predict instead (the fallback) it took {fallback_s:.2f} "
+        f"s, ratio {ratio_lightgbm:.3f}."
     )
     if not met:
         # Where the median run's time went: the scoring's critical path and around it.
@@ -316,12 +342,13 @@ def run(quick: bool) -> list[dict]:
             ratio=round(ratio, 3),
             peak_memory_mb=round(median(ours_peak), 1),
             size=f"1 partition of {rows:,} rows",
-            target=">= 0.5x bare Booster.predict throughput",
+            target=">= 1.0x bare Booster.predict throughput",
             met=met,
             note=note,
             fixed_seconds=round(fixed, 2),
             ratio_cold=round(ratio_cold, 3),
             ratio_split=round(ratio_split, 3),
+            ratio_lightgbm=round(ratio_lightgbm, 3),
             ratio_of_medians=round(ratio_of_medians, 3),
             step_seconds={k: round(v, 3) for k, v in middle.items()},
         )

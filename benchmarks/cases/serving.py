@@ -51,8 +51,12 @@ SCENARIOS = ((1, 1), (1, 4), (100, 1), (100, 4))  # (rows per request, clients)
 ROUNDS = 2
 
 
-def prepare(root: Path, days: int) -> str:
-    """Raw + features of `days` real days and a champion; returns the last day."""
+def prepare(root: Path, days: int, lightgbm: bool = True) -> str:
+    """Raw + features of `days` real days and a champion (with `lightgbm`, of that kind,
+    whatever the baseline scores on the validation days: the targets compare with bare
+    LightGBM); returns the last day."""
+    import dataclasses
+
     from driftloop.data.contract import load_contract
     from driftloop.paths import PROJECT_ROOT, dataset_paths
     from driftloop.training.mlflow_logging import log_training
@@ -65,6 +69,7 @@ def prepare(root: Path, days: int) -> str:
     write_features_lake(contract, paths, written)
     end = START + timedelta(days=days - 1)
     config = TrainingConfig.for_contract(contract, window_days=days, end_date=end)
+    config = dataclasses.replace(config, choose_kind=not lightgbm)
     frame, used, digests = load_training_frame(contract, paths, end, days)
     result = train(contract, frame, config)
     uri = f"sqlite:///{root / 'mlflow.db'}"

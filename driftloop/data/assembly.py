@@ -28,6 +28,8 @@ from driftloop.data.raw_table import REASON, SOURCE_FILE, conform, raw_schema
 from driftloop.paths import DatasetPaths
 
 MANIFESTS = "_files"
+# The day of each row while many days are assembled together (never stored).
+DAY = "_day"
 
 
 @dataclass
@@ -126,50 +128,100 @@ def assemble_day(
     """The day's rows under the duplicate rule (module docstring), in event-time order.
 
     `manifests` (`load_manifests`) saves reading them again for each of many days."""
-    import pandas as pd
+    return assemble_days(contract, paths, [day], manifests)[day]
+
+
+def _read_pieces(
+    contract: Contract, paths: DatasetPaths, days: list[str], manifests: list[dict[str, Any]]
+) -> tuple[Any, list[str], dict[str, dict[str, Any]]]:
+    """Every staged piece of `days` in one Arrow table (day by day, earliest landed file
+    first), the day of each of its rows, and per day the landed counts from the manifests."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     schema = raw_schema(contract)
-    manifests = _day_manifests(paths, day, manifests)
-    tables = []
-    landed = quarantined = 0
-    files: dict[str, int] = {}
-    for manifest in manifests:
-        piece = paths.staged / f"date={day}" / f"{manifest['key']}.parquet"
-        counts = manifest["days"][day]
-        try:
-            if counts["staged"]:
-                tables.append(pq.read_table(piece, schema=schema))
-        except FileNotFoundError:
-            continue
-        landed += counts["staged"] + counts["quarantined"]
-        quarantined += counts["quarantined"]
-        files[manifest["name"]] = counts["staged"] + counts["quarantined"]
+    ordered = sorted(manifests, key=lambda m: (m["landed_at"], m["name"]))
+    tables, labels = [], []
+    counts: dict[str, dict[str, Any]] = {}
+    for day in days:
+        landed = quarantined = 0
+        files: dict[str, int] = {}
+        for manifest in ordered:
+            day_counts = manifest["days"].get(day)
+            if day_counts is None:
+                continue
+            piece = paths.staged / f"date={day}" / f"{manifest['key']}.parquet"
+            try:
+                if day_counts["staged"]:
+                    table = pq.read_table(piece, schema=schema)
+                    tables.append(table)
+                    labels.extend([day] * table.num_rows)
+            except FileNotFoundError:
+                continue
+            landed += day_counts["staged"] + day_counts["quarantined"]
+            quarantined += day_counts["quarantined"]
+            files[manifest["name"]] = day_counts["staged"] + day_counts["quarantined"]
+        counts[day] = {"landed": landed, "quarantined": quarantined, "files": files}
     table = pa.concat_tables(tables) if tables else schema.empty_table()
+    return table, labels, counts
+
+
+def _split(frame: pd.DataFrame, day_of_row: Any, days: list[str]) -> dict[str, pd.DataFrame]:
+    """Rows of `frame` (sorted by day) per day, each with a fresh index."""
+    starts = day_of_row.searchsorted(days, side="left")
+    ends = day_of_row.searchsorted(days, side="right")
+    return {
+        day: frame.iloc[a:b].reset_index(drop=True)
+        for day, a, b in zip(days, starts, ends, strict=True)
+    }
+
+
+def assemble_days(
+    contract: Contract,
+    paths: DatasetPaths,
+    days: list[str],
+    manifests: list[dict[str, Any]] | None = None,
+) -> dict[str, AssembledDay]:
+    """`assemble_day` for many days at once: one read of their pieces, one cast, one
+    de-duplication and one sort over all their rows (the rule applies within each day)."""
+    import numpy as np
+    import pandas as pd
+
+    days = sorted(set(days))
+    loaded = manifests if manifests is not None else load_manifests(paths)
+    table, labels, counts = _read_pieces(contract, paths, days, loaded)
     frame = conform(contract, table.to_pandas())
-    exact = 0
+    frame[DAY] = np.array(labels, dtype=object)
+    exact = pd.Series(0, index=days, dtype="int64")
     conflicts = frame.iloc[0:0].assign(**{REASON: pd.Series(dtype=object)})
     if contract.id_columns and len(frame):
-        repeated = frame.duplicated(subset=list(contract.columns), keep="first")
-        exact = int(repeated.sum())
+        repeated = frame.duplicated(subset=[DAY, *contract.columns], keep="first")
+        exact = repeated.groupby(frame[DAY]).sum().reindex(days, fill_value=0)
         frame = frame[~repeated]
-        clashing = frame.duplicated(subset=contract.id_columns, keep=False)
+        clashing = frame.duplicated(subset=[DAY, *contract.id_columns], keep=False)
         if clashing.any():
             conflicts = frame[clashing].copy()
-            conflicts[REASON] = _conflict_reasons(contract, conflicts)
+            conflicts[REASON] = pd.concat(
+                [_conflict_reasons(contract, rows) for _, rows in conflicts.groupby(DAY)]
+            )
+            conflicts = conflicts.sort_values(DAY, kind="stable")
             frame = frame[~clashing]
-    order = [contract.event_time.column, *contract.id_columns]
-    frame = frame.sort_values(order, kind="stable", na_position="last").reset_index(drop=True)
-    return AssembledDay(
-        day=day,
-        frame=frame,
-        conflicts=conflicts.reset_index(drop=True),
-        rows_landed=landed,
-        rows_rule_quarantined=quarantined,
-        exact_duplicates=exact,
-        files=files,
-    )
+    order = [DAY, contract.event_time.column, *contract.id_columns]
+    frame = frame.sort_values(order, kind="stable", na_position="last")
+    stored = _split(frame.drop(columns=DAY), frame[DAY].to_numpy(), days)
+    aside = _split(conflicts.drop(columns=DAY), conflicts[DAY].to_numpy(), days)
+    return {
+        day: AssembledDay(
+            day=day,
+            frame=stored[day],
+            conflicts=aside[day],
+            rows_landed=counts[day]["landed"],
+            rows_rule_quarantined=counts[day]["quarantined"],
+            exact_duplicates=int(exact[day]),
+            files=counts[day]["files"],
+        )
+        for day in days
+    }
 
 
 def assemble_partition(contract: Contract, paths: DatasetPaths, day: str) -> pd.DataFrame:

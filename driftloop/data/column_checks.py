@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import pandas as pd
 
 from driftloop.data.check_outcome import CheckOutcome, example_values, outcome, plain, sources
-from driftloop.data.contract import ColumnType, Contract
+from driftloop.data.contract import Column, ColumnType, Contract
 
 
 def _expected_dtype(kind: ColumnType) -> str:
@@ -111,14 +112,16 @@ class _Findings:
         )
 
 
-def check_null_fractions(contract: Contract, frame: pd.DataFrame) -> CheckOutcome:
+def check_null_fractions(
+    contract: Contract, frame: pd.DataFrame, counted: Mapping[str, int] | None = None
+) -> CheckOutcome:
+    """`counted`: the nulls per column, when computed already for many days at once."""
     found = _Findings(frame)
     rows = len(frame)
     for name, column in contract.columns.items():
         if name not in frame:
             continue
-        nulls = frame[name].isna()
-        count = int(nulls.sum())
+        count = int(counted[name]) if counted is not None else int(frame[name].isna().sum())
         fraction = count / rows if rows else 0.0
         limit = 0.0 if not column.nullable else column.max_null_fraction
         ok = limit is None or (count == 0 if limit == 0.0 else fraction <= limit)
@@ -134,14 +137,20 @@ def check_null_fractions(contract: Contract, frame: pd.DataFrame) -> CheckOutcom
         if not ok:
             rule = "nullable=false" if not column.nullable else f"max_null_fraction={limit}"
             found.fail(
-                name, nulls, f"column '{name}' rule {rule}: {count} of {rows} null ({fraction:.1%})"
+                name,
+                frame[name].isna(),
+                f"column '{name}' rule {rule}: {count} of {rows} null ({fraction:.1%})",
             )
     return found.outcome(
         "null_fractions", "nullable / max_null_fraction", "null fractions within the contract"
     )
 
 
-def check_value_ranges(contract: Contract, frame: pd.DataFrame) -> CheckOutcome:
+def check_value_ranges(
+    contract: Contract, frame: pd.DataFrame, counted: Mapping[str, tuple] | None = None
+) -> CheckOutcome:
+    """`counted`: per column (observed min, observed max, rows outside), when computed
+    already for many days at once; the rows are looked at only for a failing column."""
     import pandas as pd
 
     found = _Findings(frame)
@@ -149,6 +158,19 @@ def check_value_ranges(contract: Contract, frame: pd.DataFrame) -> CheckOutcome:
         if name not in frame or column.type != ColumnType.numeric:
             continue
         if column.min is None and column.max is None:
+            continue
+        if counted is not None and not counted[name][2]:
+            low, high, _ = counted[name]
+            found.table.append(
+                {
+                    "column": name,
+                    "min": plain(column.min),
+                    "max": plain(column.max),
+                    "observed_min": plain(low),
+                    "observed_max": plain(high),
+                    "outside": 0,
+                }
+            )
             continue
         values = pd.to_numeric(frame[name], errors="coerce")
         never = pd.Series(False, index=frame.index)
@@ -178,18 +200,36 @@ def check_value_ranges(contract: Contract, frame: pd.DataFrame) -> CheckOutcome:
     return found.outcome("value_ranges", "min/max", "numeric values within min/max")
 
 
-def check_allowed_values(contract: Contract, frame: pd.DataFrame) -> CheckOutcome:
+def allowed_set(column: Column) -> set[Any]:
+    """The allowed values as the column's values compare with them."""
+    if column.type == ColumnType.boolean:
+        return {bool(v) for v in column.allowed or []}
+    return {str(v) for v in column.allowed or []}
+
+
+def not_allowed(values: pd.Series, column: Column) -> pd.Series:
+    """Rows of `values` with a value outside the column's allowed ones (nulls are allowed)."""
+    objects = values.astype(object)
+    if column.type != ColumnType.boolean:
+        objects = objects.map(str)
+    return values.notna() & ~objects.isin(allowed_set(column))
+
+
+def check_allowed_values(
+    contract: Contract, frame: pd.DataFrame, counted: Mapping[str, int] | None = None
+) -> CheckOutcome:
+    """`counted`: rows with other values per column, when computed already for many days."""
     found = _Findings(frame)
     for name, column in contract.columns.items():
         if name not in frame or column.allowed is None:
             continue
+        if counted is not None and not counted[name]:
+            allowed_count = len(allowed_set(column))
+            found.table.append({"column": name, "allowed": allowed_count, "not_allowed": 0})
+            continue
         values = frame[name]
-        if column.type == ColumnType.boolean:
-            allowed: set[Any] = {bool(v) for v in column.allowed}
-            outside = values.notna() & ~values.astype(object).isin(allowed)
-        else:
-            allowed = {str(v) for v in column.allowed}
-            outside = values.notna() & ~values.astype(object).map(str).isin(allowed)
+        allowed = allowed_set(column)
+        outside = not_allowed(values, column)
         count = int(outside.sum())
         found.table.append({"column": name, "allowed": len(allowed), "not_allowed": count})
         if count:

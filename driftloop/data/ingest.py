@@ -213,10 +213,15 @@ def _stage(
     event_days = good[contract.event_time.column].dt.strftime("%Y-%m-%d")
     key = file_key(landed.name)
     staged = _day_counts(event_days)
-    for day in staged:
-        piece = good[event_days == day]
+    # One conversion to Arrow for the whole file, rows grouped by day (in file order within
+    # a day), then a slice per day: a history of many days costs its rows, not its days.
+    order = event_days.reset_index(drop=True).dropna().sort_values(kind="stable")
+    table = to_arrow(contract, good.reset_index(drop=True).iloc[order.index])
+    bounds = order.to_numpy()
+    for day in sorted(staged):
+        start = int(bounds.searchsorted(day, side="left"))
         write_parquet_atomic(
-            to_arrow(contract, piece), paths.staged / f"date={day}" / f"{key}.parquet"
+            table.slice(start, staged[day]), paths.staged / f"date={day}" / f"{key}.parquet"
         )
     old = read_manifest(paths, landed.name) or {"days": {}}
     quarantined = _day_counts(bad_days)

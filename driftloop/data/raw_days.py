@@ -2,9 +2,8 @@
 
 One core call per Dagster step: `ingest_batch` (the ingest run: the landed files of one
 batch, then every day they touched) and `ingest_and_build` (the `raw_data` asset: whatever
-waits in landing, then the days asked for and any other day the files touched, so that no
-staged day is left unwritten). Each returns a typed result the Dagster layer turns into
-metadata.
+waits in landing, then the days asked for; the other days the files touched stay staged
+until asked for). Each returns a typed result the Dagster layer turns into metadata.
 """
 
 from __future__ import annotations
@@ -18,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import pandas as pd
 
-from driftloop.data.assembly import AssembledDay, assemble_day, load_manifests
+from driftloop.data.assembly import AssembledDay, assemble_days, load_manifests
 from driftloop.data.contract import Contract
 from driftloop.data.ingest import IngestReport, ingest_landing
 from driftloop.data.lake import (
@@ -31,7 +30,7 @@ from driftloop.data.landing import reclaim_written_archives
 from driftloop.data.limits import IngestLimits
 from driftloop.data.raw_table import source_file_counts, to_arrow
 from driftloop.data.unseen import unseen_categories, write_sidecar
-from driftloop.data.validation import CheckOutcome, failed_blocking, validate_partition
+from driftloop.data.validation import CheckOutcome, failed_blocking, validate_days
 from driftloop.names import RAW_TABLE
 from driftloop.paths import DatasetPaths
 
@@ -85,25 +84,42 @@ class RawDaysResult:
 @dataclass
 class IngestRun:
     """Landed files ingested, and raw days rewritten: `days` those asked for (or, for a
-    batch, those touched), `extra` the other days the files touched."""
+    batch, those touched); `waiting` the other days the files touched, staged and not
+    written (a run that asks for days writes only those)."""
 
     report: IngestReport
     days: RawDaysResult
-    extra: RawDaysResult = field(default_factory=RawDaysResult)
+    waiting: list[str] = field(default_factory=list)
 
 
-def trailing_row_counts(paths: DatasetPaths, day: str, n: int = TRAILING_PARTITIONS) -> list[int]:
-    """Row counts of the last n existing raw partitions before `day`, from Parquet footers."""
-    import pyarrow.parquet as pq
+class RowCounts:
+    """Row counts of the raw partitions, read once from the lake (Parquet footers, on first
+    use) and kept as days are written: the trailing counts of many days from one listing."""
 
-    earlier = [d for d in existing_partitions(paths.table(RAW_TABLE)) if d < day][-n:]
-    counts = []
-    for d in earlier:
-        try:
-            counts.append(pq.ParquetFile(paths.partition_file(RAW_TABLE, d)).metadata.num_rows)
-        except FileNotFoundError:
-            continue
-    return counts
+    def __init__(self, paths: DatasetPaths) -> None:
+        self.paths = paths
+        self.counts: dict[str, int | None] = dict.fromkeys(
+            existing_partitions(paths.table(RAW_TABLE))
+        )
+
+    def written(self, day: str, rows: int) -> None:
+        self.counts[day] = rows
+
+    def before(self, day: str, n: int = TRAILING_PARTITIONS) -> list[int]:
+        import pyarrow.parquet as pq
+
+        found: list[int] = []
+        for earlier in sorted((d for d in self.counts if d < day), reverse=True):
+            if self.counts[earlier] is None:
+                try:
+                    path = self.paths.partition_file(RAW_TABLE, earlier)
+                    self.counts[earlier] = pq.ParquetFile(path).metadata.num_rows
+                except FileNotFoundError:
+                    continue
+            found.append(int(self.counts[earlier] or 0))
+            if len(found) == n:
+                break
+        return found[::-1]
 
 
 def _write_conflicts(paths: DatasetPaths, assembled: AssembledDay) -> Path | None:
@@ -129,9 +145,11 @@ def _write_conflicts(paths: DatasetPaths, assembled: AssembledDay) -> Path | Non
 
 
 def _write_partition(
-    contract: Contract, paths: DatasetPaths, raw: RawDay, failing: list[CheckOutcome]
+    contract: Contract, paths: DatasetPaths, raw: RawDay, failing: list[CheckOutcome], table: Any
 ) -> None:
-    """Data file and BLOCKED marker, ordered so a reader never sees failing data unmarked."""
+    """Data file and BLOCKED marker, ordered so a reader never sees failing data unmarked.
+
+    `table` holds the day's rows as Arrow (`to_arrow` of `raw.frame`)."""
     marker = blocked_marker(paths.table(RAW_TABLE), raw.day)
     if failing:
         body = {
@@ -149,10 +167,23 @@ def _write_partition(
             ],
         }
         write_text_atomic(json.dumps(body, indent=2, default=str) + "\n", marker)
-    write_parquet_atomic(to_arrow(contract, raw.frame), raw.path)
+    write_parquet_atomic(table, raw.path)
     if not failing:
         marker.unlink(missing_ok=True)
     write_sidecar(paths, raw.day, raw.unseen)
+
+
+def _as_arrow(contract: Contract, present: dict[str, AssembledDay]) -> dict[str, Any]:
+    """Each day's rows as Arrow, converted in one go and sliced per day."""
+    import pandas as pd
+
+    frames = [a.frame for a in present.values()]
+    table = to_arrow(contract, pd.concat(frames, ignore_index=True))
+    slices, offset = {}, 0
+    for day, assembled in present.items():
+        slices[day] = table.slice(offset, assembled.rows_stored)
+        offset += assembled.rows_stored
+    return slices
 
 
 def build_raw_days(
@@ -162,27 +193,27 @@ def build_raw_days(
 
     A day without any staged rows is written (empty) only with `write_empty`, as when a
     correction moved every row away; otherwise such days are listed in `empty` and
-    nothing at all is written.
+    nothing at all is written. The days are assembled, checked (`validate_days`) and
+    converted to Arrow together; only the writes go day by day.
     """
     result = RawDaysResult()
-    manifests = load_manifests(paths)
-    present = {day: assemble_day(contract, paths, day, manifests) for day in sorted(days)}
+    present = assemble_days(contract, paths, days, load_manifests(paths))
     result.empty = [d for d, a in present.items() if not a.rows_landed and not write_empty]
-    if result.empty:
+    if result.empty or not present:
         return result
     unseen = unseen_categories(contract, paths, {d: a.frame for d, a in present.items()})
+    tables = _as_arrow(contract, present)
+    counts = RowCounts(paths)
+    trailing = {}
     for day, day_rows in present.items():
-        outcomes = validate_partition(
-            contract,
-            day_rows.frame,
-            day,
-            trailing_row_counts(paths, day),
-            assembled=day_rows,
-            unseen=unseen[day],
-        )
+        trailing[day] = counts.before(day)
+        counts.written(day, day_rows.rows_stored)
+    checked = validate_days(contract, present, trailing, unseen)
+    for day, day_rows in present.items():
+        outcomes = checked[day]
         raw = RawDay(day, day_rows, outcomes, unseen[day], paths.partition_file(RAW_TABLE, day))
         raw.conflicts_file = _write_conflicts(paths, day_rows)
-        _write_partition(contract, paths, raw, failed_blocking(outcomes))
+        _write_partition(contract, paths, raw, failed_blocking(outcomes), tables[day])
         result.written.append(raw)
     return result
 
@@ -209,22 +240,18 @@ def ingest_and_build(
     days: list[str],
     limits: IngestLimits | None = None,
 ) -> IngestRun:
-    """Ingest what waits in landing, then write the days asked for and the others it touched.
+    """Ingest what waits in landing, then write the days asked for, and only those.
 
-    All are written in day order, so each day's history holds the days before it. The days
-    asked for follow `build_raw_days` without `write_empty`: if one of them has no rows at
-    all, none of them is written (`days.empty` says which), the others still are.
+    The other days the landed files touched stay staged (`IngestRun.waiting`) until a run
+    asks for them, or the ingest job of a later batch touches them. If one of the days asked
+    for has no staged rows at all, none is written (`days.empty` says which): an empty day
+    is almost always a missing delivery.
     """
     report = ingest_landing(contract, paths, None, limits)
-    wanted = set(days)
-    others = [d for d in report.days if d not in wanted]
-    manifests = load_manifests(paths)
-    probe = RawDaysResult(
-        empty=[d for d in sorted(wanted) if not any(d in m["days"] for m in manifests)]
-    )
-    if probe.empty:
-        return IngestRun(report, probe, build_raw_days(contract, paths, others, write_empty=True))
-    built = build_raw_days(contract, paths, sorted(wanted | set(others)), write_empty=True)
-    asked = RawDaysResult(written=[r for r in built.written if r.day in wanted])
-    extra = RawDaysResult(written=[r for r in built.written if r.day not in wanted])
-    return IngestRun(report, asked, extra)
+    wanted = sorted(set(days))
+    staged = {d for m in load_manifests(paths) for d in m["days"]}
+    waiting = [d for d in report.days if d not in set(wanted)]
+    empty = [d for d in wanted if d not in staged]
+    if empty:
+        return IngestRun(report, RawDaysResult(empty=empty), waiting)
+    return IngestRun(report, build_raw_days(contract, paths, wanted, write_empty=True), waiting)

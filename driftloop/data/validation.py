@@ -8,6 +8,7 @@ results; the names below are the check names and must stay stable.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import date
 from typing import TYPE_CHECKING, Any
 
@@ -32,8 +33,9 @@ from driftloop.data.column_checks import (
     check_null_fractions,
     check_schema,
     check_value_ranges,
+    not_allowed,
 )
-from driftloop.data.contract import Contract
+from driftloop.data.contract import ColumnType, Contract
 from driftloop.data.unseen import check_unseen_categories
 
 __all__ = [
@@ -50,6 +52,7 @@ __all__ = [
     "check_unseen_categories",
     "check_value_ranges",
     "failed_blocking",
+    "validate_days",
     "validate_partition",
 ]
 
@@ -109,11 +112,21 @@ def check_duplicate_ids(
 
 
 def check_event_time_in_partition(
-    contract: Contract, frame: pd.DataFrame, day: str
+    contract: Contract, frame: pd.DataFrame, day: str, counted: int | None = None
 ) -> CheckOutcome:
+    """`counted`: rows off the day, when computed already for many days at once."""
     import pandas as pd
 
     column = contract.event_time.column
+    if counted == 0 and column in frame:
+        return outcome(
+            "event_time_in_partition",
+            True,
+            f"all {len(frame)} event times fall on {day} ({contract.event_time.timezone})",
+            columns=[column],
+            rule=f"local day == {day}",
+            failing_rows=0,
+        )
     if column not in frame:
         return outcome(
             "event_time_in_partition",
@@ -201,3 +214,90 @@ def validate_partition(
 
 def failed_blocking(outcomes: list[CheckOutcome]) -> list[CheckOutcome]:
     return [o for o in outcomes if o.blocking and not o.passed]
+
+
+def validate_days(
+    contract: Contract,
+    days: dict[str, AssembledDay],
+    trailing_row_counts: dict[str, list[int]],
+    unseen: dict[str, dict[str, dict[str, Any]]],
+) -> dict[str, list[CheckOutcome]]:
+    """`validate_partition` for many days: the row-level counts of every day come from one
+    grouped pass over all their rows, and a day's rows are looked at again only where a
+    check fails there (for its examples and files)."""
+    import pandas as pd
+
+    frames = [a.frame for a in days.values()]
+    if not frames:
+        return {}
+    rows = pd.concat(frames, ignore_index=True)
+    label = pd.Series([day for day, a in days.items() for _ in range(a.rows_stored)], dtype=object)
+    counted = _grouped_counts(contract, rows, label, list(days))
+    schema = check_schema(contract, rows)
+    result = {}
+    for day, assembled in days.items():
+        frame = assembled.frame
+        found = counted[day]
+        result[day] = [
+            replace(schema, metadata=dict(schema.metadata))
+            if schema.passed
+            else check_schema(contract, frame),
+            check_null_fractions(contract, frame, found["nulls"]),
+            check_value_ranges(contract, frame, found["ranges"]),
+            check_allowed_values(contract, frame, found["allowed"]),
+            check_duplicate_ids(contract, frame, assembled.conflicts, assembled.exact_duplicates),
+            check_event_time_in_partition(contract, frame, day, found["off_day"]),
+            check_row_count(frame, trailing_row_counts[day]),
+            check_unseen_categories(unseen[day]),
+        ]
+    return result
+
+
+def _grouped_counts(
+    contract: Contract, rows: pd.DataFrame, label: pd.Series, days: list[str]
+) -> dict[str, dict[str, Any]]:
+    """Per day: nulls per column, (min, max, rows outside) per ranged numeric column, rows
+    with other values per column with allowed values, rows off the day (None if unknown)."""
+    import pandas as pd
+
+    present = [c for c in contract.columns if c in rows]
+    nulls = rows[present].isna().groupby(label).sum().reindex(days, fill_value=0)
+    ranged = [
+        n
+        for n, c in contract.columns.items()
+        if n in rows and c.type == ColumnType.numeric and (c.min is not None or c.max is not None)
+    ]
+    ranges = {}
+    for name in ranged:
+        column = contract.columns[name]
+        values = pd.to_numeric(rows[name], errors="coerce")
+        outside = (values < column.min if column.min is not None else False) | (
+            values > column.max if column.max is not None else False
+        )
+        grouped = pd.DataFrame({"v": values, "out": outside}).groupby(label)
+        ranges[name] = (
+            grouped["v"].min().reindex(days),
+            grouped["v"].max().reindex(days),
+            grouped["out"].sum().reindex(days, fill_value=0),
+        )
+    allowed = {
+        n: not_allowed(rows[n], c).groupby(label).sum().reindex(days, fill_value=0)
+        for n, c in contract.columns.items()
+        if n in rows and c.allowed is not None
+    }
+    off_day = None
+    column = contract.event_time.column
+    if column in rows and pd.api.types.is_datetime64_dtype(rows[column].dtype):
+        times = rows[column]
+        wanted = pd.to_datetime(label, format="%Y-%m-%d")
+        off = times.isna() | (times.dt.normalize() != wanted)
+        off_day = off.groupby(label).sum().reindex(days, fill_value=0)
+    return {
+        day: {
+            "nulls": nulls.loc[day].to_dict(),
+            "ranges": {n: (lo[day], hi[day], int(out[day])) for n, (lo, hi, out) in ranges.items()},
+            "allowed": {n: int(a[day]) for n, a in allowed.items()},
+            "off_day": int(off_day[day]) if off_day is not None else None,
+        }
+        for day in days
+    }

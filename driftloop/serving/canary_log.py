@@ -3,10 +3,11 @@
 Every scored online row is buffered in memory and written to the lake in Parquet files,
 one folder per day of the row's event time
 (``<lake>/online_predictions/date=D/<time>-<uuid>.parquet``), when the buffer is full,
-when it is older than ``flush_seconds`` and when the server stops. Each file is written
-atomically, so a reader never sees half of one. `arm_performance` joins a day's log with
-the day's labels (the features table, by the contract's id columns) and computes the
-primary metric per arm and version.
+when it is older than ``flush_seconds`` (then in a thread of its own, so the request or
+the stream batch that found it due does not wait for the write) and when the server stops.
+Each file is written atomically, so a reader never sees half of one. `arm_performance`
+joins a day's log with the day's labels (the features table, by the contract's id
+columns) and computes the primary metric per arm and version.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ class RequestLog:
     _rows: list[dict[str, Any]] = field(default_factory=list)
     _oldest: float | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _flushing: threading.Thread | None = None
 
     def append(self, rows: list[dict[str, Any]]) -> None:
         with self._lock:
@@ -51,10 +53,23 @@ class RequestLog:
             due = len(self._rows) >= self.max_rows
             due = due or time.monotonic() - (self._oldest or 0) >= self.flush_seconds
         if due:
-            self.flush()
+            with self._lock:
+                if self._flushing is not None and self._flushing.is_alive():
+                    return  # the running write takes these rows too, or the next one does
+                self._flushing = threading.Thread(
+                    target=self._write, name="request-log-flush", daemon=True
+                )
+                self._flushing.start()
 
     def flush(self) -> int:
-        """Write the held rows, a file per day; returns how many were written."""
+        """Write the held rows, a file per day (after a write in progress ends); returns
+        how many this call wrote."""
+        running = self._flushing
+        if running is not None and running is not threading.current_thread():
+            running.join()
+        return self._write()
+
+    def _write(self) -> int:
         import pandas as pd
 
         with self._lock:

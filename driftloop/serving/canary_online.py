@@ -61,7 +61,7 @@ class CanaryRouter:
         uri = f"models:/{self.paths.dataset}/{canary.version}"
         try:
             model = ScoringModel.load(
-                uri, self.tracking_uri, canary.version, str(canary.run_id or "")
+                uri, self.tracking_uri, canary.version, str(canary.run_id or ""), self.paths.root
             )
         except Exception as error:
             self.last_error = f"loading the canary {uri}: {error}"
@@ -150,7 +150,8 @@ class CanaryScorer(OnlineScorer):
             picked = [i for i, a in enumerate(arms) if a == arm]
             if not picked:
                 continue
-            part = _take(columns, picked)
+            # Every row in one arm (always, without a canary): the columns as they are.
+            part = columns if len(picked) == rows.count else _take(columns, picked)
             scores[picked] = np.asarray(model.predict_columns(part, len(picked)), dtype=np.float64)
             if request.get("explain"):
                 for i, row in zip(picked, explain_rows(model, part, top) or [], strict=False):

@@ -15,6 +15,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from driftloop.names import CHAMPION
@@ -36,8 +37,10 @@ class ChampionWatcher:
         tracking_uri: str,
         alias: str = CHAMPION,
         refresh_seconds: float = DEFAULT_REFRESH_SECONDS,
+        root: Path | None = None,
     ) -> None:
         self.dataset = dataset
+        self.root = root  # the data root, where compiled trees are cached
         self.tracking_uri = tracking_uri
         self.alias = alias
         self.refresh_seconds = refresh_seconds
@@ -72,7 +75,9 @@ class ChampionWatcher:
             uri = f"models:/{self.dataset}/{number}"
             started = time.perf_counter()
             try:
-                loaded = ScoringModel.load(uri, self.tracking_uri, number, str(version.run_id))
+                loaded = ScoringModel.load(
+                    uri, self.tracking_uri, number, str(version.run_id), self.root
+                )
             except Exception as error:
                 self.last_error = f"loading {uri}: {error}"
                 log.error(self.last_error)

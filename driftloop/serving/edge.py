@@ -94,7 +94,9 @@ def export_version(
         except MlflowException as error:
             raise ExportError(f"{name} has no model version {version!r}: {error}") from error
     number = str(found.version)
-    model = ScoringModel.load(f"models:/{name}/{number}", tracking_uri, number, str(found.run_id))
+    model = ScoringModel.load(
+        f"models:/{name}/{number}", tracking_uri, number, str(found.run_id), paths.root
+    )
     exported = export_onnx(model, contract, paths.models / f"v{number}" / "onnx")
     client.log_artifacts(str(found.run_id), str(exported.folder), ARTIFACT_PATH)
     log.info(

@@ -5,18 +5,29 @@ endpoint, the stream consumer and the compiled and exported forms.
 caches the pyfunc per version) and keeps what callers need to know about it beside the
 scorer: its version and run, its input columns (those logged as strings apart, so a
 reader can decode them dictionary-encoded), its kind (our `lightgbm` or `baseline`
-TabularModel, else `pyfunc`), the training categories of its categorical features, and
-the direct input path of our LightGBM model for requests of a few rows (`TreeInput`).
+TabularModel, else `pyfunc`), the training categories of its categorical features, the
+direct input path of our LightGBM model for requests of a few rows (`TreeInput`), and the
+compiled form of its trees (`driftloop.serving.compiled`), which every path scores with
+when it can be had (else LightGBM's own predict, with a log line saying why).
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from driftloop.training.lightgbm_model import LightGBMModel
+from driftloop.paths import data_root, dataset_paths
+from driftloop.serving.compiled import (
+    CompiledTrees,
+    CompileUnavailable,
+    compile_trees,
+    log_compiled,
+)
+from driftloop.training.lightgbm_model import PREDICT_BLOCK_ROWS, LightGBMModel
 from driftloop.training.model_loading import (
     cached_pyfunc,
     frame_scorer,
@@ -33,6 +44,7 @@ log = logging.getLogger(__name__)
 
 # The kind of a model that is not one of our TabularModels (scored through MLflow).
 PYFUNC_KIND = "pyfunc"
+_REGISTERED = re.compile(r"^models:/(?P<name>[^/@]+)[/@]")
 
 
 @dataclass
@@ -46,6 +58,7 @@ class TreeInput:
     positions: dict[str, dict[str, float]]
     booster: Any
     iteration: int
+    compiled: CompiledTrees | None = None
 
     def matrix(self, columns: dict[str, Any], rows: int) -> np.ndarray:
         """The rows x features float64 matrix of feature columns."""
@@ -61,9 +74,10 @@ class TreeInput:
         return matrix
 
     def predict(self, columns: dict[str, Any], rows: int) -> Any:
-        return self.booster.predict(
-            self.matrix(columns, rows), num_iteration=self.iteration, num_threads=1
-        )
+        matrix = self.matrix(columns, rows)
+        if self.compiled is not None:
+            return self.compiled.predict(matrix, 1)
+        return self.booster.predict(matrix, num_iteration=self.iteration, num_threads=1)
 
 
 @dataclass
@@ -86,6 +100,9 @@ class ScoringModel:
     # model never saw is counted instead of passing silently as missing.
     categories: dict[str, frozenset[str]] = field(default_factory=dict)
     tree_input: TreeInput | None = None
+    # The compiled trees (our LightGBM model only), else None and `compiled_reason` says why.
+    compiled: CompiledTrees | None = None
+    compiled_reason: str = ""
     loaded_at: float = field(default_factory=time.time)
     _score: Any = field(default=None, repr=False)
 
@@ -96,9 +113,11 @@ class ScoringModel:
         tracking_uri: str | None = None,
         version: str = "",
         run_id: str = "",
+        root: Path | None = None,
     ) -> ScoringModel:
         """Load `model_uri` (models:/<name>/<v>, models:/<name>@<alias>, runs:/...);
-        `version` and `run_id` name it in responses and logs."""
+        `version` and `run_id` name it in responses and logs. Our LightGBM model's trees
+        are compiled (cached under the data root `root`, default DRIFTLOOP_DATA_DIR's)."""
         from mlflow.types import DataType
 
         loaded = cached_pyfunc(model_uri, tracking_uri)
@@ -117,12 +136,67 @@ class ScoringModel:
         )
         model.categories = _training_categories(tabular)
         model.tree_input = _tree_input(model_uri, tabular)
+        if isinstance(tabular, LightGBMModel) and tabular.booster is not None:
+            model._compile(tracking_uri, data_root() if root is None else root)
         return model
+
+    def _compile(self, tracking_uri: str | None, root: Path) -> None:
+        """Compile the trees (or find them compiled); on failure say why and keep
+        LightGBM's predict."""
+        match = _REGISTERED.match(self.model_uri)
+        name = match["name"] if match else "_runs"
+        models = dataset_paths(name, root).models
+        cache = models / f"v{self.version}" / "compiled" if self.version.isdigit() else models
+        identity = {"model_uri": self.model_uri, "model_version": self.version}
+        try:
+            compiled = compile_trees(self.tabular, cache, identity | {"run_id": self.run_id})
+        except CompileUnavailable as error:
+            self.compiled_reason = str(error)
+            log.warning("%s: scoring with LightGBM's predict (%s)", self.model_uri, error)
+            return
+        if compiled.built:
+            log.info(
+                "%s: trees compiled in %.1f s into %s",
+                self.model_uri,
+                compiled.manifest.get("build_seconds", 0.0),
+                compiled.folder,
+            )
+            log_compiled(compiled, tracking_uri, self.run_id)
+        self.compiled = compiled
+        if self.tree_input is not None:
+            self.tree_input.compiled = compiled
 
     def predict(self, frame: pd.DataFrame | pa.Table, threads: int = 0) -> np.ndarray:
         """One score per row of a DataFrame or an Arrow table (extra columns are ignored);
         `threads` caps the model's prediction threads (0: its library's default)."""
+        if self.compiled is not None:
+            return self._predict_compiled(frame, threads)
         return self._score(frame, threads)
+
+    def _predict_compiled(self, frame: pd.DataFrame | pa.Table, threads: int) -> np.ndarray:
+        """The compiled trees on `LightGBMModel.feature_matrix`, a block of rows at a time
+        in one reused row-major buffer (the layout the compiled code reads)."""
+        import os
+
+        import numpy as np
+
+        from driftloop.training.columns import column_names, row_slice
+
+        tabular = self.tabular
+        missing = [f for f in tabular.features if f not in set(column_names(frame))]
+        if missing:
+            raise KeyError(f"{self.model_uri}: the frame lacks model input columns {missing}")
+        _check_numeric(self.model_uri, frame, tabular.numeric)
+        rows = len(frame)
+        threads = threads if threads > 0 else os.cpu_count() or 1
+        scores = np.empty(rows, dtype=np.float64)
+        buffer = np.empty((min(rows, PREDICT_BLOCK_ROWS), len(tabular.features)))
+        for start in range(0, rows, PREDICT_BLOCK_ROWS):
+            block = row_slice(frame, start, PREDICT_BLOCK_ROWS)
+            out = buffer if len(block) == len(buffer) else None
+            matrix = tabular.feature_matrix(block, out)
+            scores[start : start + len(block)] = self.compiled.predict(matrix, threads)
+        return scores
 
     __call__ = predict
 
@@ -134,6 +208,39 @@ class ScoringModel:
         import pandas as pd
 
         return self.predict(pd.DataFrame(columns), threads=1)
+
+
+def _check_numeric(model_uri: str, frame: Any, names: list[str]) -> None:
+    """Each numeric feature must hold numbers, booleans or Python objects (coerced value
+    by value), as MLflow's schema would cast them; strings and timestamps do not."""
+    import pandas as pd
+    import pyarrow as pa
+
+    from driftloop.training.columns import is_arrow_table
+
+    arrow = is_arrow_table(frame)
+    for name in names:
+        if arrow:
+            held = frame.schema.field(name).type
+            ok = any(
+                check(held)
+                for check in (
+                    pa.types.is_integer,
+                    pa.types.is_floating,
+                    pa.types.is_boolean,
+                    pa.types.is_null,
+                    pa.types.is_decimal,
+                )
+            )
+        else:
+            held = frame[name].dtype
+            ok = pd.api.types.is_object_dtype(held) or pd.api.types.is_bool_dtype(held)
+            ok = ok or pd.api.types.is_numeric_dtype(held)
+        if not ok:
+            raise TypeError(
+                f"{model_uri}: model input column {name!r} holds {held}, which does not "
+                "cast to the model's double"
+            )
 
 
 def _training_categories(tabular: Any) -> dict[str, frozenset[str]]:

@@ -6,19 +6,24 @@ and optionally `event_id` (the producer's own id; else the entry id is used). Co
 of one consumer group (`XREADGROUP`) share the stream: Redis hands each entry to one
 consumer. A consumer reads up to `batch` entries at once, builds their features from the
 same online state and scores them through the same scorer as the endpoint
-(`CanaryScorer`: the champion, or the canary's arm by the row id, every row appended to
-the lake's request log), then, per event, in one Lua script on the server:
+(`CanaryScorer`: the champion, or the canary's arm by the row id, with the compiled trees
+when the model has them; the rows appended to the lake's request log as one batch), then
+delivers the batch in one round trip: one Lua script on the server that, per event,
 
 - sets the prediction id `<dataset>:<event id>` (SET NX, kept `DEDUPE_SECONDS`),
 - appends the prediction to the output stream `<dataset>:predictions` only if that id was
-  new, and
-- acknowledges the entry (XACK).
+  new,
+
+and acknowledges the batch's entries (one XACK).
 
 So delivery is at least once (an entry read but not acknowledged, by a consumer that
-died, is claimed by another after `claim_idle_ms`: XAUTOCLAIM) and the output holds each
-event once. An event that cannot be scored (not JSON, a field the request schema refuses)
-goes to the dead-letter stream `<dataset>:dead` with the reason, and is acknowledged. The
-model is resolved once per batch (`resolve_model`), so a promotion (the champion watcher
+died, is claimed by another after `claim_idle_ms`: XAUTOCLAIM, tried every half of that)
+and the output holds each event once. An event that cannot be scored (not JSON, a field
+the request schema refuses) goes to the dead-letter stream `<dataset>:dead` alone, with
+the reason, and is acknowledged; the rest of its batch is scored together (the refusal
+names the rows). A refusal that names no row splits the batch in halves until it does. A
+batch the scorer cannot answer at all (no champion yet: 503) stays pending. The model is
+resolved once per batch (`resolve_model`), so a promotion (the champion watcher
 swaps models in the background) takes effect between batches and no event is lost or
 scored by a mix. Lag, throughput, latency and errors are Prometheus metrics of a registry
 of the consumer's own (`StreamMetrics`).
@@ -35,6 +40,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -46,17 +52,45 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DEFAULT_GROUP = "scorers"
+REDIS_URL_ENV = "DRIFTLOOP_REDIS_URL"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_BATCH = 100
 DEDUPE_SECONDS = 7 * 24 * 3600
-# Set the prediction id if new; append the prediction only then; acknowledge the entry.
-# KEYS: dedupe key, output stream, input stream; ARGV: group, entry id, ttl, fields...
+# Per event: set its id if new and only then append its fields to the output stream; then
+# acknowledge every entry at once. Returns 1 (appended) or 0 (seen before) per event.
+# KEYS: output stream, input stream, then each event's id key.
+# ARGV: group, ttl, k (fields per event), the k field names, then per event its entry id
+# and its k values.
 _DELIVER = """
-local fresh = redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[3])
-if fresh then redis.call('XADD', KEYS[2], '*', unpack(ARGV, 4)) end
-redis.call('XACK', KEYS[3], ARGV[1], ARGV[2])
-if fresh then return 1 end
-return 0
+local group, ttl, k = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local fresh, entries, at = {}, {}, 4 + k
+for e = 3, #KEYS do
+  entries[#entries + 1] = ARGV[at]
+  if redis.call('SET', KEYS[e], '1', 'NX', 'EX', ttl) then
+    local fields = {}
+    for j = 1, k do
+      fields[2 * j - 1] = ARGV[3 + j]
+      fields[2 * j] = ARGV[at + j]
+    end
+    redis.call('XADD', KEYS[1], '*', unpack(fields))
+    fresh[#fresh + 1] = 1
+  else
+    fresh[#fresh + 1] = 0
+  end
+  at = at + 1 + k
+end
+if #entries > 0 then redis.call('XACK', KEYS[2], group, unpack(entries)) end
+return fresh
 """
+PREDICTION_FIELDS = (
+    "event_id",
+    "prediction_id",
+    "prediction",
+    "model_version",
+    "arm",
+    "scored_at_ms",
+)
+DEAD_FIELDS = ("event_id", "entry", "reason", "payload")
 
 
 def stream_names(dataset: str) -> dict[str, str]:
@@ -137,6 +171,58 @@ class Consumed:
     latencies_ms: list[float] = field(default_factory=list)
 
 
+def redis_url(given: str | None = None) -> str:
+    """The Redis URL: `given`, else DRIFTLOOP_REDIS_URL, else the local default."""
+    import os
+
+    return given or os.environ.get(REDIS_URL_ENV) or DEFAULT_REDIS_URL
+
+
+@dataclass(frozen=True)
+class StreamStatus:
+    """A dataset's streams as the broker sees them (what `stream_status` reads)."""
+
+    events: int  # entries in the input stream
+    predictions: int
+    dead_letters: int
+    lag: int  # entries not yet delivered to the group
+    pending: int  # delivered, not yet acknowledged
+    consumers: int
+    recent_per_second: float  # predictions appended over the last `RECENT_SECONDS`
+    last_prediction_age_seconds: float | None
+
+
+RECENT_SECONDS = 10
+
+
+def stream_status(client: Any, dataset: str, group: str = DEFAULT_GROUP) -> StreamStatus:
+    """Lengths, the group's lag and pending, its consumers and the recent throughput."""
+    names = stream_names(dataset)
+    state = {"lag": 0, "pending": 0}
+    consumers = 0
+    if client.exists(names["events"]):
+        for info in client.xinfo_groups(names["events"]):
+            if _text(info["name"]) == group:
+                state = {"lag": int(info.get("lag") or 0), "pending": int(info["pending"])}
+                consumers = int(info["consumers"])
+    seconds, micros = client.time()
+    now_ms = seconds * 1000 + micros // 1000
+    since = f"{now_ms - RECENT_SECONDS * 1000}-0"
+    recent = client.xrange(names["predictions"], min=since, count=100_000)
+    last = client.xrevrange(names["predictions"], count=1)
+    age = (now_ms - int(_text(last[0][0]).split("-")[0])) / 1000 if last else None
+    return StreamStatus(
+        events=client.xlen(names["events"]),
+        predictions=client.xlen(names["predictions"]),
+        dead_letters=client.xlen(names["dead"]),
+        lag=state["lag"],
+        pending=state["pending"],
+        consumers=consumers,
+        recent_per_second=len(recent) / RECENT_SECONDS,
+        last_prediction_age_seconds=age,
+    )
+
+
 def group_state(client: Any, stream: str, group: str) -> dict[str, int]:
     """The group's lag (entries not yet delivered) and pending (not yet acknowledged)."""
     for info in client.xinfo_groups(stream):
@@ -170,6 +256,9 @@ class StreamConsumer:
         self.streams = stream_names(self.dataset)
         self.metrics = metrics or StreamMetrics()
         self._deliver = client.register_script(_DELIVER)
+        self._claimed_at = float("-inf")
+        # New entries read in the delivery's round trip, scored at the next step.
+        self._ahead: list[tuple[Any, dict]] = []
         self.ensure_group()
 
     def ensure_group(self) -> None:
@@ -183,12 +272,20 @@ class StreamConsumer:
                 raise
 
     def _read(self) -> list[tuple[str, dict[str, str]]]:
-        """Entries to score: idle ones another consumer left unacknowledged first, else new."""
+        """Entries to score: idle ones another consumer left unacknowledged first (looked
+        for every half of `claim_idle_ms`: none can be idle longer sooner), else new."""
         events = self.streams["events"]
-        claimed = self.client.xautoclaim(
-            events, self.group, self.name, self.claim_idle_ms, "0-0", count=self.batch
-        )
-        entries = [(i, f) for i, f in claimed[1] if f]
+        entries = []
+        now = time.monotonic()
+        if now - self._claimed_at >= self.claim_idle_ms / 2000:
+            claimed = self.client.xautoclaim(
+                events, self.group, self.name, self.claim_idle_ms, "0-0", count=self.batch
+            )
+            entries = [(i, f) for i, f in claimed[1] if f]
+            # A full answer may leave more behind: look again at the next read.
+            self._claimed_at = now if len(entries) < self.batch else float("-inf")
+        if not entries and self._ahead:
+            entries, self._ahead = self._ahead, []
         if not entries:
             answer = self.client.xreadgroup(
                 self.group, self.name, {events: ">"}, count=self.batch, block=self.block_ms
@@ -226,22 +323,31 @@ class StreamConsumer:
         return result
 
     def _score(self, events: list[tuple[str, str, dict[str, Any]]]) -> tuple[list, list]:
-        """Scores of the events: all at once, else (a refused row) one by one, the refused
-        ones dead-lettered with the scorer's reason."""
+        """Scores of the events, together; an event the scorer refuses goes to the dead
+        letters alone with its reason and the rest are scored together again. A refusal
+        naming no row splits the events in halves. A 503 (no model) is raised: the batch
+        stays pending."""
         if not events:
             return [], []
         try:
             return self._score_batch(events), []
-        except RequestError:
-            if len(events) == 1:
+        except RequestError as error:
+            if error.status == 503:
                 raise
-        scored, dead = [], []
-        for event in events:
-            try:
-                scored += self._score_batch([event])
-            except RequestError as error:
-                dead.append((event[0], event[1], error.message, json.dumps(event[2])[:2000]))
-        return scored, dead
+            refused = error
+        rows = {p.row for p in refused.problems}
+        if None in rows or not rows <= set(range(len(events))):
+            if len(events) == 1:
+                return [], [_dead(events[0], refused.message)]
+            half = len(events) // 2
+            first, second = self._score(events[:half]), self._score(events[half:])
+            return first[0] + second[0], first[1] + second[1]
+        dead = [
+            _dead(events[i], "; ".join(p.text() for p in refused.problems if p.row == i))
+            for i in sorted(rows)
+        ]
+        scored, more = self._score([e for i, e in enumerate(events) if i not in rows])
+        return scored, dead + more
 
     def _score_batch(self, events: list[tuple[str, str, dict[str, Any]]]) -> list[dict[str, str]]:
         request = {"request_id": f"stream:{self.name}"}
@@ -268,42 +374,58 @@ class StreamConsumer:
             )
         ]
 
+    def deliver(
+        self, output: str, fields: tuple[str, ...], rows: list[dict[str, str]], client: Any = None
+    ) -> list[int]:
+        """Append each row (its `fields`, keyed by `prediction_id` or else `event_id`) to
+        `output` unless its id was seen before, and acknowledge the rows' entries, in one
+        script call (`client` may be a pipeline; then its answer comes with the pipeline's)."""
+        keys = [output, self.streams["events"]]
+        keys += [f"{output}:seen:{r.get('prediction_id') or r['event_id']}" for r in rows]
+        args: list[Any] = [self.group, DEDUPE_SECONDS, len(fields), *fields]
+        for row in rows:
+            args += [row["entry"], *(row[f] for f in fields)]
+        return self._deliver(keys=keys, args=args, client=client or self.client)
+
     def _send(self, scored: list[dict[str, str]], dead: list, result: Consumed) -> None:
         """Deliver the predictions and dead letters, and acknowledge them, in one round trip."""
         names = self.streams
         pipe = self.client.pipeline(transaction=False)
-        now_ms = time.time() * 1000
+        stamp = repr(time.time() * 1000)
         for row in scored:
-            row = {**row, "scored_at_ms": repr(now_ms)}
-            fields = [x for k, v in row.items() if k != "entry" for x in (k, v)]
-            self._deliver(
-                keys=[
-                    f"{names['predictions']}:seen:{row['prediction_id']}",
-                    names["predictions"],
-                    names["events"],
-                ],
-                args=[self.group, row["entry"], DEDUPE_SECONDS, *fields],
-                client=pipe,
-            )
-        for entry, event_id, reason, payload in dead:
-            fields = ["event_id", event_id, "entry", entry, "reason", reason, "payload", payload]
-            self._deliver(
-                keys=[f"{names['dead']}:seen:{event_id}", names["dead"], names["events"]],
-                args=[self.group, entry, DEDUPE_SECONDS, *fields],
-                client=pipe,
-            )
+            row["scored_at_ms"] = stamp
+        if scored:
+            self.deliver(names["predictions"], PREDICTION_FIELDS, scored, pipe)
+        if dead:
+            letters = [
+                {"entry": entry, "event_id": event_id, "reason": reason, "payload": payload}
+                for entry, event_id, reason, payload in dead
+            ]
+            self.deliver(names["dead"], DEAD_FIELDS, letters, pipe)
+        # The next batch's read rides along (no blocking: an empty answer means the next
+        # step waits for new entries as usual); a round trip less per batch under load.
+        pipe.xreadgroup(self.group, self.name, {names["events"]: ">"}, count=self.batch)
         answers = pipe.execute()
-        fresh = answers[: len(scored)]
+        ahead = answers[-1]
+        self._ahead = list(ahead[0][1]) if ahead else []
+        done_ms = time.time() * 1000
+        fresh = answers[0] if scored else []
+        versions: Counter[str] = Counter()
+        latency = self.metrics.latency.labels(self.dataset, self.group)
         for row, new in zip(scored, fresh, strict=True):
             if new:
-                result.scored += 1
-                self.metrics.events.labels(self.dataset, self.group, row["model_version"]).inc()
-                latency = now_ms - int(row["entry"].split("-")[0])
-                result.latencies_ms.append(latency)
-                self.metrics.latency.labels(self.dataset, self.group).observe(latency / 1000)
+                versions[row["model_version"]] += 1
+                # Event (its entry's time on the Redis server) to its prediction written.
+                took = done_ms - int(row["entry"].split("-")[0])
+                result.latencies_ms.append(took)
+                latency.observe(took / 1000)
             else:
                 result.duplicates += 1
-                self.metrics.duplicates.labels(self.dataset, self.group).inc()
+        result.scored += sum(versions.values())
+        for version, count in versions.items():
+            self.metrics.events.labels(self.dataset, self.group, version).inc(count)
+        if result.duplicates:
+            self.metrics.duplicates.labels(self.dataset, self.group).inc(result.duplicates)
         result.dead = len(dead)
         if dead:
             self.metrics.dead.labels(self.dataset, self.group).inc(len(dead))
@@ -319,7 +441,7 @@ class StreamConsumer:
         """Consume until `stop` (a threading.Event) is set, or, with `idle_exit`, until a
         read finds nothing and the group has no lag; returns the events scored."""
         total = 0
-        while not stop.is_set():
+        while not stop.is_set() or self._ahead:  # entries read ahead are scored first
             consumed = self.step()
             total += consumed.scored
             if consumed.read == 0:
@@ -327,6 +449,11 @@ class StreamConsumer:
                 if idle_exit and state["lag"] == 0 and state["pending"] == 0:
                     break
         return total
+
+
+def _dead(event: tuple[str, str, dict[str, Any]], reason: str) -> tuple[str, str, str, str]:
+    """A dead letter of a parsed event: entry, event id, reason, payload."""
+    return (event[0], event[1], reason, json.dumps(event[2])[:2000])
 
 
 def _text(value: Any) -> str:
