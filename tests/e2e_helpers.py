@@ -177,15 +177,18 @@ def drive_the_loop(instance: Any, root: Path, tracking_uri: str) -> None:
         lambda: len(existing_partitions(paths.table("drift"))) >= FIRST_BATCH_DAYS,
         timeout=360,
     )
-    # 4. More days land; drift persists; the trigger retrains; the gate decides.
+    # 4. More days land; drift persists and performance falls; the trigger retrains on
+    # whichever signals breached first (on a loaded machine the labels' performance can
+    # breach before a third drifted day is in); the gate decides.
     replay_days(paths, date(2013, 1, 1) + timedelta(days=FIRST_BATCH_DAYS), SECOND_BATCH_DAYS)
     retrain = wait_for(
-        "a drift-triggered retraining run",
+        "a monitoring-triggered retraining run",
         lambda: finished_runs(instance, "flights_retrain", "monitoring"),
         timeout=420,
     )[0]
     reason = retrain.tags["driftloop/trigger_reason"]
-    assert "drift" in reason and "of the last 3 days" in reason, reason
+    assert "of the last 3 days" in reason, reason
+    assert "drift" in reason or "performance" in reason, reason
     ledger = read_ledger(paths)
     assert len(ledger) == 2 and ledger["action"].iloc[-1] in {"promoted", "rejected"}
     last = ledger.iloc[-1]
