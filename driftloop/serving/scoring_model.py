@@ -30,6 +30,7 @@ from driftloop.serving.compiled import (
 from driftloop.training.lightgbm_model import PREDICT_BLOCK_ROWS, LightGBMModel
 from driftloop.training.model_loading import (
     cached_pyfunc,
+    check_input_types,
     frame_scorer,
     input_columns,
     tabular_of,
@@ -186,7 +187,7 @@ class ScoringModel:
         missing = [f for f in tabular.features if f not in set(column_names(frame))]
         if missing:
             raise KeyError(f"{self.model_uri}: the frame lacks model input columns {missing}")
-        _check_numeric(self.model_uri, frame, tabular.numeric)
+        check_input_types(self.model_uri, frame, [(n, "double") for n in tabular.numeric])
         rows = len(frame)
         threads = threads if threads > 0 else os.cpu_count() or 1
         scores = np.empty(rows, dtype=np.float64)
@@ -208,39 +209,6 @@ class ScoringModel:
         import pandas as pd
 
         return self.predict(pd.DataFrame(columns), threads=1)
-
-
-def _check_numeric(model_uri: str, frame: Any, names: list[str]) -> None:
-    """Each numeric feature must hold numbers, booleans or Python objects (coerced value
-    by value), as MLflow's schema would cast them; strings and timestamps do not."""
-    import pandas as pd
-    import pyarrow as pa
-
-    from driftloop.training.columns import is_arrow_table
-
-    arrow = is_arrow_table(frame)
-    for name in names:
-        if arrow:
-            held = frame.schema.field(name).type
-            ok = any(
-                check(held)
-                for check in (
-                    pa.types.is_integer,
-                    pa.types.is_floating,
-                    pa.types.is_boolean,
-                    pa.types.is_null,
-                    pa.types.is_decimal,
-                )
-            )
-        else:
-            held = frame[name].dtype
-            ok = pd.api.types.is_object_dtype(held) or pd.api.types.is_bool_dtype(held)
-            ok = ok or pd.api.types.is_numeric_dtype(held)
-        if not ok:
-            raise TypeError(
-                f"{model_uri}: model input column {name!r} holds {held}, which does not "
-                "cast to the model's double"
-            )
 
 
 def _training_categories(tabular: Any) -> dict[str, frozenset[str]]:

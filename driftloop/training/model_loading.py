@@ -199,7 +199,7 @@ def tabular_of(loaded: Any) -> Any:
     return tabular if isinstance(tabular, TabularModel) else None
 
 
-def _check_input_types(model_uri: str, frame: Any, columns: list[tuple[str, str]]) -> None:
+def check_input_types(model_uri: str, frame: Any, columns: list[tuple[str, str]]) -> None:
     """Each numeric model input must hold a type that casts to a number (numbers,
     booleans, Python objects, which are coerced value by value); strings, timestamps
     and nested values do not. String inputs take any type (compared as text)."""
@@ -264,7 +264,7 @@ def frame_scorer(
         missing = [name for name in names if name not in present]
         if missing:
             raise KeyError(f"{model_uri}: the frame lacks model input columns {missing}")
-        _check_input_types(model_uri, frame, [(n, k.name) for n, k in columns])
+        check_input_types(model_uri, frame, [(n, k.name) for n, k in columns])
 
     def score(frame: pd.DataFrame | pa.Table, threads: int = 0) -> np.ndarray:
         check(frame)
