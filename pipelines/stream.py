@@ -17,7 +17,6 @@ predict instead of the champion's compiled trees).
 from __future__ import annotations
 
 import argparse
-import gc
 import logging
 import os
 import signal
@@ -93,9 +92,6 @@ def main(argv: list[str] | None = None) -> None:
     place = installation(args.dataset, args.data_dir, args.tracking_uri)
     url = redis_url(args.redis_url)
     scorer = started_scorer(place, args.refresh_seconds, args.history_days)
-    # The model and the online state are loaded and live for good: out of the garbage
-    # collector's sight, its full collections stop walking them (pauses an event waits out).
-    gc.freeze()
     name = args.consumer or f"{socket.gethostname()}-{os.getpid()}"
     consumer = StreamConsumer(
         scorer,

@@ -20,7 +20,6 @@ it sent a sane one).
 
 from __future__ import annotations
 
-import gc
 import json
 import logging
 import re
@@ -171,9 +170,6 @@ def create_app(
             scorer.watcher.start()
             scorer.state.start(settings.refresh_seconds)
             scorer.start_background()
-            # The model and the online state live for good: out of the garbage collector's
-            # sight, its full collections stop walking them (pauses a request waits out).
-            gc.freeze()
         try:
             yield
         finally:
