@@ -94,17 +94,23 @@ def build(contract: Contract) -> Definitions:
     return Definitions(assets=[raw_data])
 
 
-def _metadata(result: RawDaysResult, paths_table: str) -> dict[str, Any]:
-    """The run's materialization: per-day accounting, files, blocked days."""
-    return {
-        "accounting": accounting_table(result),
+def _metadata(result: RawDaysResult, paths_table: str, one_day: bool) -> dict[str, Any]:
+    """The run's materialization: files, blocked days and, in a one-day run, its accounting.
+
+    A range run gives every day's materialization the run's metadata as well as the day's
+    own (accounting included), so a table with a row per day would be stored once per day:
+    quadratic in the range's length. There the days' own metadata carries their accounting."""
+    metadata: dict[str, Any] = {
         "source_files": MetadataValue.json(result.source_files()),
         "blocked_partitions": MetadataValue.json(result.blocked),
-        "rows_by_partition": MetadataValue.json(
-            {raw.day: raw.assembled.rows_stored for raw in result.written}
-        ),
         "path": MetadataValue.path(paths_table),
     }
+    if one_day:
+        metadata["accounting"] = accounting_table(result)
+        metadata["rows_by_partition"] = MetadataValue.json(
+            {raw.day: raw.assembled.rows_stored for raw in result.written}
+        )
+    return metadata
 
 
 def _make_compute(contract: Contract, key: AssetKey) -> Callable[..., Iterator[Any]]:
@@ -132,7 +138,8 @@ def _make_compute(contract: Contract, key: AssetKey) -> Callable[..., Iterator[A
                 )
             if not context.has_partition_key:
                 context.add_asset_metadata(day_metadata(raw), partition_key=raw.day)
-        metadata = {**_metadata(result, str(paths.table("raw"))), **ingest_metadata(run)}
+        table = str(paths.table("raw"))
+        metadata = {**_metadata(result, table, context.has_partition_key), **ingest_metadata(run)}
         if context.has_partition_key:
             metadata.update(day_metadata(result.written[0]))
         yield MaterializeResult(metadata=metadata)
