@@ -14,10 +14,11 @@ sides, each in a fresh process on a fresh data root, in one invocation:
   --partition-range FIRST...LAST` on a new SQLite instance (DAGSTER_HOME with only
   telemetry off), and again on a new PostgreSQL instance (deploy/postgres), wall time of
   the command. Both with `DAGSTER_EVENT_BATCH_SIZE` set as docs/deploy.md advises: on
-  PostgreSQL Dagster then stores a range run's planned events and its per-day
-  materializations in a few statements; SQLite's storage writes them one by one either
-  way. Where the run's time goes comes from its own event log: start of the step to the
-  first per-day record (our compute), then the per-day materializations, then the per-day
+  PostgreSQL Dagster then stores a range run's per-day materializations in a few
+  statements (its planned events still one by one in 1.13.27); SQLite's storage writes
+  them one by one either way. Where the run's time goes comes from its own event log: the
+  planned events (run creation), start of the step to the first per-day record (our
+  compute), then the per-day materializations, then the per-day
   check evaluations (one `contract` check a day) to the step's end.
 
 Target: the user's path at most TARGET_SECONDS for the 730 days.
