@@ -22,7 +22,6 @@ from assets.job_names import ingest_job_name, ingest_op_name
 from assets.raw_checks import log_ingest, record_days
 from driftloop.data.contract import Contract
 from driftloop.data.raw_days import ingest_batch
-from driftloop.data.validation import CHECKS
 from driftloop.names import DATASET_TAG
 from resources.lake import LakeResource
 
@@ -43,7 +42,7 @@ def build_ingest_job(contract: Contract) -> JobDefinition:
     def ingest_files(context: OpExecutionContext, config: IngestConfig, lake: LakeResource) -> None:
         run = ingest_batch(contract, lake.paths(contract.name), config.files or None)
         log_ingest(context, run)
-        for evaluation in record_days(context, key, run.days, set(CHECKS)):
+        for evaluation in record_days(context, key, run.days):
             context.log_event(evaluation)
         if run.days.blocked:
             # The other days stand; the run fails so that a blocked day is seen.
