@@ -19,7 +19,7 @@ The scoring is `driftloop.serving.scored_range.score_range`. The hot path stays 
 each day is read, batch by batch with reading and writing beside the scoring
 (driftloop/serving/batch.py), with only the columns the predictions
 table and the contract's features need (categorical ones dictionary-encoded; the models
-load meanwhile, in a thread of their own), our models build their
+load meanwhile, in threads of their own), our models build their
 matrix from the Arrow columns directly (no pandas, no MLflow per-row input checks; see
 `driftloop.serving.scoring_model.ScoringModel`), and the id columns go back to Parquet as they
 came. Where the time went is in the run's metadata (`*_seconds`).
@@ -190,18 +190,19 @@ def _make_compute(contract: Contract) -> Callable[..., Iterator[Any]]:
         if champion is None:
             return
         champion.root = paths.root
+        # The models load in threads of their own, the champion's while the challenger is
+        # looked up, and both while the first batches are read (the columns to read come
+        # from the contract, not from the models).
+        loader = ThreadPoolExecutor(2, "load-model")
+        champion.load_in(loader)
+        resolved = time.perf_counter()
         shadow = None
         challenger = mlflow.version_for_alias(name, CHALLENGER)
         if challenger is not None and str(challenger.version) != champion.number:
             shadow = Champion(name, challenger, mlflow, root=paths.root)
-        models = [m for m in (champion, shadow) if m is not None]
-        resolve_seconds = time.perf_counter() - started
-        # The models load in a thread of their own while the first batches are read (the
-        # columns to read come from the contract, not from the models).
-        loader = ThreadPoolExecutor(len(models), "load-model")
-        for model in models:
-            model.load_in(loader)
-        loader.shutdown(wait=False)  # its thread ends with the loads
+            shadow.load_in(loader)
+        lookup_seconds = time.perf_counter() - resolved
+        loader.shutdown(wait=False)  # its threads end with the loads
 
         def each_day(day: str, scored: ScoredDay) -> None:
             if len(days) > 1:
@@ -226,7 +227,9 @@ def _make_compute(contract: Contract) -> Callable[..., Iterator[Any]]:
                 description=str(missing),
                 metadata={"features": MetadataValue.path(str(paths.table(FEATURES_TABLE)))},
             ) from missing
-        model_seconds = resolve_seconds + max(m.load_seconds for m in models)
+        # Resolving the champion, then its load beside the challenger's lookup and load.
+        shadow_seconds = lookup_seconds + shadow.load_seconds if shadow else 0.0
+        model_seconds = resolved - started + max(champion.load_seconds, shadow_seconds)
         yield MaterializeResult(metadata=_run_metadata(champion, scored, model_seconds))
 
     return predictions

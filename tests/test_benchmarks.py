@@ -28,7 +28,7 @@ import pytest
 from benchmarks import ROW_KEYS, median, paired_ratio, row
 from benchmarks.__main__ import discover, table
 from benchmarks.cases import drift as drift_case
-from benchmarks.cases import orchestration, scoring
+from benchmarks.cases import orchestration, scoring, serving
 from benchmarks.data import (
     CATEGORY_MIXES,
     DRIFT_KINDS,
@@ -168,6 +168,8 @@ def test_scoring_step_writes_what_bare_booster_predict_returns(retrained: dict) 
     # Reading and writing overlap the scoring; model and scoring are on the step's path.
     assert min(ours["parts"].values()) > 0
     assert ours["parts"]["model"] + ours["parts"]["score"] < ours["seconds"]
+    assert 0 < ours["body_seconds"] < ours["seconds"] and ours["gc_seconds"] >= 0
+    assert ours["cpu_seconds"] > 0 and bare["cpu_seconds"] > 0
     features = pq.read_table(
         root / "lake" / "flights" / "features" / f"date={day}" / "data.parquet"
     )
@@ -175,6 +177,16 @@ def test_scoring_step_writes_what_bare_booster_predict_returns(retrained: dict) 
     np.testing.assert_allclose(
         written.column("prediction").to_numpy(), np.load(root / "bare_scores.npy"), rtol=1e-12
     )
+    # The serving case's bare one-row baseline: both inputs it times score the row as the
+    # model does.
+    model, frame = scoring.champion_model(root), features.to_pandas()
+    timings = serving.bare_booster(model, frame, 20)
+    assert set(timings) == {"numpy", "pandas", "numpy_default_threads"}
+    assert min(timings.values()) > 0
+    one = frame.head(1)
+    for given in (model.feature_matrix(one), model._matrix(one)):
+        score = model.booster.predict(given, num_iteration=model.best_iteration, num_threads=1)
+        np.testing.assert_allclose(score, model.predict(one, 1), rtol=1e-12)
 
 
 # ---------------------------------------------------------------------------- runner

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -18,6 +19,7 @@ from driftloop.data.contract import Task
 from driftloop.paths import PROJECT_ROOT, dataset_paths, default_mlflow_uri
 from driftloop.serving.edge import ExportError, OnnxScorer, export_onnx, parity
 from driftloop.serving.scoring_model import ScoringModel
+from driftloop.training.lightgbm_model import PREDICT_BLOCK_ROWS
 from driftloop.training.mlflow_logging import log_training
 from driftloop.training.registry import make_client, set_alias
 from driftloop.training.train import TrainingConfig, load_training_frame, train
@@ -91,6 +93,12 @@ def test_onnx_export_scores_a_partition_as_batch_does(
     assert compiled.compiled is not None and compiled.compiled.built
     assert compiled.compiled.folder.parent == paths.models / f"v{version}" / "compiled"
     np.testing.assert_allclose(compiled.predict(table), expected, rtol=0, atol=1e-12)
+    # Longer than a block (the last one short), after a shorter call: the block buffer
+    # each thread keeps grows and is reused without mixing rows.
+    longer = pa.concat_tables([table] * (PREDICT_BLOCK_ROWS // len(table) + 2))
+    np.testing.assert_allclose(
+        compiled.predict(longer), champion.predict(longer), rtol=0, atol=1e-12
+    )
     rows = table.slice(0, 40).select(contract.features).to_pydict()
     columns = {
         n: v if n in compiled.tree_input.positions else np.array(v, dtype=float)

@@ -222,6 +222,8 @@ def test_serve_answers_health_and_names_the_champion(server: Served) -> None:
     assert version["dataset"] == "flights"
     assert version["model_version"] == server.prepared.champion_version
     assert version["model_uri"] == f"models:/flights/{server.prepared.champion_version}"
+    # The suite scores with LightGBM's predict (tests/conftest.py), and says why.
+    assert version["compiled"] is False and "DRIFTLOOP_COMPILED=off" in version["compiled_reason"]
     status, schema = call(server.url + "/schema")
     assert status == 200 and "carrier" in schema["required"] and schema["max_rows"] == 1000
     assert call(server.url + "/nothing")[0] == 404

@@ -17,10 +17,19 @@ it, requests per second, errors, and the server's CPU time per request (its proc
 user + system time over the run, divided by the requests: the figure that holds when the
 machine is shared); peak memory is the sum of each server's process tree's peak RSS.
 Bare predict: the champion's `TabularModel.predict` in a child of its own, on precomputed
-features (median of repeats): the model's own cost.
+features (median of repeats): the model's own cost. In the same child, bare LightGBM:
+`Booster.predict` of one row whose input is built beforehand, as the 1 x features float64
+numpy row and as the one-row pandas frame training handed LightGBM (`bare_booster`).
+
+Ours scores with the champion's compiled trees (TL2cgen; its `/version` says so, checked);
+a second server of ours with `DRIFTLOOP_COMPILED=off` (LightGBM's predict, the fallback)
+runs beside it in the one-row, one-client scenario, alternating with the other two.
 
 Targets (issue 20): 1 row, 1 client: p50 <= 10 ms, p99 <= 30 ms, p50 within 2x of MLflow's;
 1 row, 4 clients: >= 150 requests/s, no errors; 100 rows, 1 client: p50 <= 50 ms.
+Issue 30 (`serving_1row_vs_bare_booster`): 1 row, 1 client, compiled trees: p50 <= 1.5 ms
+and <= 1.5x bare `Booster.predict` of the numpy row with one thread (`endpoint_row` says
+why that baseline).
 """
 
 from __future__ import annotations
@@ -49,6 +58,10 @@ WORKERS = 1
 KEEP_ALIVE_SECONDS = 5
 SCENARIOS = ((1, 1), (1, 4), (100, 1), (100, 4))  # (rows per request, clients)
 ROUNDS = 2
+COMPILED_ENV = "DRIFTLOOP_COMPILED"
+# Issue 30: one row, one client, with the compiled trees.
+ENDPOINT_P50_MS = 1.5
+ENDPOINT_BARE_RATIO = 1.5
 
 
 def prepare(root: Path, days: int, lightgbm: bool = True) -> str:
@@ -111,7 +124,9 @@ def bodies(records: list[dict], size: int, count: int) -> list[bytes]:
 
 
 def _bare(root: Path, day: str) -> dict[str, Any]:
-    """Median in-process predict time of the unwrapped champion on 1 and 100 rows."""
+    """Median in-process predict times of the champion on rows of precomputed features:
+    its own `predict` (1 and 100 rows, the pandas path), and for one row the bare
+    `Booster.predict` as LightGBM is handed it (`bare_booster`)."""
     import pyarrow.parquet as pq
 
     from benchmarks.cases.scoring import champion_model
@@ -128,7 +143,40 @@ def _bare(root: Path, day: str) -> dict[str, Any]:
             model.predict(part, 1)
             times.append(time.perf_counter() - started)
         out[str(size)] = statistics.median(times[10:])  # the first calls warm caches
+    out["booster"] = bare_booster(model, features)
+    out["features"] = len(model.features)
     return out
+
+
+def bare_booster(model: Any, features: Any, repeats: int = 210) -> dict[str, float]:
+    """Median seconds of LightGBM's `Booster.predict` of one row, each row's input built
+    beforehand (untimed) the two ways LightGBM is given a row: `numpy`, the 1 x features
+    float64 matrix (`LightGBMModel.feature_matrix`: numbers as they are, a category as
+    its training code), and `pandas`, the same row as the one-row DataFrame with the
+    feature names that training handed LightGBM (`LightGBMModel._matrix`), which LightGBM
+    checks and converts on every call. With one thread (`numpy`, `pandas`) as the endpoint
+    scores a request, and for `numpy` also with LightGBM's default threads
+    (`numpy_default_threads`: one per core)."""
+    rows = [features.iloc[i % len(features) :].head(1) for i in range(repeats)]
+    matrices = [model.feature_matrix(row) for row in rows]
+    frames = [model._matrix(row) for row in rows]
+    booster, trees = model.booster, model.best_iteration
+
+    def timed(inputs: list[Any], **options: Any) -> float:
+        times = []
+        for value in inputs:
+            started = time.perf_counter()
+            booster.predict(value, num_iteration=trees, **options)
+            times.append(time.perf_counter() - started)
+        return statistics.median(times[10:])  # the first calls warm caches
+
+    # LightGBM's thread count is process-wide: the default threads first.
+    default_threads = timed(matrices)
+    return {
+        "numpy": timed(matrices, num_threads=1),
+        "pandas": timed(frames, num_threads=1),
+        "numpy_default_threads": default_threads,
+    }
 
 
 def child_main(argv: list[str]) -> None:
@@ -303,26 +351,35 @@ def measure(quick: bool) -> dict[str, Any]:
         mlflow = str(Path(sys.executable).parent / "mlflow")
         theirs_cmd = [mlflow, "models", "serve", "-m", f"models:/{DATASET}@champion"]
         theirs_cmd += ["--env-manager", "local", "-h", "127.0.0.1", "-w", str(WORKERS), "-p"]
+        # Ours with the compiled trees (the targets), and with LightGBM's predict (the
+        # fallback, reported beside them: one row, one client).
         ours_port, ours = stack.enter_context(
-            server(ours_cmd, env, "/ready", Path(tmp) / "ours.log")
+            server(ours_cmd, env | {COMPILED_ENV: "on"}, "/ready", Path(tmp) / "ours.log")
+        )
+        fallback_port, fallback = stack.enter_context(
+            server(ours_cmd, env | {COMPILED_ENV: "off"}, "/ready", Path(tmp) / "fallback.log")
         )
         theirs_port, theirs = stack.enter_context(
             server(theirs_cmd, env, "/ping", Path(tmp) / "mlflow.log")
         )
+        scorers = {"ours": _scorer(ours_port), "ours_lightgbm": _scorer(fallback_port)}
+        if not scorers["ours"]["compiled"] or scorers["ours_lightgbm"]["compiled"]:
+            raise RuntimeError(f"the servers do not score as asked: {scorers}")
         raw_records, feature_records = request_records(root, day)
-        results: dict[str, Any] = {"bare": bare, "scenarios": {}}
+        results: dict[str, Any] = {"bare": bare, "scenarios": {}, "scorers": scorers}
         for rows_per_request, clients in SCENARIOS:
             count = size["requests"] if rows_per_request == 1 else size["requests"] // 4
             mine = bodies(raw_records, rows_per_request, count)
             other = bodies(feature_records, rows_per_request, count)
-            load(ours_port, mine[:20], 1, 10)  # warm-up, not counted
-            load(theirs_port, other[:20], 1, 10)
-            runs: dict[str, list] = {"ours": [], "mlflow": []}
+            sides = {"ours": (ours_port, mine, ours), "mlflow": (theirs_port, other, theirs)}
+            if (rows_per_request, clients) == (1, 1):
+                sides["ours_lightgbm"] = (fallback_port, mine, fallback)
+            for port, payloads, _ in sides.values():
+                load(port, payloads[:20], 1, 10)  # warm-up, not counted
+            runs: dict[str, list] = {side: [] for side in sides}
             for _ in range(ROUNDS):
-                runs["ours"].append(load(ours_port, mine, clients, size["seconds"], ours.pid))
-                runs["mlflow"].append(
-                    load(theirs_port, other, clients, size["seconds"], theirs.pid)
-                )
+                for side, (port, payloads, process) in sides.items():
+                    runs[side].append(load(port, payloads, clients, size["seconds"], process.pid))
             key = f"{rows_per_request}x{clients}"
             results["scenarios"][key] = {side: summary(r) for side, r in runs.items()}
         results["peak_mb"] = {
@@ -330,6 +387,15 @@ def measure(quick: bool) -> dict[str, Any]:
             "mlflow": _tree_high_water_mb(theirs.pid),
         }
     return results
+
+
+def _scorer(port: int) -> dict[str, Any]:
+    """What a server of ours says it scores with (`/version`: compiled or not, and why)."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    connection.request("GET", "/version")
+    version = json.loads(connection.getresponse().read())
+    connection.close()
+    return {"compiled": version["compiled"], "reason": version["compiled_reason"]}
 
 
 def run(quick: bool) -> list[dict]:
@@ -382,7 +448,53 @@ def run(quick: bool) -> list[dict]:
                 keep_alive_seconds=KEEP_ALIVE_SECONDS,
             )
         )
+    rows.append(endpoint_row(results))
     return rows
+
+
+def endpoint_row(results: dict[str, Any]) -> dict[str, Any]:
+    """Issue 30's endpoint targets: one row, one client, our p50 (compiled trees) at most
+    1.5 ms and at most 1.5 times bare `Booster.predict` of one row. The ratio's baseline
+    is the numpy row with one thread: the least LightGBM does for a row (the pandas row
+    adds LightGBM's own checks and conversion, its default threads their start-up), so
+    the strictest honest one."""
+    ours = results["scenarios"]["1x1"]["ours"]
+    fallback = results["scenarios"]["1x1"]["ours_lightgbm"]
+    booster = {k: v * 1000 for k, v in results["bare"]["booster"].items()}
+    bare_ms = booster["numpy"]
+    ratio = ours["p50"] / bare_ms
+    met = ours["errors"] == 0 and ours["p50"] <= ENDPOINT_P50_MS
+    met = met and ratio <= ENDPOINT_BARE_RATIO
+    note = (
+        f"one row, one client, over HTTP from the raw fields (features built by the server): "
+        f"ours with the compiled trees p50 {ours['p50']:.2f} ms, p99 {ours['p99']:.2f} ms, "
+        f"{ours['cpu_ms']:.2f} ms of server CPU per request; ours with LightGBM's predict "
+        f"(the fallback, not held to the targets) p50 {fallback['p50']:.2f} ms, p99 "
+        f"{fallback['p99']:.2f} ms, {fallback['cpu_ms']:.2f} ms CPU/request. Bare "
+        f"Booster.predict of one row in process, its input built beforehand (median): the "
+        f"1 x {results['bare']['features']} numpy float64 row, one thread {bare_ms:.3f} ms (the "
+        f"ratio's baseline); LightGBM's default threads {booster['numpy_default_threads']:.3f}"
+        f" ms; the one-row pandas frame with the feature names training used, one thread "
+        f"{booster['pandas']:.3f} ms; the champion's own predict (pandas features to "
+        f"scores) {results['bare']['1'] * 1000:.3f} ms. p50 / bare numpy row {ratio:.1f}x; "
+        f"against the pandas row {ours['p50'] / booster['pandas']:.1f}x."
+    )
+    return row(
+        case="serving_1row_vs_bare_booster",
+        figure=round(ours["p50"], 3),
+        unit="ms (p50)",
+        baseline=round(bare_ms, 4),
+        ratio=round(ratio, 2),
+        peak_memory_mb=None,
+        size="1 row x 1 client",
+        target=f"p50 <= {ENDPOINT_P50_MS} ms and <= {ENDPOINT_BARE_RATIO}x bare Booster.predict",
+        met=met,
+        note=note,
+        ours=ours,
+        ours_lightgbm=fallback,
+        bare_booster_ms={k: round(v, 4) for k, v in booster.items()},
+        scorers=results["scorers"],
+    )
 
 
 if __name__ == "__main__":

@@ -40,7 +40,10 @@ if TYPE_CHECKING:
 
     from driftloop.training.model_base import TabularModel
 
-BATCH_ROWS = 131_072
+# One block of the compiled scorer (`PREDICT_BLOCK_ROWS`): a process's first day allocates
+# its batches' Arrow buffers from fresh memory, which the kernel zeroes page by page, so
+# fewer rows in flight cost less (docs/performance.md, scoring).
+BATCH_ROWS = 65_536
 # Batches scored at once; each worker's model predicts with its share of the cores.
 SCORING_WORKERS = 2
 # Low-cardinality columns of a predictions file; the rest (ids, times, scores) are unique.

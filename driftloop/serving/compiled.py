@@ -96,10 +96,13 @@ def model_text(tabular: Any) -> str:
 
 def cache_key(text: str) -> str:
     """What a library depends on: the trees, TL2cgen's version, the machine."""
-    from importlib.metadata import version
+    import tl2cgen
+    import treelite
 
+    # The modules' own version strings: asking the installed distributions' metadata
+    # scans the environment's site-packages, on every model load.
     digest = hashlib.sha256()
-    for part in (text, version("tl2cgen"), version("treelite"), platform.machine()):
+    for part in (text, tl2cgen.__version__, treelite.__version__, platform.machine()):
         digest.update(part.encode())
         digest.update(b"\0")
     return digest.hexdigest()[:16]

@@ -294,6 +294,9 @@ class OnlineScorer:
             "model_uri": model.model_uri if model else None,
             "run_id": model.run_id if model else None,
             "loaded_at": _iso(model.loaded_at) if model else None,
+            # Whether the trees are compiled, else why LightGBM's (or MLflow's) predict.
+            "compiled": model.compiled is not None if model else None,
+            "compiled_reason": model.compiled_reason if model else None,
             "alias_checked_at": _iso(checked) if checked else None,
             "refresh_seconds": self.watcher.refresh_seconds,
             "last_error": self.watcher.last_error,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,6 +107,7 @@ class ScoringModel:
     compiled_reason: str = ""
     loaded_at: float = field(default_factory=time.time)
     _score: Any = field(default=None, repr=False)
+    _buffers: threading.local = field(default_factory=threading.local, repr=False)
 
     @classmethod
     def load(
@@ -176,7 +178,8 @@ class ScoringModel:
 
     def _predict_compiled(self, frame: pd.DataFrame | pa.Table, threads: int) -> np.ndarray:
         """The compiled trees on `LightGBMModel.feature_matrix`, a block of rows at a time
-        in one reused row-major buffer (the layout the compiled code reads)."""
+        in a row-major buffer (the layout the compiled code reads; a short last block is a
+        view of its first rows, so it is never copied into that layout)."""
         import os
 
         import numpy as np
@@ -191,13 +194,24 @@ class ScoringModel:
         rows = len(frame)
         threads = threads if threads > 0 else os.cpu_count() or 1
         scores = np.empty(rows, dtype=np.float64)
-        buffer = np.empty((min(rows, PREDICT_BLOCK_ROWS), len(tabular.features)))
+        buffer = self._block_buffer(min(rows, PREDICT_BLOCK_ROWS))
         for start in range(0, rows, PREDICT_BLOCK_ROWS):
             block = row_slice(frame, start, PREDICT_BLOCK_ROWS)
-            out = buffer if len(block) == len(buffer) else None
-            matrix = tabular.feature_matrix(block, out)
+            matrix = tabular.feature_matrix(block, buffer[: len(block)])
             scores[start : start + len(block)] = self.compiled.predict(matrix, threads)
         return scores
+
+    def _block_buffer(self, rows: int) -> np.ndarray:
+        """This thread's row-major block buffer, of at least `rows` rows: kept between
+        calls, because a fresh one is fresh pages of memory every batch (the kernel zeroes
+        each page on first touch)."""
+        import numpy as np
+
+        buffer = getattr(self._buffers, "matrix", None)
+        if buffer is None or len(buffer) < rows:
+            buffer = np.empty((rows, len(self.tabular.features)), dtype=np.float64)
+            self._buffers.matrix = buffer
+        return buffer
 
     __call__ = predict
 
