@@ -84,6 +84,7 @@ def _corrected(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 DAILY = ("features", "predictions", "drift_report", "performance")
+DAILY_TOY = ("features", "performance")
 
 
 class Automation:
@@ -259,3 +260,64 @@ def test_a_failed_partition_that_later_runs_skip_is_retried_only_with_retry_fail
     behaviour["mode"] = "run"
     assert materialize([downstream], instance=dagster_instance, partition_key=day).success
     assert requested() == []
+
+
+def test_days_an_ingest_run_builds_are_not_requested_again_and_days_it_leaves_are(
+    dagster_instance: DagsterInstance,
+) -> None:
+    """The ingest run builds its days in a daily run of its own (pipelines/ingest_daily.py).
+    The evaluation that sees the ingest run's raw days waits for that daily run; what the
+    daily run built or skipped (a day whose labels are not due) is handled; a day whose
+    daily run never came (the ingest run died first) is requested one evaluation later."""
+    from dagster import AssetMaterialization, DailyPartitionsDefinition, Output
+
+    from assets.automation import INGEST_RUN_TAG, INGEST_TRIGGER_VALUE, keep_current
+    from driftloop.names import TRIGGER_TAG
+
+    days = DailyPartitionsDefinition(start_date="2013-01-01")
+
+    @asset(key="raw", partitions_def=days)
+    def raw() -> None:
+        return None
+
+    @asset(key="features", partitions_def=days, deps=[raw], automation_condition=keep_current())
+    def features() -> None:
+        return None
+
+    @asset(
+        key="performance",
+        partitions_def=days,
+        deps=[features],
+        output_required=False,
+        automation_condition=keep_current(retry_failed=False),
+    )
+    def performance():  # labels never due here: always skipped
+        if False:
+            yield Output(None)
+
+    defs = Definitions(assets=[raw, features, performance])
+    cursor = None
+
+    def requested() -> dict[str, list[str]]:
+        nonlocal cursor
+        result = evaluate_automation_conditions(defs=defs, instance=dagster_instance, cursor=cursor)
+        cursor = result.cursor
+        return {k: sorted(result.get_requested_partitions(AssetKey(k))) for k in DAILY_TOY}
+
+    # The automation compares each evaluation with what the previous one saw: an instance
+    # without a single event has nothing to compare with.
+    dagster_instance.report_runless_asset_event(AssetMaterialization("elsewhere"))
+    assert requested() == {"features": [], "performance": []}
+    ingest = {TRIGGER_TAG: INGEST_TRIGGER_VALUE}
+    for day, built in (("2013-01-02", True), ("2013-01-03", False)):
+        assert materialize([raw], instance=dagster_instance, partition_key=day, tags=ingest)
+        assert requested() == {"features": [], "performance": []}  # waits for the daily run
+        if built:
+            daily = {INGEST_RUN_TAG: "the ingest run's id"}
+            assert materialize(
+                [features, performance], instance=dagster_instance, partition_key=day, tags=daily
+            ).success
+            for _ in range(2):
+                assert requested() == {"features": [], "performance": []}
+        else:  # the ingest run died before its daily run
+            assert requested() == {"features": [day], "performance": [day]}

@@ -100,10 +100,9 @@ def _quiet(instance) -> bool:
 
 
 def _started_daily_run(instance, day: str) -> str | None:
-    """The automation's run that builds `day` from its features, once it has started."""
-    runs = instance.get_run_records(
-        RunsFilter(tags={"driftloop/trigger": "automation"}, statuses=[DagsterRunStatus.STARTED])
-    )
+    """The run that builds `day` from its features (the ingest run's daily run, or the
+    automation's), once it has started."""
+    runs = instance.get_run_records(RunsFilter(statuses=[DagsterRunStatus.STARTED]))
     for record in runs:
         run = record.dagster_run
         first = run.tags.get("dagster/partition") or run.tags.get(
