@@ -20,13 +20,13 @@ which a run that records many days (the ingest job, a range run) cannot do throu
 Dagster's public API.
 
 A landed day's downstream is normally built by the ingest run that wrote its raw data, in
-a daily run of its own (pipelines/ingest_daily.py). The automation leaves those days to
-it: the evaluation that first sees raw days an ingest run wrote waits (the daily run may
-not have started yet; the next evaluation sees it in progress), and a partition counts as
-handled once an upstream partition was updated by such a daily run, whether it was built
-or skipped (performance skips a day whose labels are not due). What that daily run failed
-to build is failed in the instance and requested again; if the ingest run died before its
-daily run started, the days are requested one evaluation later.
+a daily run of its own (pipelines/ingest_daily.py). Both runs carry the tag
+`driftloop/ingest_daily=in_run`, and a partition counts as handled once an upstream
+partition was updated by such a run: the automation leaves the days to the ingest run,
+whatever it builds or skips (a blocked day, performance on a day whose labels are not due).
+What the daily run fails to build is failed in the instance and requested again; an ingest
+run that died before its daily run started is relaunched by the instance's run retries from
+that step.
 
 What the automation cannot see stays in sensors: files in the landing zone
 (sensors/new_data.py), the champion alias in MLflow and the lake's data clock that makes
@@ -37,14 +37,12 @@ from __future__ import annotations
 
 from dagster import AutomationCondition, Backoff, RetryPolicy
 
-from driftloop.names import TRIGGER_TAG
-
 AUTOMATED_ASSETS = ("features", "predictions", "drift_report", "performance")
-# The ingest run builds its days' daily assets in runs of its own (pipelines/ingest_daily.py),
-# tagged with its run id; the ingest run itself carries TRIGGER_TAG=new_data
-# (sensors/new_data.py). Both names are spelled here, below the pipelines that set them.
+# On the ingest runs that build their days' daily assets and on those daily runs
+# (pipelines/ingest_daily.py sets it; spelled here, below the pipelines that use it).
+INGEST_DAILY_TAG = "driftloop/ingest_daily"
+# The ingest run whose step executed a daily run (its first attempt's run id).
 INGEST_RUN_TAG = "driftloop/ingest_run"
-INGEST_TRIGGER_VALUE = "new_data"
 
 
 def keep_current(retry_failed: bool = True) -> AutomationCondition:
@@ -71,20 +69,11 @@ def keep_current(retry_failed: bool = True) -> AutomationCondition:
         condition.newly_requested()
         | condition.newly_updated()
         | condition.any_deps_match(
-            condition.any_new_update_has_run_tags(tag_keys={INGEST_RUN_TAG})
-        ).with_label("built or skipped by an ingest run's daily run")
+            condition.any_new_update_has_run_tags(tag_keys={INGEST_DAILY_TAG})
+        ).with_label("left to the ingest run, which builds or skips it")
     )
-    # The evaluation that first sees an ingest run's raw days comes before that run's daily
-    # run may have started: it waits one evaluation, by which time the daily run is in
-    # progress (or, if the ingest run died first, the days are requested then). First in
-    # the conjunction: an operand is evaluated only on what the ones before it left, and
-    # this one must be evaluated on every tick to know what is new since the last.
-    ingested = condition.any_deps_match(
-        condition.any_new_update_has_run_tags(tag_values={TRIGGER_TAG: INGEST_TRIGGER_VALUE})
-    ).with_label("an ingest run just wrote an upstream partition")
     return (
-        ~ingested
-        & trigger.since(handled).with_label("inputs changed or last run failed, since handled")
+        trigger.since(handled).with_label("inputs changed or last run failed, since handled")
         & ~condition.any_deps_missing()
         & ~condition.any_deps_in_progress()
         & ~condition.in_progress()

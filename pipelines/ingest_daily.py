@@ -4,16 +4,19 @@ After the ingest step has recorded the raw days of a batch, the run's second ste
 the dataset's daily job (features, predictions, drift report, performance) in its own
 process for those days, one Dagster run per block of consecutive days: no automation tick,
 no run queue, no new process loading the code location between a landed file and its
-scores. Each of those runs is an ordinary run of the daily job in the instance (tagged
-`driftloop/ingest_run` with the ingest run's id), so Dagster's automation sees it in progress
-and then sees what it built or skipped (assets/automation.py: it does not request those
-partitions again, and it requests again whatever such a run failed to build).
+scores. Each of those runs is an ordinary run of the daily job in the instance. The ingest
+run and its daily runs carry `driftloop/ingest_daily=in_run` (`ingest_daily_tags`), which
+tells Dagster's automation to leave those days to them (assets/automation.py); what a daily
+run fails to build, the automation requests again. An ingest run that died before its
+daily run is relaunched by the instance's run retries from this step; a relaunch whose first
+attempt had started a daily run builds nothing (the automation has those days).
 
 Which days: the written days and the later days whose rolling windows read them (a
 correction rebuilds those too), each only once every raw day its windows read is there,
-and not a day blocked by its checks (the automation gives such a day its one run, which
-stops at features). `DRIFTLOOP_INGEST_DAILY=off` leaves every day to the automation, and so
-does an ingest job executed in process without its code location (`execute_in_process`).
+and not a day blocked by its checks (it stays without features, as it would in any run).
+`DRIFTLOOP_INGEST_DAILY=off` leaves every day to the automation. An ingest job executed in
+process without its code location (`execute_in_process`) cannot find the daily job and
+builds nothing.
 """
 
 from __future__ import annotations
@@ -21,9 +24,10 @@ from __future__ import annotations
 from datetime import date, timedelta
 from typing import Any
 
+from dagster import RunsFilter
 from dagster_shared.check import CheckError
 
-from assets.automation import INGEST_RUN_TAG
+from assets.automation import INGEST_DAILY_TAG, INGEST_RUN_TAG
 from driftloop.data.contract import Contract
 from driftloop.data.lake import contiguous_ranges, existing_partitions, is_blocked
 from driftloop.features.definition import lookback_days
@@ -35,6 +39,12 @@ from sensors.settings import switched_on
 
 INGEST_DAILY_ENV = "DRIFTLOOP_INGEST_DAILY"
 INGEST_TRIGGER = "ingest"  # the daily runs' TRIGGER_TAG
+ROOT_RUN_TAG = "dagster/root_run_id"  # Dagster's, on a relaunch: the first attempt's run id
+
+
+def ingest_daily_tags() -> dict[str, str]:
+    """The ingest job's tags when its runs build their days (read when the job is built)."""
+    return {INGEST_DAILY_TAG: "in_run"} if switched_on(INGEST_DAILY_ENV, default=True) else {}
 
 
 def _shift(day: str, days: int) -> str:
@@ -77,8 +87,17 @@ def build_landed_days(
         context.log.info(f"no job {name} beside this one: the automation builds the days")
         return []
     job = repository.get_job(name)
+    root = context.run.tags.get(ROOT_RUN_TAG, context.run_id)
+    if context.instance.get_runs(RunsFilter(tags={INGEST_RUN_TAG: root}), limit=1):
+        context.log.info(f"run {root} started this batch's daily runs: the automation has them")
+        return []
     days = days_to_build(contract, paths, written)
-    tags = {TRIGGER_TAG: INGEST_TRIGGER, INGEST_RUN_TAG: context.run_id, "dagster/max_retries": "0"}
+    tags = {
+        TRIGGER_TAG: INGEST_TRIGGER,
+        INGEST_RUN_TAG: root,
+        **ingest_daily_tags(),
+        "dagster/max_retries": "0",  # the automation requests what it failed to build
+    }
     run_ids = []
     for first, last in contiguous_ranges(days):
         span = {PARTITION_RANGE_START_TAG: first, PARTITION_RANGE_END_TAG: last}

@@ -26,7 +26,7 @@ from driftloop.data.contract import Contract
 from driftloop.data.raw_days import ingest_batch
 from driftloop.data.validation import CHECKS
 from driftloop.names import DATASET_TAG
-from pipelines.ingest_daily import build_landed_days
+from pipelines.ingest_daily import build_landed_days, ingest_daily_tags
 from resources.lake import LakeResource
 
 
@@ -74,7 +74,7 @@ def build_ingest_job(contract: Contract) -> JobDefinition:
     @job(
         name=ingest_job_name(contract),
         description=f"{contract.name}: ingest landed files into the raw days they fill.",
-        tags={DATASET_TAG: contract.name},
+        tags={DATASET_TAG: contract.name, **ingest_daily_tags()},
     )
     def ingest() -> None:
         build_days(ingest_files())

@@ -27,7 +27,6 @@ from dagster import (
     sensor,
 )
 
-from assets.automation import INGEST_TRIGGER_VALUE
 from assets.job_names import ingest_op_name
 from driftloop.data.contract import Contract
 from driftloop.data.ingest import landing_files
@@ -114,11 +113,7 @@ def build_new_data_sensor(contract: Contract, job_name: str) -> SensorDefinition
             job_name=job_name,
             run_config={"ops": {ingest_op_name(contract): {"config": {"files": names}}}},
             tags={
-                TRIGGER_TAG: INGEST_TRIGGER_VALUE,
-                # A failed ingest run is not relaunched: files it left in landing get a new
-                # run from this sensor, and the days it wrote are requested again by the
-                # automation (a relaunch would rebuild them beside it).
-                "dagster/max_retries": "0",
+                TRIGGER_TAG: "new_data",
                 "driftloop/batch": batch,
                 "driftloop/files": ",".join(names)[:1000],
             },
