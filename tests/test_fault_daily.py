@@ -109,8 +109,10 @@ def _started_daily_run(instance, day: str) -> str | None:
             "dagster/asset_partition_range_start"
         )
         last = run.tags.get("dagster/asset_partition_range_end", first)
+        # The ingest run's daily run executes the whole daily job (no asset selection).
         selected = {key.path[-1] for key in run.asset_selection or ()}
-        if first and first <= day <= last and "features" in selected:
+        daily = run.job_name == "flights_daily" or "features" in selected
+        if first and first <= day <= last and daily:
             return run.run_id
     return None
 
