@@ -66,6 +66,10 @@ class ModelConfig(Config):
     seed: int = 42
     search_trials: int = Field(default=0, ge=0, description="Random search trials (0 = off)")
     search_time_budget_s: float = Field(default=0.0, ge=0, description="0 = no time limit")
+    refit_on_window: bool = Field(
+        default=True,
+        description="Serve the refit on the whole window (the gate judges the split model)",
+    )
 
     def training_config(self) -> "TrainingConfig":
         from driftloop.training.train import TrainingConfig
@@ -81,6 +85,7 @@ class ModelConfig(Config):
             seed=self.seed,
             search_trials=self.search_trials,
             search_time_budget_s=self.search_time_budget_s,
+            refit_on_window=self.refit_on_window,
         )
 
     def lightgbm_params(self) -> dict[str, Any]:
@@ -95,6 +100,7 @@ def model_config_class(contract: Contract) -> type[ModelConfig]:
         window_days: int = Field(default=training.window_days, ge=2)
         holdout_days: int = Field(default=training.holdout_days, ge=1)
         validation_days: int = Field(default=training.validation_days, ge=1)
+        refit_on_window: bool = training.refit_on_window
 
     DatasetModelConfig.__name__ = DatasetModelConfig.__qualname__ = (
         f"{contract.name.title().replace('_', '')}ModelConfig"
@@ -136,6 +142,8 @@ def _metadata(trained: "RegisteredTraining", links: dict[str, MetadataValue]) ->
         "train_seconds": round(result.train_seconds, 3),
         "rows_per_second": round(result.rows_per_second, 1),
         "search_trials_run": len(result.trials),
+        # The registered model is refitted on the whole window; the gate judges the split one.
+        "refit_on_window": result.evaluated is not None,
         "feature_importance": _table(result.feature_importance),
     }
     for prefix, values in (

@@ -1,5 +1,13 @@
 """Raw days as Dagster metadata and check evaluations, shared by the raw_data asset and the
-ingest job (which records raw_data materializations for the days its files filled)."""
+ingest job (which records raw_data materializations for the days its files filled).
+
+One asset check, `contract`, per day carries every rule of the contract
+(driftloop/data/check_outcome.py: CHECKS): each rule's result in its metadata, the failed
+rules in its description. It fails with ERROR severity when a blocking rule failed (Dagster
+then fails the step: per-day blocking), with WARN when only warning rules failed (row count,
+unseen categories). One evaluation a day rather than one per rule: each evaluation is a
+few transactions in Dagster's event storage, the bulk of a long range's time
+(docs/performance.md)."""
 
 from __future__ import annotations
 
@@ -21,9 +29,17 @@ if TYPE_CHECKING:
 
 from driftloop.data.lake import contiguous_ranges
 from driftloop.data.raw_days import IngestRun, RawDay, RawDaysResult
-from driftloop.data.validation import CheckOutcome
+from driftloop.data.validation import CHECKS, CheckOutcome
 
 PREVIEW_ROWS = 10
+CONTRACT_CHECK = "contract"
+CONTRACT_CHECK_DESCRIPTION = (
+    "Every rule of the contract on the day's rows. Blocking rules (ERROR, the day is blocked): "
+    + ", ".join(n for n, (blocking, _) in CHECKS.items() if blocking)
+    + ". Warnings (WARN): "
+    + ", ".join(n for n, (blocking, _) in CHECKS.items() if not blocking)
+    + "."
+)
 ACCOUNTING_COLUMNS = {
     "day": "string",
     "rows_landed": "int",
@@ -61,8 +77,36 @@ def check_metadata(outcome: CheckOutcome) -> dict[str, Any]:
     return metadata
 
 
-def severity(outcome: CheckOutcome) -> AssetCheckSeverity:
-    return AssetCheckSeverity.ERROR if outcome.blocking else AssetCheckSeverity.WARN
+def severity(outcomes: list[CheckOutcome]) -> AssetCheckSeverity:
+    """ERROR when a blocking rule failed (Dagster blocks on ERROR only), else WARN."""
+    failed_blocking = any(o.blocking and not o.passed for o in outcomes)
+    return AssetCheckSeverity.ERROR if failed_blocking else AssetCheckSeverity.WARN
+
+
+def contract_description(outcomes: list[CheckOutcome]) -> str:
+    failed = [o for o in outcomes if not o.passed]
+    if not failed:
+        return f"all {len(outcomes)} rules passed"
+    return " | ".join(f"{o.name}: {o.description}" for o in failed)
+
+
+def contract_metadata(outcomes: list[CheckOutcome]) -> dict[str, Any]:
+    """Every rule's result as a table; the failed rules' own metadata under `rule/key`."""
+    rows = [
+        f"| {o.name} | {'yes' if o.passed else 'NO'} | {'yes' if o.blocking else 'no'} | "
+        + o.description.replace("|", "\\|").replace("\n", " ")
+        + " |"
+        for o in outcomes
+    ]
+    table = "\n".join(["| rule | passed | blocking | result |", "| --- | --- | --- | --- |", *rows])
+    metadata: dict[str, Any] = {
+        "rules": MetadataValue.md(table),
+        "failed_rules": MetadataValue.json([o.name for o in outcomes if not o.passed]),
+    }
+    for o in outcomes:
+        if not o.passed:
+            metadata.update({f"{o.name}/{k}": v for k, v in check_metadata(o).items()})
+    return metadata
 
 
 def accounting_table(result: RawDaysResult) -> MetadataValue:
@@ -95,8 +139,8 @@ def day_metadata(raw: RawDay) -> dict[str, Any]:
     return metadata
 
 
-def evaluations(key: AssetKey, raw: RawDay, selected: set[str]) -> list[AssetCheckEvaluation]:
-    """One evaluation per selected check of a day, stored against that day's partition.
+def evaluations(key: AssetKey, raw: RawDay) -> list[AssetCheckEvaluation]:
+    """The day's `contract` evaluation, stored against that day's partition.
 
     Dagster 1.13 has no public way to link an evaluation to its partition's materialization,
     so Dagster does not count these as the partition's current check status; the day's own
@@ -104,16 +148,14 @@ def evaluations(key: AssetKey, raw: RawDay, selected: set[str]) -> list[AssetChe
     return [
         AssetCheckEvaluation(
             asset_key=key,
-            check_name=outcome.name,
-            passed=outcome.passed,
-            metadata=check_metadata(outcome),
-            severity=severity(outcome),
-            description=f"{raw.day}: {outcome.description}",
-            blocking=outcome.blocking,
+            check_name=CONTRACT_CHECK,
+            passed=all(o.passed for o in raw.outcomes),
+            metadata=contract_metadata(raw.outcomes),
+            severity=severity(raw.outcomes),
+            description=f"{raw.day}: {contract_description(raw.outcomes)}",
+            blocking=True,
             partition=raw.day,
         )
-        for outcome in raw.outcomes
-        if outcome.name in selected
     ]
 
 
@@ -136,7 +178,7 @@ def log_ingest(context: Any, run: IngestRun) -> None:
         )
 
 
-def record_days(context: Any, key: AssetKey, result: RawDaysResult, checks: set[str]) -> list:
+def record_days(context: Any, key: AssetKey, result: RawDaysResult) -> list:
     """A raw_data materialization per written day, logged; its check evaluations, returned
     for the caller to log (an op) or yield (an asset body, where log_event refuses them)."""
     out = []
@@ -144,7 +186,7 @@ def record_days(context: Any, key: AssetKey, result: RawDaysResult, checks: set[
         context.log_event(
             AssetMaterialization(asset_key=key, partition=raw.day, metadata=day_metadata(raw))
         )
-        out.extend(evaluations(key, raw, checks))
+        out.extend(evaluations(key, raw))
     return out
 
 

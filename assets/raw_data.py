@@ -12,10 +12,11 @@ Dagster fail the step after the body finished (DagsterAssetCheckFailedError), so
 materialization and the check results are recorded and downstream steps of the same run
 are skipped. Consumers in other runs see `BLOCKED.json` beside the partition.
 
-Partitioned checks: the check specs carry the asset's partitions, so each result is stored
-per day. `AssetCheckResult` takes its partition from the run, which a range run (single-run
-backfill) does not have; there we yield each check's output once and one
-`AssetCheckEvaluation` per day and check, with the day as its partition.
+The day's check: one `contract` check per day with every rule's result
+(assets/raw_checks.py). Partitioned: the check spec carries the asset's partitions, so each
+result is stored per day. `AssetCheckResult` takes its partition from the run, which a range
+run (single-run backfill) does not have; there we yield the check's output once and one
+`AssetCheckEvaluation` per day, with the day as its partition.
 """
 
 # No `from __future__ import annotations`: Dagster reads the context/resource annotations.
@@ -42,8 +43,11 @@ from dagster import (
 from assets.cost import measured_step
 from assets.partitions import daily_partitions, range_policy
 from assets.raw_checks import (
+    CONTRACT_CHECK,
+    CONTRACT_CHECK_DESCRIPTION,
     accounting_table,
-    check_metadata,
+    contract_description,
+    contract_metadata,
     day_metadata,
     evaluations,
     ingest_metadata,
@@ -52,7 +56,7 @@ from assets.raw_checks import (
 )
 from driftloop.data.contract import Contract
 from driftloop.data.raw_days import RawDaysResult, ingest_and_build
-from driftloop.data.validation import CHECKS, failed_blocking
+from driftloop.data.validation import failed_blocking
 from resources.lake import LakeResource
 
 
@@ -63,16 +67,13 @@ def build(contract: Contract) -> Definitions:
         # partitions_def on a check spec is a preview feature in 1.13; it is what stores
         # one result per day instead of one per run.
         warnings.simplefilter("ignore", PreviewWarning)
-        specs = [
-            AssetCheckSpec(
-                name,
-                asset=key,
-                blocking=blocking,
-                description=text,
-                partitions_def=partitions,
-            )
-            for name, (blocking, text) in CHECKS.items()
-        ]
+        spec = AssetCheckSpec(
+            CONTRACT_CHECK,
+            asset=key,
+            blocking=True,
+            description=CONTRACT_CHECK_DESCRIPTION,
+            partitions_def=partitions,
+        )
 
     with warnings.catch_warnings():
         # backfill_policy is "beta" in 1.13 (assets/partitions.py: range_policy).
@@ -82,7 +83,7 @@ def build(contract: Contract) -> Definitions:
             group_name=contract.name,
             partitions_def=partitions,
             backfill_policy=range_policy(),
-            check_specs=specs,
+            check_specs=[spec],
             description=(
                 f"{contract.name}: landed rows cast to the contract, one Parquet file per local "
                 "day under the duplicate rule, checked against the contract (BLOCKED.json marks "
@@ -93,17 +94,23 @@ def build(contract: Contract) -> Definitions:
     return Definitions(assets=[raw_data])
 
 
-def _metadata(result: RawDaysResult, paths_table: str) -> dict[str, Any]:
-    """The run's materialization: per-day accounting, files, blocked days."""
-    return {
-        "accounting": accounting_table(result),
+def _metadata(result: RawDaysResult, paths_table: str, one_day: bool) -> dict[str, Any]:
+    """The run's materialization: files, blocked days and, in a one-day run, its accounting.
+
+    A range run gives every day's materialization the run's metadata as well as the day's
+    own (accounting included), so a table with a row per day would be stored once per day:
+    quadratic in the range's length. There the days' own metadata carries their accounting."""
+    metadata: dict[str, Any] = {
         "source_files": MetadataValue.json(result.source_files()),
         "blocked_partitions": MetadataValue.json(result.blocked),
-        "rows_by_partition": MetadataValue.json(
-            {raw.day: raw.assembled.rows_stored for raw in result.written}
-        ),
         "path": MetadataValue.path(paths_table),
     }
+    if one_day:
+        metadata["accounting"] = accounting_table(result)
+        metadata["rows_by_partition"] = MetadataValue.json(
+            {raw.day: raw.assembled.rows_stored for raw in result.written}
+        )
+    return metadata
 
 
 def _make_compute(contract: Contract, key: AssetKey) -> Callable[..., Iterator[Any]]:
@@ -131,7 +138,8 @@ def _make_compute(contract: Contract, key: AssetKey) -> Callable[..., Iterator[A
                 )
             if not context.has_partition_key:
                 context.add_asset_metadata(day_metadata(raw), partition_key=raw.day)
-        metadata = {**_metadata(result, str(paths.table("raw"))), **ingest_metadata(run)}
+        table = str(paths.table("raw"))
+        metadata = {**_metadata(result, table, context.has_partition_key), **ingest_metadata(run)}
         if context.has_partition_key:
             metadata.update(day_metadata(result.written[0]))
         yield MaterializeResult(metadata=metadata)
@@ -143,35 +151,26 @@ def _make_compute(contract: Contract, key: AssetKey) -> Callable[..., Iterator[A
 def _check_events(
     context: AssetExecutionContext, key: AssetKey, result: RawDaysResult
 ) -> Iterator[Any]:
-    """Check results of a one-day run; a range run's per-day evaluations (module docstring)."""
-    selected = {
-        name for name in CHECKS if AssetCheckKey(key, name) in context.selected_asset_check_keys
-    }
-    if context.has_partition_key:
-        for outcome in result.written[0].outcomes:
-            if outcome.name in selected:
-                yield AssetCheckResult(
-                    check_name=outcome.name,
-                    passed=outcome.passed,
-                    severity=severity(outcome),
-                    description=outcome.description,
-                    metadata=check_metadata(outcome),
-                )
-    else:
-        for output_name, spec in context.assets_def.check_specs_by_output_name.items():
-            if spec.name in selected:
-                yield Output(None, output_name=output_name)
+    """The check result of a one-day run; a range run's per-day evaluations (module docstring)."""
+    selected = AssetCheckKey(key, CONTRACT_CHECK) in context.selected_asset_check_keys
+    if selected and context.has_partition_key:
+        outcomes = result.written[0].outcomes
+        yield AssetCheckResult(
+            check_name=CONTRACT_CHECK,
+            passed=all(o.passed for o in outcomes),
+            severity=severity(outcomes),
+            description=contract_description(outcomes),
+            metadata=contract_metadata(outcomes),
+        )
+    elif selected:
+        [output_name] = context.assets_def.check_specs_by_output_name
+        yield Output(None, output_name=output_name)
         for raw in result.written:
-            yield from evaluations(key, raw, selected)
-    # Dagster fails the step for failed blocking checks it was given; a failure of a
-    # check that was not selected would slip through, so stop the run here instead.
-    unreported = sorted(
-        f"{raw.day}: {name}"
-        for raw in result.written
-        for name in raw.failing
-        if name not in selected
-    )
-    if unreported:
+            yield from evaluations(key, raw)
+    # Dagster fails the step for a failed blocking check it was given; without the check
+    # selected a blocked day would slip through, so stop the run here instead.
+    blocked = [f"{raw.day}: {raw.failing}" for raw in result.written if raw.blocked]
+    if blocked and not selected:
         raise Failure(
-            description=f"blocking checks failed (not selected, still enforced): {unreported}"
+            description=f"blocking rules failed (check not selected, still enforced): {blocked}"
         )

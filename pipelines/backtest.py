@@ -168,9 +168,10 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument(
         "--fit",
         choices=["split", "window"],
-        default="split",
+        default=None,
         help="split: production's train (the newest days held out); window: then refit the "
-        "served model on the whole window (see driftloop.backtest.engine.FIT_MODES)",
+        "served model on the whole window (see driftloop.backtest.policies.FIT_MODES); "
+        "default: the contract's training.refit_on_window, as production trains",
     )
     model.add_argument(
         "--label-delay",
@@ -217,7 +218,8 @@ def config_from_args(contract, args, start: date, end: date):
     triggers, params = policies_and_params(contract, main, args.policy, args.param)
     extra: dict[str, Any] = {"triggers": triggers, "model_params": params}
     extra["workers"] = args.workers
-    extra["fit"] = args.fit
+    if args.fit:
+        extra["fit"] = args.fit
     extra["model_cache"] = not args.no_model_cache
     if args.window_days:
         extra["window_days"] = args.window_days

@@ -70,8 +70,9 @@ class BacktestJobConfig(Config):
     )
     window_days: int = Field(default=60, ge=2, description="Training window (days)")
     fit: str = Field(
-        default="split",
-        description="split: production's train; window: refit on the whole window",
+        default="",
+        description="split: production's train; window: refit on the whole window; "
+        "empty: the contract's training.refit_on_window, as production trains",
     )
     label_delay: str = Field(default="", description="What-if label delay; empty = contract")
     model_params: list[str] = Field(default=[], description="LightGBM 'key=value' overrides")
@@ -121,7 +122,10 @@ def _settings(contract: Contract, config: BacktestJobConfig) -> Any:
     triggers, params = policies_and_params(
         contract, main, config.extra_policies, config.model_params
     )
-    return BacktestConfig, {"triggers": triggers, "model_params": params, "fit": config.fit}
+    extra: dict[str, Any] = {"triggers": triggers, "model_params": params}
+    if config.fit:
+        extra["fit"] = config.fit
+    return BacktestConfig, extra
 
 
 def _table(rows: list[dict[str, Any]]) -> MetadataValue:

@@ -24,7 +24,6 @@ from assets.job_names import ingest_job_name, ingest_op_name
 from assets.raw_checks import log_ingest, record_days
 from driftloop.data.contract import Contract
 from driftloop.data.raw_days import ingest_batch
-from driftloop.data.validation import CHECKS
 from driftloop.names import DATASET_TAG
 from pipelines.ingest_daily import build_landed_days, ingest_daily_tags
 from resources.lake import LakeResource
@@ -49,7 +48,7 @@ def build_ingest_job(contract: Contract) -> JobDefinition:
     ) -> dict[str, list[str]]:
         run = ingest_batch(contract, lake.paths(contract.name), config.files or None)
         log_ingest(context, run)
-        for evaluation in record_days(context, key, run.days, set(CHECKS)):
+        for evaluation in record_days(context, key, run.days):
             context.log_event(evaluation)
         return {raw.day: raw.failing for raw in run.days.written}
 

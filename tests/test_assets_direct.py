@@ -24,6 +24,7 @@ from dagster import (
 from test_predictions_asset import LogisticModel, register, write_features
 
 from assets import features, predictions, raw_data
+from assets.raw_checks import CONTRACT_CHECK
 from driftloop.data.contract import Contract
 from driftloop.data.lake import blocked_marker
 from driftloop.data.replay import replay_days
@@ -61,9 +62,10 @@ def test_raw_data_writes_the_day_and_yields_one_passing_result_per_check(
     [result] = [o for o in out if isinstance(o, MaterializeResult)]
     assert result.metadata["dagster/row_count"] == landed[1].rows
     assert sorted(result.metadata["ingested_files"].data) == [f.path.name for f in landed]
-    checks = {o.check_name: o for o in out if isinstance(o, AssetCheckResult)}
-    assert set(checks) == set(CHECKS)
-    assert all(c.passed for c in checks.values()), {n: c.description for n, c in checks.items()}
+    [check] = [o for o in out if isinstance(o, AssetCheckResult)]
+    assert check.check_name == CONTRACT_CHECK
+    assert check.passed, check.description
+    assert all(f"| {name} | yes |" in check.metadata["rules"].value for name in CHECKS)
     stored = pd.read_parquet(flights_paths.partition_file(RAW_TABLE, "2013-01-02"))
     assert len(stored) == landed[1].rows
     assert set(stored["_source_file"]) == {landed[1].path.name}
@@ -78,11 +80,11 @@ def test_raw_data_blocks_a_day_that_breaks_a_blocking_rule(
 
     out = ingest_day(flights_contract, flights_paths, dagster_instance, "2013-12-31")
 
-    checks = {o.check_name: o for o in out if isinstance(o, AssetCheckResult)}
-    failed = checks["null_fractions"]
+    [failed] = [o for o in out if isinstance(o, AssetCheckResult)]
     assert not failed.passed
     assert failed.severity == AssetCheckSeverity.ERROR
-    assert checks["schema"].passed
+    assert failed.metadata["failed_rules"].value == ["null_fractions"]
+    assert "| schema | yes |" in failed.metadata["rules"].value
     assert blocked_marker(flights_paths.table(RAW_TABLE), "2013-12-31").exists()
     [result] = [o for o in out if isinstance(o, MaterializeResult)]
     assert result.metadata["blocked_partitions"].data == ["2013-12-31"]

@@ -10,7 +10,7 @@ from datetime import date
 
 import pandas as pd
 import pytest
-from dagster import DagsterEventType, DagsterInstance
+from dagster import AssetCheckSeverity, DagsterEventType, DagsterInstance
 
 from driftloop.data.contract import Contract
 from driftloop.data.flights_source import flights_between
@@ -184,13 +184,12 @@ def test_every_bad_input_is_quarantined_or_flagged_and_rows_add_up(
 
     # Conflicting duplicates: all versions set aside, the check fails, the day is blocked.
     checks = {
-        (e.asset_check_evaluation_data.check_name, e.asset_check_evaluation_data.partition): (
-            e.asset_check_evaluation_data
-        )
-        for e in evaluated
+        e.asset_check_evaluation_data.partition: e.asset_check_evaluation_data for e in evaluated
     }
-    conflict = checks[("duplicate_ids", CONFLICT)]
-    assert not conflict.passed and "different values" in conflict.description
+    assert {e.asset_check_evaluation_data.check_name for e in evaluated} == {"contract"}
+    conflict = checks[CONFLICT]
+    assert not conflict.passed and "duplicate_ids: " in conflict.description
+    assert "different values" in conflict.description
     assert events[CONFLICT]["rows_quarantined_as_conflicting_duplicates"].value == 100
     marker = json.loads(blocked_marker(table, CONFLICT).read_text())
     assert [c["name"] for c in marker["failed_checks"]] == ["duplicate_ids"]
@@ -200,17 +199,21 @@ def test_every_bad_input_is_quarantined_or_flagged_and_rows_add_up(
     assert conflicts["_reason"].str.contains("column(s) ['arr_delay']", regex=False).all()
 
     # An all-null target: the day is blocked by the null rule on the target's column.
-    null_check = checks[("null_fractions", NULL_TARGET)]
+    null_check = checks[NULL_TARGET]
     assert not null_check.passed and "column 'arr_delay' rule max_null_fraction=0.9" in (
         null_check.description
     )
+    assert null_check.metadata["failed_rules"].value == ["null_fractions"]
     assert blocked_marker(table, NULL_TARGET).exists()
 
     # Unseen categories: counted in the metadata and the sidecar the drift report reads.
     assert events[UNSEEN]["unseen_categories"].value["dest"] >= 1
     unseen = read_unseen_categories(flights_paths, UNSEEN)["dest"]
     assert "ZZZ" in unseen["examples"] and unseen["rows"] >= 40
-    assert not checks[("unseen_categories", UNSEEN)].passed  # 40 of ~900 rows, 8 days known
+    # 40 of ~900 rows, 8 days known: a warning, not a block.
+    unseen_check = checks[UNSEEN]
+    assert not unseen_check.passed and unseen_check.severity == AssetCheckSeverity.WARN
+    assert unseen_check.metadata["failed_rules"].value == ["unseen_categories"]
 
     # The correction replaced the file's rows instead of adding to them.
     corrected = pd.read_parquet(flights_paths.partition_file("raw", CORRECTED))

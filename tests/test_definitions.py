@@ -134,8 +134,8 @@ def test_a_cli_materialization_runs_checks_and_captures_logs_in_one_process(
 
     from dagster import DagsterEventType
 
+    from assets.raw_checks import CONTRACT_CHECK
     from driftloop.data.replay import replay_days
-    from driftloop.data.validation import CHECK_NAMES
     from driftloop.paths import dataset_paths
     from pipelines.instance import DAGSTER_YAML, instance_at
 
@@ -171,7 +171,7 @@ def test_a_cli_materialization_runs_checks_and_captures_logs_in_one_process(
             for e in events
             if e.dagster_event_type == DagsterEventType.ASSET_CHECK_EVALUATION
         }
-        assert checks == set(CHECK_NAMES)
+        assert checks == {CONTRACT_CHECK}
         [captured] = [
             e.dagster_event.logs_captured_data
             for e in events

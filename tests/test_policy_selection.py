@@ -169,6 +169,8 @@ def _walk_forward(contract, frame: pd.DataFrame, root: Path, source_id: str):
         selected="driftloop",
         selection_warmup_days=10,
         selection_every_days=7,
+        # One fit per model: which model serves does not change what a choice may read.
+        fit="split",
     )
     return run_backtest(contract, root, config, source=frame, source_id=source_id)
 

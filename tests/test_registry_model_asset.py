@@ -22,7 +22,13 @@ from driftloop.training import lightgbm_model
 from driftloop.training.mlflow_logging import split_digest
 from driftloop.training.model_loading import load_scoring_model
 from driftloop.training.models import make_model
-from driftloop.training.registry import set_alias, store_id, version_for_alias
+from driftloop.training.registry import (
+    GATE_MODEL_NAME,
+    GATE_MODEL_TAG,
+    set_alias,
+    store_id,
+    version_for_alias,
+)
 from driftloop.training.train import TrainingConfig, load_training_frame, train
 from resources.lake import LakeResource
 from resources.mlflow import MlflowResource, mlflow_ui_base
@@ -202,8 +208,17 @@ def test_log_training_registers_a_challenger_and_the_asset_materializes(
     np.testing.assert_array_equal(score(holdout), expected)
     assert score.features == contract.features
     assert score.string_features == ["shop"]
-    assert score.kind == "lightgbm" and set(score.categories["shop"]) == set(SHOPS)
+    # The served model is the refit on the whole window: it knows the holdout's shops too.
+    assert score.kind == "lightgbm" and set(score.categories["shop"]) >= set(SHOPS)
+    assert set(score.categories["shop"]) == set(result.model.categories["shop"])
     np.testing.assert_array_equal(baseline(holdout), result.baseline.predict(holdout))
+    # The gate judges the split model, logged beside it: its holdout scores are the ones
+    # the version's holdout metric was computed from.
+    gate_uri = client.get_model_version("synth", "1").tags[GATE_MODEL_TAG]
+    assert gate_uri == f"runs:/{registered.run_id}/{GATE_MODEL_NAME}"
+    gate_scores = load_scoring_model(gate_uri, store)(holdout)
+    np.testing.assert_array_equal(gate_scores, result.holdout_scores)
+    assert not np.array_equal(gate_scores, expected)
     check_scoring_inputs(score, baseline, holdout, tmp_path, expected)
 
     # A version is loaded once per process: the alias and the number give the same model.

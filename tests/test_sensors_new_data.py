@@ -80,9 +80,7 @@ def test_a_batch_gives_one_ingest_run_and_the_run_writes_its_days(
     for day in days:
         assert pq.ParquetFile(flights_paths.partition_file("raw", day)).metadata.num_rows > 500
     evaluations = run.get_asset_check_evaluations()
-    assert {(e.check_name, e.partition) for e in evaluations if e.check_name == "schema"} == {
-        ("schema", d) for d in days
-    }
+    assert {(e.check_name, e.partition) for e in evaluations} == {("contract", d) for d in days}
     meta = run.get_asset_materialization_events()[0].materialization.metadata
     assert meta["rows_landed"].value == meta["rows_stored"].value > 500
     assert list(flights_paths.landing.iterdir()) == []

@@ -155,6 +155,15 @@ def test_lightgbm_beats_baseline_and_is_reproducible(binary_setup) -> None:
         "positive_rate",
     }
     assert first.rows["holdout"] == len(first.holdout_scores) > 0
+    # What serves is the refit on the whole window (the contract's default), with the
+    # rounds the validation days chose; the holdout's scores and metrics are the split
+    # model's, which never saw those days.
+    assert config.refit_on_window and first.gate_model is first.evaluated is not None
+    split_model = first.evaluated
+    assert first.model is not split_model
+    assert first.model.booster.current_iteration() == split_model.best_iteration
+    np.testing.assert_array_equal(split_model.predict(first.split.holdout), first.holdout_scores)
+    assert not np.array_equal(first.model.predict(first.split.holdout), first.holdout_scores)
     assert first.train_seconds > 0 and first.rows_per_second > 0
     importance = first.feature_importance
     assert set(importance) == {"x1", "x2", "x3", "shop"}

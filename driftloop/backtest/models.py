@@ -27,11 +27,9 @@ from driftloop.data.contract import Contract
 from driftloop.evaluation.comparison import evaluate
 from driftloop.evaluation.gate import GateConfig, decide
 from driftloop.metrics import PRIMARY_METRIC
-from driftloop.names import LABEL
-from driftloop.training.models import make_model
-from driftloop.training.train import TrainingConfig, time_split, train
+from driftloop.training.train import TrainingConfig, refit_on_window, time_split, train
 
-CACHE_VERSION = "2"  # 2: every day fits both kinds (train chooses by validation)
+CACHE_VERSION = "3"  # 3: fit="window" refits with the rounds the validation days chose
 
 
 @dataclass
@@ -170,6 +168,8 @@ class ModelFitter:
             model_kind=c.model_kind,
             params=dict(c.model_params),
             seed=c.seed,
+            # The backtest refits itself (``served``), keeping the split model for the gate.
+            refit_on_window=False,
         )
 
     def split(self, day: date):
@@ -196,26 +196,19 @@ class ModelFitter:
         trained.cpu_seconds = time.process_time() - cpu
         return trained
 
-    def served(self, frame: pd.DataFrame, model: Any) -> Any:
-        """The model that serves: ``model`` itself, or with ``fit="window"`` the same
-        configuration refitted on every row of the training frame (see FIT_MODES)."""
+    def served(self, split: Any, model: Any) -> Any:
+        """The model that serves: ``model`` itself, or with ``fit="window"`` its refit on
+        every labelled row of the window (``refit_on_window``, as production's training
+        does; see FIT_MODES)."""
         if self.config.fit == "split":
             return model
-
-        c = self.config
-        # The order time_split uses, so that the read order cannot change the model.
-        keys = ["partition_date", "event_time", *self.contract.id_columns]
-        rows = frame.sort_values([k for k in keys if k in frame.columns], kind="stable")
-        params = dict(c.model_params) if model.name == c.model_kind else {}
-        refit = make_model(model.name, self.contract, params, c.seed)
-        refit.fit(rows.reset_index(drop=True), None, label=LABEL)
-        return refit
+        return refit_on_window(self.contract, split, model, self.config.seed)
 
     def _trained(
         self, day: date, frame: pd.DataFrame, result: Any, started: float, keep: bool = True
     ) -> TrainedModel:
         """A ``TrainingResult`` as the backtest keeps it (with the served model)."""
-        served = self.served(frame, result.model)
+        served = self.served(result.split, result.model)
         due = self.history.due[frame.index.to_numpy()]
         return TrainedModel(
             id=f"m{day.isoformat()}",
@@ -261,8 +254,8 @@ class ModelFitter:
         trained = self._trained(day, frame, result, started)
         trained.first_gate = decision.to_dict()
         if not decision.promote and result.baseline is not None:
-            trained.model = result.baseline
-            trained.evaluated = None
+            trained.model = self.served(result.split, result.baseline)
+            trained.evaluated = None if trained.model is result.baseline else result.baseline
             trained.kind = "baseline"
             trained.holdout_scores = result.baseline_holdout_scores
             trained.holdout_metric = float(result.baseline_holdout_metrics[self.metric])

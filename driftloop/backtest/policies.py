@@ -32,11 +32,10 @@ BACKTEST_MODEL_PARAMS: dict[str, Any] = {"learning_rate": 0.1}
 #   days early-stop and the newest ``holdout_days`` are held out for the gate and the
 #   performance reference, so the model never learns from its freshest 14 days;
 # - "window": the same ``train`` still provides the holdout metric and scores, then the
-#   model that serves is refitted on every labelled row of the window for ``n_estimators``
-#   rounds (no validation days are left to stop on). That is how the reference
-#   figures were made (a model "on a trailing 60-day window"); it costs a second fit per
-#   model. The gate compares the split models of challenger and champion (the refits have
-#   seen the holdout), and the performance reference is the split model's holdout metric.
+#   model that serves is its refit on every labelled row of the window with the rounds the
+#   validation days chose (``driftloop.training.train.refit_on_window``); it costs a second
+#   fit per model. The gate compares the split models of challenger and champion (the refits
+#   have seen the holdout), and the performance reference is the split model's holdout metric.
 FIT_MODES = ("split", "window")
 # Drift reference sample per champion (the drift asset samples up to 200k; 20k keeps a
 # year of daily drift checks to about a minute with the same verdicts at ~1k rows a day).
@@ -121,6 +120,7 @@ class BacktestConfig:
             "window_days": training.window_days,
             "holdout_days": training.holdout_days,
             "validation_days": training.validation_days,
+            "fit": "window" if training.refit_on_window else "split",
         }
         if "triggers" not in kw:
             kw["triggers"] = [trigger_settings(contract)]

@@ -192,6 +192,13 @@ class Training(_Strict):
     window_days: int = Field(default=60, ge=2)
     holdout_days: int = Field(default=7, ge=1)
     validation_days: int = Field(default=7, ge=1)
+    refit_on_window: bool = Field(
+        default=True,
+        description=(
+            "serve the chosen model refitted on every labelled day of the window; the gate "
+            "judges the model fitted without the validation and holdout days"
+        ),
+    )
 
 
 class Contract(_Strict):

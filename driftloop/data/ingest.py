@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 
 from driftloop.data.assembly import MANIFESTS, assemble_partition, staged_pieces
 from driftloop.data.contract import Contract
-from driftloop.data.lake import write_parquet_atomic, write_text_atomic
+from driftloop.data.lake import contiguous_ranges, write_parquet_atomic, write_text_atomic
 from driftloop.data.landing import mark_archived, same_file_state
 from driftloop.data.limits import IngestLimits, check_limits, file_digest
 from driftloop.data.raw_table import REASON, SOURCE_FILE, conform, raw_schema, to_arrow
@@ -112,7 +112,9 @@ class IngestReport:
         if self.changed_while_read:
             parts.append(f"written to while read, left in landing: {self.changed_while_read}")
         if self.days:
-            parts.append(f"days touched: {', '.join(self.days)}")
+            # Spans, not every day: a range run copies this into each day's record.
+            spans = [a if a == b else f"{a}...{b}" for a, b in contiguous_ranges(self.days)]
+            parts.append(f"{len(self.days)} day(s) touched: {', '.join(spans)}")
         return "; ".join(parts)
 
 

@@ -25,7 +25,7 @@ from driftloop.evaluation.report_html import render_report
 from driftloop.names import CHAMPION
 from driftloop.paths import DatasetPaths
 from driftloop.training.model_loading import load_scoring_model
-from driftloop.training.registry import RegisteredVersion, aliased
+from driftloop.training.registry import GATE_MODEL_TAG, RegisteredVersion, aliased
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -102,6 +102,13 @@ def read_holdout(contract: Contract, paths: DatasetPaths, start: str, end: str) 
         con.close()
 
 
+def gate_model_uri(client: MlflowClient, version: RegisteredVersion) -> str:
+    """The model of `version` that the gate scores: its split model when the served model
+    is a refit on the whole window (the version's `GATE_MODEL_TAG`), else the model itself."""
+    tags = client.get_model_version(version.model_name, version.version).tags or {}
+    return tags.get(GATE_MODEL_TAG) or version.model_uri
+
+
 def evaluate_model(
     contract: Contract,
     paths: DatasetPaths,
@@ -126,12 +133,15 @@ def evaluate_model(
     start, end = tags["driftloop.holdout_start"], tags["driftloop.holdout_end"]
     holdout = read_holdout(contract, paths, start, end)
     if champion is not None:
-        reference_uri = champion.model_uri
+        reference_uri = gate_model_uri(client, champion)
         reference_name = f"champion v{champion.version}"
     else:
         reference_uri = tags["driftloop.baseline_run_model_uri"]
         reference_name = "baseline (scikit-learn)"
-    challenger_scores = load_scoring_model(model.model_uri, tracking_uri)(holdout)
+    # A model refitted on its whole window learnt from the holdout days: each side is
+    # judged by the model fitted without them (the refit's configuration).
+    challenger_uri = tags.get(GATE_MODEL_TAG) or model.model_uri
+    challenger_scores = load_scoring_model(challenger_uri, tracking_uri)(holdout)
     reference_scores = load_scoring_model(reference_uri, tracking_uri)(holdout)
     explainable = tabular_model(model.model_uri, tracking_uri)
     explanation = explain(explainable, holdout) if explainable is not None else None
@@ -158,7 +168,8 @@ def evaluate_model(
         decision,
         holdout=f"{start} to {end}",
         **({"warning": shift} if shift else {}),
-        **{"challenger model": model.model_uri, "reference model": reference_uri},
+        **{"challenger model": model.model_uri, "challenger judged as": challenger_uri},
+        **{"reference model": reference_uri},
         **{"model run": model.run_id, "dagster run": dagster_run_id},
     )
     write_text_atomic(html, html_path)
@@ -172,6 +183,7 @@ def evaluate_model(
         "champion_run_id": None if champion is None else champion.run_id,
         "reference": reference_name,
         "reference_uri": reference_uri,
+        "challenger_judged_uri": challenger_uri,
         "holdout_start": start,
         "holdout_end": end,
         "evaluated_at": datetime.now(UTC).isoformat(),

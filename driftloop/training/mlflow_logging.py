@@ -30,6 +30,8 @@ from driftloop.processes import process_token
 from driftloop.training.model_loading import quiet_pyfunc
 from driftloop.training.provenance import PACKAGE_DIR, code_version, requirements, source_hash
 from driftloop.training.registry import (
+    GATE_MODEL_NAME,
+    GATE_MODEL_TAG,
     MODEL_NAME,
     PROCESS_TAG,
     RegisteredVersion,
@@ -350,6 +352,18 @@ def log_training(
             logged = mlflow.pyfunc.log_model(
                 name=MODEL_NAME, python_model=pyfunc_wrapper(result.model), **model_args
             )
+        if result.evaluated is not None:
+            # The split model the holdout judged: the gate scores it, not the refit that
+            # serves (the refit learnt from the holdout days).
+            with quiet_pyfunc():
+                mlflow.pyfunc.log_model(
+                    name=GATE_MODEL_NAME,
+                    python_model=pyfunc_wrapper(result.evaluated),
+                    **model_args,
+                )
+            gate_link = {GATE_MODEL_TAG: f"runs:/{run_id}/{GATE_MODEL_NAME}"}
+            mlflow.set_tags(gate_link)
+            all_tags |= gate_link
         baseline_run_id = ""
         if result.baseline is not None:
             baseline_tags = all_tags | {PROCESS_TAG: process_token()}

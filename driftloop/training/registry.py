@@ -24,6 +24,10 @@ if TYPE_CHECKING:
 
 
 MODEL_NAME = "model"  # name of the logged model in the run
+# With a refit on the whole window: the split model the gate judges, logged beside it,
+# and the version tag that points at it.
+GATE_MODEL_NAME = "gate_model"
+GATE_MODEL_TAG = "driftloop.gate_model_uri"
 # The token of the process that logs a run (driftloop.processes): a run left RUNNING by a
 # process that is gone is ended by the reconciler.
 PROCESS_TAG = "driftloop.process"

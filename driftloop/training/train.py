@@ -56,6 +56,8 @@ class TrainingConfig:
     # The configured kind and the baseline are both fitted; the one better on the
     # validation days becomes the model (see ``train``). Off: the configured kind always.
     choose_kind: bool = True
+    # The model that serves is refitted on the whole window (``refit_on_window``).
+    refit_on_window: bool = False
 
     @classmethod
     def for_contract(cls, contract: Contract, **overrides: Any) -> TrainingConfig:
@@ -64,6 +66,7 @@ class TrainingConfig:
             "window_days": contract.training.window_days,
             "holdout_days": contract.training.holdout_days,
             "validation_days": contract.training.validation_days,
+            "refit_on_window": contract.training.refit_on_window,
         }
         return cls(**{**defaults, **overrides})
 
@@ -113,6 +116,15 @@ class TrainingResult:
     baseline_holdout_scores: np.ndarray | None = field(repr=False)
     # Per kind fitted, its validation primary metric (what chose the model's kind).
     kind_valid: dict[str, float] = field(default_factory=dict)
+    # With ``config.refit_on_window``: the split model that the holdout scores and metrics
+    # come from (the gate judges it); ``model`` is its refit on the whole window.
+    evaluated: TabularModel | None = None
+
+    @property
+    def gate_model(self) -> TabularModel:
+        """The model the holdout judged: the split model, whether or not ``model`` is its
+        refit."""
+        return self.evaluated if self.evaluated is not None else self.model
 
     @property
     def rows(self) -> dict[str, int]:
@@ -207,6 +219,32 @@ def _fit(kind: str, contract: Contract, params: dict[str, Any], seed: int, split
         train = train.sample(n=BASELINE_MAX_ROWS, random_state=seed).sort_index()
     model.fit(train, split.valid, label=LABEL)
     return model
+
+
+def refit_on_window(
+    contract: Contract, split: Split, model: TabularModel, seed: int
+) -> TabularModel:
+    """`model`'s configuration fitted again on every labelled row of the window: the
+    training, validation and holdout days, with the number of boosting rounds the
+    validation days chose.
+
+    `train` holds out the newest days to choose the model and to judge it, so the model it
+    returns never learnt from its freshest two weeks; under a moving concept that is the
+    part of the window that matters most. The refit learns from them too. It cannot be
+    judged on the holdout it saw, so the gate keeps judging the split model (the refit's
+    configuration is the one the split model validated) and the refit is what serves.
+    """
+    rows = pd.concat([split.train, split.valid, split.holdout], ignore_index=True)
+    params = dict(model.params)
+    if model.name == "lightgbm":
+        # No days are left to stop on: the rounds the validation days chose, no stopping.
+        params["n_estimators"] = max(1, int(getattr(model, "best_iteration", 0) or 1))
+        params["early_stopping_rounds"] = 0
+    if model.name == "baseline" and len(rows) > BASELINE_MAX_ROWS:
+        rows = rows.sample(n=BASELINE_MAX_ROWS, random_state=seed).sort_index()
+    refit = make_model(model.name, contract, params, seed)
+    refit.fit(rows, None, label=LABEL)
+    return refit
 
 
 def train(
@@ -314,6 +352,9 @@ def train(
         baseline_holdout_scores=baseline_scores,
         kind_valid=kind_valid,
     )
+    if config.refit_on_window:
+        result.evaluated, result.model = model, refit_on_window(contract, split, model, config.seed)
+        result.feature_importance = result.model.feature_importance()
     result.train_seconds = time.perf_counter() - started
     return result
 
