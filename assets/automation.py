@@ -19,6 +19,15 @@ partitioned check only when its evaluation is linked to the partition's material
 which a run that records many days (the ingest job, a range run) cannot do through
 Dagster's public API.
 
+A landed day's downstream is normally built by the ingest run that wrote its raw data, in
+a daily run of its own (pipelines/ingest_daily.py). Both runs carry the tag
+`driftloop/ingest_daily=in_run`, and a partition counts as handled once an upstream
+partition was updated by such a run: the automation leaves the days to the ingest run,
+whatever it builds or skips (a blocked day, performance on a day whose labels are not due).
+What the daily run fails to build is failed in the instance and requested again; an ingest
+run that died before its daily run started is relaunched by the instance's run retries from
+that step.
+
 What the automation cannot see stays in sensors: files in the landing zone
 (sensors/new_data.py), the champion alias in MLflow and the lake's data clock that makes
 labels due (sensors/catch_up.py).
@@ -29,6 +38,11 @@ from __future__ import annotations
 from dagster import AutomationCondition, Backoff, RetryPolicy
 
 AUTOMATED_ASSETS = ("features", "predictions", "drift_report", "performance")
+# On the ingest runs that build their days' daily assets and on those daily runs
+# (pipelines/ingest_daily.py sets it; spelled here, below the pipelines that use it).
+INGEST_DAILY_TAG = "driftloop/ingest_daily"
+# The ingest run whose step executed a daily run (its first attempt's run id).
+INGEST_RUN_TAG = "driftloop/ingest_run"
 
 
 def keep_current(retry_failed: bool = True) -> AutomationCondition:
@@ -51,7 +65,13 @@ def keep_current(retry_failed: bool = True) -> AutomationCondition:
     )
     if retry_failed:
         trigger = trigger | condition.execution_failed()
-    handled = condition.newly_requested() | condition.newly_updated()
+    handled = (
+        condition.newly_requested()
+        | condition.newly_updated()
+        | condition.any_deps_match(
+            condition.any_new_update_has_run_tags(tag_keys={INGEST_DAILY_TAG})
+        ).with_label("left to the ingest run, which builds or skips it")
+    )
     return (
         trigger.since(handled).with_label("inputs changed or last run failed, since handled")
         & ~condition.any_deps_missing()

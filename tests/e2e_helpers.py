@@ -144,9 +144,16 @@ def finished_runs(instance: Any, job: str, trigger: str) -> list:
     return [r for r in runs if r.status == DagsterRunStatus.SUCCESS]
 
 
+def _runs_tagged(instance: Any, key: str, value: str) -> list:
+    from dagster import RunsFilter
+
+    return instance.get_runs(RunsFilter(tags={key: value}))
+
+
 def drive_the_loop(instance: Any, root: Path, tracking_uri: str) -> None:
     """Land days, wait for the sensors to ingest, bootstrap a champion, watch drift, and
     retrain on a persistent breach; assert each step, the ledger and the registry."""
+    from assets.automation import INGEST_RUN_TAG
     from driftloop.data.lake import existing_partitions
     from driftloop.data.replay import replay_days
     from driftloop.evaluation.ledger import read as read_ledger
@@ -155,14 +162,22 @@ def drive_the_loop(instance: Any, root: Path, tracking_uri: str) -> None:
     from driftloop.training.registry import make_client, version_for_alias
 
     paths = dataset_paths("flights", root)
-    # 1. The new-data sensor ingests the batch in one run and the automation builds its
-    # features (the wait includes `dagster dev` starting its webserver, daemon and code
-    # server: minutes on a loaded machine).
+    # 1. The new-data sensor ingests the batch in one run, which builds its features too
+    # (the wait includes `dagster dev` starting its webserver, daemon and code server:
+    # minutes on a loaded machine).
     wait_for(
         "the first batch's features",
         lambda: len(existing_partitions(paths.table("features"))) >= FIRST_BATCH_DAYS,
         timeout=600,
     )
+    # ... in a daily run of its own, executed by the ingest run.
+    [ingest] = wait_for(
+        "the first ingest run to end",
+        lambda: finished_runs(instance, "flights_ingest", "new_data"),
+        timeout=300,
+    )
+    daily = _runs_tagged(instance, INGEST_RUN_TAG, ingest.run_id)
+    assert [run.job_name for run in daily] == ["flights_daily"], daily
     # 2. With no champion and enough days, the retrain sensor bootstraps one.
     wait_for(
         "the sensor-launched first training",

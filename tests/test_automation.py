@@ -54,7 +54,15 @@ def _land_days(paths: DatasetPaths, frame: pd.DataFrame) -> None:
 
 
 def _ingest(contract: Contract, paths: DatasetPaths, instance: DagsterInstance) -> None:
-    result = build_ingest_job(contract).execute_in_process(
+    """The ingest job in process: it writes the raw days and leaves the rest to the
+    automation (switched off, its second step would build the days, and the automation
+    leave them to it)."""
+    from pipelines.ingest_daily import INGEST_DAILY_ENV
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(INGEST_DAILY_ENV, "off")
+        job = build_ingest_job(contract)
+    result = job.execute_in_process(
         instance=instance, resources={"lake": LakeResource(data_dir=str(paths.root))}
     )
     assert result.success
@@ -84,6 +92,7 @@ def _corrected(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 DAILY = ("features", "predictions", "drift_report", "performance")
+DAILY_TOY = ("features", "performance")
 
 
 class Automation:
@@ -259,3 +268,74 @@ def test_a_failed_partition_that_later_runs_skip_is_retried_only_with_retry_fail
     behaviour["mode"] = "run"
     assert materialize([downstream], instance=dagster_instance, partition_key=day).success
     assert requested() == []
+
+
+def test_days_an_ingest_run_builds_are_left_to_it_and_what_it_fails_is_requested(
+    dagster_instance: DagsterInstance,
+) -> None:
+    """The ingest run builds its days in a daily run of its own (pipelines/ingest_daily.py);
+    both carry `driftloop/ingest_daily`. The automation leaves those days to them, whatever
+    they build or skip (performance on a day whose labels are not due), requests what the
+    daily run failed, and builds days whose raw data came from a run without the tag."""
+    from dagster import AssetMaterialization, DailyPartitionsDefinition, Output
+
+    from assets.automation import INGEST_DAILY_TAG, keep_current
+
+    days = DailyPartitionsDefinition(start_date="2013-01-01")
+    broken = {"features": False}
+
+    @asset(key="raw", partitions_def=days)
+    def raw() -> None:
+        return None
+
+    @asset(key="features", partitions_def=days, deps=[raw], automation_condition=keep_current())
+    def features() -> None:
+        if broken["features"]:
+            raise RuntimeError("killed")
+
+    @asset(
+        key="performance",
+        partitions_def=days,
+        deps=[features],
+        output_required=False,
+        automation_condition=keep_current(retry_failed=False),
+    )
+    def performance():  # labels never due here: always skipped
+        if False:
+            yield Output(None)
+
+    defs = Definitions(assets=[raw, features, performance])
+    cursor = None
+
+    def requested() -> dict[str, list[str]]:
+        nonlocal cursor
+        result = evaluate_automation_conditions(defs=defs, instance=dagster_instance, cursor=cursor)
+        cursor = result.cursor
+        return {k: sorted(result.get_requested_partitions(AssetKey(k))) for k in DAILY_TOY}
+
+    def run(assets: list, day: str, tags: dict[str, str]) -> bool:
+        done = materialize(
+            assets, instance=dagster_instance, partition_key=day, tags=tags, raise_on_error=False
+        )
+        return done.success
+
+    # The automation compares each evaluation with what the previous one saw: an instance
+    # without a single asset event has nothing to compare with.
+    dagster_instance.report_runless_asset_event(AssetMaterialization("elsewhere"))
+    nothing = {"features": [], "performance": []}
+    assert requested() == nothing
+    in_run = {INGEST_DAILY_TAG: "in_run"}
+    built, failed, by_hand = "2013-01-02", "2013-01-03", "2013-01-04"
+    assert run([raw], built, in_run)
+    assert requested() == nothing  # the ingest run's daily run builds it
+    assert run([features, performance], built, in_run)
+    for _ in range(2):
+        assert requested() == nothing  # built, and performance skipped: handled
+    assert run([raw], failed, in_run)
+    assert requested() == nothing
+    broken["features"] = True
+    assert not run([features, performance], failed, in_run)  # the daily run fails
+    broken["features"] = False
+    assert requested() == {"features": [failed], "performance": [failed]}
+    assert run([raw], by_hand, {})
+    assert requested() == {"features": [by_hand], "performance": [by_hand]}

@@ -100,18 +100,19 @@ def _quiet(instance) -> bool:
 
 
 def _started_daily_run(instance, day: str) -> str | None:
-    """The automation's run that builds `day` from its features, once it has started."""
-    runs = instance.get_run_records(
-        RunsFilter(tags={"driftloop/trigger": "automation"}, statuses=[DagsterRunStatus.STARTED])
-    )
+    """The run that builds `day` from its features (the ingest run's daily run, or the
+    automation's), once it has started."""
+    runs = instance.get_run_records(RunsFilter(statuses=[DagsterRunStatus.STARTED]))
     for record in runs:
         run = record.dagster_run
         first = run.tags.get("dagster/partition") or run.tags.get(
             "dagster/asset_partition_range_start"
         )
         last = run.tags.get("dagster/asset_partition_range_end", first)
+        # The ingest run's daily run executes the whole daily job (no asset selection).
         selected = {key.path[-1] for key in run.asset_selection or ()}
-        if first and first <= day <= last and "features" in selected:
+        daily = run.job_name == "flights_daily" or "features" in selected
+        if first and first <= day <= last and daily:
             return run.run_id
     return None
 
