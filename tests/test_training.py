@@ -158,7 +158,7 @@ def test_lightgbm_beats_baseline_and_is_reproducible(binary_setup) -> None:
     # What serves is the refit on the whole window (the contract's default), with the
     # rounds the validation days chose; the holdout's scores and metrics are the split
     # model's, which never saw those days.
-    assert config.refit_on_window and first.gate_model is first.evaluated is not None
+    assert config.refit_on_window and first.evaluated is not None
     split_model = first.evaluated
     assert first.model is not split_model
     assert first.model.booster.current_iteration() == split_model.best_iteration

@@ -102,11 +102,12 @@ def read_holdout(contract: Contract, paths: DatasetPaths, start: str, end: str) 
         con.close()
 
 
-def gate_model_uri(client: MlflowClient, version: RegisteredVersion) -> str:
-    """The model of `version` that the gate scores: its split model when the served model
-    is a refit on the whole window (the version's `GATE_MODEL_TAG`), else the model itself."""
-    tags = client.get_model_version(version.model_name, version.version).tags or {}
-    return tags.get(GATE_MODEL_TAG) or version.model_uri
+def gate_model_uri(tags: dict[str, str], model_uri: str) -> str:
+    """The model a version's gate scores, from the version's tags: its split model when the
+    served model is a refit on the whole window (`GATE_MODEL_TAG`), else the model itself
+    (a refit learnt from the holdout days, so each side is judged by the model fitted
+    without them)."""
+    return tags.get(GATE_MODEL_TAG) or model_uri
 
 
 def evaluate_model(
@@ -133,14 +134,13 @@ def evaluate_model(
     start, end = tags["driftloop.holdout_start"], tags["driftloop.holdout_end"]
     holdout = read_holdout(contract, paths, start, end)
     if champion is not None:
-        reference_uri = gate_model_uri(client, champion)
+        champion_tags = client.get_model_version(name, champion.version).tags or {}
+        reference_uri = gate_model_uri(champion_tags, champion.model_uri)
         reference_name = f"champion v{champion.version}"
     else:
         reference_uri = tags["driftloop.baseline_run_model_uri"]
         reference_name = "baseline (scikit-learn)"
-    # A model refitted on its whole window learnt from the holdout days: each side is
-    # judged by the model fitted without them (the refit's configuration).
-    challenger_uri = tags.get(GATE_MODEL_TAG) or model.model_uri
+    challenger_uri = gate_model_uri(tags, model.model_uri)
     challenger_scores = load_scoring_model(challenger_uri, tracking_uri)(holdout)
     reference_scores = load_scoring_model(reference_uri, tracking_uri)(holdout)
     explainable = tabular_model(model.model_uri, tracking_uri)

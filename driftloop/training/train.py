@@ -121,12 +121,6 @@ class TrainingResult:
     evaluated: TabularModel | None = None
 
     @property
-    def gate_model(self) -> TabularModel:
-        """The model the holdout judged: the split model, whether or not ``model`` is its
-        refit."""
-        return self.evaluated if self.evaluated is not None else self.model
-
-    @property
     def rows(self) -> dict[str, int]:
         return self.split.rows
 
@@ -212,12 +206,17 @@ def _sample_params(rng: random.Random, base: dict[str, Any]) -> dict[str, Any]:
     return {**base, **{k: rng.choice(v) for k, v in SEARCH_SPACE.items()}}
 
 
+def _rows_for(kind: str, rows: pd.DataFrame, seed: int) -> pd.DataFrame:
+    """The rows a model of `kind` fits on: all of them, or for the baseline a seeded sample
+    of at most BASELINE_MAX_ROWS in their order."""
+    if kind == "baseline" and len(rows) > BASELINE_MAX_ROWS:
+        return rows.sample(n=BASELINE_MAX_ROWS, random_state=seed).sort_index()
+    return rows
+
+
 def _fit(kind: str, contract: Contract, params: dict[str, Any], seed: int, split: Split):
     model = make_model(kind, contract, params, seed)
-    train = split.train
-    if kind == "baseline" and len(train) > BASELINE_MAX_ROWS:
-        train = train.sample(n=BASELINE_MAX_ROWS, random_state=seed).sort_index()
-    model.fit(train, split.valid, label=LABEL)
+    model.fit(_rows_for(kind, split.train, seed), split.valid, label=LABEL)
     return model
 
 
@@ -238,12 +237,10 @@ def refit_on_window(
     params = dict(model.params)
     if model.name == "lightgbm":
         # No days are left to stop on: the rounds the validation days chose, no stopping.
-        params["n_estimators"] = max(1, int(getattr(model, "best_iteration", 0) or 1))
+        params["n_estimators"] = max(1, model.best_iteration)
         params["early_stopping_rounds"] = 0
-    if model.name == "baseline" and len(rows) > BASELINE_MAX_ROWS:
-        rows = rows.sample(n=BASELINE_MAX_ROWS, random_state=seed).sort_index()
     refit = make_model(model.name, contract, params, seed)
-    refit.fit(rows, None, label=LABEL)
+    refit.fit(_rows_for(model.name, rows, seed), None, label=LABEL)
     return refit
 
 
