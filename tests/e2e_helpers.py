@@ -89,15 +89,23 @@ def _answers(url: str) -> bool:
         return False
 
 
-def wait_for(what: str, probe: Callable[[], T | None], timeout: float, every: float = 3) -> T:
-    """Poll `probe` until it returns something truthy; fail naming `what` after `timeout` s."""
+def wait_for(
+    what: str,
+    probe: Callable[[], T | None],
+    timeout: float,
+    every: float = 3,
+    explain: Callable[[], str] | None = None,
+) -> T:
+    """Poll `probe` until it returns something truthy; fail naming `what` after `timeout` s,
+    with what `explain` says of the state it was left in."""
     deadline = time.monotonic() + timeout
     while True:
         value = probe()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+            state = f"; {explain()}" if explain is not None else ""
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}{state}")
         time.sleep(every)
 
 

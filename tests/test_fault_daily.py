@@ -99,6 +99,24 @@ def _quiet(instance) -> bool:
     return not instance.get_runs(RunsFilter(statuses=ACTIVE), limit=1)
 
 
+def _state(
+    instance, paths: DatasetPaths, contract_path: Path, landed: tuple[str, ...], log: Path
+) -> str:
+    """What a timed-out wait leaves behind: the stale items, every run of the test with its
+    status and trigger, and the end of the daemon's log."""
+    runs = [
+        f"{r.dagster_run.job_name} {r.dagster_run.status.value} "
+        f"{r.dagster_run.tags.get('dagster/partition', '')}"
+        f"{r.dagster_run.tags.get('dagster/asset_partition_range_start', '')} "
+        f"{r.dagster_run.run_id[:8]}"
+        for r in instance.get_run_records(limit=40)
+    ]
+    return (
+        f"stale: {_stale(instance, paths, contract_path, landed)}; runs (newest first): {runs}; "
+        f"daemon log: {log.read_text()[-4000:]}"
+    )
+
+
 def _started_daily_run(instance, day: str) -> str | None:
     """The run that builds `day` from its features (the ingest run's daily run, or the
     automation's), once it has started."""
@@ -174,6 +192,7 @@ def test_daily_runs_killed_at_each_step_and_a_store_outage_heal_without_new_data
             f"{first} and the days it made due current",
             lambda: not _stale(instance, paths, contract_path, landed_days) and _quiet(instance),
             timeout=RECOVERY_LIMIT,
+            explain=lambda: _state(instance, paths, contract_path, landed_days, log),
         )
         kills = time.monotonic() - landed
         runs = [r.dagster_run for r in instance.get_run_records()]
@@ -201,6 +220,7 @@ def test_daily_runs_killed_at_each_step_and_a_store_outage_heal_without_new_data
             f"{second} current after the outage",
             lambda: not _stale(instance, paths, contract_path, landed_days) and _quiet(instance),
             timeout=RECOVERY_LIMIT,
+            explain=lambda: _state(instance, paths, contract_path, landed_days, log),
         )
         outage = time.monotonic() - back
         status = instance.get_run_by_id(hit).status
