@@ -23,3 +23,6 @@ DATA_DAY_TAG = "driftloop/data_day"
 DATASET_TAG = "driftloop/dataset"
 CHAMPION_TAG = "driftloop/champion"
 TRAINING_TAG = "driftloop/training"
+# On a run executed inside another run's process (the ingest run's daily runs): that
+# process's pid, known before the run starts (its engine events may be lost with the store).
+PROCESS_TAG = "driftloop/pid"

@@ -21,6 +21,7 @@ builds nothing.
 
 from __future__ import annotations
 
+import os
 from datetime import date, timedelta
 from typing import Any
 
@@ -31,7 +32,7 @@ from assets.automation import INGEST_DAILY_TAG, INGEST_RUN_TAG
 from driftloop.data.contract import Contract
 from driftloop.data.lake import contiguous_ranges, existing_partitions, is_blocked
 from driftloop.features.definition import lookback_days
-from driftloop.names import RAW_TABLE, TRIGGER_TAG
+from driftloop.names import PROCESS_TAG, RAW_TABLE, TRIGGER_TAG
 from driftloop.paths import DatasetPaths
 from pipelines.jobs import daily_job_name
 from sensors.run_requests import PARTITION_RANGE_END_TAG, PARTITION_RANGE_START_TAG
@@ -97,6 +98,9 @@ def build_landed_days(
         INGEST_RUN_TAG: root,
         **ingest_daily_tags(),
         "dagster/max_retries": "0",  # the automation requests what it failed to build
+        # The reconciler fails the run once this process is gone, even when the store lost
+        # the engine event that names it (a store outage just after the run started).
+        PROCESS_TAG: str(os.getpid()),
     }
     run_ids = []
     for first, last in contiguous_ranges(days):

@@ -23,6 +23,7 @@ from __future__ import annotations
 from dagster import (
     DagsterEventType,
     DagsterInstance,
+    DagsterRun,
     DagsterRunStatus,
     DefaultSensorStatus,
     RunsFilter,
@@ -35,6 +36,7 @@ from dagster import (
 from assets.retrain_run import run_in_progress
 from driftloop.data.contract import Contract
 from driftloop.evaluation.reconcile import end_dead_mlflow_runs, reconcile_registry
+from driftloop.names import PROCESS_TAG
 from driftloop.processes import ran_since
 from driftloop.training.retrain_lock import holder
 from resources.lake import LakeResource
@@ -44,12 +46,15 @@ from sensors.settings import seconds
 PID_EVENTS = ("Started process for run", "Executing steps")
 
 
-def run_pid(instance: DagsterInstance, run_id: str) -> int | None:
+def run_pid(instance: DagsterInstance, run: DagsterRun) -> int | None:
     """The pid of the process executing a run's steps, from its engine events (the last one
-    that names a pid: a run worker's steps run in the worker itself). The code server's
-    "Started process for run" event carries its text in the event's message, not the log
-    entry's: a run whose worker died before its first step has only that one."""
-    pid = None
+    that names a pid: a run worker's steps run in the worker itself), else from its
+    PROCESS_TAG (a run executed inside another run's process). The code server's "Started
+    process for run" event carries its text in the event's message, not the log entry's: a
+    run whose worker died before its first step has only that one."""
+    tagged = run.tags.get(PROCESS_TAG, "")
+    pid = int(tagged) if tagged.isdigit() else None
+    run_id = run.run_id
     for entry in instance.all_logs(run_id, of_type=DagsterEventType.ENGINE_EVENT):
         event = entry.dagster_event
         data = getattr(event, "engine_event_data", None) if event else None
@@ -62,7 +67,9 @@ def run_pid(instance: DagsterInstance, run_id: str) -> int | None:
 
 
 def fail_dead_runs(instance: DagsterInstance) -> list[str]:
-    """Mark STARTED runs whose process is gone as failed; returns their run ids.
+    """Mark STARTED runs whose process is gone as failed; returns their run ids. A run
+    executed inside another run's process (PROCESS_TAG) counts from its creation: if that
+    process dies before the run's start is recorded, the run would stay NOT_STARTED.
 
     Only with the default run launcher, whose runs (and the CLI's) run on this machine:
     another launcher's workers run elsewhere (a pod, a container), where a pid means
@@ -72,17 +79,25 @@ def fail_dead_runs(instance: DagsterInstance) -> list[str]:
     if not isinstance(instance.run_launcher, DefaultRunLauncher):
         return []
     failed = []
-    records = instance.get_run_records(RunsFilter(statuses=[DagsterRunStatus.STARTED]))
+    unstarted = [DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING]
+    records = [
+        *instance.get_run_records(RunsFilter(statuses=[DagsterRunStatus.STARTED])),
+        *(
+            record
+            for record in instance.get_run_records(RunsFilter(statuses=unstarted))
+            if PROCESS_TAG in record.dagster_run.tags
+        ),
+    ]
     for record in records:
         run = record.dagster_run
-        pid = run_pid(instance, run.run_id)
+        pid = run_pid(instance, run)
         started = record.start_time or record.create_timestamp.timestamp()
         if pid is None or ran_since(pid, started):
             continue
         instance.report_run_failed(
             run,
             f"the process that executed this run (pid {pid}) is gone (killed or crashed) "
-            "while the run was STARTED; marked failed by the reconciler",
+            f"while the run was {run.status.value}; marked failed by the reconciler",
         )
         failed.append(run.run_id)
     return failed

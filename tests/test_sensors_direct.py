@@ -1,4 +1,5 @@
-"""The demo feed, the weekly schedule and the run-request helpers, evaluated directly.
+"""The demo feed, the weekly schedule, the run-request helpers and the reconciler's dead-run rule,
+evaluated directly.
 
 Sensors with `build_sensor_context(instance=...)`, schedules with `build_schedule_context`,
 on a real Dagster instance and a real landing zone; asserting on what a tick returns (skip
@@ -164,3 +165,42 @@ def test_a_setting_that_is_not_a_number_names_the_variable(
     monkeypatch.setenv("DRIFTLOOP_REPLAY_INITIAL_DAYS", "five")
     with pytest.raises(ValueError, match="DRIFTLOOP_REPLAY_INITIAL_DAYS='five': expected a whole"):
         positive_int("DRIFTLOOP_REPLAY_INITIAL_DAYS", 35)
+
+
+def test_the_reconciler_fails_a_started_run_whose_tagged_process_is_gone(tmp_path: Path) -> None:
+    """A daily run executed inside an ingest run names that run's process in a tag: the
+    reconciler finds it there when the store lost the engine event that names the pid."""
+    import os
+    import subprocess
+
+    from dagster import DagsterRun, DagsterRunStatus
+
+    from driftloop.names import PROCESS_TAG
+    from sensors.reconcile import fail_dead_runs
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    # A local instance launches with Dagster's default run launcher, whose runs run here.
+    with DagsterInstance.local_temp(str(tmp_path)) as instance:
+        started = DagsterRunStatus.STARTED
+        dead = DagsterRun("flights_daily", status=started, tags={PROCESS_TAG: str(gone.pid)})
+        alive = DagsterRun("flights_daily", status=started, tags={PROCESS_TAG: str(os.getpid())})
+        untagged = DagsterRun("flights_daily", status=started)
+        # Created, its process died before the run's start was recorded.
+        unstarted = DagsterRun(
+            "flights_daily", status=DagsterRunStatus.NOT_STARTED, tags={PROCESS_TAG: str(gone.pid)}
+        )
+        # Queued for the daemon's launcher: no process yet, not the reconciler's.
+        queued = DagsterRun("flights_daily", status=DagsterRunStatus.NOT_STARTED)
+        runs = (dead, alive, untagged, unstarted, queued)
+        for run in runs:
+            instance.add_run(run)
+        assert set(fail_dead_runs(instance)) == {dead.run_id, unstarted.run_id}
+        status = {r.run_id: instance.get_run_by_id(r.run_id).status for r in runs}
+        assert status == {
+            dead.run_id: DagsterRunStatus.FAILURE,
+            alive.run_id: started,
+            untagged.run_id: started,  # no pid known: left to Dagster's run monitoring
+            unstarted.run_id: DagsterRunStatus.FAILURE,
+            queued.run_id: DagsterRunStatus.NOT_STARTED,
+        }
