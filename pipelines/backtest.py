@@ -14,7 +14,7 @@ examples/contracts/NAME.yaml, or `--contract PATH`.
 
 The row `driftloop` is the self-tuning loop (driftloop.backtest.selection): on day D it
 runs the policy chosen from the days before D only (the schedules and a grid of trigger
-settings, replayed on the same models), first chosen after a warm-up, then monthly; the
+settings, replayed on the same models), first chosen after a warm-up, then weekly; the
 contract's settings run as the row `fixed` (`--no-select`: only them, named driftloop).
 
 Compare settings side by side: `--policy NAME:key=value,...` adds a trigger policy (keys:

@@ -1,7 +1,7 @@
 """python -m pipelines.policy --dataset NAME [--source FILE] [--end D] [--retrain-budget N]
 
 Chooses the retraining policy from the dataset's history on demand (what the
-`<dataset>/retraining_policy` asset does monthly): replays the history so far with the
+`<dataset>/retraining_policy` asset does weekly): replays the history so far with the
 periodic schedules and the trigger grid (driftloop.backtest.selection) on the backtest's
 cached daily models, prints the comparison, keeps the choice as
 <data root>/reports/<dataset>/retraining_policy/<day>.json and current.json (what the
@@ -34,6 +34,13 @@ def main(argv: list[str] | None = None) -> int:
         metavar="PER_30_DAYS",
         help="most retrains per 30 days (default: the 7-day schedule's)",
     )
+    parser.add_argument(
+        "--min-history-days",
+        type=int,
+        default=None,
+        help="choose only from at least this many days after the first training window "
+        "(default: the walk-forward's warm-up)",
+    )
     parser.add_argument("--data-dir", default=None, help="data root (default $DRIFTLOOP_DATA_DIR)")
     parser.add_argument("--tracking-uri", default=None, help="MLflow store (default as above)")
     parser.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
@@ -41,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from driftloop.backtest.in_force import (
+        TooLittleHistory,
         choose_from_history,
         log_choice,
         policy_folder,
@@ -53,14 +61,19 @@ def main(argv: list[str] | None = None) -> int:
     contract = load_contract(find_contract(args.dataset, args.contract))
     root = data_root(args.data_dir)
     paths = dataset_paths(contract.name, root)
-    choice, result = choose_from_history(
-        contract,
-        root,
-        end=args.end,
-        budget_per_30_days=args.retrain_budget,
-        source=Path(args.source) if args.source else None,
-        progress=lambda m: print(m, flush=True),
-    )
+    try:
+        choice, result = choose_from_history(
+            contract,
+            root,
+            end=args.end,
+            budget_per_30_days=args.retrain_budget,
+            source=Path(args.source) if args.source else None,
+            progress=lambda m: print(m, flush=True),
+            min_days=args.min_history_days,
+        )
+    except TooLittleHistory as error:
+        print(f"no choice yet: {error} (--min-history-days chooses sooner)", file=sys.stderr)
+        return 1
     version = write_choice(paths, choice, result.config.end)
     frontier = render_frontier(result, policy_folder(paths) / f"{result.config.end}_frontier.png")
     run_id = None

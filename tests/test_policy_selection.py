@@ -20,7 +20,7 @@ import pandas as pd
 import pytest
 
 from driftloop.backtest.engine import BacktestConfig, run_backtest, trigger_settings
-from driftloop.backtest.policies import DAILY, STATIC, TriggerSettings
+from driftloop.backtest.policies import DAILY, SELECTION_WARMUP_DAYS, STATIC, TriggerSettings
 from driftloop.backtest.result import PolicyRun
 from driftloop.backtest.selection import (
     CANDIDATE_SCHEDULES,
@@ -301,7 +301,16 @@ def test_the_retraining_policy_asset_chooses_and_shows_its_table_and_plot(
             tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", data_dir=str(root)
         ),
     }
-    result = materialize([asset], resources=resources, instance=DagsterInstance.ephemeral())
+    instance = DagsterInstance.ephemeral()
+    # Six days are fewer than the walk-forward's warm-up: no choice, the defaults stay.
+    result = materialize([asset], resources=resources, instance=instance)
+    (early,) = result.asset_materializations_for_node(asset.op.name)
+    assert early.metadata["chosen"].value == "none yet"
+    assert f"the first choice needs {SELECTION_WARMUP_DAYS}" in early.metadata["why"].value
+    assert policy_in_force(contract, dataset_paths(contract.name, root)).source == "defaults"
+
+    config = {"ops": {asset.op.name: {"config": {"min_history_days": 6}}}}
+    result = materialize([asset], resources=resources, instance=instance, run_config=config)
     assert result.success
     (materialization,) = result.asset_materializations_for_node(asset.op.name)
     meta = {k: v.value for k, v in materialization.metadata.items()}

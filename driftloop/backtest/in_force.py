@@ -31,6 +31,11 @@ FOLDER = "retraining_policy"
 CURRENT = "current.json"
 
 
+class TooLittleHistory(ValueError):
+    """The history replayed is shorter than the warm-up: no choice yet, the policy in force
+    stays where it is (the defaults before a first choice)."""
+
+
 @dataclass(frozen=True)
 class PolicyInForce:
     """The trigger settings production runs, or a chosen schedule (``every_days``)."""
@@ -129,10 +134,13 @@ def choose_from_history(
     budget_per_30_days: float | None = None,
     source: Path | None = None,
     progress: Callable[[str], None] | None = None,
+    min_days: int | None = None,
 ) -> tuple[PolicyChoice, Any]:
     """Replay the history up to ``end`` (default: the last day of data) with every candidate
     and choose among them from the days whose labels are all due; returns the choice and
-    the backtest result (its summary and frontier are the comparison)."""
+    the backtest result (its summary and frontier are the comparison). Raises
+    ``TooLittleHistory`` when fewer than ``min_days`` (default: the walk-forward's warm-up,
+    ``SELECTION_WARMUP_DAYS``) would be replayed, before replaying anything."""
     # The engine and the selection pull in numpy, pandas and the models: only here, not in
     # the retrain sensor, which reads the policy in force every tick.
     from driftloop.backtest.engine import (
@@ -142,11 +150,20 @@ def choose_from_history(
         run_backtest,
         trigger_settings,
     )
+    from driftloop.backtest.policies import SELECTION_WARMUP_DAYS
     from driftloop.backtest.selection import candidates, choose_policy
 
     _, info = prepare(contract, data_root, source)
     start, last = default_range(contract, info, contract.training.window_days)
     end = min(end or last, last)
+    # The walk-forward's first choice is on day start + warm-up, from the days before it.
+    needed = SELECTION_WARMUP_DAYS if min_days is None else min_days
+    replayed = (end - start).days + 1
+    if replayed < needed:
+        raise TooLittleHistory(
+            f"{contract.name}: {replayed} days of history after the first training window "
+            f"({start} to {end}); the first choice needs {needed}"
+        )
     base = trigger_settings(contract, name="fixed")
     pool = candidates(base)
     triggers = [base, *(c.settings for c in pool if c.settings is not None)]

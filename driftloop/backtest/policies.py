@@ -40,6 +40,14 @@ FIT_MODES = ("split", "window")
 # Drift reference sample per champion (the drift asset samples up to 200k; 20k keeps a
 # year of daily drift checks to about a minute with the same verdicts at ~1k rows a day).
 REFERENCE_ROWS = 20_000
+# The self-tuning loop's cadence, in production (the retraining_policy asset and its
+# schedule) as in the walk-forward. The first choice comes after four whole weeks (every
+# weekday weighs the same in it; on fewer days the selection's significance rule still keeps
+# a quiet trigger while retraining has not paid); until then the contract's trigger runs.
+# It chooses again every week, the period of its budget: a choice kept for a month runs a
+# policy picked before a change for weeks after the change shows in the labels.
+SELECTION_WARMUP_DAYS = 28
+SELECTION_EVERY_DAYS = 7
 
 
 @dataclass(frozen=True)
@@ -109,8 +117,8 @@ class BacktestConfig:
     # ``selection_warmup_days`` after the start, then every ``selection_every_days``;
     # before its first choice it runs the first trigger's settings.
     selected: str | None = None
-    selection_warmup_days: int = 60
-    selection_every_days: int = 30
+    selection_warmup_days: int = SELECTION_WARMUP_DAYS
+    selection_every_days: int = SELECTION_EVERY_DAYS
     retrain_budget_per_30_days: float | None = None  # None: the 7-day schedule's
 
     @classmethod

@@ -20,7 +20,7 @@ SIGNALS = ("drift", "estimated", "performance")
 class PolicyRun:
     name: str
     # "schedule", "trigger", "candidate" (a trigger the selection judges) or "selected"
-    # (the self-tuning loop: the candidate chosen from earlier days, re-chosen monthly)
+    # (the self-tuning loop: the candidate chosen from earlier days, re-chosen weekly)
     kind: str
     every: int | None = None
     settings: TriggerSettings | None = None

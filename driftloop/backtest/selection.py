@@ -61,8 +61,6 @@ GRID_AXES: dict[str, list[dict[str, Any]]] = {
     "signals": [{}, {"use_drift": False}],
     "gate": [{"gate_confidence": 0.8}, {"gate_confidence": 0.9}],
 }
-SELECTION_WARMUP_DAYS = 60
-SELECTION_EVERY_DAYS = 30
 
 
 @dataclass(frozen=True)
@@ -249,7 +247,7 @@ def table_order(row: dict[str, Any]) -> tuple[bool, float, int]:
 
 class SelectionSteps:
     """The backtest engine's steps for the self-tuning loop (``BacktestConfig.selected``):
-    the candidates it replays, the monthly choice and the loop's morning. Mixed into
+    the candidates it replays, the weekly choice and the loop's morning. Mixed into
     ``driftloop.backtest.engine.Backtest``, whose state they use."""
 
     def _selection_policies(self, policies: list[PolicyRun]) -> list[PolicyRun]:
