@@ -58,10 +58,20 @@ def days_of(start: date, end: date) -> list[str]:
 
 
 def launch(url: str, dataset: str, days: list[str], assets: tuple[str, ...] = DAILY_ASSETS) -> str:
-    """Launch a backfill of `assets` over `days`; returns its id."""
+    """Launch a backfill of `assets` over exactly `days`; returns its id.
+
+    Each asset's days are named (`partitionsByAssets`): a backfill given partition names and
+    an asset selection also takes every downstream partition its days map to, and the
+    features' rolling windows map a raw day to the days after it, past the end of the range
+    (days whose raw data may not be there yet)."""
+    from driftloop.data.lake import contiguous_ranges
+
+    ranges = [{"start": first, "end": last} for first, last in contiguous_ranges(days)]
     params = {
-        "assetSelection": [{"path": [dataset, name]} for name in assets],
-        "partitionNames": days,
+        "partitionsByAssets": [
+            {"assetKey": {"path": [dataset, name]}, "partitions": {"ranges": ranges}}
+            for name in assets
+        ],
         "title": f"{dataset}: {days[0]} to {days[-1]}",
     }
     result = graphql(url, LAUNCH, {"params": params})["launchPartitionBackfill"]
