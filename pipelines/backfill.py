@@ -19,6 +19,7 @@ import urllib.request
 from datetime import date, timedelta
 from typing import Any
 
+from driftloop.data.lake import contiguous_ranges
 from pipelines.jobs import DAILY_ASSETS
 
 LAUNCH = """
@@ -64,8 +65,6 @@ def launch(url: str, dataset: str, days: list[str], assets: tuple[str, ...] = DA
     an asset selection also takes every downstream partition its days map to, and the
     features' rolling windows map a raw day to the days after it, past the end of the range
     (days whose raw data may not be there yet)."""
-    from driftloop.data.lake import contiguous_ranges
-
     ranges = [{"start": first, "end": last} for first, last in contiguous_ranges(days)]
     params = {
         "partitionsByAssets": [

@@ -54,8 +54,7 @@ def run_pid(instance: DagsterInstance, run: DagsterRun) -> int | None:
     run whose worker died before its first step has only that one."""
     tagged = run.tags.get(PROCESS_TAG, "")
     pid = int(tagged) if tagged.isdigit() else None
-    run_id = run.run_id
-    for entry in instance.all_logs(run_id, of_type=DagsterEventType.ENGINE_EVENT):
+    for entry in instance.all_logs(run.run_id, of_type=DagsterEventType.ENGINE_EVENT):
         event = entry.dagster_event
         data = getattr(event, "engine_event_data", None) if event else None
         value = (data.metadata or {}).get("pid") if data is not None else None

@@ -102,8 +102,8 @@ def _quiet(instance) -> bool:
 def _state(
     instance, paths: DatasetPaths, contract_path: Path, landed: tuple[str, ...], log: Path
 ) -> str:
-    """What a timed-out wait leaves behind: the stale items, every run of the test with its
-    status and trigger, and the end of the daemon's log."""
+    """What a timed-out wait leaves behind: the stale items, the newest 40 runs with their
+    status and partition (or first day of their range), and the end of the daemon's log."""
     runs = [
         f"{r.dagster_run.job_name} {r.dagster_run.status.value} "
         f"{r.dagster_run.tags.get('dagster/partition', '')}"
