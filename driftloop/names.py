@@ -11,6 +11,8 @@ PERFORMANCE_TABLE = "performance"
 
 # The features table's target column (NULL until the label is known).
 LABEL = "label"
+# The features table's partition day column (YYYY-MM-DD).
+DAY = "partition_date"
 
 # MLflow registered-model aliases.
 CHAMPION = "champion"

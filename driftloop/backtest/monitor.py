@@ -28,8 +28,7 @@ from driftloop.monitoring.estimation import estimate, fit_estimator
 from driftloop.monitoring.performance import FloorCache, PooledPerformance, judge, metric_value
 from driftloop.monitoring.signals import REFERENCE_SEED, feature_kinds
 from driftloop.monitoring.trigger import WindowSignal
-
-DAY = "partition_date"
+from driftloop.names import DAY
 
 
 @dataclass

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from driftloop.monitoring.signals import feature_kinds
+from driftloop.names import DAY
 
 if TYPE_CHECKING:
     import numpy as np
@@ -36,7 +37,6 @@ from driftloop.monitoring.estimation import estimate, fit_estimator
 from driftloop.monitoring.performance import FloorCache, PooledPerformance, judge, metric_value
 from driftloop.paths import DatasetPaths
 
-DAY_COLUMN = "partition_date"
 CACHE_FORMAT = 1
 
 
@@ -159,7 +159,7 @@ def champion_monitor(
         calibration=None
         if reference is None
         else calibrate(
-            reference, DAY_COLUMN, feature_kinds(contract), importance, policy.calibration_quantile
+            reference, DAY, feature_kinds(contract), importance, policy.calibration_quantile
         ),
         estimator=fit_estimator(contract, metric, holdout, labels, holdout_scores),
         holdout_labels=labels,

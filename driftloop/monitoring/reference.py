@@ -14,7 +14,6 @@ if TYPE_CHECKING:
 from driftloop.data.contract import Contract
 from driftloop.data.lake import write_parquet_atomic
 from driftloop.monitoring.signals import (
-    DAY,
     PREDICTION,
     REFERENCE_MAX_ROWS,
     REFERENCE_SEED,
@@ -23,7 +22,7 @@ from driftloop.monitoring.signals import (
     score_frame,
     training_days,
 )
-from driftloop.names import FEATURES_TABLE
+from driftloop.names import DAY, FEATURES_TABLE
 from driftloop.paths import DatasetPaths
 
 

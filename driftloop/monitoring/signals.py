@@ -65,7 +65,6 @@ PREDICTION = "prediction"
 MODEL_VERSION = "model_version"
 SHADOW_PREDICTION = "shadow_prediction"
 SHADOW_MODEL_VERSION = "shadow_model_version"
-DAY = "partition_date"
 
 REFERENCE_MAX_ROWS = 200_000
 REFERENCE_SEED = 20130101

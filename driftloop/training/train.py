@@ -20,7 +20,7 @@ import pandas as pd
 from driftloop.data.contract import Contract, Task
 from driftloop.data.lake import existing_partitions, is_blocked, partition_files, sql_file_list
 from driftloop.metrics import PRIMARY_METRIC, compute_metrics, is_better
-from driftloop.names import FEATURES_TABLE, LABEL
+from driftloop.names import DAY, FEATURES_TABLE, LABEL
 from driftloop.paths import DatasetPaths
 from driftloop.training.model_base import TabularModel
 from driftloop.training.models import make_model
@@ -29,7 +29,6 @@ from driftloop.training.models import make_model
 # barely changes while its cost (time, and memory for one-hot columns) keeps growing, so it
 # learns from a seeded sample of the training rows beyond this many.
 BASELINE_MAX_ROWS = 300_000
-DAY = "partition_date"
 
 # The random search draws from this small LightGBM space; anything not drawn keeps the
 # configured value.
