@@ -115,6 +115,7 @@ def _eval_metadata(evaluation: "Evaluation", version_url: str) -> dict[str, Any]
         "metric": result.metric,
         **_floats(diff=result.diff, ci_low=decision.ci_low, ci_high=decision.ci_high),
         "confidence": decision.confidence,
+        "bootstrap_resampled": result.resampled,
         "holdout": "..".join(evaluation.holdout),
         "rows": result.n_rows,
         "overall_metrics": MetadataValue.md(_md_table(result.overall, signed=("diff",))),

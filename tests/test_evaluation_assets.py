@@ -177,6 +177,8 @@ def test_promote_reject_rollback_and_status(setup, capsys) -> None:
     assert eval_meta["reference"].value == "baseline (scikit-learn)"
     assert eval_meta["ci_low"].value > 0
     assert eval_meta["rows"].value == 7 * (ROWS_PER_DAY - 20)
+    # The holdout's 7 days are the bootstrap's unit, whole days at a time.
+    assert eval_meta["bootstrap_resampled"].value == "its 7 days (whole days)"
     assert "| roc_auc |" in eval_meta["overall_metrics"].value
     assert "carrier" in eval_meta["slices"].value and "calibration" in eval_meta
     report = Path(eval_meta["report_path"].value)

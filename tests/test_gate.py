@@ -143,6 +143,39 @@ def test_a_chosen_schedule_replaces_the_champion_unless_the_challenger_is_worse(
         GateConfig(require="maybe")
 
 
+def test_the_bootstrap_draws_whole_days_so_a_difference_that_swings_by_day_is_not_confident(
+    flights_contract, holdout
+) -> None:
+    frame, signal = holdout
+    day = np.arange(len(frame)) % 7
+    by_day = frame.assign(partition_date=[f"2013-05-0{d + 1}" for d in day])
+    # The challenger is much better on three days and worse on four: worse overall, by an
+    # amount that rows alone would call certain, but that the days do not bear out.
+    rng = np.random.default_rng(5)
+    noise = np.array([0.3, 1.4, 0.35, 1.4, 0.4, 1.35, 1.4])[day]
+    challenger = _sigmoid(1.5 * (signal + rng.normal(0, 1, len(signal)) * noise) - 1.2)
+    reference = _model(signal, 0.8, 2)
+    scheduled = GateConfig(require="not_worse")
+
+    days = _run(flights_contract, by_day, challenger, reference)
+    assert days.resampled_days == 7
+    assert days.diff < 0 and days.ci_low < 0 < days.ci_high
+    kept = decide(days, scheduled, is_first=False)
+    assert kept.promote, kept.reasons
+    assert "resamples of its 7 days (whole days)" in kept.reasons[0]
+    assert days.to_dict()["bootstrap"]["resampled_days"] == 7
+
+    rows = _run(flights_contract, by_day, challenger, reference, resample_by=None)
+    assert rows.resampled_days is None and rows.diff == days.diff
+    assert rows.ci_high < 0
+    refused = decide(rows, scheduled, is_first=False)
+    assert not refused.promote and f"of its {len(frame):,} rows" in refused.reasons[0]
+
+    # Too few days for distinct day resamples: rows are drawn, as without the column.
+    short = by_day.assign(partition_date=[f"2013-05-0{d % 4 + 1}" for d in day])
+    assert _run(flights_contract, short, challenger, reference).resampled_days is None
+
+
 def test_slice_regression_blocks_promotion(flights_contract, holdout) -> None:
     frame, signal = holdout
     challenger = _model(signal, 0.3, 1)

@@ -133,7 +133,9 @@ class ModelFitter:
         if self.cache_dir is None:
             return None
         gate = self.config.triggers[0].gate if self.config.triggers else GateConfig()
-        tail = f"_first_{gate.margin}_{gate.confidence}" if first else ""
+        # A first model's file holds its gate's verdict, which the bootstrap's scheme
+        # (whole holdout days since the day-cluster bootstrap) decides as well.
+        tail = f"_first_{gate.margin}_{gate.confidence}_days" if first else ""
         return self.cache_dir / self._key / f"{day.isoformat()}{tail}.pkl"
 
     def cached(self, day: date) -> bool:

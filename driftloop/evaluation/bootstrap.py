@@ -3,6 +3,12 @@
 Each resample draws the same rows for both models, so the spread of the difference
 reflects how the two models disagree, not the (much larger) noise of either metric on its
 own. Differences are sign-adjusted: positive means the challenger is better.
+
+Rows of one day are not independent draws: a storm, a holiday or a shift in the concept
+moves every row of its day together, and so does the difference between two models. Given
+a cluster per row (the holdout's day), a resample draws whole clusters with replacement
+(the cluster bootstrap), so the interval carries the day-to-day variation of the
+difference, which resampling rows alone hides behind the row count.
 """
 
 from __future__ import annotations
@@ -111,6 +117,13 @@ def _resample_weights(rng: np.random.Generator, resamples: int, n: int) -> np.nd
     return counts.astype(np.float32)
 
 
+def _cluster_weights(
+    rng: np.random.Generator, resamples: int, clusters: np.ndarray, n_clusters: int
+) -> np.ndarray:
+    """Cluster bootstrap counts: each row weighs as often as its cluster is drawn."""
+    return _resample_weights(rng, resamples, n_clusters)[:, clusters]
+
+
 def metric_resamples(
     metric: str,
     y: np.ndarray,
@@ -141,6 +154,7 @@ def paired_bootstrap(
     reference: np.ndarray,
     *,
     groups: list[np.ndarray] | None = None,
+    clusters: np.ndarray | None = None,
     samples: int = DEFAULT_BOOTSTRAP_SAMPLES,
     seed: int = DEFAULT_SEED,
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -148,7 +162,8 @@ def paired_bootstrap(
 
     Returns ``(overall, per_group)`` with shapes ``(samples,)`` and ``(len(groups), samples)``.
     Both models are scored on the same resampled rows (a paired bootstrap); the seed makes
-    the result reproducible.
+    the result reproducible. ``clusters`` (a code 0..k-1 per row, e.g. the row's day)
+    resamples whole clusters instead of rows.
     """
     groups = groups or []
     n = len(y)
@@ -168,10 +183,18 @@ def paired_bootstrap(
         if len(idx)
     ]
     nonempty = [g for g, idx in enumerate(groups) if len(idx)]
+    if clusters is not None:
+        clusters = np.asarray(clusters)
+        if clusters.shape != (n,) or clusters.min() < 0:
+            raise ValueError(f"clusters must give a code >= 0 for each of the {n} rows")
+        n_clusters = int(clusters.max()) + 1
     rng = np.random.default_rng(seed)
     for start in range(0, samples, _CHUNK):
         stop = min(start + _CHUNK, samples)
-        weights = _resample_weights(rng, stop - start, n)
+        if clusters is None:
+            weights = _resample_weights(rng, stop - start, n)
+        else:
+            weights = _cluster_weights(rng, stop - start, clusters, n_clusters)
         overall[start:stop] = sign * (all_c(weights) - all_r(weights))
         for g, (m_c, m_r) in zip(nonempty, sub, strict=True):
             per_group[g, start:stop] = sign * (m_c(weights) - m_r(weights))

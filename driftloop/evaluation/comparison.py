@@ -9,6 +9,14 @@ Sign convention: every ``diff`` in this module is an *improvement*, sign-adjuste
 positive number means the challenger is better (for ROC AUC: challenger - reference; for
 RMSE: reference - challenger).
 
+Day clusters: when the holdout names each row's day and spans at least
+``MIN_RESAMPLED_DAYS`` days, a resample draws whole days (the cluster bootstrap of
+driftloop.evaluation.bootstrap): rows of a day share its weather, its calendar and its
+step of a moving concept, so their differences are not independent, and an interval from
+resampled rows would be as narrow as the row count makes it, however much the difference
+swings from day to day. Fewer days than that give too few distinct resamples, and rows
+are resampled instead; the result says which (``resampled_days``).
+
 Slice uncertainty: each slice gets its own paired percentile bootstrap from the very same
 resamples as the overall metric (a resample of the holdout is also a resample of every
 slice in it, with a slice size that varies as it would in reality). This is exact where a
@@ -40,6 +48,7 @@ from driftloop.metrics import (
     compute_metrics,
     percentile_interval,
 )
+from driftloop.names import DAY
 
 if TYPE_CHECKING:
     from driftloop.evaluation.explain import Explanation
@@ -50,6 +59,8 @@ CALIBRATION_BINS = 10
 _MAX_NUMERIC_SLICE_VALUES = 12
 _NUMERIC_SLICE_BINS = 5
 MISSING = "(missing)"
+# Fewer holdout days than this give too few distinct day resamples: rows are resampled.
+MIN_RESAMPLED_DAYS = 5
 
 
 @dataclass
@@ -85,6 +96,15 @@ class EvalResult:
     # The challenger's mean absolute contribution per feature, overall ("(all)") and per
     # slice value (driftloop.evaluation.explain.importance_table); None when not explained.
     importance: pd.DataFrame | None = None
+    # The number of holdout days the bootstrap drew whole; None when it drew rows.
+    resampled_days: int | None = None
+
+    @property
+    def resampled(self) -> str:
+        """What a bootstrap resample drew, in words."""
+        if self.resampled_days is None:
+            return f"its {self.n_rows:,} rows"
+        return f"its {self.resampled_days} days (whole days)"
 
     @property
     def overall(self) -> pd.DataFrame:
@@ -129,6 +149,7 @@ class EvalResult:
                 "confidence": self.confidence,
                 "samples": self.bootstrap_samples,
                 "seed": self.seed,
+                "resampled_days": self.resampled_days,
             },
             "slices": _records(self.slices),
             "calibration": None if self.calibration is None else _records(self.calibration),
@@ -235,12 +256,15 @@ def evaluate(
     confidence: float = DEFAULT_CONFIDENCE,
     seed: int = DEFAULT_SEED,
     explanation: Explanation | None = None,
+    resample_by: str | None = DAY,
 ) -> EvalResult:
     """Compare two models' scores on the same holdout rows.
 
     ``holdout`` is a features-table frame (it must hold ``label`` and the slice columns);
     the two score arrays (and the challenger's ``explanation``, when given) align with its
-    rows. Rows without a label are left out.
+    rows. Rows without a label are left out. The bootstrap draws whole values of the
+    ``resample_by`` column (the day) when the holdout has it with at least
+    ``MIN_RESAMPLED_DAYS`` of them, else rows.
     """
     challenger_scores = np.asarray(challenger_scores, dtype=np.float64)
     reference_scores = np.asarray(reference_scores, dtype=np.float64)
@@ -281,8 +305,13 @@ def evaluate(
             keys.append((column, str(value)))
             groups.append(np.asarray(idx))
 
+    clusters, resampled_days = None, None
+    if resample_by is not None and resample_by in frame.columns:
+        codes, days = pd.factorize(frame[resample_by], sort=True)
+        if len(days) >= MIN_RESAMPLED_DAYS and (codes >= 0).all():
+            clusters, resampled_days = codes, len(days)
     boot, slice_boot = paired_bootstrap(
-        metric, higher, y, s_c, s_r, groups=groups, samples=samples, seed=seed
+        metric, higher, y, s_c, s_r, groups=groups, clusters=clusters, samples=samples, seed=seed
     )
     ci_low, ci_high = percentile_interval(boot, confidence)
     finite = boot[np.isfinite(boot)]
@@ -360,4 +389,5 @@ def evaluate(
         boot_diffs=boot,
         skipped_slices=skipped,
         importance=importance,
+        resampled_days=resampled_days,
     )

@@ -173,7 +173,7 @@ def decide(
         f"{label} {c_val:.4f} vs {r_val:.4f} for {against} on the same {result.n_rows:,} "
         f"holdout rows: difference {_f(result.diff)} (positive = challenger better), "
         f"{pct} CI {_f(ci_low)} to {_f(ci_high)} from {result.bootstrap_samples} paired "
-        "bootstrap resamples"
+        f"bootstrap resamples of {result.resampled}"
     )
     if config.require == "not_worse" and not is_first:
         if ci_high >= -config.margin:

@@ -252,7 +252,8 @@ def render(result: EvalResult, decision: Any = None, context: dict[str, Any] | N
         f"<p>Difference (positive = challenger better): <b>{_fmt(result.diff, True)}</b>; "
         f"bootstrap mean {_fmt(result.boot_mean, True)}; {pct} percentile interval "
         f"<b>{_fmt(result.ci_low, True)}</b> to <b>{_fmt(result.ci_high, True)}</b> from "
-        f"{result.bootstrap_samples} paired resamples of the same rows (seed {result.seed}).</p>"
+        f"{result.bootstrap_samples} paired resamples of {escape(result.resampled)}, the same for "
+        f"both models (seed {result.seed}).</p>"
     )
 
     out.append("<h2>Overall metrics</h2>")
