@@ -30,7 +30,7 @@ from driftloop.data.lake import (
 )
 from driftloop.data.validation import failed_blocking, validate_partition
 from driftloop.features.definition import build_features
-from driftloop.names import RAW_TABLE
+from driftloop.names import DAY, RAW_TABLE
 from driftloop.paths import DatasetPaths, dataset_paths
 
 BACKTEST_DIR = "backtest"
@@ -206,7 +206,7 @@ def load_features(
 
 def _normalise(frame: pd.DataFrame) -> pd.DataFrame:
     frame = frame.sort_values("event_time", kind="stable").reset_index(drop=True)
-    frame["partition_date"] = frame["partition_date"].astype(str)
+    frame[DAY] = frame[DAY].astype(str)
     return frame
 
 

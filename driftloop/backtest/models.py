@@ -27,6 +27,7 @@ from driftloop.data.contract import Contract
 from driftloop.evaluation.comparison import evaluate
 from driftloop.evaluation.gate import GateConfig, decide
 from driftloop.metrics import PRIMARY_METRIC
+from driftloop.names import DAY
 from driftloop.training.train import TrainingConfig, refit_on_window, time_split, train
 
 CACHE_VERSION = "3"  # 3: fit="window" refits with the rounds the validation days chose
@@ -62,7 +63,7 @@ class History:
     def __init__(self, contract: Contract, features: pd.DataFrame) -> None:
         self.contract = contract
         self.frame = features
-        days = features["partition_date"].to_numpy()
+        days = features[DAY].to_numpy()
         self.days = sorted(set(days.tolist()))
         starts = np.searchsorted(days, self.days, side="left")
         ends = np.searchsorted(days, self.days, side="right")
@@ -79,12 +80,12 @@ class History:
         """Rows of the last ``window_days`` days with labels due by ``cutoff`` (strictly
         before the cutoff's day), only those rows: the production window, honestly."""
         day = cutoff.date().isoformat()
-        end = int(np.searchsorted(self.frame["partition_date"].to_numpy(), day, side="left"))
+        end = int(np.searchsorted(self.frame[DAY].to_numpy(), day, side="left"))
         due = self.labelled[:end] & (self.due[:end] <= np.datetime64(cutoff))
         rows = np.flatnonzero(due)
         if len(rows) == 0:
             return self.frame.iloc[0:0]
-        row_days = self.frame["partition_date"].to_numpy()[rows]
+        row_days = self.frame[DAY].to_numpy()[rows]
         keep = sorted(set(row_days.tolist()))[-window_days:]
         return self.frame.iloc[rows[row_days >= keep[0]]]
 
@@ -217,7 +218,7 @@ class ModelFitter:
             day=day,
             cutoff=datetime.combine(day, datetime.min.time()),
             model=served,
-            window=sorted(frame["partition_date"].unique().tolist()),
+            window=sorted(frame[DAY].unique().tolist()),
             holdout=result.split.holdout if keep else None,
             holdout_scores=result.holdout_scores,
             holdout_metric=float(result.holdout_metrics[self.metric]),

@@ -156,7 +156,7 @@ class Monitor:
         due = self.history.due[frame.index.to_numpy()] <= np.datetime64(cutoff)
         known = due & ~np.isnan(labels)
         value = metric_value(self.metric, labels[known], scores[known]) if known.any() else math.nan
-        labelled_days = len(set(frame["partition_date"].to_numpy()[known].tolist()))
+        labelled_days = len(set(frame[DAY].to_numpy()[known].tolist()))
         rows = int(known.sum())
         realised = judge("realised", self.metric, value, reference, rows, labelled_days, floors)
         return estimated, realised

@@ -19,7 +19,7 @@ from driftloop.data.contract_sql import (
     sandboxed_connection,
 )
 from driftloop.data.retraining import TriggerPolicy
-from driftloop.names import LABEL
+from driftloop.names import DAY, LABEL
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -31,7 +31,7 @@ RESERVED_COLUMN_NAMES: dict[str, str] = {
     "_source_file": "the raw partitions' column naming the landed file of each row",
     DERIVED_EVENT_TIME: "where ingestion stores an event time computed from event_time.expression",
     "event_time": "the features table's event-time column (and the name contract SQL uses for it)",
-    "partition_date": "the features table's partition day column",
+    DAY: "the features table's partition day column",
     LABEL: "the features table's target column",
 }
 RESERVED_COLUMN_PREFIX = "__"  # the features query's working columns

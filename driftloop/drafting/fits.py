@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from driftloop.data.contract import Contract, RollingFeature, Task
 from driftloop.drafting.profiling import LEAK_AUC, LEAK_R2
 from driftloop.features.definition import build_features
-from driftloop.names import LABEL
+from driftloop.names import DAY, LABEL
 from driftloop.paths import DatasetPaths
 from driftloop.training.lightgbm_model import LightGBMModel
 
@@ -97,12 +97,12 @@ def _sample_features(contract: Contract, rows: pd.DataFrame) -> pd.DataFrame:
 
 def _split_by_day(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame] | None:
     """Oldest days train, then 15% of days validate, the newest 20% are the holdout."""
-    days = sorted(frame["partition_date"].unique())
+    days = sorted(frame[DAY].unique())
     if len(days) < MIN_DAYS:
         return None
     n_hold, n_valid = max(2, len(days) // 5), max(1, len(days) * 3 // 20)
     hold, valid = set(days[-n_hold:]), set(days[-(n_hold + n_valid) : -n_hold])
-    day = frame["partition_date"]
+    day = frame[DAY]
     return frame[~day.isin(hold | valid)], frame[day.isin(valid)], frame[day.isin(hold)]
 
 

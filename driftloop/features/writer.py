@@ -18,7 +18,7 @@ from driftloop.data.contract import Contract
 from driftloop.data.lake import write_parquet_atomic
 from driftloop.faults import fault_point
 from driftloop.features.definition import build_features
-from driftloop.names import FEATURES_TABLE, RAW_TABLE
+from driftloop.names import DAY, FEATURES_TABLE, RAW_TABLE
 from driftloop.paths import DatasetPaths
 
 if TYPE_CHECKING:
@@ -108,7 +108,7 @@ def write_features(
             written.null_counts[str(name)] += int(count)
         # Row positions per day, and one day's rows copied at a time: a dict of every
         # group would hold a second copy of the chunk.
-        by_day = frame.groupby("partition_date", sort=True).indices if len(frame) else {}
+        by_day = frame.groupby(DAY, sort=True).indices if len(frame) else {}
         for day in chunk:
             rows = frame.iloc[by_day[day]] if day in by_day else frame.iloc[0:0]
             written.files[day] = write_parquet_atomic(

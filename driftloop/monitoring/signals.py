@@ -51,6 +51,7 @@ from driftloop.data.lake import (
 )
 from driftloop.monitoring.drift import Kind
 from driftloop.names import (
+    DAY,
     FEATURES_TABLE,
     LABEL,
     PREDICTIONS_TABLE,
@@ -149,7 +150,7 @@ def score_frame(
 
 def prediction_key_columns(contract: Contract) -> list[str]:
     """The features columns a predictions partition carries over (when present)."""
-    return [*contract.id_columns, "event_time", "partition_date"]
+    return [*contract.id_columns, "event_time", DAY]
 
 
 def predictions_table(

@@ -30,7 +30,7 @@ from driftloop.monitoring.signals import (
     predictions_table,
     score_frame,
 )
-from driftloop.names import FEATURES_TABLE, PREDICTIONS_TABLE
+from driftloop.names import DAY, FEATURES_TABLE, PREDICTIONS_TABLE
 from driftloop.paths import DatasetPaths
 
 if TYPE_CHECKING:
@@ -47,7 +47,7 @@ BATCH_ROWS = 65_536
 # Batches scored at once; each worker's model predicts with its share of the cores.
 SCORING_WORKERS = 2
 # Low-cardinality columns of a predictions file; the rest (ids, times, scores) are unique.
-DICTIONARY_COLUMNS = ["partition_date", MODEL_VERSION, SHADOW_MODEL_VERSION]
+DICTIONARY_COLUMNS = [DAY, MODEL_VERSION, SHADOW_MODEL_VERSION]
 
 
 @dataclass(frozen=True)

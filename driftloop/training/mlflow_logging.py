@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from driftloop.data.contract import Contract
 from driftloop.faults import fault_point
-from driftloop.names import CHALLENGER
+from driftloop.names import CHALLENGER, DAY
 from driftloop.processes import process_token
 from driftloop.training.model_loading import quiet_pyfunc
 from driftloop.training.provenance import PACKAGE_DIR, code_version, requirements, source_hash
@@ -291,7 +291,7 @@ def _log_artifacts(
     if result.trials:
         mlflow.log_dict({"trials": result.trials}, "search/trials.json")
     holdout = result.split.holdout
-    keep = [c for c in [*contract.id_columns, "partition_date", "label"] if c in holdout]
+    keep = [c for c in [*contract.id_columns, DAY, "label"] if c in holdout]
     predictions = holdout[keep].assign(
         score=result.holdout_scores, baseline_score=result.baseline_holdout_scores
     )
